@@ -1,5 +1,323 @@
 """Layer 2: DataBunch, the generic container of training, validation and test DataLoaders.
 
-Knows nothing about images: it moves batches to the device, applies batch transforms and
-normalisation, and tells the Learner about classes and the loss that suits the labels.
+Knows nothing about images: it moves batches to the device, applies batch transforms (such as
+augmentation on the device, then normalisation), and tells the Learner about the classes and
+whether labels are multi-label. Datasets handed to it yield `(x, y)` pairs and may carry
+`classes` (list of names), `c` (number of outputs) and `multi_label` (bool).
 """
+from __future__ import annotations
+
+from enum import IntEnum
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.dataloader import default_collate
+
+from .core import FastbaseError, Path, default_num_workers, defaults, ifnone, listify, seed_worker, to_device
+
+__all__ = ["DatasetType", "DataError", "EmptyDatasetError", "DeviceDataLoader", "DataBunch", "Normalizer",
+           "imagenet_stats", "cifar_stats", "mnist_stats"]
+
+imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+cifar_stats = ([0.491, 0.482, 0.447], [0.247, 0.243, 0.261])
+mnist_stats = ([0.15, 0.15, 0.15], [0.15, 0.15, 0.15])
+
+
+class DatasetType(IntEnum):
+    """Which of a DataBunch's loaders: `Fix` is the training set in order, without augmentation
+    drops, for predictions on the training data; `Single` is one item for `predict`."""
+    Train = 0
+    Valid = 1
+    Test = 2
+    Fix = 3
+    Single = 4
+
+
+class DataError(FastbaseError, ValueError):
+    """Data that cannot be trained on: the message names the file or value and what to do."""
+
+
+class EmptyDatasetError(DataError):
+    """A training or validation set without items, caught when the DataBunch is created."""
+
+
+class Normalizer:
+    """Batch transform that normalises `x` channel-wise (dim 1) with `mean`/`std`; `denorm` undoes it."""
+    order = 100  # after every augmentation
+
+    def __init__(self, mean, std):
+        self.mean, self.std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if (self.std <= 0).any():
+            raise DataError(f"Normalisation std must be positive, got {self.std.tolist()}.")
+        self._cache = {}
+
+    def _stats(self, x: torch.Tensor):
+        key = (x.device, x.dtype, x.dim())
+        if key not in self._cache:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            self._cache[key] = (self.mean.to(x.device, x.dtype).view(shape), self.std.to(x.device, x.dtype).view(shape))
+        return self._cache[key]
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return (x - mean) / std
+
+    def denorm(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._stats(x)
+        return x * std + mean
+
+    def __call__(self, batch):
+        x, *rest = batch
+        return (self.norm(x), *rest)
+
+    def __repr__(self):
+        return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+class DeviceDataLoader:
+    """A DataLoader whose batches arrive on `device`, after its batch transforms (in `order`)."""
+
+    def __init__(self, dl: DataLoader, device, tfms=None):
+        self.dl, self.device = dl, torch.device(device)
+        self.tfms = sorted(listify(tfms), key=lambda t: getattr(t, "order", 0))
+
+    def __len__(self):
+        return len(self.dl)
+
+    @property
+    def dataset(self):
+        return self.dl.dataset
+
+    @property
+    def batch_size(self):
+        return self.dl.batch_size
+
+    @property
+    def num_workers(self):
+        return self.dl.num_workers
+
+    def add_tfm(self, tfm) -> None:
+        self.tfms = sorted([*self.tfms, tfm], key=lambda t: getattr(t, "order", 0))
+
+    def remove_tfm(self, tfm) -> None:
+        self.tfms = [t for t in self.tfms if t is not tfm]
+
+    def proc_batch(self, batch):
+        batch = to_device(batch, self.device)
+        for tfm in self.tfms:
+            batch = tfm(batch)
+        return batch
+
+    def __iter__(self):
+        for batch in self.dl:
+            yield self.proc_batch(batch)
+
+    def new(self, **kwargs) -> "DeviceDataLoader":
+        """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`)."""
+        dl = self.dl
+        args = dict(batch_size=dl.batch_size, num_workers=dl.num_workers, collate_fn=dl.collate_fn,
+                    drop_last=dl.drop_last, pin_memory=dl.pin_memory, worker_init_fn=dl.worker_init_fn,
+                    persistent_workers=dl.persistent_workers, generator=dl.generator,
+                    shuffle=isinstance(dl.sampler, torch.utils.data.RandomSampler))
+        args.update(kwargs)
+        if args["num_workers"] == 0:
+            args["persistent_workers"] = False
+        dataset = args.pop("dataset", dl.dataset)
+        return DeviceDataLoader(DataLoader(dataset, **args), self.device, self.tfms)
+
+    def __repr__(self):
+        return f"DeviceDataLoader({len(self.dataset)} items, bs={self.batch_size}, device={self.device})"
+
+
+class DataBunch:
+    """Training, validation and optional test loaders on one device, with shared batch transforms.
+
+    `classes`, `c` and `multi_label` come from the training dataset. Build one with `create` from
+    datasets, or pass DataLoaders directly.
+    """
+
+    def __init__(self, train_dl: DataLoader, valid_dl: DataLoader, fix_dl: DataLoader | None = None,
+                 test_dl: DataLoader | None = None, device=None, dl_tfms=None, path=".", valid_tfms=None):
+        self.device = torch.device(ifnone(device, defaults.device))
+        self.path = Path(path)
+        self.norm: Normalizer | None = None
+        wrap = lambda dl, extra=(): None if dl is None else DeviceDataLoader(dl, self.device, [*listify(dl_tfms), *extra])  # noqa: E731
+        self.train_dl = wrap(train_dl)
+        self.valid_dl = wrap(valid_dl, listify(valid_tfms))
+        self.fix_dl = wrap(fix_dl, listify(valid_tfms))
+        self.test_dl = wrap(test_dl, listify(valid_tfms))
+        _check_not_empty(self.train_dl.dataset, "training")
+        if len(self.train_dl) == 0:
+            raise EmptyDatasetError(f"The training loader has no batch: {len(self.train_ds)} items with batch size "
+                                    f"{self.train_dl.batch_size} and drop_last. Use a smaller `bs`.")
+
+    @classmethod
+    def create(cls, train_ds: Dataset, valid_ds: Dataset, test_ds: Dataset | None = None, path=".", bs: int = 64,
+               val_bs: int | None = None, num_workers: int | None = None, dl_tfms=None, device=None,
+               collate_fn=default_collate, seed: int | None = None, **kwargs) -> "DataBunch":
+        """Build the loaders: train shuffled (reproducibly when `seed` is given) and dropping a last
+        partial batch when there is more than one batch; valid/test/fix in order, `val_bs` (default `bs`)."""
+        _check_not_empty(train_ds, "training")
+        device = torch.device(ifnone(device, defaults.device))
+        num_workers = default_num_workers(device) if num_workers is None else num_workers
+        val_bs = ifnone(val_bs, bs)
+        common = dict(num_workers=num_workers, collate_fn=collate_fn, pin_memory=device.type == "cuda",
+                      worker_init_fn=seed_worker, persistent_workers=num_workers > 0)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        train_dl = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs,
+                              generator=generator, **common)
+        valid_dl = DataLoader(valid_ds, batch_size=val_bs, shuffle=False, **common)
+        fix_dl = DataLoader(train_ds, batch_size=val_bs, shuffle=False, **common)
+        test_dl = None if test_ds is None else DataLoader(test_ds, batch_size=val_bs, shuffle=False, **common)
+        return cls(train_dl, valid_dl, fix_dl, test_dl, device=device, dl_tfms=dl_tfms, path=path, **kwargs)
+
+    # --- what the Learner asks -------------------------------------------------------------
+    @property
+    def inference_only(self) -> bool:
+        """True for a DataBunch rebuilt by `load_export_state` (no loaders, no items)."""
+        return hasattr(self, "_inference_state")
+
+    @property
+    def train_ds(self):
+        return None if self.train_dl is None else self.train_dl.dataset
+
+    @property
+    def valid_ds(self):
+        return self.valid_dl.dataset
+
+    @property
+    def test_ds(self):
+        return None if self.test_dl is None else self.test_dl.dataset
+
+    @property
+    def classes(self) -> list | None:
+        if self.inference_only:
+            return self._inference_state.get("classes")
+        return getattr(self.train_ds, "classes", None)
+
+    @property
+    def c(self) -> int | None:
+        """Number of model outputs: the dataset's `c`, else the number of classes."""
+        c = self._inference_state.get("c") if self.inference_only else getattr(self.train_ds, "c", None)
+        return c if c is not None else (len(self.classes) if self.classes is not None else None)
+
+    @property
+    def multi_label(self) -> bool:
+        if self.inference_only:
+            return bool(self._inference_state.get("multi_label", False))
+        return bool(getattr(self.train_ds, "multi_label", False))
+
+    @property
+    def dls(self) -> list[DeviceDataLoader]:
+        return [dl for dl in (self.train_dl, self.valid_dl, self.fix_dl, self.test_dl) if dl is not None]
+
+    def dl(self, ds_type: DatasetType = DatasetType.Valid) -> DeviceDataLoader:
+        """The loader for `ds_type`; a clear error for a test set that was never added."""
+        loader = {DatasetType.Train: self.train_dl, DatasetType.Valid: self.valid_dl,
+                  DatasetType.Fix: self.fix_dl, DatasetType.Test: self.test_dl}.get(DatasetType(ds_type))
+        if self.inference_only:
+            raise DataError("This DataBunch was loaded for inference (load_learner): it has no data sets. "
+                            "Use `predict`, or build a DataBunch from your data to train or validate.")
+        if loader is None:
+            raise DataError(f"This DataBunch has no {DatasetType(ds_type).name} set; add one with `add_test`.")
+        return loader
+
+    def one_batch(self, ds_type: DatasetType = DatasetType.Train, detach: bool = True, denorm: bool = False,
+                  cpu: bool = True):
+        """The first batch of a loader, after its transforms; `denorm` undoes normalisation of `x`."""
+        x, y = next(iter(self.dl(ds_type)))
+        if denorm and self.norm is not None:
+            x = self.norm.denorm(x)
+        if detach:
+            x, y = to_device((x, y), "cpu") if cpu else (x, y)
+            x, y = _detach(x), _detach(y)
+        elif cpu:
+            x, y = to_device((x, y), "cpu")
+        return x, y
+
+    def add_test(self, test_ds: Dataset) -> "DataBunch":
+        """Add (or replace) the test set; it gets the validation loader's settings and transforms."""
+        self.test_dl = self.valid_dl.new(dataset=test_ds, shuffle=False, drop_last=False)
+        return self
+
+    # --- normalisation ---------------------------------------------------------------------
+    def batch_stats(self, ds_type: DatasetType = DatasetType.Train) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel-wise (dim 1) mean and std of `x` over one batch, before normalisation."""
+        x, _ = self.one_batch(ds_type, denorm=True)
+        dims = [d for d in range(x.dim()) if d != 1]
+        return x.float().mean(dim=dims), x.float().std(dim=dims)
+
+    def normalize(self, stats=None) -> "DataBunch":
+        """Normalise `x` in every loader with `stats` = (mean, std), or stats computed from a training
+        batch when None. Normalising twice replaces the previous stats. Returns self."""
+        if self.norm is not None:
+            for dl in self.dls:
+                dl.remove_tfm(self.norm)
+            self.norm = None
+        mean, std = stats if stats is not None else self.batch_stats()
+        self.norm = Normalizer(mean, std)
+        for dl in self.dls:
+            dl.add_tfm(self.norm)
+        return self
+
+    @property
+    def stats(self):
+        """(mean, std) lists used for normalisation, or None."""
+        return None if self.norm is None else (self.norm.mean.tolist(), self.norm.std.tolist())
+
+    def denorm(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.norm is None else self.norm.denorm(x)
+
+    # --- inference and export --------------------------------------------------------------
+    def one_item(self, item) -> torch.Tensor:
+        """A batch of one input for `Learner.predict`, on the device and normalised. The generic
+        DataBunch takes a tensor `x` as its datasets yield it; subclasses open files, resize, etc."""
+        x = torch.as_tensor(item)
+        x = to_device(x.unsqueeze(0), self.device)
+        return x if self.norm is None else self.norm.norm(x)
+
+    def export_state(self) -> dict:
+        """Plain data (str, numbers, lists, dicts) that rebuilds an inference-only DataBunch of this
+        class with `load_export_state`, without the training items; safe for `weights_only` loading."""
+        return {"type": f"{type(self).__module__}:{type(self).__qualname__}",
+                "classes": None if self.classes is None else [str(c) for c in self.classes],
+                "c": self.c, "multi_label": self.multi_label, "stats": self.stats}
+
+    @classmethod
+    def load_export_state(cls, state: dict, device=None) -> "DataBunch":
+        """An inference-only DataBunch from `export_state()`: it knows classes and normalisation and
+        turns raw items into batches (`one_item`), but has no loaders."""
+        self = cls.__new__(cls)
+        self.device = torch.device(ifnone(device, defaults.device))
+        self.path = Path(".")
+        self.train_dl = self.valid_dl = self.fix_dl = self.test_dl = None
+        self.norm = None if state.get("stats") is None else Normalizer(*state["stats"])
+        self._inference_state = dict(state)
+        return self
+
+    # --- display ---------------------------------------------------------------------------
+    def show_batch(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train, **kwargs):
+        """Draw a batch; needs a DataBunch that knows its kind of item (e.g. `ImageDataBunch`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw its items; use a DataBunch made for them, "
+                                  "such as ImageDataBunch.")
+
+    def __repr__(self):
+        if self.inference_only:
+            return f"{type(self).__name__}(inference only, {self.c} outputs; device={self.device})"
+        parts = [f"{name}: {len(dl.dataset)} items" for name, dl in
+                 (("train", self.train_dl), ("valid", self.valid_dl), ("test", self.test_dl)) if dl is not None]
+        classes = "" if self.classes is None else f", {len(self.classes)} classes"
+        return f"{type(self).__name__}({', '.join(parts)}{classes}; device={self.device}; path={self.path})"
+
+
+def _detach(t):
+    return t.detach() if isinstance(t, torch.Tensor) else t
+
+
+def _check_not_empty(ds, name: str) -> None:
+    try:
+        n = len(ds)
+    except TypeError:
+        return
+    if n == 0:
+        raise EmptyDatasetError(f"The {name} set is empty: check the folder names, the file pattern or the labels.")
