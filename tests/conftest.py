@@ -1,0 +1,31 @@
+"""Shared test settings: headless plotting, a private fastbase home, few threads."""
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("FASTBASE_NO_BAR", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
+
+
+@pytest.fixture(autouse=True)
+def fastbase_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own FASTBASE_HOME, so nothing touches ~/.fastbase, and no mirror/offline
+    settings leak in from the environment."""
+    home = tmp_path_factory.mktemp("fastbase_home")
+    monkeypatch.setenv("FASTBASE_HOME", str(home))
+    for var in ("FASTBASE_CONFIG", "FASTBASE_MIRROR", "FASTBASE_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def shared_path(*parts) -> str:
+    """Path inside ../shared (benchmark data and weights), or skip the test when it is absent."""
+    path = os.path.abspath(os.path.join(SHARED, *parts))
+    if not os.path.exists(path):
+        pytest.skip(f"needs {path} (the shared data folder beside the checkout), which is absent")
+    return path
