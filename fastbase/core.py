@@ -23,7 +23,7 @@ import torch
 __all__ = [
     "FastbaseError", "ConfigError", "Path", "listify", "ifnone", "is_listy", "num_cpus",
     "default_device", "default_num_workers", "shm_size", "set_seed", "seed_worker",
-    "Config", "get_config", "defaults", "to_device", "atomic_write",
+    "Config", "get_config", "defaults", "to_device", "atomic_write", "import_ref", "object_ref",
 ]
 
 
@@ -135,12 +135,15 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
     cpus = num_cpus()
     if multiprocessing.get_start_method(allow_none=True) == "spawn" or sys.platform in ("win32", "darwin"):
         return 0
+    workers = (0 if cpus <= 4 else min(4, cpus // 4)) if device.type == "cpu" else min(8, max(1, cpus - 1))
     shm = shm_size()
-    if shm is not None and shm < _MIN_SHM:
+    if workers > 0 and shm is not None and shm < _MIN_SHM:
+        import warnings  # imported here: the only function in core that warns
+        warnings.warn(f"/dev/shm has only {shm / 2**20:.0f} MB free, too little for DataLoader workers, so fastbase "
+                      "loads data in the main process (num_workers=0), which is slower. Give the container more "
+                      "shared memory (e.g. `docker run --shm-size=1g`).", RuntimeWarning, stacklevel=2)
         return 0
-    if device.type == "cpu":
-        return 0 if cpus <= 4 else min(4, cpus // 4)
-    return min(8, max(1, cpus - 1))
+    return workers
 
 
 def set_seed(seed: int, deterministic: bool = False) -> int:
@@ -184,6 +187,34 @@ def atomic_write(path, write) -> pathlib.Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def object_ref(obj) -> str:
+    """'module:qualname' of a function or class that can be imported again by `import_ref`; a clear
+    error for lambdas, nested functions and objects defined in `__main__` (they cannot be re-imported)."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        raise FastbaseError(f"{obj!r} cannot be referred to by name (a lambda, a nested function or something "
+                            "defined in __main__): define it at the top level of an importable module.")
+    if import_ref(f"{module}:{qualname}") is not obj:
+        raise FastbaseError(f"{module}:{qualname} does not import back to {obj!r}.")
+    return f"{module}:{qualname}"
+
+
+def import_ref(ref: str):
+    """The object named by 'module:qualname' (as written by `object_ref`)."""
+    import importlib
+
+    module, _, qualname = ref.partition(":")
+    if not qualname:
+        raise FastbaseError(f"{ref!r} is not a reference of the form 'module:qualname'.")
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise FastbaseError(f"Cannot import {ref!r}: {e}") from e
+    return obj
 
 
 class Config:

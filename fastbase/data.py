@@ -7,16 +7,39 @@ whether labels are multi-label. Datasets handed to it yield `(x, y)` pairs and m
 """
 from __future__ import annotations
 
+import warnings
 from enum import IntEnum
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.dataloader import default_collate
 
-from .core import FastbaseError, Path, default_num_workers, defaults, ifnone, listify, seed_worker, to_device
+from . import core
+from .core import (
+    FastbaseError,
+    Path,
+    default_num_workers,
+    defaults,
+    ifnone,
+    listify,
+    seed_worker,
+    to_device,
+)
 
-__all__ = ["DatasetType", "DataError", "EmptyDatasetError", "DeviceDataLoader", "DataBunch", "Normalizer",
-           "imagenet_stats", "cifar_stats", "mnist_stats"]
+__all__ = [
+    "BadFilesError",
+    "DataBunch",
+    "DataError",
+    "DatasetType",
+    "DeviceDataLoader",
+    "EmptyDatasetError",
+    "LabelError",
+    "Normalizer",
+    "cifar_stats",
+    "imagenet_stats",
+    "mnist_stats",
+    "resolve_num_workers",
+]
 
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 cifar_stats = ([0.491, 0.482, 0.447], [0.247, 0.243, 0.261])
@@ -39,6 +62,35 @@ class DataError(FastbaseError, ValueError):
 
 class EmptyDatasetError(DataError):
     """A training or validation set without items, caught when the DataBunch is created."""
+
+
+class LabelError(DataError):
+    """Labels that do not fit the items: a pattern that does not match, a class only the validation
+    set has, a label file naming files that do not exist."""
+
+
+class BadFilesError(DataError):
+    """Files that cannot be read as items; `bad` lists `(path, reason)` for every one found."""
+
+    def __init__(self, message: str, bad=()):
+        super().__init__(message)
+        self.bad = list(bad)
+
+
+def resolve_num_workers(num_workers: int | None, device=None) -> int:
+    """`num_workers` as asked, or the default for `device` when None; 0, with a warning, where worker
+    processes are known to die (a `/dev/shm` too small for their batches, as in Docker's default)."""
+    if num_workers is None:
+        return default_num_workers(device)
+    if num_workers < 0:
+        raise DataError(f"num_workers must be 0 or more, got {num_workers}.")
+    shm = core.shm_size()
+    if num_workers > 0 and shm is not None and shm < core._MIN_SHM:
+        warnings.warn(f"/dev/shm has only {shm / 2**20:.0f} MB free: DataLoader workers die there with 'Bus error', "
+                      f"so fastbase loads with num_workers=0 instead of {num_workers}. Give the container more "
+                      "shared memory (e.g. `docker run --shm-size=1g`) to use workers.", RuntimeWarning, stacklevel=3)
+        return 0
+    return num_workers
 
 
 class Normalizer:
@@ -112,13 +164,13 @@ class DeviceDataLoader:
         for batch in self.dl:
             yield self.proc_batch(batch)
 
-    def new(self, **kwargs) -> "DeviceDataLoader":
+    def new(self, **kwargs) -> DeviceDataLoader:
         """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`)."""
         dl = self.dl
-        args = dict(batch_size=dl.batch_size, num_workers=dl.num_workers, collate_fn=dl.collate_fn,
-                    drop_last=dl.drop_last, pin_memory=dl.pin_memory, worker_init_fn=dl.worker_init_fn,
-                    persistent_workers=dl.persistent_workers, generator=dl.generator,
-                    shuffle=isinstance(dl.sampler, torch.utils.data.RandomSampler))
+        args = {"batch_size": dl.batch_size, "num_workers": dl.num_workers, "collate_fn": dl.collate_fn,
+                "drop_last": dl.drop_last, "pin_memory": dl.pin_memory, "worker_init_fn": dl.worker_init_fn,
+                "persistent_workers": dl.persistent_workers, "generator": dl.generator,
+                "shuffle": isinstance(dl.sampler, torch.utils.data.RandomSampler)}
         args.update(kwargs)
         if args["num_workers"] == 0:
             args["persistent_workers"] = False
@@ -137,12 +189,18 @@ class DataBunch:
     """
 
     def __init__(self, train_dl: DataLoader, valid_dl: DataLoader, fix_dl: DataLoader | None = None,
-                 test_dl: DataLoader | None = None, device=None, dl_tfms=None, path=".", valid_tfms=None):
+                 test_dl: DataLoader | None = None, device=None, dl_tfms=None, path=".", valid_tfms=None,
+                 train_tfms=None):
+        """`dl_tfms` run on every loader's batches; `train_tfms` only on the training loader's (e.g. the
+        random augmentation), `valid_tfms` only on the validation, fix and test loaders'."""
         self.device = torch.device(ifnone(device, defaults.device))
         self.path = Path(path)
         self.norm: Normalizer | None = None
-        wrap = lambda dl, extra=(): None if dl is None else DeviceDataLoader(dl, self.device, [*listify(dl_tfms), *extra])  # noqa: E731
-        self.train_dl = wrap(train_dl)
+
+        def wrap(dl, extra=()):
+            return None if dl is None else DeviceDataLoader(dl, self.device, [*listify(dl_tfms), *extra])
+
+        self.train_dl = wrap(train_dl, listify(train_tfms))
         self.valid_dl = wrap(valid_dl, listify(valid_tfms))
         self.fix_dl = wrap(fix_dl, listify(valid_tfms))
         self.test_dl = wrap(test_dl, listify(valid_tfms))
@@ -154,20 +212,25 @@ class DataBunch:
     @classmethod
     def create(cls, train_ds: Dataset, valid_ds: Dataset, test_ds: Dataset | None = None, path=".", bs: int = 64,
                val_bs: int | None = None, num_workers: int | None = None, dl_tfms=None, device=None,
-               collate_fn=default_collate, seed: int | None = None, **kwargs) -> "DataBunch":
+               collate_fn=default_collate, seed: int | None = None, fix_ds: Dataset | None = None,
+               **kwargs) -> DataBunch:
         """Build the loaders: train shuffled (reproducibly when `seed` is given) and dropping a last
-        partial batch when there is more than one batch; valid/test/fix in order, `val_bs` (default `bs`)."""
+        partial batch when there is more than one batch; valid/test/fix in order, `val_bs` (default `bs`).
+
+        `fix_ds` is the training set as the Fix loader should read it (default `train_ds`), for datasets
+        whose training items are prepared for augmentation. Other keyword arguments go to `__init__`
+        (`train_tfms`, `valid_tfms`)."""
         _check_not_empty(train_ds, "training")
         device = torch.device(ifnone(device, defaults.device))
-        num_workers = default_num_workers(device) if num_workers is None else num_workers
+        num_workers = resolve_num_workers(num_workers, device)
         val_bs = ifnone(val_bs, bs)
-        common = dict(num_workers=num_workers, collate_fn=collate_fn, pin_memory=device.type == "cuda",
-                      worker_init_fn=seed_worker, persistent_workers=num_workers > 0)
+        common = {"num_workers": num_workers, "collate_fn": collate_fn, "pin_memory": device.type == "cuda",
+                  "worker_init_fn": seed_worker, "persistent_workers": num_workers > 0}
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         train_dl = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs,
                               generator=generator, **common)
         valid_dl = DataLoader(valid_ds, batch_size=val_bs, shuffle=False, **common)
-        fix_dl = DataLoader(train_ds, batch_size=val_bs, shuffle=False, **common)
+        fix_dl = DataLoader(ifnone(fix_ds, train_ds), batch_size=val_bs, shuffle=False, **common)
         test_dl = None if test_ds is None else DataLoader(test_ds, batch_size=val_bs, shuffle=False, **common)
         return cls(train_dl, valid_dl, fix_dl, test_dl, device=device, dl_tfms=dl_tfms, path=path, **kwargs)
 
@@ -235,7 +298,7 @@ class DataBunch:
             x, y = to_device((x, y), "cpu")
         return x, y
 
-    def add_test(self, test_ds: Dataset) -> "DataBunch":
+    def add_test(self, test_ds: Dataset) -> DataBunch:
         """Add (or replace) the test set; it gets the validation loader's settings and transforms."""
         self.test_dl = self.valid_dl.new(dataset=test_ds, shuffle=False, drop_last=False)
         return self
@@ -247,7 +310,7 @@ class DataBunch:
         dims = [d for d in range(x.dim()) if d != 1]
         return x.float().mean(dim=dims), x.float().std(dim=dims)
 
-    def normalize(self, stats=None) -> "DataBunch":
+    def normalize(self, stats=None) -> DataBunch:
         """Normalise `x` in every loader with `stats` = (mean, std), or stats computed from a training
         batch when None. Normalising twice replaces the previous stats. Returns self."""
         if self.norm is not None:
@@ -284,7 +347,7 @@ class DataBunch:
                 "c": self.c, "multi_label": self.multi_label, "stats": self.stats}
 
     @classmethod
-    def load_export_state(cls, state: dict, device=None) -> "DataBunch":
+    def load_export_state(cls, state: dict, device=None) -> DataBunch:
         """An inference-only DataBunch from `export_state()`: it knows classes and normalisation and
         turns raw items into batches (`one_item`), but has no loaders."""
         self = cls.__new__(cls)

@@ -1,2 +1,491 @@
 """Layer 5: the Learner: the training loop over a model and a DataBunch, the optimizer wrapper
-with layer groups, metrics, saving and export."""
+with layer groups, metrics, saving and export.
+
+The loop fires the events of `fastbase.callback` (read `_do_fit` down to `_one_batch`): all the
+optional parts of training (schedules, recording, progress, the LR finder, Ctrl-C handling,
+frozen BatchNorm statistics) are callbacks. Nothing is read from the device per batch.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+import pickle
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .callback import (
+    BnFreeze,
+    CallbackHandler,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidException,
+    DeferredInterrupt,
+    GatherPreds,
+    Recorder,
+    ValidationStats,
+)
+from .callbacks.lr_finder import LRFinder, LRSuggestions
+from .callbacks.one_cycle import OneCycleScheduler
+from .callbacks.progress import ProgressCallback, progress_disabled
+from .core import (
+    FastbaseError,
+    Path,
+    atomic_write,
+    ifnone,
+    import_ref,
+    listify,
+    object_ref,
+)
+from .data import DatasetType
+from .metrics import as_metric, default_loss, loss_activation, per_item_loss
+from .optimizer import (
+    AdamW,
+    OptimWrapper,
+    check_layer_groups,
+    freeze_layer_groups,
+    layer_groups_summary,
+    lr_range,
+)
+
+__all__ = ["DEFAULT_LR", "ExportError", "Learner", "TrainingInterrupted", "UnsafeFileError", "load_learner"]
+
+DEFAULT_LR = slice(3e-3)  # fastai v1's default: 3e-3 for the last layer group, 3e-4 for the others
+_LOOP_STATE = ("epoch", "n_epochs", "start_epoch", "training", "dl", "iter", "n_iter", "xb", "yb", "pred",
+               "loss", "loss_grad", "valid_values")
+
+
+class ExportError(FastbaseError):
+    """The Learner cannot be exported so that it loads elsewhere; the message says what to set."""
+
+
+class UnsafeFileError(FastbaseError):
+    """A model file holds Python objects beyond tensors and plain data, so fastbase refuses to load it."""
+
+
+class TrainingInterrupted(UserWarning):
+    """Training stopped early because of Ctrl-C (KeyboardInterrupt)."""
+
+
+class Learner:
+    """Trains `model` on `data`: `fit`, `fit_one_cycle`, `lr_find`, then `validate`, `get_preds`,
+    `predict`, `save`/`load`, `export`.
+
+    `layer_groups` (default: the whole model as one group) are the units of `freeze_to` and of
+    discriminative learning rates (`lr=slice(1e-5, 1e-3)`). `bn_wd=False` (unlike fastai v1's
+    default) keeps weight decay off BatchNorm and bias parameters, which it only harms; `true_wd`
+    decouples weight decay from the gradient (AdamW). `train_bn` keeps BatchNorm parameters of
+    frozen groups trainable; `freeze_bn_stats` also fixes their running statistics. `model_spec`
+    = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild the model, for `export`.
+    `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns progress output off.
+    """
+
+    def __init__(self, data, model: nn.Module, opt_func=AdamW, loss_func=None, metrics=None, true_wd: bool = True,
+                 bn_wd: bool = False, wd: float = 1e-2, train_bn: bool = True, path=None, model_dir="models",
+                 callback_fns=None, callbacks=None, layer_groups=None, silent: bool | None = None,
+                 freeze_bn_stats: bool = False, model_spec: dict | None = None):
+        self.data, self.model = data, model.to(data.device)
+        self.opt_func, self.true_wd, self.bn_wd, self.wd, self.train_bn = opt_func, true_wd, bn_wd, wd, train_bn
+        self.loss_func = default_loss(data) if loss_func is None else loss_func
+        self.metrics = listify(metrics)
+        self.path, self.model_dir = Path(ifnone(path, data.path)), model_dir
+        self.callback_fns, self.callbacks = listify(callback_fns), listify(callbacks)
+        self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
+        self.recorder, self.opt, self.n_frozen, self._depth = Recorder(), None, 0, 0
+        self.recorder.learn = self
+        self.layer_groups = check_layer_groups(self.model, ifnone(layer_groups, [self.model]))
+        for name in _LOOP_STATE:
+            setattr(self, name, None)
+        self._use_handler(CallbackHandler([], self))
+
+    # --- the loop: events around each phase -----------------------------------------------
+    def _with_events(self, func, phase: str, cancel) -> None:
+        try:
+            self.cb(f"before_{phase}")
+            func()
+        except cancel:
+            self.cb(f"after_cancel_{phase}")
+        self.cb(f"after_{phase}")
+
+    def _do_fit(self) -> None:
+        try:
+            self.cb("before_fit")
+            for epoch in range(self.start_epoch, self.n_epochs):
+                self.epoch = epoch
+                self._with_events(self._do_epoch, "epoch", CancelEpochException)
+        except CancelFitException:
+            self.cb("after_cancel_fit")
+        except KeyboardInterrupt:
+            warnings.warn(f"Training interrupted (Ctrl-C) in epoch {self.epoch + 1}, batch {ifnone(self.iter, 0) + 1}: "
+                          "stopped cleanly. The model keeps its last completed step and the recorder everything "
+                          "up to it.", TrainingInterrupted, stacklevel=4)
+            self.cb("after_cancel_fit")
+        self.cb("after_fit")
+
+    def _do_epoch(self) -> None:
+        self.model.train()
+        self.training, self.dl = True, self.data.train_dl
+        self._with_events(self._all_batches, "train", CancelTrainException)
+        self._do_validate(self.data.valid_dl)
+
+    def _do_validate(self, dl) -> None:
+        self.valid_values = None
+        if dl is None or len(dl) == 0:
+            return
+        self.model.eval()
+        self.training, self.dl = False, dl
+        with torch.no_grad():
+            self._with_events(self._all_batches, "validate", CancelValidException)
+
+    def _all_batches(self) -> None:
+        self.n_iter = len(self.dl)
+        for i, batch in enumerate(self.dl):
+            self.iter = i
+            self.xb, self.yb = _split_batch(batch)
+            self.loss = None
+            self._with_events(self._one_batch, "batch", CancelBatchException)
+
+    def _one_batch(self) -> None:
+        self.pred = self._forward()
+        self.cb("after_pred")
+        if not self.yb:
+            return
+        self.loss_grad = self._compute_loss()
+        self.loss = self.loss_grad.detach()
+        self.cb("after_loss")
+        if not self.training:
+            return
+        self.cb("before_backward")
+        self._backward()
+        self.cb("after_backward")
+        self._with_events(self._optimizer_step, "step", CancelStepException)
+
+    # the parts of the inner step a callback may replace (see fastbase.callback)
+    def _default_forward(self):
+        return self.model(*self.xb)
+
+    def _default_compute_loss(self):
+        return self.loss_func(self.pred, *self.yb)
+
+    def _default_backward(self):
+        self.loss_grad.backward()
+
+    def _default_optimizer_step(self):
+        self.opt.step()
+        self.opt.zero_grad()
+
+    def _use_handler(self, handler: CallbackHandler) -> None:
+        self.cb = handler
+        for part in ("forward", "compute_loss", "backward", "optimizer_step"):
+            setattr(self, f"_{part}", handler.step_part(part, getattr(self, f"_default_{part}")))
+
+    @contextmanager
+    def _using(self, callbacks):
+        """Run with these callbacks; a nested run (e.g. `validate` inside a callback) restores the outer state."""
+        saved = self.cb, {name: getattr(self, name) for name in _LOOP_STATE}
+        self._depth += 1
+        self._use_handler(CallbackHandler(callbacks, self))
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            self._use_handler(saved[0])
+            if self._depth:
+                for name, value in saved[1].items():
+                    setattr(self, name, value)
+            else:  # let go of the last batch and its graph
+                self.xb = self.yb = self.pred = self.loss_grad = None
+
+    # --- training ---------------------------------------------------------------------------
+    def fit(self, epochs: int, lr=DEFAULT_LR, wd: float | None = None, callbacks=None, start_epoch: int = 0) -> None:
+        """Train for `epochs` at `lr` (float, list/array or slice over layer groups) with weight decay
+        `wd` (default `self.wd`); `callbacks` apply to this fit only. Ctrl-C stops cleanly."""
+        if self.opt is None:
+            self.create_opt(lr, ifnone(wd, self.wd))
+        else:
+            self.opt.lr, self.opt.wd = self.lr_range(lr), ifnone(wd, self.wd)
+        self._fit(epochs, callbacks, start_epoch)
+
+    def _fit(self, epochs: int, callbacks=None, start_epoch: int = 0) -> None:
+        if self.data.inference_only:
+            raise FastbaseError("This Learner was loaded for inference (load_learner): it has no training data. "
+                                "Build a Learner on a DataBunch of your data to train.")
+        self.n_epochs, self.start_epoch, self.epoch, self.iter = epochs, start_epoch, start_epoch, None
+        self.opt.zero_grad()
+        cbs = [DeferredInterrupt(), ValidationStats([as_metric(m) for m in self.metrics]), self.recorder,
+               *self.callbacks, *(fn(self) for fn in self.callback_fns), *listify(callbacks)]
+        if self.freeze_bn_stats:
+            cbs.append(BnFreeze())
+        if not (progress_disabled() if self.silent is None else self.silent):
+            cbs.append(ProgressCallback())
+        with self._using(cbs):
+            try:
+                self._do_fit()
+            finally:
+                self.cb("cleanup_fit")
+
+    def fit_one_cycle(self, cyc_len: int, max_lr=DEFAULT_LR, moms=(0.95, 0.85), div_factor: float = 25.0,
+                      pct_start: float = 0.3, final_div: float | None = None, wd: float | None = None,
+                      callbacks=None, start_epoch: int | None = None) -> None:
+        """Fit `cyc_len` epochs on the one-cycle schedule (see `OneCycleScheduler`): lr warms up from
+        `max_lr/div_factor` to `max_lr` over `pct_start` of the iterations, then anneals to
+        `max_lr/final_div` (default `div_factor*1e4`); momentum moves the opposite way within `moms`."""
+        max_lr = self.lr_range(max_lr)
+        sched = OneCycleScheduler(max_lr, moms=moms, div_factor=div_factor, pct_start=pct_start,
+                                  final_div=final_div, start_epoch=start_epoch)
+        self.fit(cyc_len, max_lr, wd=wd, callbacks=[sched, *listify(callbacks)], start_epoch=ifnone(start_epoch, 0))
+
+    def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
+                wd: float | None = None) -> LRSuggestions:
+        """Train `num_it` batches with the lr rising exponentially from `start_lr` to `end_lr` (no
+        validation), then restore weights, optimizer state and random state. Returns the suggestions
+        (valley, steep, minimum); `learn.recorder.plot(suggestion=True)` draws them."""
+        if self.opt is None:
+            self.create_opt(DEFAULT_LR, self.wd)
+        start_lr, end_lr = (np.asarray(v, dtype=float) if np.ndim(v) else v
+                            for v in (self.lr_range(start_lr), self.lr_range(end_lr)))
+        finder = LRFinder(start_lr, end_lr, num_it, stop_div, wd=wd)
+        self._fit(math.ceil(num_it / len(self.data.train_dl)), callbacks=[finder])
+        return finder.suggestions()
+
+    def create_opt(self, lr=DEFAULT_LR, wd: float | None = None) -> OptimWrapper:
+        """(Re)build the optimizer over the layer groups; this drops its state (moments)."""
+        self.opt = OptimWrapper(self.opt_func, self.layer_groups, lr=self.lr_range(lr), wd=ifnone(wd, self.wd),
+                                true_wd=self.true_wd, bn_wd=self.bn_wd)
+        return self.opt
+
+    def lr_range(self, lr):
+        """A value per layer group from a slice (fastai v1 rule, see `fastbase.optimizer.lr_range`)."""
+        return lr_range(lr, len(self.layer_groups))
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [as_metric(m).name for m in self.metrics]
+
+    # --- layer groups and freezing ------------------------------------------------------------
+    def split(self, layer_groups) -> Learner:
+        """Set new layer groups (modules, or a function model -> modules); rebuilds the optimizer at the next fit."""
+        groups = layer_groups(self.model) if callable(layer_groups) and not isinstance(layer_groups, nn.Module) \
+            else layer_groups
+        self.layer_groups, self.opt, self.n_frozen = check_layer_groups(self.model, groups), None, 0
+        return self
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze the first `n` layer groups (negative: all but the last -n) and unfreeze the rest.
+        BatchNorm parameters in frozen groups stay trainable when `train_bn`. The optimizer is kept."""
+        self.n_frozen = freeze_layer_groups(self.layer_groups, n, self.train_bn)
+
+    def freeze(self) -> None:
+        """Freeze every layer group but the last (the head)."""
+        if len(self.layer_groups) < 2:
+            raise FastbaseError("freeze() needs at least two layer groups (a body to freeze, a head to train); this "
+                                "Learner has one. Pass layer_groups=[body, head] (cnn_learner does) or use freeze_to.")
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        """Make every layer group trainable."""
+        self.freeze_to(0)
+
+    # --- evaluation and inference ---------------------------------------------------------------
+    def validate(self, dl=None, callbacks=None, metrics=None) -> list[float] | None:
+        """[loss, *metrics] over `dl` (default: the validation set), averaged over items; None if cancelled."""
+        dl = self.data.dl(DatasetType.Valid) if dl is None else dl
+        stats = ValidationStats([as_metric(m) for m in (self.metrics if metrics is None else listify(metrics))])
+        with self._using([stats, *self.callbacks, *listify(callbacks)]):
+            self._do_validate(dl)
+            return self.valid_values
+
+    def get_preds(self, ds_type: DatasetType = DatasetType.Valid, with_loss: bool = False, activ=None, dl=None):
+        """[predictions, targets(, per-item losses)] on the CPU for a whole set, in order. Predictions
+        go through `activ` (default: softmax for cross-entropy, sigmoid for BCE, else none)."""
+        dl = self.data.dl(ds_type) if dl is None else dl
+        gather = GatherPreds(per_item_loss(self.loss_func) if with_loss else None)
+        with self._using([*self.callbacks, gather]):
+            self._do_validate(dl)
+        if not gather.preds:
+            raise FastbaseError("No predictions: the data set is empty.")
+        activ = ifnone(activ, loss_activation(self.loss_func))
+        result = [activ(torch.cat(gather.preds)).cpu(), torch.cat(gather.targets).cpu() if gather.targets else None]
+        if with_loss:
+            result.append(torch.cat(gather.losses).cpu())
+        return result
+
+    def predict(self, item, thresh: float = 0.5):
+        """(decoded label, class index tensor, probabilities) for one raw item. Multi-label: (labels
+        above `thresh`, multi-hot tensor, probabilities)."""
+        x = self.data.one_item(item)
+        self.model.eval()
+        with torch.no_grad():
+            pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
+        probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu()
+        classes = self.data.classes
+        if self.data.multi_label:
+            hot = (probs > thresh).float()
+            found = hot.nonzero().view(-1).tolist()
+            return [classes[i] if classes is not None else i for i in found], hot, probs
+        if classes is None and self.data.c is None:
+            return probs, probs, probs
+        idx = probs.argmax()
+        return (classes[int(idx)] if classes is not None else int(idx)), idx, probs
+
+    def TTA(self, beta: float = 0.4, scale: float = 1.35, ds_type: DatasetType = DatasetType.Valid, n_aug: int = 4):
+        """Test-time augmentation: (beta * plain predictions + (1 - beta) * the mean of `n_aug` passes
+        over the same items through the training-time batch transforms, targets). A DataBunch with a
+        `tta_dl(ds_type, scale)` method provides its own augmented loader (vision zooms by `scale`)."""
+        preds, targets = self.get_preds(ds_type)[:2]
+        if hasattr(self.data, "tta_dl"):
+            aug_dl = self.data.tta_dl(ds_type, scale=scale)
+        else:
+            aug_dl = self.data.train_dl.new(dataset=self.data.dl(ds_type).dataset, shuffle=False, drop_last=False)
+        augmented = torch.stack([self.get_preds(dl=aug_dl)[0] for _ in range(n_aug)]).mean(0)
+        return beta * preds + (1 - beta) * augmented, targets
+
+    # --- saving, loading, export ----------------------------------------------------------------
+    def _model_file(self, name) -> pathlib.Path:
+        if isinstance(name, pathlib.PurePath):
+            return Path(name)
+        return self.path / self.model_dir / f"{name}.pth"
+
+    def save(self, name, with_opt: bool = True) -> pathlib.Path:
+        """Write {'model': state dict, 'opt': optimizer state} to `path/model_dir/name.pth` (or to the
+        Path `name`) atomically; loads back with `weights_only=True`."""
+        state = {"model": self.model.state_dict(), "fastbase_version": __version__}
+        if with_opt and self.opt is not None:
+            state["opt"] = self.opt.state_dict()
+        return atomic_write(self._model_file(name), lambda tmp: torch.save(state, tmp))
+
+    def load(self, name, with_opt: bool = True, strict: bool = True, device=None) -> Learner:
+        """Load what `save` wrote (or a bare model state dict); refuses files that could run code."""
+        state = _safe_load(self._model_file(name), ifnone(device, self.data.device))
+        self.model.load_state_dict(state.get("model", state), strict=strict)
+        if with_opt and "opt" in state:
+            if self.opt is None:
+                self.create_opt()
+            self.opt.load_state_dict(state["opt"])
+        return self
+
+    def export(self, fname="export.pkl") -> pathlib.Path:
+        """Write what inference needs as plain data (not a pickled Learner): the model's state dict and
+        `model_spec`, the DataBunch's export state, the loss name and the fastbase version, to
+        `path/fname`. `load_learner` reads it back with `weights_only=True`."""
+        spec = _checked_model_spec(self.model_spec)
+        loss = _loss_ref(self.loss_func)
+        state = {"fastbase_version": __version__, "model_spec": spec, "data": self.data.export_state(),
+                 "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, "loss_func": loss}
+        file = Path(fname) if isinstance(fname, pathlib.PurePath) else self.path / fname
+        return atomic_write(file, lambda tmp: torch.save(state, tmp))
+
+    def summary(self) -> str:
+        """Layers with output shapes (from one batch, without the batch dimension), parameter counts,
+        trainable or frozen, and totals per layer group. Printed and returned."""
+        xb = None if self.data.inference_only else _split_batch(next(iter(self.data.train_dl)))[0]
+        lines = [layer_groups_summary(self.model, self.layer_groups, xb),
+                 f"Optimizer: {self.opt!r}", f"Loss: {self.loss_func!r}  Metrics: {self.metric_names}"]
+        text = "\n".join(lines)
+        print(text)
+        return text
+
+    def __repr__(self):
+        return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
+                f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
+
+
+def _split_batch(batch):
+    """(xb, yb) as tuples from an (x, y) batch; an unlabeled batch gives yb = ()."""
+    if isinstance(batch, (list, tuple)) and len(batch) == 2:
+        x, y = batch
+        return (tuple(x) if isinstance(x, (list, tuple)) else (x,)), (tuple(y) if isinstance(y, (list, tuple)) else (y,))
+    return (tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)), ()
+
+
+def _safe_load(file, map_location):
+    file = pathlib.Path(file)
+    if not file.is_file():
+        near = sorted(p.name for p in file.parent.glob("*")) if file.parent.is_dir() else []
+        raise FastbaseError(f"No file {file}" + (f"; that folder holds {near[:10]}." if near else "."))
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeFileError(f"Refused to load {file}: it holds Python objects other than tensors and plain data, "
+                              f"which could run code when loaded ({str(e).splitlines()[0][:200]}). fastbase only writes "
+                              "plain files; if you trust this one completely, open it with "
+                              "torch.load(..., weights_only=False) yourself.") from e
+
+
+def _loss_ref(loss_func) -> str | None:
+    """'module:name' of the loss (its class for an nn.Module), or None when it cannot be imported back."""
+    try:
+        return object_ref(type(loss_func) if isinstance(loss_func, nn.Module) else loss_func)
+    except FastbaseError:
+        return None
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+
+
+def _checked_model_spec(spec) -> dict:
+    how = ("Set learn.model_spec = {'factory': 'package.module:function', 'kwargs': {...}} naming an importable "
+           "function or class that builds this model from plain arguments (cnn_learner sets it for you).")
+    if spec is None:
+        raise ExportError(f"This Learner has no model_spec, so export cannot say how to rebuild the model. {how}")
+    factory = spec.get("factory") if isinstance(spec, dict) else None
+    if callable(factory):
+        try:
+            factory = object_ref(factory)
+        except FastbaseError as e:
+            raise ExportError(f"The model factory {factory!r} cannot be imported by another program: {e} {how}") from e
+    if not isinstance(factory, str):
+        raise ExportError(f"model_spec needs a 'factory'; got {spec!r}. {how}")
+    module, _, qualname = factory.partition(":")
+    if module == "__main__" or "<" in qualname:
+        raise ExportError(f"The model factory {factory!r} is a lambda, a local function or defined in __main__, so "
+                          f"another program cannot import it. Move it into an importable module. {how}")
+    try:
+        found = import_ref(factory)
+    except FastbaseError as e:
+        raise ExportError(f"The model factory {factory!r} cannot be imported ({e}). {how}") from e
+    if not callable(found):
+        raise ExportError(f"The model factory {factory!r} is not callable. {how}")
+    spec = {**spec, "factory": factory, "kwargs": spec.get("kwargs", {})}
+    if not _is_plain(spec):
+        raise ExportError(f"model_spec for {factory!r} must hold plain data only (str, numbers, bools, None, lists, "
+                          f"dicts); got {spec!r}.")
+    return spec
+
+
+def load_learner(path, fname="export.pkl", device=None) -> Learner:
+    """A Learner ready for `predict`, from what `export` wrote: `path` is the file or its folder."""
+    path = pathlib.Path(path)
+    file = path if path.is_file() else path / fname
+    state = _safe_load(file, "cpu")
+    if not isinstance(state, dict) or not {"model_spec", "state_dict", "data"} <= set(state):
+        raise FastbaseError(f"{file} is not a fastbase export (expected the dict that Learner.export writes).")
+    spec = state["model_spec"]
+    try:
+        factory, data_cls = import_ref(spec["factory"]), import_ref(state["data"]["type"])
+    except FastbaseError as e:
+        raise ExportError(f"Cannot rebuild the Learner in {file}: {e}. Install the package that defines it.") from e
+    model = factory(**spec.get("kwargs", {}))
+    model.load_state_dict(state["state_dict"])
+    data = data_cls.load_export_state(state["data"], device=device)
+    loss = state.get("loss_func")
+    loss = import_ref(loss) if loss else None
+    loss = loss() if isinstance(loss, type) else loss
+    learn = Learner(data, model, loss_func=loss, path=file.parent, model_spec=spec, silent=True)
+    learn.model.eval()
+    return learn

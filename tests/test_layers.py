@@ -18,6 +18,7 @@ LAYERS = {
     "fastbase.core": 0,
     "fastbase.datasets": 1,
     "fastbase.archives": 1,
+    "fastbase.download": 1,
     "fastbase.data": 2,
     "fastbase.callback": 3,
     "fastbase.callbacks": 4,

@@ -1,0 +1,230 @@
+"""Layer 6: a labelled list of image files as a torch Dataset, and the labelling helpers behind the
+ImageDataBunch factories (classes, multi-hot targets, random splits, checks that name the files).
+
+Labels are carried as plain tensors: an int64 class index per item, or a float multi-hot vector
+when an item may have several labels (`multi_label`). Class names live on the dataset, not on tensors.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..core import Path
+from ..data import BadFilesError, DataError, EmptyDatasetError, LabelError
+from .image import PADDING_MODES, ResizeMethod, load_image, resize_image, verify_images
+
+__all__ = [
+    "CANVAS_SCALE",
+    "ImageDataset",
+    "check_files",
+    "encode_labels",
+    "format_list",
+    "make_classes",
+    "split_by_pct",
+]
+
+CANVAS_SCALE = 1.25  # training canvases for CROP are this much larger than `size` (see ImageDataset)
+
+
+def format_list(things, n: int = 5) -> str:
+    """The first `n` of `things`, then how many more: for error messages that name files."""
+    things = [str(t) for t in things]
+    more = f" and {len(things) - n} more" if len(things) > n else ""
+    return ", ".join(things[:n]) + more
+
+
+class ImageDataset(Dataset):
+    """Image files and their labels: fastai v1's ImageList, with plain tensors.
+
+    `ds[i]` is `(x, y)`: x float `3 x H x W` in [0, 1], resized to `size` (a deterministic centre crop,
+    pad or squish), y an int64 class index, a float multi-hot vector `(c,)` when `multi_label`, or 0
+    for unlabelled (test) items. DataLoaders fetch whole batches through `__getitems__` instead, which
+    gives `(x uint8, y, full_hw)` per item: uint8 is 4x cheaper to collate and to move to the device,
+    and `full_hw` (the decoded image's (H, W)) lets the batch transforms place the crop window. With
+    `canvas=True` (training with augmentation) each image is squished whole into a fixed canvas, so the
+    single batch resample can take the crop window from anywhere in it; for CROP the canvas is
+    `CANVAS_SCALE` times `size`, so that window is not blurred by upsampling.
+    """
+
+    def __init__(self, items, y: torch.Tensor | None = None, classes=None, multi_label: bool = False, size=None,
+                 resize_method: ResizeMethod = ResizeMethod.CROP, padding_mode: str = "reflection",
+                 canvas: bool = False):
+        if padding_mode not in PADDING_MODES:
+            raise DataError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}.")
+        self.items = [Path(o) for o in items]
+        self.classes = None if classes is None else list(classes)
+        self.multi_label, self.canvas = bool(multi_label), bool(canvas)
+        self.size = size_hw(size)
+        self.resize_method, self.padding_mode = ResizeMethod(resize_method), padding_mode
+        if y is None:  # unlabelled: targets of the right shape and type, so batches collate the same way
+            n_out = len(self.classes) if (self.multi_label and self.classes) else None
+            y = torch.zeros(len(self.items), n_out) if n_out else torch.zeros(len(self.items), dtype=torch.long)
+            self.labelled = False
+        else:
+            self.labelled = True
+        if len(y) != len(self.items):
+            raise LabelError(f"{len(self.items)} items but {len(y)} labels.")
+        self.y = y
+
+    @property
+    def c(self) -> int | None:
+        return None if self.classes is None else len(self.classes)
+
+    def __len__(self):
+        return len(self.items)
+
+    def new(self, **changes) -> ImageDataset:
+        """A copy with some settings changed (e.g. `canvas=False` for the Fix loader), sharing the items."""
+        args = {"items": self.items, "y": self.y if self.labelled else None, "classes": self.classes,
+                "multi_label": self.multi_label, "size": self.size, "resize_method": self.resize_method,
+                "padding_mode": self.padding_mode, "canvas": self.canvas}
+        return type(self)(**{**args, **changes})
+
+    @property
+    def canvas_hw(self) -> tuple[int, int] | None:
+        """Size of the training canvas (see the class docstring); None when images keep their size."""
+        if self.size is None:
+            return None
+        scale = CANVAS_SCALE if self.resize_method == ResizeMethod.CROP else 1.0
+        return math.ceil(self.size[0] * scale), math.ceil(self.size[1] * scale)
+
+    def raw_item(self, i: int, canvas: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(x uint8 3 x h x w, y, full_hw int64 (2,))` as the loaders collate it; `canvas` (default:
+        the dataset's setting) asks for the whole image squished into the training canvas."""
+        fn = self.items[i]
+        try:
+            if self.canvas if canvas is None else canvas:
+                x, full_hw = load_image(fn, self.canvas_hw, ResizeMethod.SQUISH)
+                x = x if self.size is None else resize_image(x, self.canvas_hw, ResizeMethod.SQUISH)
+            else:
+                x, full_hw = load_image(fn, self.size, self.resize_method)
+                x = x if self.size is None else resize_image(x, self.size, self.resize_method, self.padding_mode)
+        except (OSError, SyntaxError, ValueError, RuntimeError) as e:
+            raise DataError(f"Cannot read image {fn}: {type(e).__name__}: {e}. Create the DataBunch with "
+                            "check_images=True to find every unreadable file up front, and skip_bad=True to "
+                            "leave them out.") from e
+        return x, self.y[i], torch.tensor(full_hw)
+
+    def __getitems__(self, indices) -> list:
+        """The items of one batch for a DataLoader (see the class docstring); all of one size."""
+        out = [self.raw_item(i) for i in indices]
+        shapes = {tuple(x.shape) for x, _, _ in out}
+        if len(shapes) > 1:
+            sizes = format_list(f"{self.items[i].name} {tuple(x.shape[1:])}" for i, (x, _, _) in zip(indices, out))
+            raise DataError(f"Images of different sizes cannot share a batch ({sizes}): pass `size=` "
+                            "(e.g. size=224) to resize them.")
+        return out
+
+    def __getitem__(self, i: int):
+        x, y, _ = self.raw_item(i, canvas=False)
+        return x.float().div_(255), y
+
+    def label_text(self, y: torch.Tensor) -> str:
+        """A target as text: the class name, or the names of a multi-hot vector joined by ';'."""
+        if not self.labelled or self.classes is None:
+            return ""
+        if self.multi_label:
+            return ";".join(str(self.classes[i]) for i in torch.nonzero(y > 0.5).flatten().tolist())
+        return str(self.classes[int(y)])
+
+    def __repr__(self):
+        kind = "multi-label " if self.multi_label else ""
+        classes = "" if self.classes is None else f", {len(self.classes)} {kind}classes"
+        return f"{type(self).__name__}({len(self)} items{classes}, size={self.size})"
+
+
+def size_hw(size) -> tuple[int, int] | None:
+    """`size` (int, (h, w) or None) as (h, w) or None."""
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if int(h) < 1 or int(w) < 1:
+        raise DataError(f"size must be a positive int or (height, width), got {size!r}.")
+    return int(h), int(w)
+
+
+# --- labelling helpers -----------------------------------------------------------------------
+def split_by_pct(n: int, valid_pct: float, seed: int | None = None) -> tuple[list[int], list[int]]:
+    """Random (train, valid) index lists with `int(valid_pct * n)` validation items; the same `seed`
+    gives the same split, without touching the global random state."""
+    if not 0 <= valid_pct < 1:
+        raise DataError(f"valid_pct must be in [0, 1), got {valid_pct}.")
+    order = np.random.default_rng(seed).permutation(n)
+    cut = int(valid_pct * n)
+    return sorted(order[cut:].tolist()), sorted(order[:cut].tolist())
+
+
+def make_classes(labels, multi_label: bool) -> list:
+    """Sorted unique labels (of every item's labels when `multi_label`), as fastai's CategoryList."""
+    flat = [lbl for item in labels for lbl in item] if multi_label else list(labels)
+    unique = set(flat)
+    try:
+        return sorted(unique)
+    except TypeError:  # mixed types: sort by their text
+        return sorted(unique, key=str)
+
+
+def encode_labels(labels, classes, multi_label: bool, items=()) -> torch.Tensor:
+    """int64 class indices (n,), or float multi-hot (n, c); a LabelError names unknown labels."""
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = [(lbl, fn) for item, fn in zip(labels, list(items) or [None] * len(labels))
+               for lbl in (item if multi_label else [item]) if lbl not in index]
+    if unknown:
+        names = sorted({str(lbl) for lbl, _ in unknown})
+        files = format_list(fn for _, fn in unknown if fn is not None)
+        raise LabelError(f"Label(s) {format_list(names)} are not among the classes {format_list(classes, 10)}"
+                         f"{' (e.g. ' + files + ')' if files else ''}. Add them to `classes`, or remove those items.")
+    if multi_label:
+        y = torch.zeros(len(labels), len(classes))
+        for row, item in enumerate(labels):
+            y[row, [index[lbl] for lbl in item]] = 1.0
+        return y
+    return torch.tensor([index[lbl] for lbl in labels], dtype=torch.long)
+
+
+def check_files(items: list, labels: list | None, what: str, check_images: bool, skip_bad: bool):
+    """Drop or report unreadable files among `items` (with their `labels`): a BadFilesError listing them,
+    or with `skip_bad`, one warning. Missing files are always looked for (it costs a `stat`)."""
+    if check_images:
+        bad = verify_images(items)
+    else:
+        bad = [(Path(fn), "does not exist") for fn in items if not Path(fn).is_file()]
+    if not bad:
+        return items, labels
+    listing = "\n".join(f"  {fn}: {reason}" for fn, reason in bad[:10])
+    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+    if not skip_bad:
+        raise BadFilesError(f"{len(bad)} of the {len(items)} {what} files cannot be used:\n{listing}{more}\n"
+                            "Delete or replace them, or pass skip_bad=True to leave them out.", bad)
+    warnings.warn(f"Leaving out {len(bad)} unreadable {what} file(s) (skip_bad=True):\n{listing}{more}",
+                  stacklevel=4)
+    drop = {str(fn) for fn, _ in bad}
+    keep = [i for i, fn in enumerate(items) if str(Path(fn)) not in drop]
+    return [items[i] for i in keep], None if labels is None else [labels[i] for i in keep]
+
+
+def check_valid_classes(train_labels, valid_labels, valid_items, multi_label: bool, given_classes) -> None:
+    """A LabelError when the validation set has classes that the training set lacks (and that the user
+    did not name in `classes`): a model cannot learn them."""
+    known = set(given_classes) if given_classes is not None else set(make_classes(train_labels, multi_label))
+    extra = {}
+    for item, fn in zip(valid_labels, valid_items):
+        for lbl in (item if multi_label else [item]):
+            if lbl not in known:
+                extra.setdefault(lbl, fn)
+    if extra:
+        names = sorted(extra, key=str)
+        raise LabelError(f"The validation set has class(es) {format_list(names)} that the training set lacks "
+                         f"(e.g. {format_list(extra[n] for n in names)}). A model cannot learn them: add training "
+                         "images of them, drop them from the validation set, use another `seed`/`valid_pct` for a "
+                         "random split, or name every class with `classes=`.")
+
+
+def check_not_empty(items, what: str, where) -> None:
+    if not items:
+        raise EmptyDatasetError(f"The {what} set is empty ({where}): check the folder names, the file pattern "
+                                "or the labels.")

@@ -1,0 +1,276 @@
+"""Layer 6, first stop for images: find image files, check them, decode them fast, resize them.
+
+Decoding is the cost of an image pipeline, so it is done once per item, as small as the target size
+allows: JPEGs decode at 1/2, 1/4 or 1/8 scale when that still covers the target (libjpeg's DCT
+scaling through `PIL.Image.draft`), and otherwise through torchvision's libjpeg-turbo decoder, which
+is faster than PIL's. Every image becomes RGB uint8 `3 x H x W` (grayscale, palette, RGBA, CMYK and
+16-bit alike, so pretrained bodies take the gray digits) with its EXIF orientation applied.
+"""
+from __future__ import annotations
+
+import io
+import os
+from enum import IntEnum
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from ..core import Path, listify
+from ..data import DataError
+
+__all__ = [
+    "PADDING_MODES",
+    "Image",
+    "ResizeMethod",
+    "check_image",
+    "get_image_files",
+    "image_extensions",
+    "load_image",
+    "open_image",
+    "resize_image",
+    "verify_images",
+]
+
+PADDING_MODES = ("reflection", "zeros", "border")
+_EXIF_ORIENTATION = 0x0112
+MIN_SIDE = 2  # a 1-pixel side is a placeholder or a tracking pixel, not a picture to learn from
+
+
+class ResizeMethod(IntEnum):
+    """How an image reaches the target size: CROP fills it and cuts the overflow (a random window when
+    training, the centre otherwise), PAD fits the whole image and pads, SQUISH stretches to fit."""
+    CROP = 1
+    PAD = 2
+    SQUISH = 3
+
+
+def image_extensions() -> set[str]:
+    """File suffixes (lower case, with the dot) that PIL can open."""
+    PIL.Image.init()
+    return {ext for ext, fmt in PIL.Image.registered_extensions().items() if fmt in PIL.Image.OPEN}
+
+
+def get_image_files(path, recurse: bool = True, folders=None) -> list[Path]:
+    """Image files under `path` (only inside its subfolders `folders` when given), sorted.
+
+    Hidden files and folders (names starting with '.', like macOS's `._x.jpg`) are left out."""
+    path, exts = Path(path), image_extensions()
+    if not path.is_dir():
+        raise DataError(f"{path} is not a folder; pass the folder that holds the images.")
+    roots = [path / f for f in listify(folders)] or [path]
+    missing = [str(r) for r in roots if not r.is_dir()]
+    if missing:
+        raise DataError(f"No folder {missing[0]}; {path} holds: {_subfolders(path)}.")
+    found = []
+    for root in roots:
+        for dirpath, dirnames, filenames in _walk(root, recurse):
+            found += [Path(dirpath) / f for f in filenames
+                      if not f.startswith(".") and Path(f).suffix.lower() in exts]
+    return sorted(found)
+
+
+def _walk(root, recurse):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        yield dirpath, dirnames, filenames
+        if not recurse:
+            break
+
+
+def _subfolders(path) -> str:
+    names = sorted(p.name for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
+    return ", ".join(names) if names else "no subfolders"
+
+
+# --- checking --------------------------------------------------------------------------------
+def check_image(fn) -> str | None:
+    """Why `fn` cannot be used as an image, or None when it can. Cheap: reads the header and
+    verifies the stream (PNG checksums; a JPEG without its end marker is fully decoded to be sure)."""
+    fn = Path(fn)
+    if not fn.is_file():
+        return "does not exist"
+    if fn.stat().st_size == 0:
+        return "is empty (0 bytes)"
+    try:
+        with PIL.Image.open(fn) as img:
+            w, h = img.size
+            fmt = img.format
+            img.verify()
+        if min(w, h) < MIN_SIDE:
+            return f"is only {w}x{h} pixels"
+        if fmt == "JPEG" and not _has_jpeg_end(fn):
+            with PIL.Image.open(fn) as img:
+                img.load()
+    except PIL.UnidentifiedImageError:
+        return "is not an image PIL can read"
+    except Exception as e:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, struct.error...
+        return f"is corrupt or truncated ({type(e).__name__}: {e})"
+    return None
+
+
+def _has_jpeg_end(fn: Path) -> bool:
+    with open(fn, "rb") as f:
+        f.seek(max(0, fn.stat().st_size - 1024))
+        return b"\xff\xd9" in f.read()
+
+
+def verify_images(fns) -> list[tuple[Path, str]]:
+    """`(file, reason)` for each file of `fns` that `check_image` rejects, in order."""
+    bad = []
+    for fn in fns:
+        reason = check_image(fn)
+        if reason is not None:
+            bad.append((Path(fn), reason))
+    return bad
+
+
+# --- decoding --------------------------------------------------------------------------------
+def load_image(fn, target_hw=None, method: ResizeMethod = ResizeMethod.SQUISH) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Decode `fn` (a path, bytes, or a PIL image) to RGB uint8 `3 x h x w`, EXIF orientation applied.
+
+    With `target_hw`, a JPEG may decode smaller than its full size, but never below what resizing to
+    `target_hw` with `method` needs. Returns the tensor and the full `(H, W)` of the oriented image,
+    which the batch augmentation needs to place its crop window."""
+    if isinstance(fn, PIL.Image.Image):
+        img = PIL.ImageOps.exif_transpose(fn)
+        return _to_tensor(img), (img.height, img.width)
+    data = fn if isinstance(fn, bytes) else Path(fn).read_bytes()
+    img = PIL.Image.open(io.BytesIO(data))
+    turned = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    full_hw = (img.width, img.height) if turned else (img.height, img.width)
+    if img.format == "JPEG":
+        need = _needed_hw(full_hw, target_hw, method)
+        need = need[::-1] if turned else need  # in the file's own (unrotated) orientation
+        if target_hw is not None and min(img.height // need[0], img.width // need[1]) >= 2:
+            img.draft("RGB", (need[1], need[0]))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size
+        elif img.mode in ("RGB", "L"):
+            try:
+                x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                                apply_exif_orientation=True)
+                return x, full_hw
+            except RuntimeError:
+                img = PIL.Image.open(io.BytesIO(data))  # let PIL decode it, or say what is wrong
+    img = PIL.ImageOps.exif_transpose(img)
+    return _to_tensor(img), full_hw
+
+
+def _needed_hw(full_hw, target_hw, method):
+    """The smallest (h, w) an image of `full_hw` can be decoded at before resizing to `target_hw`."""
+    if target_hw is None:
+        return full_hw
+    (h, w), (th, tw) = full_hw, target_hw
+    if method == ResizeMethod.SQUISH:
+        return min(h, th), min(w, tw)
+    ratio = (max if method == ResizeMethod.CROP else min)(th / h, tw / w)
+    return min(h, int(np.ceil(h * ratio))), min(w, int(np.ceil(w * ratio)))
+
+
+def _to_tensor(img: PIL.Image.Image) -> torch.Tensor:
+    """PIL image of any mode -> RGB uint8 `3 x H x W`."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(img, dtype=np.float32)
+        top = 1.0 if img.mode == "F" and a.max(initial=0) <= 1 else (255.0 if a.max(initial=0) <= 255 else 65535.0)
+        a = np.clip(a * (255.0 / top), 0, 255).round().astype(np.uint8)
+        return torch.from_numpy(np.ascontiguousarray(a)).expand(3, *a.shape).contiguous()
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+
+
+# --- resizing --------------------------------------------------------------------------------
+def resize_image(x: torch.Tensor, target_hw, method: ResizeMethod = ResizeMethod.CROP,
+                 padding_mode: str = "reflection") -> torch.Tensor:
+    """uint8 `3 x h x w` -> uint8 `3 x th x tw`: centre crop, pad or squish (antialiased bilinear)."""
+    th, tw = target_hw
+    h, w = x.shape[-2:]
+    if (h, w) == (th, tw):
+        return x
+    method = ResizeMethod(method)
+    if method == ResizeMethod.SQUISH:
+        return _resize(x, (th, tw))
+    if method == ResizeMethod.CROP:
+        ratio = max(th / h, tw / w)
+        ch, cw = min(h, round(th / ratio)), min(w, round(tw / ratio))  # the window that fills the target
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return _resize(x[:, top:top + ch, left:left + cw], (th, tw))
+    ratio = min(th / h, tw / w)
+    fitted = _resize(x, (min(th, max(1, round(h * ratio))), min(tw, max(1, round(w * ratio)))))
+    return pad_image(fitted, target_hw, padding_mode)
+
+
+def _resize(x: torch.Tensor, hw) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    # channels-last uint8 is the layout torch's fast antialiased path expects
+    x = x.unsqueeze(0).contiguous(memory_format=torch.channels_last)
+    return F.interpolate(x, size=tuple(hw), mode="bilinear", antialias=True, align_corners=False)[0].contiguous()
+
+
+def pad_image(x: torch.Tensor, target_hw, padding_mode: str = "reflection") -> torch.Tensor:
+    """Pad `x` (`C x h x w`) evenly to `target_hw`, filling as `grid_sample` would: 'zeros', 'border'
+    (repeat the edge) or 'reflection' (mirror about the edge), whatever the pad's width."""
+    if padding_mode not in PADDING_MODES:
+        raise DataError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}.")
+    (h, w), (th, tw) = x.shape[-2:], target_hw
+    if padding_mode == "zeros":
+        top, left = (th - h) // 2, (tw - w) // 2
+        return F.pad(x, (left, tw - w - left, top, th - h - top))
+    rows, cols = _pad_index(h, th, padding_mode), _pad_index(w, tw, padding_mode)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def _pad_index(n: int, target: int, mode: str) -> torch.Tensor:
+    before = (target - n) // 2
+    idx = torch.arange(target) - before
+    if mode == "border":
+        return idx.clamp(0, n - 1)
+    period = 2 * n  # mirror about the edges: 0 1 .. n-1 n-1 .. 1 0 0 1 ..
+    idx = idx % period
+    return torch.where(idx < n, idx, period - 1 - idx)
+
+
+# --- the user-facing image -------------------------------------------------------------------
+class Image:
+    """An image for notebooks: `data` is float `3 x H x W` in [0, 1]. Not a tensor subclass: the
+    training loop never sees it. `show()` draws it; `Learner.predict` and `one_item` accept it."""
+
+    def __init__(self, data: torch.Tensor):
+        self.data = data
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels, as fastai v1's `Image.size`."""
+        return tuple(self.data.shape[-2:])
+
+    def show(self, ax=None, figsize=(3, 3), title: str | None = None):
+        """Draw on `ax` (a new figure when None) with matplotlib; returns the axes."""
+        if ax is None:
+            import matplotlib.pyplot as plt
+            _, ax = plt.subplots(figsize=figsize)
+        ax.imshow(self.data.permute(1, 2, 0).clamp(0, 1).numpy())
+        ax.axis("off")
+        if title is not None:
+            ax.set_title(title)
+        return ax
+
+    def __repr__(self):
+        return f"Image({self.shape[0]} x {self.shape[1]} x {self.shape[2]})"
+
+
+def open_image(fn) -> Image:
+    """Open `fn` as an `Image` (RGB, EXIF orientation applied); a clear error when it is not one."""
+    reason = check_image(fn)
+    if reason is not None:
+        raise DataError(f"Cannot open {fn}: it {reason}.")
+    x, _ = load_image(fn)
+    return Image(x.float().div_(255))

@@ -1,0 +1,168 @@
+"""Transfer learning for images: a pretrained body cut from a classifier, a fresh head, layer
+groups for discriminative learning rates, and `cnn_learner`, which returns a Learner whose body is
+frozen so that the first `fit_one_cycle` trains the head only.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..core import FastbaseError, ifnone, import_ref, listify, object_ref
+from ..learner import Learner
+from .models import arch_meta, arch_name
+
+__all__ = ["AdaptiveConcatPool2d", "create_body", "create_head", "num_features_model", "cnn_learner",
+           "create_cnn", "build_cnn_model", "cnn_layer_groups"]
+
+
+class AdaptiveConcatPool2d(nn.Module):
+    """Average and max pooling side by side: (B, C, H, W) -> (B, 2C, 1, 1)."""
+
+    def __init__(self, size: int = 1):
+        super().__init__()
+        self.avg, self.max = nn.AdaptiveAvgPool2d(size), nn.AdaptiveMaxPool2d(size)
+
+    def forward(self, x):
+        return torch.cat([self.max(x), self.avg(x)], 1)
+
+
+def _is_pool(module: nn.Module) -> bool:
+    return isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d,
+                               AdaptiveConcatPool2d))
+
+
+def _default_cut(model: nn.Module) -> int:
+    """Index of the last child that is (or contains) a pooling layer: fastai's cut for unknown models."""
+    children = list(model.children())
+    for i in range(len(children) - 1, -1, -1):
+        if any(_is_pool(m) for m in children[i].modules()):
+            return i
+    raise FastbaseError(f"Cannot find a pooling layer in {type(model).__name__} to cut its body at; "
+                        "pass `cut=` (an index into its children, or a function model -> body).")
+
+
+def create_body(arch: Callable, pretrained: bool | str = True, cut: int | Callable | None = None) -> nn.Sequential:
+    """The feature extractor of `arch(pretrained)`: cut by `cut` (index into the model's children, or a
+    function model -> body), by the architecture's metadata, or at the last pooling layer."""
+    model = arch(pretrained=pretrained)
+    if cut is None:
+        meta = arch_meta(arch)
+        return meta.body(model) if meta is not None else nn.Sequential(*list(model.children())[:_default_cut(model)])
+    if callable(cut):
+        return cut(model)
+    return nn.Sequential(*list(model.children())[:cut])
+
+
+def num_features_model(body: nn.Module, size: int = 64) -> int:
+    """Channels the body outputs, from one dummy forward pass (eval mode, state untouched)."""
+    was_training = body.training
+    param = next(body.parameters(), None)
+    device = param.device if param is not None else "cpu"
+    body.eval()
+    try:
+        with torch.no_grad():
+            return body(torch.zeros(1, 3, size, size, device=device)).shape[1]
+    finally:
+        body.train(was_training)
+
+
+def create_head(nf: int, nc: int, lin_ftrs: list[int] | None = None, ps: float | list[float] = 0.5,
+                concat_pool: bool = True, bn_final: bool = False) -> nn.Sequential:
+    """Pooling, flatten, then BatchNorm-Dropout-Linear blocks from `nf` body features to `nc` outputs.
+
+    `nf` counts the body's channels after pooling (twice the body's channels with concat pooling, as
+    in fastai v1). `lin_ftrs` are the hidden sizes (default [512]); a single `ps` gives half of it to
+    the hidden blocks and all of it to the last one.
+    """
+    sizes = [nf, *(ifnone(lin_ftrs, [512])), nc]
+    ps = listify(ps)
+    if len(ps) == 1:
+        ps = [ps[0] / 2] * (len(sizes) - 2) + ps
+    if len(ps) != len(sizes) - 1:
+        raise FastbaseError(f"`ps` needs one dropout per linear layer ({len(sizes) - 1}), got {ps}.")
+    layers: list[nn.Module] = [AdaptiveConcatPool2d() if concat_pool else nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    for i, (n_in, n_out, p) in enumerate(zip(sizes[:-1], sizes[1:], ps)):
+        layers += [nn.BatchNorm1d(n_in)] + ([nn.Dropout(p)] if p else []) + [nn.Linear(n_in, n_out)]
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU(inplace=True))
+    if bn_final:
+        layers.append(nn.BatchNorm1d(sizes[-1], momentum=0.01))
+    return nn.Sequential(*layers)
+
+
+def build_cnn_model(arch: Callable, nc: int, pretrained: bool | str = False, cut=None, lin_ftrs=None, ps=0.5,
+                    concat_pool: bool = True, bn_final: bool = False, custom_head: nn.Module | None = None,
+                    init: Callable | None = nn.init.kaiming_normal_) -> nn.Sequential:
+    """`nn.Sequential(body, head)` for `nc` outputs; the head's linear layers initialised with `init`.
+    `arch` may be a 'module:qualname' reference (how an exported model names it)."""
+    arch = import_ref(arch) if isinstance(arch, str) else arch
+    body = create_body(arch, pretrained, cut)
+    if custom_head is not None:
+        head = custom_head
+    else:
+        nf = num_features_model(body) * (2 if concat_pool else 1)
+        head = create_head(nf, nc, lin_ftrs, ps, concat_pool, bn_final)
+        if init is not None:
+            for m in head.modules():
+                if isinstance(m, nn.Linear):
+                    init(m.weight)
+                    nn.init.zeros_(m.bias)
+    return nn.Sequential(body, head)
+
+
+def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> list[nn.Module]:
+    """Body pieces starting at each index in `split`, then the head: [body[:s0], body[s0:s1], ..., head]."""
+    body, head = model[0], model[1]
+    bounds = [0, *(split or ()), len(body)]
+    if sorted(bounds) != bounds or len(set(bounds)) != len(bounds):
+        raise FastbaseError(f"Split points {split} must increase inside the body's {len(body)} children.")
+    return [body[a:b] for a, b in zip(bounds[:-1], bounds[1:])] + [head]
+
+
+def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = True, lin_ftrs=None, ps=0.5,
+                custom_head: nn.Module | None = None, split_on=None, bn_final: bool = False,
+                init: Callable | None = nn.init.kaiming_normal_, concat_pool: bool = True, **learn_kwargs) -> Learner:
+    """A Learner for `data` with `base_arch`'s body (pretrained by default) and a new head.
+
+    The body is frozen when pretrained, so training starts with the head (BatchNorm stays trainable
+    while `train_bn`, the Learner's default). Layer groups follow the architecture's metadata: three
+    for resnets (two for the body, one for the head), so `slice` learning rates reach every part.
+    Unnormalised data are normalised with the architecture's pretrained stats; data normalised with
+    other stats get a warning.
+    """
+    if data.c is None:
+        raise FastbaseError("cnn_learner needs data with classes (or `c` outputs); this DataBunch has neither.")
+    meta = arch_meta(base_arch)
+    if meta is not None and not isinstance(base_arch, type) and pretrained:
+        _check_normalization(data, meta.stats, arch_name(base_arch))
+    model = build_cnn_model(base_arch, data.c, pretrained, cut, lin_ftrs, ps, concat_pool, bn_final,
+                            custom_head, init)
+    split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
+    groups = split(model) if callable(split) else cnn_layer_groups(model, split)
+    learn = Learner(data, model, layer_groups=groups, **learn_kwargs)
+    if custom_head is None and cut is None and not callable(split):
+        learn.model_spec = {"factory": f"{build_cnn_model.__module__}:{build_cnn_model.__qualname__}",
+                            "kwargs": {"arch": object_ref(base_arch), "nc": data.c, "lin_ftrs": lin_ftrs, "ps": ps,
+                                       "concat_pool": concat_pool, "bn_final": bn_final, "init": None},
+                            "layer_group_split": list(split)}
+    if pretrained:
+        learn.freeze()
+    return learn
+
+
+create_cnn = cnn_learner  # fastai v1's earlier name
+
+
+def _check_normalization(data, stats, name: str) -> None:
+    if data.norm is None:
+        data.normalize(stats)
+        return
+    mean, std = (torch.tensor(s, dtype=torch.float32) for s in stats)
+    if not (torch.allclose(data.norm.mean, mean, atol=1e-3) and torch.allclose(data.norm.std, std, atol=1e-3)):
+        warnings.warn(f"The data are normalised with mean={data.norm.mean.tolist()} std={data.norm.std.tolist()}, "
+                      f"but the pretrained {name} body expects {list(stats[0])} / {list(stats[1])}. Use "
+                      "`.normalize(imagenet_stats)` unless you mean to change the body's input distribution.",
+                      stacklevel=3)
