@@ -128,7 +128,7 @@ class CallbackHandler:
         return found[0] if found else default
 
 
-def _to_floats(values, device=None) -> list[float]:
+def _to_floats(values) -> list[float]:
     """Read tensors and numbers as floats with a single device sync."""
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     if not tensors:
@@ -159,9 +159,9 @@ class Recorder(Callback):
         self.reset()
         self.metrics_names = list(getattr(self.learn, "metric_names", []))
 
-    def after_batch(self):
+    def after_loss(self):  # recorded as soon as known, so a batch stopped later still counts
         learn = self.learn
-        if not learn.training or learn.loss is None:
+        if not learn.training:
             return
         self._pending.append(learn.loss)
         self.lrs.append(learn.opt.lr)
@@ -354,7 +354,7 @@ class DeferredInterrupt(Callback):
     """Ctrl-C during fit lets the current batch finish, then stops training (the Learner turns the
     KeyboardInterrupt into a warning and a clean stop). A second Ctrl-C interrupts at once. Only
     in the main thread, where Python delivers signals; the previous handler is always restored."""
-    order = -100
+    order = 1000  # last, so every other callback has finished the batch
 
     def before_fit(self):
         self.requested, self._previous = False, None

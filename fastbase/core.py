@@ -21,9 +21,25 @@ import numpy as np
 import torch
 
 __all__ = [
-    "FastbaseError", "ConfigError", "Path", "listify", "ifnone", "is_listy", "num_cpus",
-    "default_device", "default_num_workers", "shm_size", "set_seed", "seed_worker",
-    "Config", "get_config", "defaults", "to_device", "atomic_write", "import_ref", "object_ref",
+    "Config",
+    "ConfigError",
+    "FastbaseError",
+    "Path",
+    "atomic_write",
+    "default_device",
+    "default_num_workers",
+    "defaults",
+    "get_config",
+    "ifnone",
+    "import_ref",
+    "is_listy",
+    "listify",
+    "num_cpus",
+    "object_ref",
+    "seed_worker",
+    "set_seed",
+    "shm_size",
+    "to_device",
 ]
 
 
@@ -41,7 +57,7 @@ class Path(type(pathlib.Path())):
     A subclass rather than a patch of `pathlib`: joining with `/` keeps the subclass.
     """
 
-    def ls(self) -> list["Path"]:
+    def ls(self) -> list[Path]:
         """The folder's entries, sorted by name."""
         if not self.is_dir():
             raise FastbaseError(f"{self} is not a folder, so it has nothing to list.")

@@ -26,20 +26,9 @@ from .core import (
     to_device,
 )
 
-__all__ = [
-    "BadFilesError",
-    "DataBunch",
-    "DataError",
-    "DatasetType",
-    "DeviceDataLoader",
-    "EmptyDatasetError",
-    "LabelError",
-    "Normalizer",
-    "cifar_stats",
-    "imagenet_stats",
-    "mnist_stats",
-    "resolve_num_workers",
-]
+__all__ = ["BadFilesError", "CollateThenTransform", "DataBunch", "DataError", "DatasetType", "DeviceDataLoader",
+           "EmptyDatasetError", "LabelError", "Normalizer", "cifar_stats", "imagenet_stats", "mnist_stats",
+           "resolve_num_workers"]
 
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 cifar_stats = ([0.491, 0.482, 0.447], [0.247, 0.243, 0.261])
@@ -104,19 +93,21 @@ class Normalizer:
         self._cache = {}
 
     def _stats(self, x: torch.Tensor):
+        """(mean, std, -mean/std, 1/std) shaped to broadcast over `x`'s dim 1, cached per device/dtype."""
         key = (x.device, x.dtype, x.dim())
         if key not in self._cache:
             shape = (1, -1) + (1,) * (x.dim() - 2)
-            self._cache[key] = (self.mean.to(x.device, x.dtype).view(shape), self.std.to(x.device, x.dtype).view(shape))
+            mean, std = self.mean.to(x.device, x.dtype).view(shape), self.std.to(x.device, x.dtype).view(shape)
+            self._cache[key] = (mean, std, -mean / std, 1 / std)
         return self._cache[key]
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(x)
-        return (x - mean) / std
+        _, _, shift, scale = self._stats(x)
+        return torch.addcmul(shift, x, scale)  # (x - mean) / std in one pass over the batch
 
     def denorm(self, x: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(x)
-        return x * std + mean
+        mean, std, _, _ = self._stats(x)
+        return torch.addcmul(mean, x, std)
 
     def __call__(self, batch):
         x, *rest = batch
@@ -126,12 +117,34 @@ class Normalizer:
         return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()})"
 
 
+class CollateThenTransform:
+    """A `collate_fn` that also runs batch transforms, so that they run inside the worker processes."""
+
+    def __init__(self, collate_fn, tfms):
+        self.collate_fn, self.tfms = collate_fn, list(tfms)
+
+    def __call__(self, items):
+        batch = self.collate_fn(items)
+        for tfm in self.tfms:
+            batch = tfm(batch)
+        return batch
+
+
 class DeviceDataLoader:
-    """A DataLoader whose batches arrive on `device`, after its batch transforms (in `order`)."""
+    """A DataLoader whose batches arrive on `device`, after its batch transforms (in `order`).
+
+    Where the transforms run depends on the device. On a GPU (or with no worker processes) they run
+    here, on the batch once it is on the device. On the CPU with workers, they run at the end of the
+    workers' `collate_fn`: the augmentation then runs in parallel with the training step rather than
+    in its process, one thread per worker. The DataLoader is rebuilt when the transforms change, so
+    that the workers see the new list.
+    """
 
     def __init__(self, dl: DataLoader, device, tfms=None):
         self.dl, self.device = dl, torch.device(device)
+        self.collate_fn = dl.collate_fn.collate_fn if isinstance(dl.collate_fn, CollateThenTransform) else dl.collate_fn
         self.tfms = sorted(listify(tfms), key=lambda t: getattr(t, "order", 0))
+        self._place_tfms()
 
     def __len__(self):
         return len(self.dl)
@@ -148,37 +161,56 @@ class DeviceDataLoader:
     def num_workers(self):
         return self.dl.num_workers
 
+    @property
+    def tfms_in_workers(self) -> bool:
+        """True when the batch transforms run in the worker processes (CPU device, workers > 0)."""
+        return self.device.type == "cpu" and self.dl.num_workers > 0
+
+    def _place_tfms(self) -> None:
+        if self.tfms_in_workers:
+            self.dl = self._rebuilt(collate_fn=CollateThenTransform(self.collate_fn, self.tfms))
+
+    def _rebuilt(self, **changes) -> DataLoader:
+        dl = self.dl
+        args = {"batch_size": dl.batch_size, "num_workers": dl.num_workers, "collate_fn": self.collate_fn,
+                "drop_last": dl.drop_last, "pin_memory": dl.pin_memory, "worker_init_fn": dl.worker_init_fn,
+                "persistent_workers": dl.persistent_workers, "generator": dl.generator,
+                "shuffle": isinstance(dl.sampler, torch.utils.data.RandomSampler)}
+        args.update(changes)
+        if args["num_workers"] == 0:
+            args["persistent_workers"] = False
+        dataset = args.pop("dataset", dl.dataset)
+        return DataLoader(dataset, **args)
+
     def add_tfm(self, tfm) -> None:
         self.tfms = sorted([*self.tfms, tfm], key=lambda t: getattr(t, "order", 0))
+        self._place_tfms()
 
     def remove_tfm(self, tfm) -> None:
         self.tfms = [t for t in self.tfms if t is not tfm]
+        self._place_tfms()
 
     def proc_batch(self, batch):
+        """Move a collated batch to the device and apply the transforms that did not run in workers."""
         batch = to_device(batch, self.device)
-        for tfm in self.tfms:
-            batch = tfm(batch)
+        if not self.tfms_in_workers:
+            for tfm in self.tfms:
+                batch = tfm(batch)
         return batch
 
     def __iter__(self):
         for batch in self.dl:
             yield self.proc_batch(batch)
 
-    def new(self, **kwargs) -> DeviceDataLoader:
-        """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`)."""
-        dl = self.dl
-        args = {"batch_size": dl.batch_size, "num_workers": dl.num_workers, "collate_fn": dl.collate_fn,
-                "drop_last": dl.drop_last, "pin_memory": dl.pin_memory, "worker_init_fn": dl.worker_init_fn,
-                "persistent_workers": dl.persistent_workers, "generator": dl.generator,
-                "shuffle": isinstance(dl.sampler, torch.utils.data.RandomSampler)}
-        args.update(kwargs)
-        if args["num_workers"] == 0:
-            args["persistent_workers"] = False
-        dataset = args.pop("dataset", dl.dataset)
-        return DeviceDataLoader(DataLoader(dataset, **args), self.device, self.tfms)
+    def new(self, tfms=None, **kwargs) -> DeviceDataLoader:
+        """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`, or
+        `dataset=`), with the same batch transforms or `tfms`."""
+        return DeviceDataLoader(self._rebuilt(**kwargs), self.device, self.tfms if tfms is None else tfms)
 
     def __repr__(self):
-        return f"DeviceDataLoader({len(self.dataset)} items, bs={self.batch_size}, device={self.device})"
+        where = "in workers" if self.tfms_in_workers else "on device"
+        return (f"DeviceDataLoader({len(self.dataset)} items, bs={self.batch_size}, device={self.device}, "
+                f"workers={self.num_workers}, tfms {where}: {self.tfms})")
 
 
 class DataBunch:

@@ -178,7 +178,8 @@ def _resolve(url) -> _Source:
         if not name:
             raise CatalogueError(f"Cannot tell the archive's file name from {text!r}; pass fname=.")
         if "." not in name:  # fastai v1: a URL without extension means its .tgz
-            text, name = text + ".tgz", name + ".tgz"
+            parts = urlsplit(text)
+            text, name = parts._replace(path=parts.path.rstrip("/") + ".tgz").geturl(), name + ".tgz"
         return _Source(text, text, None, name, strip_archive_extension(name))
     if text.startswith("packaged:"):
         raise CatalogueError(f"{text!r} is not in the catalogue; URLs.names() lists the known datasets.")
@@ -286,12 +287,11 @@ def _offline() -> bool:
 
 
 def _offline_message(src: _Source, dest: Path) -> str:
-    facts = ", ".join(f for f in (f"{src.size:,} bytes" if src.size else "", f"sha256 {src.sha256}" if src.sha256
-                                  else "") if f)
-    origin = src.upstream or src.url
+    facts = ([f"{src.size:,} bytes"] if src.size else []) + ([f"sha256 {src.sha256}"] if src.sha256 else [])
+    what = f"{src.upstream or src.url}{' (' + ', '.join(facts) + ')' if facts else ''}"
     return (f"fastbase is offline (FASTBASE_OFFLINE or offline in config.ini) and the archive for {src.label} is "
-            f"not on disk. Download {origin}{f' ({facts})' if facts else ''} on a machine with network, put it "
-            f"at {dest} and call again; or turn offline mode off.")
+            f"not on disk. Download {what} on a machine with network, put it at {dest} and call again; or turn "
+            "offline mode off.")
 
 
 def untar_data(url, fname=None, dest=None, force_download: bool = False, expected_sha256: str | None = None, *,
@@ -301,8 +301,8 @@ def untar_data(url, fname=None, dest=None, force_download: bool = False, expecte
 
     `url`: a catalogue name ('PETS' or 'pets'), `URLs.X`, a URL (http, https or file://, with or
     without `.tgz`: as in fastai v1, `.tgz` is appended to a URL whose last part has no extension at
-    all), or the path of a local archive. The folder is `<data folder>/<name>`, where name is the catalogue's
-    folder (`oxford-iiit-pet`) or the archive's name without extension. As in fastai v1.0.61,
+    all), or the path of a local archive. The folder is `<data folder>/<name>`, where name is the
+    catalogue's folder (`oxford-iiit-pet`) or the archive's name without extension. As in fastai v1.0.61,
     `dest` is the folder to put that folder in (`untar_data(URLs.PETS, dest='/big')` returns
     `/big/oxford-iiit-pet`), and `fname` is where to keep the archive (see `download_data`).
 

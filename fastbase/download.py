@@ -106,9 +106,11 @@ def download_url(url: str, dest, *, size: int | None = None, sha256: str | None 
             except _Transient as e:
                 failures = 0 if job.offset > before else failures + 1
                 if failures > retries or attempt == _MAX_ATTEMPTS:
+                    kept = f"The {job.offset:,} bytes received are kept in {job.part}; call again to resume. " \
+                        if job.offset else ""
                     raise DownloadError(
-                        f"Gave up downloading {url} after {attempt} attempts ({e}). {job.offset:,} bytes are kept "
-                        f"in {job.part}; call again to resume, or set FASTBASE_MIRROR to a closer copy.") from None
+                        f"Gave up downloading {url} after {attempt} attempts ({e}). {kept}Or fetch the file "
+                        f"another way and put it at {dest}, or use a closer copy (FASTBASE_MIRROR).") from None
                 time.sleep(min(backoff * 2 ** max(failures - 1, 0), _MAX_SLEEP))
     finally:
         job.close()
@@ -158,8 +160,13 @@ class _Download:
             with self.session.get(self.url, headers=headers, stream=True, timeout=self.timeout) as r:
                 verdict = self._accept(r)
                 return verdict == "done" or (verdict == "go" and self._receive(r))
+        except requests.exceptions.SSLError as e:  # a certificate problem does not go away by retrying
+            raise DownloadError(f"Downloading {self.url} failed the TLS check ({e}). Behind a proxy that "
+                                "re-signs traffic, point REQUESTS_CA_BUNDLE at its certificate.") from e
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
             raise _Transient(f"{type(e).__name__}: {e}") from None
+        except requests.RequestException as e:  # a malformed URL and the like
+            raise DownloadError(f"Cannot download {self.url}: {e}") from e
 
     def _accept(self, r: requests.Response) -> str:
         """Check the status and headers: 'go' (read the body), 'again' (ask anew) or 'done' (nothing to read)."""
@@ -188,6 +195,7 @@ class _Download:
         else:
             raise DownloadError(f"Downloading {self.url} got an unexpected HTTP {code} {r.reason}.")
         if self.size is not None and total is not None and total != self.size:
+            self.restart()
             raise ChecksumError(f"{self.url} serves a file of {total:,} bytes where {self.size:,} were expected; "
                                 "nothing was kept. Check the mirror, or pass expected_sha256= for a file you trust.")
         etag = r.headers.get("ETag", "")

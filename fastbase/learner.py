@@ -1,5 +1,6 @@
-"""Layer 5: the Learner: the training loop over a model and a DataBunch, the optimizer wrapper
-with layer groups, metrics, saving and export.
+"""Layer 5: the Learner: the training loop over a model and a DataBunch, fitting (plain, one-cycle,
+lr_find), freezing layer groups, evaluation and inference, saving and export. Its helpers: the
+optimizer wrapper and layer groups (`fastbase.optimizer`), metrics and losses (`fastbase.metrics`).
 
 The loop fires the events of `fastbase.callback` (read `_do_fit` down to `_one_batch`): all the
 optional parts of training (schedules, recording, progress, the LR finder, Ctrl-C handling,
@@ -213,7 +214,7 @@ class Learner:
             self.opt.lr, self.opt.wd = self.lr_range(lr), ifnone(wd, self.wd)
         self._fit(epochs, callbacks, start_epoch)
 
-    def _fit(self, epochs: int, callbacks=None, start_epoch: int = 0) -> None:
+    def _fit(self, epochs: int, callbacks=None, start_epoch: int = 0, table: bool = True) -> None:
         if self.data.inference_only:
             raise FastbaseError("This Learner was loaded for inference (load_learner): it has no training data. "
                                 "Build a Learner on a DataBunch of your data to train.")
@@ -224,7 +225,7 @@ class Learner:
         if self.freeze_bn_stats:
             cbs.append(BnFreeze())
         if not (progress_disabled() if self.silent is None else self.silent):
-            cbs.append(ProgressCallback())
+            cbs.append(ProgressCallback(show_table=table))
         with self._using(cbs):
             try:
                 self._do_fit()
@@ -252,7 +253,7 @@ class Learner:
         start_lr, end_lr = (np.asarray(v, dtype=float) if np.ndim(v) else v
                             for v in (self.lr_range(start_lr), self.lr_range(end_lr)))
         finder = LRFinder(start_lr, end_lr, num_it, stop_div, wd=wd)
-        self._fit(math.ceil(num_it / len(self.data.train_dl)), callbacks=[finder])
+        self._fit(math.ceil(num_it / len(self.data.train_dl)), callbacks=[finder], table=False)
         return finder.suggestions()
 
     def create_opt(self, lr=DEFAULT_LR, wd: float | None = None) -> OptimWrapper:

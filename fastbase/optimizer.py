@@ -159,6 +159,8 @@ class OptimWrapper:
 
     # --- per-layer-group values -----------------------------------------------------------------
     def _per_group(self, value, what: str) -> list[float]:
+        if isinstance(value, (int, float)):  # the per-batch path of schedulers: keep it cheap
+            return [float(value)] * self.n_groups
         value = lr_range(value, self.n_groups)
         values = list(np.asarray(value, dtype=float).reshape(-1)) if is_listy(value) or isinstance(
             value, np.ndarray) else [value]

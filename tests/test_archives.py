@@ -89,7 +89,7 @@ def test_absolute_path_is_refused(box):
 
 
 def test_symlink_escaping_the_destination_is_refused(box):
-    archive = write(box, "a.tgz", tar_bytes((member("link", tarfile.SYMTYPE, "../../.."), None),
+    archive = write(box, "a.tgz", tar_bytes((member("link", tarfile.SYMTYPE, "../.."), None),
                                             (member("link/evil.txt"), b"pwned")))
     with pytest.raises(UnsafeArchiveError, match="'link' is a symbolic link"):
         extract_archive(archive, box / "out" / "dest")

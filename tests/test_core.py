@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from fastbase import core
-from fastbase.core import FastbaseError, Path, atomic_write, ifnone, is_listy, listify, set_seed
+from fastbase.core import (
+    FastbaseError,
+    Path,
+    atomic_write,
+    ifnone,
+    is_listy,
+    listify,
+    set_seed,
+)
 
 
 def test_listify_wraps_scalars_and_strings():

@@ -3,6 +3,7 @@ import hashlib
 import io
 import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from http_server import FileServer
@@ -184,6 +185,15 @@ def test_force_download_downloads_and_extracts_again(server, catalogue):
     assert untar_data("TINY", force_download=True, **FAST) == path
     assert server.count(PATH) == 2
     assert not (path / "mine.txt").exists() and (path / "labels.csv").exists()
+
+
+@pytest.mark.skipif(datasets.fcntl is None, reason="no file locks on this platform")
+def test_concurrent_calls_download_once(server, catalogue):
+    server.behaviour.stall = 0.3  # keeps the first download busy while the second call arrives
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: untar_data("TINY", **FAST), range(2)))
+    assert paths[0] == paths[1] and (paths[0] / "labels.csv").exists()
+    assert server.count(PATH) == 1
 
 
 def test_interrupted_extraction_leaves_no_folder(server, catalogue, fastbase_home, monkeypatch):

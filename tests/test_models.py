@@ -5,8 +5,14 @@ import torchvision
 from torch import nn
 
 from fastbase.vision import models
-from fastbase.vision.learner import (AdaptiveConcatPool2d, build_cnn_model, cnn_layer_groups, create_body,
-                                     create_head, num_features_model)
+from fastbase.vision.learner import (
+    AdaptiveConcatPool2d,
+    build_cnn_model,
+    cnn_layer_groups,
+    create_body,
+    create_head,
+    num_features_model,
+)
 from fastbase.vision.models import PretrainedWeightsError, arch_meta, weights_file
 
 

@@ -98,7 +98,8 @@ class LRFinderError(FastbaseError):
 
 def suggest_lrs(lrs, losses, skip_start: float = 0.1, min_points: int = 5) -> LRSuggestions:
     """Suggestions from an lr sweep: drops the first `skip_start` fraction of points and every
-    non-finite loss, then works against log10(lr), so the exponential spacing counts."""
+    non-finite loss, then works against log10(lr), so the exponential spacing counts. `steep` is
+    sought before the lowest loss, so noise in a diverging tail cannot win."""
     lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     if lrs.ndim != 1 or lrs.shape != losses.shape:
         raise LRFinderError(f"Expected as many learning rates as losses, got {lrs.shape} and {losses.shape}.")
@@ -113,7 +114,8 @@ def suggest_lrs(lrs, losses, skip_start: float = 0.1, min_points: int = 5) -> LR
     log_lrs = np.log10(lrs)
     if np.any(np.diff(log_lrs) <= 0):
         raise LRFinderError("The learning rates must increase at every step to suggest one.")
-    steep = lrs[int(np.argmin(np.diff(losses) / np.diff(log_lrs)))]
+    descent = max(2, int(np.argmin(losses)) + 1)  # the steepest slope is sought on the way down only
+    steep = lrs[int(np.argmin(np.diff(losses[:descent]) / np.diff(log_lrs[:descent])))]
     minimum = lrs[int(np.argmin(losses))] / 10
     return LRSuggestions(float(lrs[_valley_index(losses)]), float(steep), float(minimum))
 

@@ -44,13 +44,14 @@ def _format(value) -> str:
 
 class ProgressCallback(Callback):
     """A master bar over epochs, a bar over batches (its comment, the smoothed loss, read at most
-    every 0.2 s), and a row per epoch: epoch, train_loss, valid_loss, each metric, time."""
+    every 0.2 s), and a row per epoch: epoch, train_loss, valid_loss, each metric, time (unless
+    `show_table` is False, as for lr_find). `mode` None picks the backend with `progress_mode()`."""
     order = 60  # after the Recorder, whose values it prints
 
-    def __init__(self, mode: str | None = None):
+    def __init__(self, mode: str | None = None, show_table: bool = True):
         if mode not in (None, "notebook", "console", "plain"):
             raise ValueError(f"mode must be 'notebook', 'console', 'plain' or None (auto), got {mode!r}.")
-        self.mode = mode
+        self.mode, self.show_table = mode, show_table
         self.mbar = self.pbar = None
 
     def before_fit(self):
@@ -62,7 +63,8 @@ class ProgressCallback(Callback):
         from fastprogress.fastprogress import ConsoleMasterBar, NBMasterBar
         bar = NBMasterBar if self._mode == "notebook" else ConsoleMasterBar
         self.mbar = bar(range(learn.start_epoch, learn.n_epochs))
-        self.mbar.write(self.names, table=True)
+        if self.show_table:
+            self.mbar.write(self.names, table=True)
 
     def before_epoch(self):
         self._start = time.monotonic()
@@ -99,6 +101,8 @@ class ProgressCallback(Callback):
 
     def after_epoch(self):
         learn = self.learn
+        if not self.show_table:
+            return
         values = learn.recorder.values[-1] if learn.recorder.values else []
         row = [learn.epoch + 1, *values, _format_time(time.monotonic() - self._start)]
         if self._mode == "plain":

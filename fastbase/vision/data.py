@@ -8,13 +8,14 @@ the training loader, conversion to float on the others; `normalize` adds normali
 from __future__ import annotations
 
 import csv
+import os
 import re
 
 import torch
 from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, ifnone, is_listy, to_device
-from ..data import DataBunch, DataError, DatasetType, LabelError
+from ..data import DataBunch, DataError, DatasetType, DeviceDataLoader, LabelError
 from .dataset import (
     ImageDataset,
     check_files,
@@ -39,7 +40,9 @@ from .transforms import (
     CenterCrop,
     GeometricTransform,
     LightingTransform,
+    RandomCrop,
     ToFloat,
+    Zoom,
     needs_canvas,
 )
 
@@ -80,10 +83,10 @@ class ImageDataBunch(DataBunch):
         found = [regex.search(fn.as_posix()) for fn in fnames]
         missed = [fn for fn, m in zip(fnames, found) if m is None]
         if missed:
-            what = "no file name" if len(missed) == len(fnames) else f"{len(missed)} of {len(fnames)} file names"
-            raise LabelError(f"The pattern {pat!r} matches {what}: {format_list(missed)} do not match. Fix the "
-                             "pattern (it is searched in the whole path, with '/'), or leave those files out of "
-                             "`fnames`.")
+            what = "no file name, e.g." if len(missed) == len(fnames) else \
+                f"only some file names: {len(missed)} of {len(fnames)} do not match, like"
+            raise LabelError(f"The pattern {pat!r} matches {what} {format_list(missed)}. Fix the pattern (it is "
+                             "searched in the whole path, with '/'), or leave those files out of `fnames`.")
         return cls.from_lists(path, fnames, [m.group(1) for m in found], valid_pct=valid_pct, seed=seed, **kwargs)
 
     @classmethod
@@ -195,7 +198,7 @@ class ImageDataBunch(DataBunch):
         valid_ds = ImageDataset(valid_items, encode_labels(valid_labels, classes, multi, valid_items), **common)
         test_ds = None
         if test is not None:
-            test_items = get_image_files(path / test) if isinstance(test, (str, Path)) else list(test)
+            test_items = get_image_files(path / test) if isinstance(test, (str, os.PathLike)) else list(test)
             test_items, _ = check_files(test_items, None, "test", check_images, skip_bad)
             test_ds = ImageDataset(test_items, **common)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
@@ -212,12 +215,23 @@ class ImageDataBunch(DataBunch):
 
     def add_test(self, items, check_images: bool = True, skip_bad: bool = False) -> ImageDataBunch:
         """Add (or replace) the test set: image files (a list, or a folder to search), or a dataset."""
-        if isinstance(items, (str, Path)):
+        if isinstance(items, (str, os.PathLike)):
             items = get_image_files(items)
         if not isinstance(items, ImageDataset):
             items, _ = check_files(list(items), None, "test", check_images, skip_bad)
             items = self.valid_ds.new(items=items, y=None)
         return super().add_test(items)
+
+    def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35) -> DeviceDataLoader:
+        """The `ds_type` items in order, through the training augmentation with a zoom of exactly `scale`
+        towards a random point and a random crop window, for test-time augmentation (`Learner.TTA`)."""
+        loader, (train_tfms, _) = self.dl(ds_type), getattr(self, "ds_tfms", ([], []))
+        kept = [t for t in train_tfms if not isinstance(t, (Zoom, RandomCrop))]
+        tfms = [RandomCrop(), *kept, Zoom(max_zoom=scale, min_zoom=scale, p=1.0)]
+        augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode)
+        dataset = loader.dataset.new(canvas=True)
+        norm = [] if self.norm is None else [self.norm]
+        return loader.new(tfms=[augment, *norm], dataset=dataset, shuffle=False, drop_last=False)
 
     # --- inference ------------------------------------------------------------------------------
     def one_item(self, item) -> torch.Tensor:

@@ -17,15 +17,8 @@ from ..core import Path
 from ..data import BadFilesError, DataError, EmptyDatasetError, LabelError
 from .image import PADDING_MODES, ResizeMethod, load_image, resize_image, verify_images
 
-__all__ = [
-    "CANVAS_SCALE",
-    "ImageDataset",
-    "check_files",
-    "encode_labels",
-    "format_list",
-    "make_classes",
-    "split_by_pct",
-]
+__all__ = ["CANVAS_SCALE", "ImageDataset", "check_files", "encode_labels", "format_list", "make_classes",
+           "split_by_pct"]
 
 CANVAS_SCALE = 1.25  # training canvases for CROP are this much larger than `size` (see ImageDataset)
 
@@ -43,8 +36,8 @@ class ImageDataset(Dataset):
     `ds[i]` is `(x, y)`: x float `3 x H x W` in [0, 1], resized to `size` (a deterministic centre crop,
     pad or squish), y an int64 class index, a float multi-hot vector `(c,)` when `multi_label`, or 0
     for unlabelled (test) items. DataLoaders fetch whole batches through `__getitems__` instead, which
-    gives `(x uint8, y, full_hw)` per item: uint8 is 4x cheaper to collate and to move to the device,
-    and `full_hw` (the decoded image's (H, W)) lets the batch transforms place the crop window. With
+    gives `(x uint8, y, src_hw)` per item: uint8 is 4x cheaper to collate and to move to the device,
+    and `src_hw` (the (H, W) of the picture x shows) lets the batch transforms place the crop window. With
     `canvas=True` (training with augmentation) each image is squished whole into a fixed canvas, so the
     single batch resample can take the crop window from anywhere in it; for CROP the canvas is
     `CANVAS_SCALE` times `size`, so that window is not blurred by upsampling.
@@ -93,11 +86,11 @@ class ImageDataset(Dataset):
         return math.ceil(self.size[0] * scale), math.ceil(self.size[1] * scale)
 
     def raw_item(self, i: int, canvas: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(x uint8 3 x h x w, y, full_hw int64 (2,))` as the loaders collate it; `canvas` (default:
+        """`(x uint8 3 x h x w, y, src_hw int64 (2,))` as the loaders collate it; `canvas` (default:
         the dataset's setting) asks for the whole image squished into the training canvas."""
-        fn = self.items[i]
+        fn, canvas = self.items[i], self.canvas if canvas is None else canvas
         try:
-            if self.canvas if canvas is None else canvas:
+            if canvas:
                 x, full_hw = load_image(fn, self.canvas_hw, ResizeMethod.SQUISH)
                 x = x if self.size is None else resize_image(x, self.canvas_hw, ResizeMethod.SQUISH)
             else:
@@ -107,7 +100,9 @@ class ImageDataset(Dataset):
             raise DataError(f"Cannot read image {fn}: {type(e).__name__}: {e}. Create the DataBunch with "
                             "check_images=True to find every unreadable file up front, and skip_bad=True to "
                             "leave them out.") from e
-        return x, self.y[i], torch.tensor(full_hw)
+        # src_hw: the (H, W) of the picture x shows: the whole image when squished into a canvas, else
+        # x's own size (already cropped), so that the batch augmentation never crops an item twice
+        return x, self.y[i], torch.tensor(full_hw if canvas else tuple(x.shape[-2:]))
 
     def __getitems__(self, indices) -> list:
         """The items of one batch for a DataLoader (see the class docstring); all of one size."""

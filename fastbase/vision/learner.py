@@ -5,7 +5,7 @@ frozen so that the first `fit_one_cycle` trains the head only.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -14,8 +14,16 @@ from ..core import FastbaseError, ifnone, import_ref, listify, object_ref
 from ..learner import Learner
 from .models import arch_meta, arch_name
 
-__all__ = ["AdaptiveConcatPool2d", "create_body", "create_head", "num_features_model", "cnn_learner",
-           "create_cnn", "build_cnn_model", "cnn_layer_groups"]
+__all__ = [
+    "AdaptiveConcatPool2d",
+    "build_cnn_model",
+    "cnn_layer_groups",
+    "cnn_learner",
+    "create_body",
+    "create_cnn",
+    "create_head",
+    "num_features_model",
+]
 
 
 class AdaptiveConcatPool2d(nn.Module):

@@ -1,0 +1,220 @@
+"""Benchmark: how fast ImageDataBunch feeds a model, against torchvision's and fastai's pipelines.
+
+Part 1, loader throughput: images/s of one pass through the training loader of
+/work/shared/data/hymenoptera (245 photos, about 500x375 JPEG) at size 224, bs 32, with
+augmentation, everything on the CPU:
+  fastbase     ImageDataBunch.from_folder(ds_tfms=get_transforms(), size=224).normalize(imagenet_stats),
+               batches taken from `data.train_dl`, so the batch augmentation and normalisation are counted
+  torchvision  ImageFolder + RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize,
+               DataLoader with the same settings (shuffle, drop_last, persistent workers)
+  fastai       ImageDataLoaders.from_folder(item_tfms=Resize(224), batch_tfms=aug_transforms() +
+               Normalize), when fastai imports here or through --fastai-python
+for 0, 1 and 2 workers and fastbase's default. Each (pipeline, workers) runs in its own process: one
+warm-up pass (worker start-up), then the median of --passes timed passes, and the peak RSS of the
+main process and of its largest worker.
+
+`fastbase-lite` is fastbase with only the baseline's augmentation (random crop window and flip).
+
+Part 2, workers while training: time per training step (random init, 224 px, bs 32, SGD) of resnet18
+(compute-bound) and of a small convnet (loading-bound), fed by fastbase with 0 and 2 workers, to
+check whether the default worker count is slower than the best fixed one when the model needs the cores.
+
+    python bench/data_loader.py [--passes 3] [--steps 3] [--rounds 2] [--fastai-python PYTHON] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(os.environ.get("FASTBASE_BENCH_DATA", "/work/shared/data/hymenoptera"))
+SIZE, BS = 224, 32
+STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+
+
+def fastbase_loader(workers: int, lite: bool = False):
+    from fastbase.data import imagenet_stats
+    from fastbase.vision.data import ImageDataBunch
+    from fastbase.vision.transforms import get_transforms
+    # lite: the torchvision baseline's augmentation only (random crop window and flip)
+    tfms = get_transforms(max_rotate=0, max_zoom=1.0, max_warp=0, max_lighting=0) if lite else get_transforms()
+    data = ImageDataBunch.from_folder(DATA, valid="val", ds_tfms=tfms, size=SIZE, bs=BS, num_workers=workers,
+                                      device="cpu", seed=0)
+    return data.normalize(imagenet_stats).train_dl
+
+
+def torchvision_loader(workers: int):
+    import torch
+    from torchvision import datasets, transforms
+    tfms = transforms.Compose([transforms.RandomResizedCrop(SIZE), transforms.RandomHorizontalFlip(),
+                               transforms.ToTensor(), transforms.Normalize(*STATS)])
+    ds = datasets.ImageFolder(DATA / "train", transform=tfms)
+    return torch.utils.data.DataLoader(ds, batch_size=BS, shuffle=True, drop_last=True, num_workers=workers,
+                                       persistent_workers=workers > 0)
+
+
+def fastai_loader(workers: int):
+    import torch
+    from fastai.vision.all import ImageDataLoaders, Normalize, Resize, aug_transforms
+    dls = ImageDataLoaders.from_folder(DATA, train="train", valid="val", item_tfms=Resize(SIZE),
+                                       batch_tfms=[*aug_transforms(), Normalize.from_stats(*STATS)], bs=BS,
+                                       num_workers=workers, device=torch.device("cpu"))
+    return dls.train
+
+
+LOADERS = {"fastbase": fastbase_loader, "fastbase-lite": lambda w: fastbase_loader(w, lite=True),
+           "torchvision": torchvision_loader, "fastai": fastai_loader}
+
+
+def measure_loader(pipeline: str, workers: int, passes: int) -> dict:
+    """Run in a child process: warm-up pass, then `passes` timed passes; images/s and peak RSS."""
+    import gc
+    loader = LOADERS[pipeline](workers)
+    rates = []
+    for i in range(passes + 1):
+        start, n = time.perf_counter(), 0
+        for x, _ in loader:
+            n += len(x)
+        if i:  # pass 0 starts the workers and warms the caches
+            rates.append(n / (time.perf_counter() - start))
+    del loader
+    gc.collect()
+    time.sleep(0.5)  # let persistent workers exit, so RUSAGE_CHILDREN sees them
+    return {"rates": rates, "images": n, "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def small_convnet():
+    """Four stride-2 conv blocks and a linear head: little compute per image, so loading shows."""
+    from torch import nn
+    blocks = [nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+              for c_in, c_out in ((3, 16), (16, 32), (32, 64), (64, 64))]
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 2))
+
+
+def measure_training(workers: int, steps: int, arch: str) -> dict:
+    """Run in a child process: seconds per training step (fwd+bwd+SGD) of `arch` fed by fastbase."""
+    import torch
+    from torchvision.models import resnet18
+    model = resnet18(num_classes=2) if arch == "resnet18" else small_convnet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loader = fastbase_loader(workers)
+    times, done = [], 0
+    while done < steps + 1:
+        start = time.perf_counter()
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            now = time.perf_counter()
+            if done:  # the first step warms up
+                times.append(now - start)
+            start, done = now, done + 1
+            if done >= steps + 1:
+                break
+    return {"step_s": times}
+
+
+def child(args: list[str], python: str = sys.executable) -> dict:
+    out = subprocess.run([python, __file__, "--child", *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fastai_python(given: str | None) -> str | None:
+    """An interpreter where fastai imports: --fastai-python, else this one, else None."""
+    for python in ([given] if given else []) + [sys.executable]:
+        ok = subprocess.run([python, "-c", "import fastai.vision.all"], capture_output=True, check=False).returncode == 0
+        if ok:
+            return python
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per worker count and round")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the training check")
+    parser.add_argument("--fastai-python", default=None, help="a Python where fastai is installed")
+    parser.add_argument("--quick", action="store_true", help="2 passes, 1 round of 2 steps")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        result = measure_training(int(rest[0]), int(rest[1]), rest[2]) if kind == "train" else \
+            measure_loader(kind, int(rest[0]), int(rest[1]))
+        print(json.dumps(result))
+        return
+    if not (DATA / "train").is_dir():
+        print(f"SKIPPED: {DATA} is absent (set FASTBASE_BENCH_DATA to an ImageFolder-style folder with train/ "
+              "and val/).")
+        return
+    if args.quick:
+        args.passes, args.steps, args.rounds = 2, 2, 1
+    import torch
+
+    from fastbase.core import default_num_workers, num_cpus
+    default = default_num_workers(torch.device("cpu"))
+    fa_python = fastai_python(args.fastai_python)
+    print(f"data {DATA}, size {SIZE}, bs {BS}, {num_cpus()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; median of {args.passes} passes after a warm-up pass; "
+          f"fastbase's default num_workers on this machine: {default}")
+    if fa_python is None:
+        print("fastai: not installed (pip install fastai, or pass --fastai-python); its rows are left out")
+    counts = sorted({0, 1, 2, default})
+    rows = {}
+    print(f"\n{'pipeline':<14} {'workers':>8} {'img/s':>8} {'vs torchvision':>15} {'RSS main MB':>12} "
+          f"{'RSS worker MB':>14}")
+    for workers in counts:
+        for name in ("torchvision", "fastbase", "fastbase-lite", "fastai"):
+            if name == "fastai" and fa_python is None:
+                continue
+            res = child([name, str(workers), str(args.passes)], fa_python if name == "fastai" else sys.executable)
+            rows[name, workers] = res
+            label = f"{workers}{' (default)' if workers == default else ''}"
+            if "error" in res:
+                print(f"{name:<14} {label:>8}   failed: {res['error']}")
+                continue
+            rate = statistics.median(res["rates"])
+            tv = rows.get(("torchvision", workers), {}).get("rates")
+            ratio = f"{rate / statistics.median(tv):.2f}x" if tv else "-"
+            print(f"{name:<14} {label:>8} {rate:>8.0f} {ratio:>15} {res['rss_main_mb']:>12.0f} "
+                  f"{(res['rss_worker_mb'] if workers else 0):>14.0f}")
+    best_tv = max(statistics.median(r["rates"]) for (n, _), r in rows.items() if n == "torchvision" and "rates" in r)
+    best_fb = max(statistics.median(r["rates"]) for (n, _), r in rows.items() if n == "fastbase" and "rates" in r)
+    print(f"\nbest fastbase {best_fb:.0f} img/s vs best torchvision {best_tv:.0f} img/s: {best_fb / best_tv:.2f}x")
+
+    for arch, steps in (("resnet18", args.steps), ("small-convnet", 4 * args.steps)):
+        training_check(arch, steps, args.rounds, default)
+
+
+def training_check(arch: str, steps: int, rounds: int, default: int) -> None:
+    print(f"\nTraining {arch} (random init) at {SIZE} px, bs {BS}, on the CPU, fed by fastbase "
+          f"({rounds} alternating round(s) of {steps} timed steps, as this machine's speed drifts):")
+    results: dict[int, list] = {}
+    for _ in range(rounds):
+        for workers in sorted({0, 2, default}):
+            res = child(["train", str(workers), str(steps), arch])
+            if "error" in res:
+                print(f"  {workers} workers: failed: {res['error']}")
+                continue
+            results.setdefault(workers, []).extend(res["step_s"])
+    times = {w: statistics.median(s) for w, s in results.items()}
+    for workers, t in times.items():
+        print(f"  {workers} workers{' (default)' if workers == default else ''}: {t:.3f} s/step "
+              f"(median of {len(results[workers])}; range {min(results[workers]):.3f}-{max(results[workers]):.3f})")
+    if default in times and len(times) > 1:
+        best = min(times, key=times.get)
+        print(f"  default ({default}) takes {times[default] / times[best]:.2f}x the time per step of the best "
+              f"fixed choice ({best})")
+
+if __name__ == "__main__":
+    main()

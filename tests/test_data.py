@@ -1,0 +1,194 @@
+"""The generic DataBunch: loaders, datasets types, normalisation, batch transforms, export state,
+worker counts. Tensor datasets only: nothing here knows about images."""
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from fastbase import core, data
+from fastbase.data import (
+    DataBunch,
+    DataError,
+    DatasetType,
+    DeviceDataLoader,
+    EmptyDatasetError,
+    Normalizer,
+    imagenet_stats,
+    resolve_num_workers,
+)
+
+
+class IndexedDataset(Dataset):
+    """x is a (3, 2, 2) tensor filled with i / n per channel offset, y = i: a batch tells which items it holds."""
+
+    def __init__(self, n, classes=("a", "b")):
+        self.n, self.classes = n, list(classes)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        x = torch.full((3, 2, 2), i / self.n) + torch.tensor([0.0, 1.0, 2.0]).view(3, 1, 1)
+        return x, torch.tensor(i)
+
+    def item(self, i):
+        return self[i][0]
+
+
+def make_bunch(n_train=20, n_valid=8, bs=4, **kwargs):
+    kwargs.setdefault("num_workers", 0)
+    return DataBunch.create(IndexedDataset(n_train), IndexedDataset(n_valid), bs=bs, device="cpu", **kwargs)
+
+
+def test_create_builds_train_valid_fix_loaders_on_the_device():
+    bunch = make_bunch()
+    assert isinstance(bunch.train_dl, DeviceDataLoader) and bunch.test_dl is None
+    assert len(bunch.train_ds) == 20 and len(bunch.valid_ds) == 8
+    assert bunch.classes == ["a", "b"] and bunch.c == 2 and not bunch.multi_label
+    assert bunch.device == torch.device("cpu") and str(bunch.path) == "."
+    x, y = bunch.one_batch()
+    assert x.shape == (4, 3, 2, 2) and y.shape == (4,)
+    assert [int(i) for _, y in bunch.dl(DatasetType.Fix) for i in y] == list(range(20))  # in order
+    assert [int(i) for _, y in bunch.dl(DatasetType.Valid) for i in y] == list(range(8))
+
+
+def test_training_order_is_shuffled_and_reproducible_from_seed():
+    def order(bunch):
+        return [int(i) for _, y in bunch.train_dl for i in y]
+
+    first, again = order(make_bunch(seed=3)), order(make_bunch(seed=3))
+    assert first == again and first != sorted(first)
+    assert order(make_bunch(seed=4)) != first
+
+
+def test_dl_without_test_set_names_add_test():
+    with pytest.raises(DataError, match="add_test"):
+        make_bunch().dl(DatasetType.Test)
+
+
+def test_add_test_gets_validation_transforms_and_normalisation():
+    bunch = make_bunch().normalize(([0.5] * 3, [2.0] * 3))
+    bunch.add_test(IndexedDataset(6))
+    x, _ = bunch.one_batch(DatasetType.Test)
+    assert torch.allclose(x[0], (IndexedDataset(6).item(0) - 0.5) / 2)
+
+
+def test_empty_training_set_fails_at_creation():
+    with pytest.raises(EmptyDatasetError, match="training set is empty"):
+        DataBunch.create(IndexedDataset(0), IndexedDataset(4), num_workers=0, device="cpu")
+
+
+def test_normalize_returns_self_and_replaces_earlier_stats():
+    bunch = make_bunch()
+    assert bunch.normalize(imagenet_stats) is bunch
+    assert bunch.normalize(([0.0] * 3, [1.0] * 3)) is bunch
+    norms = [t for t in bunch.train_dl.tfms if isinstance(t, Normalizer)]
+    assert len(norms) == 1 and bunch.stats == ([0.0] * 3, [1.0] * 3)
+
+
+@pytest.mark.parametrize("ds_type", [DatasetType.Train, DatasetType.Valid, DatasetType.Test, DatasetType.Fix])
+def test_normalize_then_denorm_gives_back_the_items(ds_type):
+    bunch = make_bunch().normalize(imagenet_stats)
+    bunch.add_test(IndexedDataset(8))
+    x, y = bunch.one_batch(ds_type)
+    ds = bunch.dl(ds_type).dataset
+    raw = torch.stack([ds.item(int(i)) for i in y])
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in imagenet_stats)
+    assert torch.allclose(x, (raw - mean) / std, atol=1e-6)
+    assert torch.allclose(bunch.denorm(x), raw, atol=1e-6)
+    x2, y2 = bunch.one_batch(ds_type, denorm=True)
+    assert torch.allclose(x2, torch.stack([ds.item(int(i)) for i in y2]), atol=1e-6)
+
+
+def test_normalize_without_stats_uses_a_training_batch():
+    bunch = make_bunch(bs=20).normalize()
+    x, _ = bunch.one_batch()
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-5)
+
+
+def test_batch_stats_are_per_channel():
+    mean, std = make_bunch(bs=20).batch_stats()
+    assert mean.shape == std.shape == (3,)
+    assert torch.allclose(mean, torch.tensor([0.475, 1.475, 2.475]), atol=1e-5)
+
+
+def test_train_tfms_run_on_the_training_loader_only():
+    class AddOne:
+        def __call__(self, batch):
+            x, y = batch
+            return x + 1, y
+
+    bunch = DataBunch.create(IndexedDataset(8), IndexedDataset(4), bs=8, num_workers=0, device="cpu",
+                             train_tfms=[AddOne()])
+    assert bunch.one_batch()[0].min() >= 1
+    assert bunch.one_batch(DatasetType.Valid)[0].min() < 1
+    assert bunch.one_batch(DatasetType.Fix)[0].min() < 1
+
+
+def test_fix_ds_replaces_the_training_set_in_the_fix_loader():
+    bunch = DataBunch.create(IndexedDataset(8), IndexedDataset(4), bs=4, num_workers=0, device="cpu",
+                             fix_ds=IndexedDataset(5))
+    assert len(bunch.fix_dl.dataset) == 5 and len(bunch.train_ds) == 8
+
+
+def test_on_the_cpu_with_workers_batch_transforms_run_in_the_workers():
+    bunch = make_bunch(num_workers=1).normalize(([0.5] * 3, [2.0] * 3))
+    assert bunch.train_dl.tfms_in_workers and isinstance(bunch.train_dl.dl.collate_fn, data.CollateThenTransform)
+    x, y = bunch.one_batch(DatasetType.Valid)
+    expected = torch.stack([(IndexedDataset(8).item(int(i)) - 0.5) / 2 for i in y])
+    assert torch.allclose(x, expected)
+    copy = bunch.valid_dl.new(shuffle=False)
+    assert copy.tfms == bunch.valid_dl.tfms and copy.collate_fn is bunch.valid_dl.collate_fn
+
+
+def test_without_workers_batch_transforms_run_in_the_loop():
+    bunch = make_bunch(num_workers=0).normalize()
+    assert not bunch.train_dl.tfms_in_workers and bunch.train_dl.dl.collate_fn is bunch.train_dl.collate_fn
+
+
+def test_num_workers_default_comes_from_core():
+    assert make_bunch(num_workers=None).train_dl.num_workers == core.default_num_workers(torch.device("cpu"))
+
+
+def test_workers_fall_back_to_zero_with_a_warning_on_tiny_shm(monkeypatch):
+    monkeypatch.setattr(core, "shm_size", lambda: 32 * 2**20)
+    with pytest.warns(RuntimeWarning, match="/dev/shm has only 32 MB"):
+        assert resolve_num_workers(2, "cpu") == 0
+    monkeypatch.setattr(core, "num_cpus", lambda: 16)
+    with pytest.warns(RuntimeWarning, match="shared memory"):
+        assert core.default_num_workers("cuda") == 0
+    with pytest.raises(DataError, match="0 or more"):
+        resolve_num_workers(-1)
+
+
+def test_default_workers_without_shm_trouble(monkeypatch):
+    monkeypatch.setattr(core, "shm_size", lambda: 8 * 2**30)
+    monkeypatch.setattr(core, "num_cpus", lambda: 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert core.default_num_workers("cpu") == 0  # few cores: workers fight the training threads
+        assert resolve_num_workers(1, "cpu") == 1
+
+
+def test_export_state_is_plain_data_and_rebuilds_an_inference_bunch():
+    bunch = make_bunch().normalize(imagenet_stats)
+    state = bunch.export_state()
+    assert state["type"] == "fastbase.data:DataBunch" and state["classes"] == ["a", "b"] and state["c"] == 2
+    loaded = DataBunch.load_export_state(state, device="cpu")
+    assert loaded.inference_only and loaded.classes == ["a", "b"] and loaded.stats == bunch.stats
+    item = IndexedDataset(4).item(1)
+    assert torch.allclose(loaded.one_item(item), bunch.one_item(item))
+    assert loaded.one_item(item).shape == (1, 3, 2, 2)
+    with pytest.raises(DataError, match="inference"):
+        loaded.dl(DatasetType.Valid)
+
+
+def test_generic_show_batch_asks_for_a_dedicated_bunch():
+    with pytest.raises(NotImplementedError, match="ImageDataBunch"):
+        make_bunch().show_batch()
+
+
+def test_dataset_type_names():
+    assert [t.name for t in DatasetType] == ["Train", "Valid", "Test", "Fix", "Single"]

@@ -1,0 +1,117 @@
+"""The optimizer wrapper: per-layer-group hyper-parameters from floats, lists, arrays and slices;
+weight decay decoupled, and kept off BatchNorm and biases unless asked."""
+import functools
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import three_groups, tiny_mlp
+
+from fastbase.core import FastbaseError
+from fastbase.optimizer import (
+    AdamW,
+    OptimWrapper,
+    even_mults,
+    lr_range,
+    split_no_wd_params,
+)
+
+
+def wrapper(opt_func=AdamW, **kwargs):
+    torch.manual_seed(0)
+    model = tiny_mlp()
+    return model, OptimWrapper(opt_func, three_groups(model), **kwargs)
+
+
+def pair_lrs(opt):
+    """lr of each torch param group: [decayed, not decayed] of layer group 0, then 1, ..."""
+    return [g["lr"] for g in opt.param_groups]
+
+
+def test_each_layer_group_is_split_into_decayed_and_not_decayed_groups():
+    model = tiny_mlp()
+    splits = split_no_wd_params(three_groups(model))
+    assert [len(d) for d, _ in splits] == [1, 0, 1]  # the two Linear weights
+    assert [len(nd) for _, nd in splits] == [3, 0, 1]  # bias + BN weight and bias; head bias
+    assert splits[0][0][0] is model[0].weight and any(p is model[1].weight for p in splits[0][1])
+
+
+@pytest.mark.parametrize("lr, expected", [
+    (1e-3, [1e-3, 1e-3, 1e-3]),
+    ([1e-5, 1e-4, 1e-3], [1e-5, 1e-4, 1e-3]),
+    (np.array([1e-5, 1e-4, 1e-3]), [1e-5, 1e-4, 1e-3]),
+    (slice(1e-6, 1e-4), [1e-6, 1e-5, 1e-4]),
+    (slice(1e-3), [1e-4, 1e-4, 1e-3]),
+])
+def test_discriminative_lrs_land_in_the_right_param_groups(lr, expected):
+    _, opt = wrapper(lr=lr)
+    assert pair_lrs(opt) == pytest.approx([v for v in expected for _ in range(2)])
+    assert opt.lrs == pytest.approx(expected) and opt.lr == pytest.approx(expected[-1])
+
+
+def test_wrong_number_of_lrs_is_a_clear_error():
+    _, opt = wrapper()
+    with pytest.raises(FastbaseError, match="2 values of lr for 3 layer groups"):
+        opt.lr = [1e-3, 1e-2]
+
+
+def test_lr_range_follows_fastai_v1():
+    assert lr_range(0.1, 3) == 0.1
+    assert lr_range(slice(1e-3), 1).tolist() == [1e-3]
+    assert even_mults(1e-6, 1e-2, 5) == pytest.approx([1e-6, 1e-5, 1e-4, 1e-3, 1e-2])
+
+
+def test_momentum_sets_adam_betas_and_sgd_momentum():
+    _, adam = wrapper()
+    adam.mom = [0.8, 0.85, 0.9]
+    assert [g["betas"] for g in adam.param_groups[::2]] == [(0.8, 0.99), (0.85, 0.99), (0.9, 0.99)]
+    _, sgd = wrapper(functools.partial(torch.optim.SGD, momentum=0.9))
+    sgd.mom = 0.7
+    assert {g["momentum"] for g in sgd.param_groups} == {0.7} and sgd.mom == 0.7
+
+
+def decay_one_step(bn_wd: bool, true_wd: bool = True):
+    """One SGD step with zero gradients: only weight decay moves the parameters."""
+    model, opt = wrapper(torch.optim.SGD, lr=0.5, wd=0.1, bn_wd=bn_wd, true_wd=true_wd)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(2.0)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    return {k: (v / before[k]).mean().item() for k, v in model.named_parameters()}
+
+
+def test_weight_decay_skips_batchnorm_and_bias_by_default():
+    ratio = decay_one_step(bn_wd=False)
+    assert ratio["0.weight"] == pytest.approx(0.95) and ratio["3.weight"] == pytest.approx(0.95)
+    for name in ("0.bias", "1.weight", "1.bias", "3.bias"):
+        assert ratio[name] == 1.0, name
+
+
+def test_bn_wd_decays_batchnorm_and_bias_too():
+    ratio = decay_one_step(bn_wd=True)
+    assert all(r == pytest.approx(0.95) for r in ratio.values())
+
+
+def test_true_wd_keeps_the_optimizers_own_weight_decay_at_zero():
+    _, opt = wrapper(wd=0.1)
+    assert {g["weight_decay"] for g in opt.param_groups} == {0.0}
+    assert opt.wds == [0.1, 0.1, 0.1] and [g["wd"] for g in opt.param_groups[1::2]] == [0.0, 0.0, 0.0]
+    _, l2 = wrapper(wd=0.1, true_wd=False)
+    assert [g["weight_decay"] for g in l2.param_groups] == [0.1, 0.0] * 3
+
+
+def test_l2_weight_decay_goes_through_the_gradient():
+    ratio = decay_one_step(bn_wd=False, true_wd=False)  # SGD: p -= lr * (grad + wd * p)
+    assert ratio["0.weight"] == pytest.approx(0.95) and ratio["0.bias"] == 1.0
+
+
+def test_frozen_parameters_are_not_decayed():
+    model, opt = wrapper(torch.optim.SGD, lr=0.5, wd=0.1)
+    model[0].weight.requires_grad_(False)
+    before = model[0].weight.clone()
+    model[3].weight.grad = torch.zeros_like(model[3].weight)
+    opt.step()
+    assert torch.equal(model[0].weight, before)
