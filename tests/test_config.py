@@ -47,7 +47,7 @@ def test_environment_wins_over_file(fastbase_home, monkeypatch):
 def test_bad_offline_value_names_it(monkeypatch):
     monkeypatch.setenv("FASTBASE_OFFLINE", "maybe")
     with pytest.raises(ConfigError, match="FASTBASE_OFFLINE.*'maybe'"):
-        get_config().offline
+        _ = get_config().offline
 
 
 def test_unknown_path_key_is_an_error(fastbase_home):

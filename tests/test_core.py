@@ -83,8 +83,12 @@ def test_default_device_is_cpu_without_gpu():
         assert core.default_device().type in ("cpu", "mps")
 
 
-def test_default_num_workers_zero_for_cpu_training_on_small_machine(monkeypatch):
+def test_default_num_workers_two_for_cpu_training_on_small_machine(monkeypatch):
     monkeypatch.setattr(core, "num_cpus", lambda: 2)
+    monkeypatch.setattr(core, "shm_size", lambda: 2**30)
+    monkeypatch.setattr(core.sys, "platform", "linux")
+    assert core.default_num_workers("cpu") == 2
+    monkeypatch.setattr(core, "num_cpus", lambda: 1)
     assert core.default_num_workers("cpu") == 0
 
 
@@ -98,7 +102,8 @@ def test_default_num_workers_uses_cores_for_gpu(monkeypatch):
 def test_default_num_workers_falls_back_with_tiny_shm(monkeypatch):
     monkeypatch.setattr(core, "num_cpus", lambda: 8)
     monkeypatch.setattr(core, "shm_size", lambda: 64 * 2**20)
-    assert core.default_num_workers("cuda") == 0
+    with pytest.warns(RuntimeWarning, match="shared memory"):
+        assert core.default_num_workers("cuda") == 0
 
 
 def test_atomic_write_leaves_old_file_when_write_fails(tmp_path):

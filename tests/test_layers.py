@@ -133,5 +133,6 @@ for name in sys.argv[1:]:
 def test_every_module_imports_alone():
     """Each module imports first, with no other fastbase module loaded: a circular import fails here."""
     names = [module_name(p) for p in MODULES]
-    result = subprocess.run([sys.executable, "-c", _IMPORT_EACH_FRESH, *names], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", _IMPORT_EACH_FRESH, *names],
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]

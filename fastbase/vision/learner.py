@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -127,7 +128,7 @@ def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> lis
     bounds = [0, *(split or ()), len(body)]
     if sorted(bounds) != bounds or len(set(bounds)) != len(bounds):
         raise FastbaseError(f"Split points {split} must increase inside the body's {len(body)} children.")
-    return [body[a:b] for a, b in zip(bounds[:-1], bounds[1:])] + [head]
+    return [body[a:b] for a, b in pairwise(bounds)] + [head]
 
 
 def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = True, lin_ftrs=None, ps=0.5,
