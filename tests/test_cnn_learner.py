@@ -19,7 +19,7 @@ from fastbase.vision.models import arch_meta, weights_file
 
 class TinyImages(Dataset):
     """Random 3x16x16 images, two classes."""
-    classes = ["a", "b"]
+    classes = ("a", "b")
 
     def __init__(self, n, seed=0):
         g = torch.Generator().manual_seed(seed)

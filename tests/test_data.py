@@ -168,8 +168,12 @@ def test_default_workers_without_shm_trouble(monkeypatch):
     monkeypatch.setattr(core, "num_cpus", lambda: 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert core.default_num_workers("cpu") == 0  # few cores: workers fight the training threads
+        assert core.default_num_workers("cpu") == 2  # decoding in two workers keeps the loop fed
         assert resolve_num_workers(1, "cpu") == 1
+    monkeypatch.setattr(core, "num_cpus", lambda: 1)
+    assert core.default_num_workers("cpu") == 0  # one core: workers only fight the training thread
+    monkeypatch.setattr(core, "num_cpus", lambda: 16)
+    assert core.default_num_workers("cpu") == 4 and core.default_num_workers("cuda") == 8
 
 
 def test_export_state_is_plain_data_and_rebuilds_an_inference_bunch():
