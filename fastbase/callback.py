@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .core import FastbaseError, ifnone
+from .figures import finish_figure, subplots
 
 __all__ = [
     "BN_TYPES", "EVENTS", "STEP_PARTS", "BnFreeze", "Callback", "CallbackHandler", "CancelBatchException",
@@ -227,15 +228,17 @@ class Recorder(Callback):
         self._smooth, self._avg, self.metrics_names = list(state["smooth"]), state["avg"], list(state["metrics_names"])
 
     # --- plots (matplotlib imported here, not at import time) ------------------------------
-    def plot(self, skip_start: int = 10, skip_end: int = 5, suggestion: bool = False):
+    def plot(self, skip_start: int = 10, skip_end: int = 5, suggestion: bool = False, return_fig: bool | None = None,
+             save_to=None):
         """Smoothed loss against the learning rate (log scale), as after `lr_find`; with `suggestion`,
-        marks lr_find's valley, steep and minimum suggestions. Returns the Figure."""
+        marks lr_find's valley, steep and minimum suggestions. Returns the Figure (every plot here
+        takes `save_to=path` and `return_fig`, see `fastbase.figures.finish_figure`)."""
         lrs, losses = np.array(self.lrs, dtype=float), np.array(self.smooth_losses)
         end = len(lrs) - skip_end
         if end - skip_start < 2:
             raise FastbaseError(f"Only {len(lrs)} points recorded: too few to plot with skip_start={skip_start} "
                                 f"and skip_end={skip_end}. Run lr_find with more iterations or lower the skips.")
-        fig, ax = _subplots()
+        fig, ax = subplots()
         ax.plot(lrs[skip_start:end], losses[skip_start:end])
         ax.set(xscale="log", xlabel="Learning rate", ylabel="Loss (smoothed)")
         if suggestion:
@@ -245,13 +248,13 @@ class Recorder(Callback):
                 nearest = int(np.nanargmin(np.abs(np.log10(lrs) - np.log10(lr))))
                 ax.plot(lr, losses[nearest], marker, label=f"{name}: {lr:.2e}")
             ax.legend()
-        return _done(fig)
+        return finish_figure(fig, return_fig, save_to)
 
-    def plot_losses(self):
+    def plot_losses(self, return_fig: bool | None = None, save_to=None):
         """Training loss per batch (raw and smoothed) and validation loss at the end of each epoch."""
         if not self._losses and not self._pending:
             raise FastbaseError("No training loss recorded yet: call fit first.")
-        fig, ax = _subplots()
+        fig, ax = subplots()
         losses = self.losses
         ax.plot(losses, alpha=0.3, label="train")
         ax.plot(self.smooth_losses, label="train (smoothed)")
@@ -260,45 +263,32 @@ class Recorder(Callback):
             ax.plot(ends[:len(self.val_losses)], self.val_losses, "o-", label="valid")
         ax.set(xlabel="Batches processed", ylabel="Loss")
         ax.legend()
-        return _done(fig)
+        return finish_figure(fig, return_fig, save_to)
 
-    def plot_lr(self, show_moms: bool = True):
+    def plot_lr(self, show_moms: bool = True, return_fig: bool | None = None, save_to=None):
         """Learning rate (of the last layer group) per batch, and momentum beside it with `show_moms`."""
         if not self.lrs:
             raise FastbaseError("No learning rate recorded yet: call fit first.")
         show_moms = show_moms and any(m is not None for m in self.moms)
-        fig, axes = _subplots(1, 2 if show_moms else 1, figsize=(10 if show_moms else 6, 4))
+        fig, axes = subplots(1, 2 if show_moms else 1, figsize=(10 if show_moms else 6, 4))
         axes = axes if show_moms else [axes]
         axes[0].plot(self.lrs)
         axes[0].set(xlabel="Iterations", ylabel="Learning rate")
         if show_moms:
             axes[1].plot(self.moms)
             axes[1].set(xlabel="Iterations", ylabel="Momentum")
-        return _done(fig)
+        return finish_figure(fig, return_fig, save_to)
 
-    def plot_metrics(self):
+    def plot_metrics(self, return_fig: bool | None = None, save_to=None):
         """Each metric per epoch, one panel each."""
         if not self.metrics_names or not self.values:
             raise FastbaseError("No metrics recorded: pass metrics=[...] to the Learner and call fit.")
         n = len(self.metrics_names)
-        fig, axes = _subplots(n, 1, figsize=(6, 3 * n), squeeze=False)
+        fig, axes = subplots(n, 1, figsize=(6, 3 * n), squeeze=False)
         for i, (name, ax) in enumerate(zip(self.metrics_names, axes[:, 0])):
             ax.plot(range(1, len(self.values) + 1), [m[i] for m in self.metrics], "o-")
             ax.set(xlabel="Epoch", ylabel=name)
-        return _done(fig)
-
-
-def _subplots(*args, **kwargs):
-    import matplotlib.pyplot as plt
-    return plt.subplots(*args, **kwargs)
-
-
-def _done(fig):
-    """Detach the figure from pyplot: no second display in notebooks, no pile-up of open figures.
-    It shows when it is a cell's value; `fig.savefig(path)` writes it anywhere."""
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    return fig
+        return finish_figure(fig, return_fig, save_to)
 
 
 class ValidationStats(Callback):
@@ -355,6 +345,7 @@ class DeferredInterrupt(Callback):
     KeyboardInterrupt into a warning and a clean stop). A second Ctrl-C interrupts at once. Only
     in the main thread, where Python delivers signals; the previous handler is always restored."""
     order = 1000  # last, so every other callback has finished the batch
+    _previous = None  # cleanup_fit also runs when an earlier callback's before_fit raised
 
     def before_fit(self):
         self.requested, self._previous = False, None

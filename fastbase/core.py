@@ -29,13 +29,18 @@ __all__ = [
     "default_device",
     "default_num_workers",
     "defaults",
+    "distrib_barrier",
     "get_config",
     "ifnone",
     "import_ref",
     "is_listy",
+    "is_main_process",
     "listify",
     "num_cpus",
+    "num_distrib",
     "object_ref",
+    "rank_distrib",
+    "rank_zero_only",
     "seed_worker",
     "set_seed",
     "shm_size",
@@ -118,8 +123,12 @@ def num_cpus() -> int:
 
 
 def default_device() -> torch.device:
-    """CUDA when a GPU is visible, else Apple's MPS when available, else the CPU."""
+    """CUDA when a GPU is visible (under torchrun, the GPU `cuda:LOCAL_RANK` of this process), else
+    Apple's MPS when available, else the CPU."""
     if torch.cuda.is_available():
+        local_rank = os.environ.get("LOCAL_RANK", "")
+        if local_rank.isdigit() and int(local_rank) < torch.cuda.device_count():
+            return torch.device("cuda", int(local_rank))
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
@@ -182,6 +191,56 @@ def set_seed(seed: int, deterministic: bool = False) -> int:
     if deterministic:
         torch.backends.cudnn.benchmark = False
     return seed
+
+
+def _process_group():
+    """torch.distributed when its default process group is initialised, else None."""
+    dist = torch.distributed
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def rank_distrib() -> int:
+    """This process's rank among the training processes (fastai v1's name): torch.distributed's once
+    initialised, else `$RANK` (set by torchrun before the group exists), else 0."""
+    dist = _process_group()
+    if dist is not None:
+        return dist.get_rank()
+    rank = os.environ.get("RANK", "")
+    return int(rank) if rank.isdigit() else 0
+
+
+def num_distrib() -> int:
+    """How many training processes there are (fastai v1's name): torch.distributed's world size once
+    initialised, else `$WORLD_SIZE` (torchrun), else 1."""
+    dist = _process_group()
+    if dist is not None:
+        return dist.get_world_size()
+    size = os.environ.get("WORLD_SIZE", "")
+    return int(size) if size.isdigit() and int(size) > 0 else 1
+
+
+def is_main_process() -> bool:
+    """True in the process that prints, plots, logs and writes files: rank 0, or the only process."""
+    return rank_distrib() == 0
+
+
+def rank_zero_only(func):
+    """Decorator: run `func` only in the main process (rank 0); elsewhere the call does nothing and
+    returns None. For output and files that all processes would otherwise write at once."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs) if is_main_process() else None
+    return wrapper
+
+
+def distrib_barrier() -> None:
+    """Wait until every training process gets here (e.g. before reading a file rank 0 wrote); a no-op
+    in a single process. Every process must call it, or the others wait forever."""
+    dist = _process_group()
+    if dist is not None and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def seed_worker(worker_id: int) -> None:

@@ -7,11 +7,12 @@ whether labels are multi-label. Datasets handed to it yield `(x, y)` pairs and m
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from enum import IntEnum
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.dataloader import default_collate
 
 from . import core
@@ -335,6 +336,54 @@ class DataBunch:
         self.test_dl = self.valid_dl.new(dataset=test_ds, shuffle=False, drop_last=False)
         return self
 
+    # --- smaller and plainer copies, for debugging -----------------------------------------
+    def subset(self, n: int, seed: int | None = None, valid=None, bs: int | None = None) -> DataBunch:
+        """A copy with `n` training items picked at random (the same ones for the same `seed`), for
+        quick runs and debugging. `valid`: None keeps the validation set, an int keeps that many of its
+        items (picked with `seed`), a list keeps those indices. `bs`: a new training batch size."""
+        n_train = len(self.train_ds)
+        if not 1 <= n <= n_train:
+            raise DataError(f"subset(n={n}) needs 1 <= n <= {n_train}, the number of training items.")
+        pick = _picker(seed)
+        train_idx, bs = pick(n_train, n), ifnone(bs, self.train_dl.batch_size)
+        shuffle_gen = None if seed is None else torch.Generator().manual_seed(seed)
+        new = self.copy(train_dl=self.train_dl.new(dataset=self._take(self.train_ds, train_idx), batch_size=bs,
+                                                    drop_last=n > bs, generator=shuffle_gen))
+        if self.fix_dl is not None:
+            new.fix_dl = self.fix_dl.new(dataset=self._take(self.fix_dl.dataset, train_idx))
+        if valid is not None:
+            n_valid = len(self.valid_ds)
+            if isinstance(valid, int) and not 0 <= valid <= n_valid:
+                raise DataError(f"subset(valid={valid}) needs 0 <= valid <= {n_valid}, the number of validation items.")
+            idx = pick(n_valid, valid) if isinstance(valid, int) else [int(i) for i in valid]
+            new.valid_dl = self.valid_dl.new(dataset=self._take(self.valid_ds, idx))
+        return new
+
+    def no_augment(self) -> DataBunch:
+        """A copy whose training loader reads the training items in a fixed order, without augmentation
+        (through the validation-time transforms, as the Fix loader does): every epoch sees the same
+        batches, so a loss that does not fall points at the model, the labels or the normalisation."""
+        train = self.train_dl
+        plain = self.fix_dl if self.fix_dl is not None else train.new(tfms=self.valid_dl.tfms)
+        return self.copy(train_dl=plain.new(batch_size=train.batch_size, shuffle=False, generator=None,
+                                             drop_last=train.dl.drop_last))
+
+    def copy(self, **loaders) -> DataBunch:
+        """A copy with its own loaders (`loaders` replace some) over the same datasets: normalising or
+        iterating the copy leaves this DataBunch as it is."""
+        new = copy.copy(self)
+        for name in ("train_dl", "valid_dl", "fix_dl", "test_dl"):
+            dl = getattr(self, name)
+            if name in loaders:
+                setattr(new, name, loaders[name])
+            elif dl is not None:
+                setattr(new, name, dl.new(generator=_clone_generator(dl.dl.generator)))
+        return new
+
+    def _take(self, ds: Dataset, indices: list[int]) -> Dataset:
+        """Items `indices` of `ds`, keeping what the DataBunch reads from it (`classes`, `c`, `multi_label`)."""
+        return _ItemSubset(ds, indices)
+
     # --- normalisation ---------------------------------------------------------------------
     def batch_stats(self, ds_type: DatasetType = DatasetType.Train) -> tuple[torch.Tensor, torch.Tensor]:
         """Channel-wise (dim 1) mean and std of `x` over one batch, before normalisation."""
@@ -403,6 +452,34 @@ class DataBunch:
                  (("train", self.train_dl), ("valid", self.valid_dl), ("test", self.test_dl)) if dl is not None]
         classes = "" if self.classes is None else f", {len(self.classes)} classes"
         return f"{type(self).__name__}({', '.join(parts)}{classes}; device={self.device}; path={self.path})"
+
+
+class _ItemSubset(Subset):
+    """Some items of a dataset, with its `classes`, `c` and `multi_label`."""
+
+    def __init__(self, dataset: Dataset, indices):
+        super().__init__(dataset, list(indices))
+        for attr in ("classes", "c", "multi_label"):
+            if hasattr(dataset, attr):
+                setattr(self, attr, getattr(dataset, attr))
+
+
+def _picker(seed: int | None):
+    """`pick(n, k)`: k sorted indices out of range(n), the same for the same seed."""
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return lambda n, k: sorted(torch.randperm(n, generator=gen)[:k].tolist())
+
+
+def _clone_generator(gen: torch.Generator | None) -> torch.Generator | None:
+    if gen is None:
+        return None
+    clone = torch.Generator()
+    clone.set_state(gen.get_state())
+    return clone
 
 
 def _detach(t):

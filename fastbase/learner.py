@@ -8,6 +8,7 @@ frozen BatchNorm statistics) are callbacks. Nothing is read from the device per 
 """
 from __future__ import annotations
 
+import inspect
 import math
 import pathlib
 import pickle
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, debug, deploy
 from .callback import (
     BnFreeze,
     CallbackHandler,
@@ -33,16 +34,24 @@ from .callback import (
     Recorder,
     ValidationStats,
 )
+from .callbacks.checkpoint import ResumeCallback
+from .callbacks.distributed import to_distributed, wants_distributed
+from .callbacks.gradients import GradientClipping
 from .callbacks.lr_finder import LRFinder, LRSuggestions
+from .callbacks.mixed_precision import MixedPrecision, as_fp32
+from .callbacks.mixup import MixUp
 from .callbacks.one_cycle import OneCycleScheduler
 from .callbacks.progress import ProgressCallback, progress_disabled
 from .core import (
     FastbaseError,
     Path,
     atomic_write,
+    distrib_barrier,
     ifnone,
     import_ref,
+    is_main_process,
     listify,
+    num_distrib,
     object_ref,
 )
 from .data import DatasetType
@@ -86,12 +95,13 @@ class Learner:
     frozen groups trainable; `freeze_bn_stats` also fixes their running statistics. `model_spec`
     = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild the model, for `export`.
     `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns progress output off.
+    `clip` bounds the gradients' global norm before each step (`GradientClipping`).
     """
 
     def __init__(self, data, model: nn.Module, opt_func=AdamW, loss_func=None, metrics=None, true_wd: bool = True,
                  bn_wd: bool = False, wd: float = 1e-2, train_bn: bool = True, path=None, model_dir="models",
                  callback_fns=None, callbacks=None, layer_groups=None, silent: bool | None = None,
-                 freeze_bn_stats: bool = False, model_spec: dict | None = None):
+                 freeze_bn_stats: bool = False, model_spec: dict | None = None, clip: float | None = None):
         self.data, self.model = data, model.to(data.device)
         self.opt_func, self.true_wd, self.bn_wd, self.wd, self.train_bn = opt_func, true_wd, bn_wd, wd, train_bn
         self.loss_func = default_loss(data) if loss_func is None else loss_func
@@ -99,6 +109,7 @@ class Learner:
         self.path, self.model_dir = Path(ifnone(path, data.path)), model_dir
         self.callback_fns, self.callbacks = listify(callback_fns), listify(callbacks)
         self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
+        self.clip = clip
         self.recorder, self.opt, self.n_frozen, self._depth = Recorder(), None, 0, 0
         self.recorder.learn = self
         self.layer_groups = check_layer_groups(self.model, ifnone(layer_groups, [self.model]))
@@ -147,7 +158,7 @@ class Learner:
 
     def _all_batches(self) -> None:
         self.n_iter = len(self.dl)
-        for i, batch in enumerate(self.dl):
+        for i, batch in enumerate(self.dl, getattr(self.dl, "first_batch", 0)):  # > 0 in a resumed epoch
             self.iter = i
             self.xb, self.yb = _split_batch(batch)
             self.loss = None
@@ -205,9 +216,14 @@ class Learner:
                 self.xb = self.yb = self.pred = self.loss_grad = None
 
     # --- training ---------------------------------------------------------------------------
-    def fit(self, epochs: int, lr=DEFAULT_LR, wd: float | None = None, callbacks=None, start_epoch: int = 0) -> None:
+    def fit(self, epochs: int, lr=DEFAULT_LR, wd: float | None = None, callbacks=None, start_epoch: int = 0,
+            resume=None) -> None:
         """Train for `epochs` at `lr` (float, list/array or slice over layer groups) with weight decay
-        `wd` (default `self.wd`); `callbacks` apply to this fit only. Ctrl-C stops cleanly."""
+        `wd` (default `self.wd`); `callbacks` apply to this fit only. Ctrl-C stops cleanly. `resume`: a
+        checkpoint written by `Checkpoint` (name or Path) to continue from, exactly where it was saved."""
+        if resume is not None:
+            resumer = ResumeCallback(resume, self, epochs)  # checks the file now, before anything changes
+            callbacks, start_epoch = [resumer, *listify(callbacks)], resumer.start_epoch
         if self.opt is None:
             self.create_opt(lr, ifnone(wd, self.wd))
         else:
@@ -218,12 +234,16 @@ class Learner:
         if self.data.inference_only:
             raise FastbaseError("This Learner was loaded for inference (load_learner): it has no training data. "
                                 "Build a Learner on a DataBunch of your data to train.")
+        if wants_distributed(self):  # started by torchrun: train as one of its processes
+            self.to_distributed()
         self.n_epochs, self.start_epoch, self.epoch, self.iter = epochs, start_epoch, start_epoch, None
         self.opt.zero_grad()
         cbs = [DeferredInterrupt(), ValidationStats([as_metric(m) for m in self.metrics]), self.recorder,
-               *self.callbacks, *(fn(self) for fn in self.callback_fns), *listify(callbacks)]
+               *self.callbacks, *(_callback_from_fn(fn, self) for fn in self.callback_fns), *listify(callbacks)]
         if self.freeze_bn_stats:
             cbs.append(BnFreeze())
+        if self.clip:
+            cbs.append(GradientClipping(self.clip))
         if not (progress_disabled() if self.silent is None else self.silent):
             cbs.append(ProgressCallback(show_table=table))
         with self._using(cbs):
@@ -234,14 +254,16 @@ class Learner:
 
     def fit_one_cycle(self, cyc_len: int, max_lr=DEFAULT_LR, moms=(0.95, 0.85), div_factor: float = 25.0,
                       pct_start: float = 0.3, final_div: float | None = None, wd: float | None = None,
-                      callbacks=None, start_epoch: int | None = None) -> None:
+                      callbacks=None, start_epoch: int | None = None, resume=None) -> None:
         """Fit `cyc_len` epochs on the one-cycle schedule (see `OneCycleScheduler`): lr warms up from
         `max_lr/div_factor` to `max_lr` over `pct_start` of the iterations, then anneals to
-        `max_lr/final_div` (default `div_factor*1e4`); momentum moves the opposite way within `moms`."""
+        `max_lr/final_div` (default `div_factor*1e4`); momentum moves the opposite way within `moms`.
+        `resume`: continue from a `Checkpoint` file, with the same arguments as the run that wrote it."""
         max_lr = self.lr_range(max_lr)
         sched = OneCycleScheduler(max_lr, moms=moms, div_factor=div_factor, pct_start=pct_start,
                                   final_div=final_div, start_epoch=start_epoch)
-        self.fit(cyc_len, max_lr, wd=wd, callbacks=[sched, *listify(callbacks)], start_epoch=ifnone(start_epoch, 0))
+        self.fit(cyc_len, max_lr, wd=wd, callbacks=[sched, *listify(callbacks)], start_epoch=ifnone(start_epoch, 0),
+                 resume=resume)
 
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
                 wd: float | None = None) -> LRSuggestions:
@@ -253,8 +275,38 @@ class Learner:
         start_lr, end_lr = (np.asarray(v, dtype=float) if np.ndim(v) else v
                             for v in (self.lr_range(start_lr), self.lr_range(end_lr)))
         finder = LRFinder(start_lr, end_lr, num_it, stop_div, wd=wd)
-        self._fit(math.ceil(num_it / len(self.data.train_dl)), callbacks=[finder], table=False)
+        self._fit(math.ceil(num_it / max(1, len(self.data.train_dl) // num_distrib())), callbacks=[finder], table=False)
         return finder.suggestions()
+
+    def overfit(self, n_items: int = 10, steps: int = 100, lr: float = 1e-3, threshold: float = 0.05,
+                seed: int | None = 0, restore: bool = True) -> debug.OverfitResult:
+        """Diagnostic: can the model fit `n_items` training items (one batch, no augmentation)? Trains up to
+        `steps` steps; the result says whether the loss fell below `threshold`, with the loss curve. The
+        data are untouched; weights, optimizer and recorder are restored unless `restore=False`."""
+        return debug.overfit(self, n_items, steps, lr, threshold, seed, restore)
+
+    def to_distributed(self, backend: str | None = None, find_unused_parameters: bool = False) -> Learner:
+        """Train with DistributedDataParallel over the processes torchrun started (`fit` calls it by itself
+        under torchrun): NCCL on CUDA, gloo on the CPU. See `fastbase.callbacks.distributed`. Returns self."""
+        return to_distributed(self, backend, find_unused_parameters)
+
+    def to_fp16(self, dtype=None, loss_scale: bool | None = None, **scaler_kwargs) -> Learner:
+        """Mixed precision from now on (`MixedPrecision`): float16 with loss scaling on CUDA, bfloat16
+        on the CPU (slower on CPUs without native bfloat16). Weights stay float32. Returns self."""
+        return self._swap_callback(MixedPrecision, MixedPrecision(dtype, loss_scale, **scaler_kwargs))
+
+    def to_fp32(self) -> Learner:
+        """Full precision again: drops `MixedPrecision` and checks that every parameter is float32."""
+        as_fp32(self.model)
+        return self._swap_callback(MixedPrecision)
+
+    def mixup(self, alpha: float = 0.4, stack_x: bool = False, stack_y: bool = True) -> Learner:
+        """Train with mixup from now on (`MixUp`); validation is untouched. Returns self."""
+        return self._swap_callback(MixUp, MixUp(alpha, stack_x, stack_y))
+
+    def _swap_callback(self, kind, new=None) -> Learner:
+        self.callbacks = [cb for cb in self.callbacks if not isinstance(cb, kind)] + ([new] if new else [])
+        return self
 
     def create_opt(self, lr=DEFAULT_LR, wd: float | None = None) -> OptimWrapper:
         """(Re)build the optimizer over the layer groups; this drops its state (moments)."""
@@ -336,6 +388,11 @@ class Learner:
         idx = probs.argmax()
         return (classes[int(idx)] if classes is not None else int(idx)), idx, probs
 
+    def predict_folder(self, items, bs: int = 64, thresh: float = 0.5, progress: bool | None = None):
+        """`Predictions(files, classes, probs)` for a folder of images or a list of items, in batches
+        of `bs`; an unreadable file gets class None and NaN probabilities and is named in a warning."""
+        return deploy.predict_items(self, items, bs=bs, thresh=thresh, progress=progress)
+
     def TTA(self, beta: float = 0.4, scale: float = 1.35, ds_type: DatasetType = DatasetType.Valid, n_aug: int = 4):
         """Test-time augmentation: (beta * plain predictions + (1 - beta) * the mean of `n_aug` passes
         over the same items through the training-time batch transforms, targets). A DataBunch with a
@@ -360,10 +417,12 @@ class Learner:
         state = {"model": self.model.state_dict(), "fastbase_version": __version__}
         if with_opt and self.opt is not None:
             state["opt"] = self.opt.state_dict()
-        return atomic_write(self._model_file(name), lambda tmp: torch.save(state, tmp))
+        file = self._model_file(name)  # under torchrun, rank 0 writes it alone
+        return atomic_write(file, lambda tmp: torch.save(state, tmp)) if is_main_process() else file
 
     def load(self, name, with_opt: bool = True, strict: bool = True, device=None) -> Learner:
         """Load what `save` wrote (or a bare model state dict); refuses files that could run code."""
+        distrib_barrier()  # under torchrun, wait until rank 0 has written the file
         state = _safe_load(self._model_file(name), ifnone(device, self.data.device))
         self.model.load_state_dict(state.get("model", state), strict=strict)
         if with_opt and "opt" in state:
@@ -381,7 +440,16 @@ class Learner:
         state = {"fastbase_version": __version__, "model_spec": spec, "data": self.data.export_state(),
                  "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, "loss_func": loss}
         file = Path(fname) if isinstance(fname, pathlib.PurePath) else self.path / fname
-        return atomic_write(file, lambda tmp: torch.save(state, tmp))
+        return atomic_write(file, lambda tmp: torch.save(state, tmp)) if is_main_process() else file
+
+    def export_torchscript(self, fname="export.pt", probs: bool = True, **kwargs) -> pathlib.Path:
+        """The model for deployment as TorchScript: raw images in (float 0..1, NCHW, any batch size),
+        probabilities out (logits with `probs=False`), normalisation and classes inside (`fastbase.deploy`)."""
+        return deploy.export_torchscript(self, fname, probs=probs, **kwargs)
+
+    def export_onnx(self, fname="export.onnx", opset: int = 18, probs: bool = True, **kwargs) -> pathlib.Path:
+        """The same as `export_torchscript`, as ONNX; needs `pip install 'fastbase[onnx]'`."""
+        return deploy.export_onnx(self, fname, opset=opset, probs=probs, **kwargs)
 
     def summary(self) -> str:
         """Layers with output shapes (from one batch, without the batch dimension), parameter counts,
@@ -396,6 +464,19 @@ class Learner:
     def __repr__(self):
         return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
                 f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
+
+
+def _callback_from_fn(fn, learn):
+    """A callback from `callback_fns`: fastai v1 calls `fn(learn)`; fastbase callbacks need no Learner
+    (the handler sets `cb.learn`), so it goes only to a function that names `learn` or requires an argument
+    (`partial(EarlyStopping, patience=2)` and `lambda learn: ...` both work)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return fn(learn)
+    wants = any(p.name == "learn" or (p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+                for p in params)
+    return fn(learn) if wants else fn()
 
 
 def _split_batch(batch):

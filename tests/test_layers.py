@@ -16,17 +16,21 @@ ROOT = Path(fastbase.__file__).parent
 LAYERS = {
     "fastbase": 0,
     "fastbase.core": 0,
+    "fastbase.figures": 0,
     "fastbase.datasets": 1,
     "fastbase.archives": 1,
     "fastbase.download": 1,
     "fastbase.data": 2,
     "fastbase.callback": 3,
+    "fastbase.losses": 3,
     "fastbase.callbacks": 4,
     "fastbase.optimizer": 5,
     "fastbase.metrics": 5,
     "fastbase.learner": 5,
+    "fastbase.debug": 5,
     "fastbase.vision": 6,
     "fastbase.interpret": 7,
+    "fastbase.compare": 7,
     "fastbase.cli": 8,
 }
 # The notebook namespace re-exports the whole public API, so it sits above every layer it gathers.

@@ -1,8 +1,25 @@
 """Layer 4: the optional parts of training, each a callback: one-cycle schedule, LR finder,
 trackers, mixed precision, mixup, loggers, checkpoints."""
+from ..callback import BnFreeze
+from .distributed import DistributedError, DistributedTrainer
+from .gradients import AccumulateScheduler, GradientAccumulation, GradientClipping
+from .loggers import CSVLogger, TensorBoardLogger
 from .lr_finder import LRFinder, LRFinderError, LRSuggestions, suggest_lrs
+from .mixed_precision import MixedPrecision, as_fp32, autocast_dtype
+from .mixup import MixUp, MixUpLoss
 from .one_cycle import OneCycleScheduler
 from .progress import ProgressCallback, progress_disabled, progress_mode
+from .trackers import (
+    EarlyStopping,
+    ReduceLROnPlateau,
+    SaveModelCallback,
+    TerminateOnNaN,
+    TrackerCallback,
+    TrainingDiverged,
+)
 
-__all__ = ["LRFinder", "LRFinderError", "LRSuggestions", "OneCycleScheduler", "ProgressCallback", "progress_disabled",
-           "progress_mode", "suggest_lrs"]
+__all__ = ["AccumulateScheduler", "BnFreeze", "CSVLogger", "DistributedError", "DistributedTrainer", "EarlyStopping", "GradientAccumulation", "GradientClipping",
+           "LRFinder", "LRFinderError", "LRSuggestions", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler",
+           "ProgressCallback", "ReduceLROnPlateau", "SaveModelCallback", "TensorBoardLogger", "TerminateOnNaN",
+           "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "progress_disabled", "progress_mode",
+           "suggest_lrs"]

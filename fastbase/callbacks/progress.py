@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..callback import Callback
-from ..core import defaults
+from ..core import defaults, is_main_process
 
 __all__ = ["ProgressCallback", "progress_disabled", "progress_mode"]
 
@@ -17,8 +17,10 @@ _UPDATE_EVERY = 0.2  # seconds between two readings of the loss for the bar's co
 
 
 def progress_disabled() -> bool:
-    """True when `fastbase.core.defaults.silent` is set or `FASTBASE_NO_BAR` is 1/true/yes."""
-    return bool(defaults.silent) or os.environ.get("FASTBASE_NO_BAR", "").strip().lower() in ("1", "true", "yes")
+    """True when `fastbase.core.defaults.silent` is set, `FASTBASE_NO_BAR` is 1/true/yes, or this is
+    not the main process of a distributed run (only rank 0 prints)."""
+    return (bool(defaults.silent) or os.environ.get("FASTBASE_NO_BAR", "").strip().lower() in ("1", "true", "yes")
+            or not is_main_process())
 
 
 def progress_mode() -> str:
@@ -55,10 +57,10 @@ class ProgressCallback(Callback):
         self.mbar = self.pbar = None
 
     def before_fit(self):
-        self._mode = self.mode or progress_mode()
+        self._mode = (self.mode or progress_mode()) if is_main_process() else "quiet"  # only rank 0 prints
         learn = self.learn
         self.names = ["epoch", "train_loss", "valid_loss", *learn.metric_names, "time"]
-        if self._mode == "plain":
+        if self._mode in ("plain", "quiet"):
             return
         from fastprogress.fastprogress import ConsoleMasterBar, NBMasterBar
         bar = NBMasterBar if self._mode == "notebook" else ConsoleMasterBar

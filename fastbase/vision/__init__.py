@@ -1,4 +1,88 @@
 """Layer 6: images: opening and decoding, transforms, ImageDataBunch, models and cnn_learner.
 
-This package's namespace is also the public one for notebooks (`from fastbase.vision import *`).
+This package's namespace is also the public one for notebooks: `from fastbase.vision import *`
+gives what course-v3 lessons use (the API from `untar_data` to `ClassificationInterpretation`,
+plus `np`, `torch`, `nn`, `F`, `plt`, `pd`, `Path`, `re` and `doc`), through the explicit
+`__all__` below. Library code never star-imports; it imports from the modules themselves.
+`plt` and `pd` are loaded on first use (PEP 562 `__getattr__`), so `import fastbase.vision`
+does not pay for matplotlib's pyplot or pandas; `import *` asks for them, and then gets them.
 """
+import importlib.util
+import inspect
+import math
+import os
+import re
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..callback import Callback, Recorder
+from ..callbacks import LRFinder, OneCycleScheduler, ProgressCallback
+from ..core import FastbaseError, Path, defaults, set_seed
+from ..data import DataBunch, DatasetType, cifar_stats, imagenet_stats, mnist_stats
+from ..datasets import URLs, download_data, untar_data
+from ..interpret import ClassificationInterpretation, grad_cam
+from ..learner import Learner, load_learner
+from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
+from . import models
+from .data import ImageDataBunch
+from .image import Image, ResizeMethod, get_image_files, open_image, verify_images
+from .learner import cnn_learner, create_body, create_cnn, create_head
+from .transforms import Brightness, Contrast, Dihedral, Flip, Rotate, Warp, Zoom, get_transforms
+
+_HAS_PANDAS = importlib.util.find_spec("pandas") is not None
+
+__all__ = [
+    # data sets and files
+    "URLs", "untar_data", "download_data", "Path", "get_image_files", "open_image", "verify_images", "Image",
+    # data
+    "DataBunch", "ImageDataBunch", "DatasetType", "ResizeMethod", "imagenet_stats", "cifar_stats", "mnist_stats",
+    "get_transforms", "Flip", "Dihedral", "Rotate", "Zoom", "Warp", "Brightness", "Contrast",
+    # models and training
+    "models", "cnn_learner", "create_cnn", "create_body", "create_head", "Learner", "load_learner",
+    "accuracy", "error_rate", "top_k_accuracy", "accuracy_thresh", "fbeta",
+    "Callback", "Recorder", "OneCycleScheduler", "LRFinder", "ProgressCallback",
+    # looking at the results
+    "ClassificationInterpretation", "grad_cam",
+    # settings and errors
+    "defaults", "set_seed", "FastbaseError",
+    # the usual helpers of a notebook
+    "np", "torch", "nn", "F", "plt", "re", "os", "math", "partial", "doc",
+] + (["pd"] if _HAS_PANDAS else [])
+
+_LAZY = {"plt": "matplotlib.pyplot", "pd": "pandas"}
+
+
+def __getattr__(name: str):
+    """`plt` and `pd` on first use (PEP 562); `from fastbase.vision import *` asks for them too."""
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def doc(obj) -> None:
+    """Print `obj`'s signature, its docstring and the file and line where it is defined (for an
+    instance, those of its class)."""
+    target = obj if callable(obj) or inspect.ismodule(obj) else type(obj)
+    target = getattr(target, "__wrapped__", target)
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
+    try:
+        signature = str(inspect.signature(target))
+    except (TypeError, ValueError):
+        signature = ""
+    lines = [f"{name}{signature}", "", inspect.getdoc(target) or "(no docstring)"]
+    try:
+        file, line = inspect.getsourcefile(target), inspect.getsourcelines(target)[1]
+        lines += ["", f"Defined in {getattr(target, '__module__', None) or target.__name__}, {file}:{line}"]
+    except (TypeError, OSError):
+        pass
+    print("\n".join(lines))

@@ -222,6 +222,12 @@ class ImageDataBunch(DataBunch):
             items = self.valid_ds.new(items=items, y=None)
         return super().add_test(items)
 
+    def _take(self, ds, indices):
+        """Some items of an ImageDataset as an ImageDataset (`subset`), so it still names files and labels."""
+        if not isinstance(ds, ImageDataset):
+            return super()._take(ds, indices)
+        return ds.new(items=[ds.items[i] for i in indices], y=ds.y[list(indices)] if ds.labelled else None)
+
     def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35) -> DeviceDataLoader:
         """The `ds_type` items in order, through the training augmentation with a zoom of exactly `scale`
         towards a random point and a random crop window, for test-time augmentation (`Learner.TTA`)."""

@@ -1,0 +1,177 @@
+"""Check on real data: the lesson-1 transfer-learning recipe on real photos with a real pretrained body.
+
+Data: `../shared/data/hymenoptera` (245 training, 153 validation photos of ants and bees).
+Body: `../shared/weights/mobilenet_v2_imagenet_body.pth`, a real ImageNet-trained MobileNetV2,
+copied into a temporary torch hub cache (`$TORCH_HOME/hub/checkpoints/mobilenet_v2-b0353104.pth`)
+so that `pretrained=True` loads it through torchvision's own weights API, as it would after a
+download. Recipe, the same for both frameworks (size 224, batch size --bs, ImageNet stats, the
+default flips/rotations/zooms/lighting/warps of `get_transforms` / `aug_transforms`):
+
+  fastbase    cnn_learner(data, models.mobilenet_v2, metrics=accuracy)
+              fit_one_cycle(4); unfreeze(); fit_one_cycle(2, max_lr=slice(1e-6, 1e-4))
+  fastai 2.8  vision_learner(dls, mobilenet_v2, metrics=accuracy, cut=-1)   (same cache, same epochs;
+              without cut=-1 fastai 2.8 raises StopIteration: it finds no pooling layer to cut at)
+              fit_one_cycle(4); unfreeze(); fit_one_cycle(2, lr_max=slice(1e-6, 1e-4))
+
+fastai runs in its own interpreter (--fastai-python, default /tmp/fastai-venv/bin/python; skipped
+with a message when absent: `python -m venv /tmp/fastai-venv && /tmp/fastai-venv/bin/pip install
+fastai`). Each framework runs in a child process with the same threads and loader workers; the
+table gives validation accuracy after each stage, the median seconds per epoch of each stage
+(training and validation together) and the child's peak RSS. One run per framework and seed:
+accuracy on 153 images moves by a photo or two between seeds (0.65 points each), so --seeds runs
+several and reports each.
+
+    python bench/transfer.py [--bs 32] [--seeds 0] [--threads 2] [--skip-fastai]
+
+About 5 minutes per framework and seed on 2 idle CPU cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FASTBASE_SHARED", ROOT.parent / "shared"))
+DATA = SHARED / "data" / "hymenoptera"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_body.pth"
+HUB_NAME = "mobilenet_v2-b0353104.pth"  # torchvision's file name for MobileNet_V2_Weights.IMAGENET1K_V1
+
+FASTBASE_RUN = """
+import json, resource, sys, time, torch
+from fastbase.callback import Callback
+from fastbase.core import set_seed
+from fastbase.data import imagenet_stats
+from fastbase.metrics import accuracy
+from fastbase.vision import models
+from fastbase.vision.data import ImageDataBunch
+from fastbase.vision.learner import cnn_learner
+from fastbase.vision.transforms import get_transforms
+
+path, bs, seed, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+set_seed(seed)
+
+class EpochTimer(Callback):
+    def __init__(self): self.times = []
+    def before_epoch(self): self.start = time.perf_counter()
+    def after_epoch(self): self.times.append(time.perf_counter() - self.start)
+
+data = ImageDataBunch.from_folder(path, train="train", valid="val", ds_tfms=get_transforms(), size=224, bs=bs,
+                                  seed=seed).normalize(imagenet_stats)
+learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True)
+result = {"workers": data.train_dl.num_workers}
+for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, callbacks=[cb])),
+                   ("unfrozen", lambda cb: (learn.unfreeze(), learn.fit_one_cycle(2, max_lr=slice(1e-6, 1e-4),
+                                                                                    callbacks=[cb])))):
+    timer = EpochTimer()
+    run(timer)
+    result[stage] = {"epoch_s": timer.times, "accuracy": float(learn.recorder.metrics[-1][0])}
+result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps(result))
+"""
+
+FASTAI_RUN = """
+import json, resource, sys, time, torch
+from fastai.vision.all import (Callback, ImageDataLoaders, Normalize, Resize, accuracy, aug_transforms,
+                               imagenet_stats, set_seed, vision_learner)
+from torchvision.models import mobilenet_v2
+
+path, bs, seed, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+set_seed(seed)
+
+class EpochTimer(Callback):
+    order = 0
+    def __init__(self): self.times = []
+    def before_epoch(self): self.start = time.perf_counter()
+    def after_epoch(self): self.times.append(time.perf_counter() - self.start)
+
+dls = ImageDataLoaders.from_folder(path, train="train", valid="val", item_tfms=Resize(224), bs=bs, seed=seed,
+                                   batch_tfms=[*aug_transforms(size=224), Normalize.from_stats(*imagenet_stats)])
+# fastai 2.8 finds no pooling layer among mobilenet_v2's children (torchvision pools in forward) and
+# stops with StopIteration unless told where to cut: keep `features`, as fastbase's table does.
+learn = vision_learner(dls, mobilenet_v2, metrics=accuracy, cut=-1)
+result = {"workers": dls.train.num_workers}
+for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, cbs=[cb])),
+                   ("unfrozen", lambda cb: (learn.unfreeze(), learn.fit_one_cycle(2, lr_max=slice(1e-6, 1e-4),
+                                                                                    cbs=[cb])))):
+    timer = EpochTimer()
+    run(timer)
+    result[stage] = {"epoch_s": timer.times, "accuracy": float(learn.recorder.values[-1][2])}
+result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps(result))
+"""
+
+
+def run_child(python: str, code: str, args, env) -> dict:
+    proc = subprocess.run([python, "-c", textwrap.dedent(code), str(DATA), str(args.bs), str(args.seed_now),
+                           str(args.threads)], env=env, capture_output=True, text=True, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"{python} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bs", type=int, default=32)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one run per framework and seed")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
+    parser.add_argument("--skip-fastai", action="store_true")
+    args = parser.parse_args()
+    if not (DATA.is_dir() and WEIGHTS.is_file()):
+        print(f"skipped: needs {DATA} and {WEIGHTS} (the project's ../shared folder)")
+        return 0
+    runners = [("fastbase", sys.executable, FASTBASE_RUN)]
+    if args.skip_fastai:
+        pass
+    elif Path(args.fastai_python).exists():
+        runners.append(("fastai 2.8", args.fastai_python, FASTAI_RUN))
+    else:
+        print(f"fastai not measured: {args.fastai_python} not found (see this script's docstring)")
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoints = Path(tmp, "torch", "hub", "checkpoints")
+        checkpoints.mkdir(parents=True)
+        shutil.copy(WEIGHTS, checkpoints / HUB_NAME)
+        env = {**os.environ, "TORCH_HOME": str(Path(tmp, "torch")), "FASTBASE_HOME": str(Path(tmp, "fb")),
+               "FASTBASE_NO_BAR": "1", "OMP_NUM_THREADS": str(args.threads)}
+        for seed in (int(s) for s in args.seeds.split(",")):
+            args.seed_now = seed
+            for name, python, code in runners:
+                print(f"running {name}, seed {seed} ...", file=sys.stderr, flush=True)
+                try:
+                    result = run_child(python, code, args, env)
+                except RuntimeError as e:  # one framework failing still leaves the other's figures
+                    print(e, file=sys.stderr)
+                    continue
+                print(f"{name}, seed {seed}: {json.dumps(result)}", file=sys.stderr, flush=True)
+                rows.append((name, seed, result))
+
+    load = os.getloadavg()[0]
+    print(f"\nhymenoptera, mobilenet_v2 (real ImageNet body), 224 px, bs {args.bs}, {args.threads} threads; "
+          f"load average at the end {load:.1f} on {os.cpu_count()} cores")
+    header = (f"{'framework':<11}{'seed':>5}{'workers':>8}{'frozen acc':>11}{'s/epoch':>9}"
+              f"{'unfrozen acc':>13}{'s/epoch':>9}{'peak RSS MB':>12}")
+    print(header)
+    print("-" * len(header))
+    for name, seed, r in rows:
+        print(f"{name:<11}{seed:>5}{r['workers']:>8}{r['frozen']['accuracy']:>11.4f}"
+              f"{statistics.median(r['frozen']['epoch_s']):>9.1f}{r['unfrozen']['accuracy']:>13.4f}"
+              f"{statistics.median(r['unfrozen']['epoch_s']):>9.1f}{r['peak_rss_mb']:>12.0f}")
+    print("s/epoch: median over the stage's epochs (4 frozen, 2 unfrozen), training plus validation.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

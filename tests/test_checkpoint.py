@@ -1,0 +1,268 @@
+"""Checkpoint and resume: a run stopped anywhere (an exception, SIGKILL mid-epoch, SIGKILL while a
+checkpoint is being written) and resumed from its last complete checkpoint ends with weights and
+recorder history bitwise identical to the run that was never stopped; damaged files are never loaded."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+from tiny_models import dataset
+from torch import nn
+
+from fastbase.callback import Callback
+from fastbase.callbacks.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from fastbase.core import set_seed
+from fastbase.data import DataBunch
+from fastbase.learner import Learner
+
+
+class Crash(Callback):
+    """Raises after training batch `batch` (0-based) of `epoch`, as a crash would."""
+    order = 950  # after Checkpoint
+
+    def __init__(self, epoch: int, batch: int):
+        self.at = (epoch, batch)
+
+    def after_batch(self):
+        if self.learn.training and (self.learn.epoch, self.learn.iter) == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def build(seed: int, tmp_path, num_workers: int = 0) -> Learner:
+    """Dropout and a loader without a seed of its own: the run draws from torch's global generator."""
+    set_seed(seed)
+    data = DataBunch.create(dataset(96, 0), dataset(24, 1), bs=16, num_workers=num_workers, device="cpu",
+                            path=tmp_path)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+    return Learner(data, model, silent=True)
+
+
+def same_weights(a: Learner, b: Learner) -> bool:
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def reference(tmp_path):
+    learn = build(0, tmp_path)
+    learn.fit_one_cycle(3, 1e-2)
+    return learn
+
+
+@pytest.mark.parametrize("every,crash", [("epoch", (1, 2)), (4, (1, 2)), (4, (2, 5))])
+def test_resumed_run_is_bitwise_identical_to_the_uninterrupted_one(tmp_path, reference, every, crash):
+    stopped = build(0, tmp_path)
+    with pytest.raises(RuntimeError, match="simulated"):
+        stopped.fit_one_cycle(3, 1e-2, callbacks=[Checkpoint(every=every), Crash(*crash)])
+    resumed = build(123, tmp_path)  # other weights and random state: all must come from the checkpoint
+    resumed.fit_one_cycle(3, 1e-2, callbacks=[Checkpoint(every=every)], resume="checkpoint")
+    assert same_weights(resumed, reference)
+    rec, ref = resumed.recorder, reference.recorder
+    assert rec.values == ref.values and rec.losses == ref.losses and rec.lrs == ref.lrs and rec.moms == ref.moms
+    assert rec.nb_batches == ref.nb_batches == [6, 6, 6]
+
+
+def test_resumed_epoch_numbers_its_batches_from_where_it_stopped(tmp_path):
+    stopped = build(0, tmp_path)
+    with pytest.raises(RuntimeError):
+        stopped.fit(2, 1e-3, callbacks=[Checkpoint(every=2), Crash(1, 3)])
+
+    class Seen(Callback):
+        def before_fit(self):
+            self.seen = []
+
+        def after_batch(self):
+            if self.learn.training:
+                self.seen.append((self.learn.epoch, self.learn.iter))
+
+    seen = Seen()
+    resumed = build(0, tmp_path)
+    resumed.fit(2, 1e-3, callbacks=[seen], resume="checkpoint")  # plain fit resumes too
+    assert seen.seen == [(1, 4), (1, 5)]
+    assert len(resumed.recorder.values) == 2 and len(resumed.recorder.losses) == 12
+
+
+def test_resuming_a_finished_run_restores_it_and_trains_nothing(tmp_path, reference):
+    done = build(0, tmp_path)
+    done.fit_one_cycle(3, 1e-2, callbacks=[Checkpoint()])
+    again = build(7, tmp_path)
+    again.fit_one_cycle(3, 1e-2, resume="checkpoint")
+    assert same_weights(again, reference) and again.recorder.values == reference.recorder.values
+
+
+def test_resume_refuses_another_number_of_epochs_or_other_data(tmp_path):
+    learn = build(0, tmp_path)
+    learn.fit_one_cycle(1, 1e-2, callbacks=[Checkpoint()])
+    with pytest.raises(CheckpointError, match="fit of 1 epochs"):
+        build(0, tmp_path).fit_one_cycle(2, 1e-2, resume="checkpoint")
+    other = build(0, tmp_path)
+    other.data = DataBunch.create(dataset(64, 0), dataset(24, 1), bs=16, num_workers=0, device="cpu")
+    with pytest.raises(CheckpointError, match="training batches"):
+        other.fit_one_cycle(1, 1e-2, resume=tmp_path / "models" / "checkpoint.pth")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build(0, tmp_path).fit(1, resume="no_such_checkpoint")
+
+
+def test_checkpoint_arguments_are_checked():
+    with pytest.raises(CheckpointError, match="every"):
+        Checkpoint(every=0)
+    with pytest.raises(CheckpointError, match="keep"):
+        Checkpoint(keep=0)
+
+
+# --- files: atomic, checksummed, rotated ---------------------------------------------------------
+def test_keep_rotates_files_newest_first(tmp_path):
+    path = tmp_path / "ck.pth"
+    for i in range(4):
+        save_checkpoint({"i": i}, path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.1.pth", "ck.2.pth", "ck.pth"]
+    assert [load_checkpoint(p)[0]["i"] for p in (path, tmp_path / "ck.1.pth", tmp_path / "ck.2.pth")] == [3, 2, 1]
+
+
+def test_a_cut_short_or_damaged_checkpoint_is_never_loaded(tmp_path):
+    path = tmp_path / "ck.pth"
+    save_checkpoint({"w": torch.arange(1000)}, path, keep=2)
+    save_checkpoint({"w": torch.arange(1000) + 1}, path, keep=2)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut short
+    with pytest.warns(UserWarning, match="incomplete"):
+        state, used = load_checkpoint(path)
+    assert used.name == "ck.1.pth" and torch.equal(state["w"], torch.arange(1000))
+    damaged = bytearray(data)
+    damaged[-100] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.warns(UserWarning, match="damaged"):
+        assert load_checkpoint(path)[1].name == "ck.1.pth"
+    (tmp_path / "ck.1.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged.*not a fastbase checkpoint"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_holding_code_are_refused(tmp_path):
+    path = save_checkpoint({"cb": Checkpoint()}, tmp_path / "ck.pth")  # a pickled object, not plain data
+    with pytest.raises(CheckpointError, match="Refused"):
+        load_checkpoint(path)
+
+
+# --- SIGKILL in a subprocess ---------------------------------------------------------------------
+SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+    import fastbase.callbacks.checkpoint as checkpoint
+    from fastbase.callback import Callback
+    from fastbase.core import set_seed
+    from fastbase.data import DataBunch
+    from fastbase.learner import Learner
+
+    torch.set_num_threads(1)  # the same reductions in every process
+    out = sys.argv[1]
+    env = os.environ.get
+
+    def build():
+        set_seed(0, deterministic=True)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(160, 8, generator=g)
+        y = (x[:, 0] + x[:, 1] > 0).long()
+        train, valid = TensorDataset(x[:128], y[:128]), TensorDataset(x[128:], y[128:])
+        train.classes = valid.classes = ["a", "b"]
+        data = DataBunch.create(train, valid, bs=16, num_workers=0, device="cpu", path=out, seed=1)
+        model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+        return Learner(data, model, silent=True)
+
+    class KillAt(Callback):
+        order = 950
+        def after_batch(self):
+            if self.learn.training and f"{self.learn.epoch},{self.learn.iter}" == env("KILL_AT"):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    saves = 0
+    write = checkpoint._write_payload
+    def write_then_die(f, header, payload):  # killed half-way through writing the temporary file
+        global saves
+        saves += 1
+        if str(saves) != env("KILL_IN_SAVE"):
+            return write(f, header, payload)
+        f.write(header)
+        f.write(payload[: len(payload) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    checkpoint._write_payload = write_then_die
+
+    learn = build()
+    resume = "checkpoint" if env("RESUME") else None
+    learn.fit_one_cycle(3, 1e-2, callbacks=[checkpoint.Checkpoint(every=3, keep=2), KillAt()], resume=resume)
+    results = {"resumed": learn}
+    if env("REFERENCE"):
+        results["reference"] = build()
+        results["reference"].fit_one_cycle(3, 1e-2)
+    results = {name: {"model": run.model.state_dict(), "values": run.recorder.values, "losses": run.recorder.losses}
+               for name, run in results.items()}
+    torch.save(results, os.path.join(out, "results.pt"))
+""")
+
+
+def _run_all(folders, envs):
+    """Run the script in each folder at the same time, each with its environment; (returncode, stderr)."""
+    procs = [subprocess.Popen([sys.executable, str(folder / "run.py"), str(folder)],
+                              env={**os.environ, "FASTBASE_NO_BAR": "1", **env}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for folder, env in zip(folders, envs)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    return [(p.returncode, err[-3000:]) for p, err in zip(procs, errors)]
+
+
+def test_runs_killed_with_sigkill_resume_bitwise_identically(tmp_path):
+    """8 batches per epoch, a checkpoint every 3 batches and at each epoch's end (keep=2). One run is
+    killed mid-epoch (epoch 1, after 6 batches: its last checkpoint is from batch 4); the other while
+    writing its 5th checkpoint (epoch 1, batch 4: it resumes from the previous one, batch 1)."""
+    folders = [tmp_path / "killed_mid_epoch", tmp_path / "killed_in_save"]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "run.py").write_text(SCRIPT)
+    killed = _run_all(folders, [{"KILL_AT": "1,5"}, {"KILL_IN_SAVE": "5"}])
+    assert [rc for rc, _ in killed] == [-signal.SIGKILL] * 2, killed
+    in_save = folders[1] / "models"
+    assert len(list(in_save.glob(".checkpoint.pth.*.tmp"))) == 1  # the half-written file, never renamed
+    starts = [load_checkpoint(folder / "models" / "checkpoint.pth")[0] for folder in folders]
+    assert [(s["epoch"], s["batch"]) for s in starts] == [(1, 4), (1, 1)]
+
+    resumed = _run_all(folders, [{"RESUME": "1"}, {"RESUME": "1", "REFERENCE": "1"}])
+    assert [rc for rc, _ in resumed] == [0, 0], resumed
+    assert not list(in_save.glob(".checkpoint.pth.*.tmp"))  # the dead run's temporary file is cleaned up
+    results = [torch.load(folder / "results.pt", weights_only=True) for folder in folders]
+    reference = results[1]["reference"]
+    for run in (results[0]["resumed"], results[1]["resumed"]):
+        assert run["values"] == reference["values"] and run["losses"] == reference["losses"]
+        assert all(torch.equal(run["model"][k], reference["model"][k]) for k in reference["model"])
+
+
+def test_resume_is_exact_with_persistent_worker_processes(tmp_path):
+    """Two workers that persist across epochs: the resumed run starts them as the original had them."""
+    reference = build(0, tmp_path, num_workers=2)
+    reference.fit_one_cycle(2, 1e-2)
+    stopped = build(0, tmp_path, num_workers=2)
+    with pytest.raises(RuntimeError):
+        stopped.fit_one_cycle(2, 1e-2, callbacks=[Checkpoint(every=4), Crash(1, 2)])
+    resumed = build(5, tmp_path, num_workers=2)
+    resumed.fit_one_cycle(2, 1e-2, resume="checkpoint")
+    assert same_weights(resumed, reference) and resumed.recorder.losses == reference.recorder.losses
+
+
+def test_checkpoint_in_learner_callbacks_warns(tmp_path):
+    learn = build(0, tmp_path)
+    learn.callbacks.append(Checkpoint())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        learn.fit(1, 1e-3)
+    assert any("learn.callbacks" in str(w.message) for w in caught)
