@@ -92,13 +92,26 @@ def load_data(path: Path, size=224, bs: int = 64, valid_pct: float = 0.2, label_
     if layout == "csv":
         data = ImageDataBunch.from_csv(path, valid_pct=valid_pct, **factory_args, **common)
     elif layout == "name_re":
-        data = ImageDataBunch.from_name_re(path, get_image_files(path), valid_pct=valid_pct, **factory_args, **common)
+        data = ImageDataBunch.from_name_re(path, _matching(get_image_files(path), label_re), valid_pct=valid_pct,
+                                           **factory_args, **common)
     else:
         split = None if layout == "train_valid" else valid_pct
         data = ImageDataBunch.from_folder(path, valid_pct=split, **factory_args, **common)
     if limit:
         data = _limited(data, limit, seed)
     return data.normalize(stats or imagenet_stats), layout
+
+
+def _matching(files, label_re: str) -> list:
+    """The files whose path `label_re` matches (all of them when none does, so that from_name_re explains);
+    e.g. the pets folder's annotation masks are left out, with a note on stderr."""
+    import re
+
+    kept = [fn for fn in files if re.search(label_re, fn.as_posix())]
+    if kept and len(kept) < len(files):
+        print(f"note: {len(files) - len(kept)} of {len(files)} images do not match --label-re and are left out",
+              file=sys.stderr)
+    return kept or files
 
 
 def _data_options(args) -> dict:
@@ -243,7 +256,7 @@ def predict_files(learn, files, bs: int = 64) -> list[dict]:
         results.append({"file": str(fn)})
         try:
             batch.append((len(results) - 1, learn.data.one_item(fn)))
-        except FastbaseError as e:
+        except (FastbaseError, OSError, ValueError) as e:  # this file is unreadable: say so, go on with the rest
             results[-1]["error"] = str(e)
         if len(batch) == bs:
             run_batch()
@@ -426,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, default=None, help="data-loading processes (default: automatic)")
 
     train = _command(commands, "train", _cmd_train, "train a classifier on an image folder and write a report")
-    train.description = run_train.__doc__.replace("`data`", "DATA")
+    train.description = ("Lesson 1 on DATA: cnn_learner, lr_find, fit_one_cycle (body frozen when pretrained), "
+                         "unfreeze, fit_one_cycle with slice(lr/100, lr/10), export, interpretation; writes "
+                         "export.pkl, the PNGs and report.html to --out. DATA's layout is detected: train/ and "
+                         "valid/ (or val/) folders of class folders, or class folders alone; else --label-re or --csv.")
     _data_flags(train, 224)
     _model_flags(train)
     train.add_argument("--lr", type=float, default=None, help="max learning rate (default: from lr_find)")

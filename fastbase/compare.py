@@ -187,8 +187,9 @@ def compare_archs(data, archs, modes=("head", "full", "scratch"), epochs: int = 
     scratch instead of in every mode. A pair that fails (an arch that cannot take the input size,
     missing pretrained weights) gets its error in the `error` column. `data` is not changed:
     pairs train on a copy, normalised once with ImageNet stats when `data` is not normalised.
-    Memory: see `_PeakMemory` (CPU figures are the process's, so coarse). Other keyword arguments go
-    to `cnn_learner` (e.g. `ps`, `silent`).
+    `peak_mem_mb` is the memory a pair adds at its peak: exact tensor memory on CUDA, the process's
+    resident memory on the CPU (coarse, see `_PeakMemory`). Other keyword arguments go to
+    `cnn_learner` (e.g. `ps`, `silent`).
     """
     from .vision.models import arch_meta, arch_name
 

@@ -7,6 +7,7 @@ the outputs. `Learner.overfit` calls `overfit` here; it takes the Learner duck-t
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
@@ -69,6 +70,21 @@ class OverfitResult:
                 f"n_items={self.n_items}, threshold={self.threshold})")
 
 
+class _SameBatch:
+    """A training loader that yields `steps` times the first batch of `dl`, read and transformed once
+    (decoding the same images at every step would only cost time)."""
+
+    def __init__(self, dl, steps: int):
+        self.dataset, self.batch_size, self.steps = dl.dataset, dl.batch_size, steps
+        self.batch = next(iter(dl))
+
+    def __len__(self):
+        return self.steps
+
+    def __iter__(self):
+        return itertools.repeat(self.batch, self.steps)
+
+
 class _OverfitWatch(Callback):
     """Records the loss of every step, stops once it is below `threshold`, skips validation, and keeps
     dropout off (and BatchNorm on its running statistics when a batch holds one item, where batch
@@ -103,7 +119,7 @@ def overfit(learn, n_items: int = 10, steps: int = 100, lr: float = 1e-3, thresh
     if steps < 1:
         raise FastbaseError(f"overfit needs steps >= 1, got {steps}.")
     data = learn.data.subset(n_items, seed=seed, bs=n_items).no_augment()
-    data.train_dl = data.train_dl.new(sampler=list(range(n_items)) * steps, shuffle=False, drop_last=False)
+    data.train_dl = _SameBatch(data.train_dl, steps)
     saved = {"data": learn.data, "opt": learn.opt, "recorder": learn.recorder.state_dict(),
              "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())}
     if restore:

@@ -148,12 +148,13 @@ class ClassificationInterpretation:
         return finish_figure(fig, return_fig, save_to)
 
     def plot_top_losses(self, k: int = 9, largest: bool = True, figsize=None, heatmap: bool = False,
-                        heatmap_class: str = "predicted", alpha: float = 0.6, return_fig: bool | None = None,
-                        save_to=None):
+                        heatmap_class: str = "predicted", heatmap_layer: nn.Module | None = None, alpha: float = 0.6,
+                        return_fig: bool | None = None, save_to=None):
         """The `k` items with the largest (or smallest) losses in a grid, as the model saw them
         (denormalised). Each title reads 'prediction/actual / loss / probability of the actual class'.
-        `heatmap` overlays Grad-CAM of the body's output for the `heatmap_class` ('predicted' or
-        'actual'): where the model looked. Returns the Figure."""
+        `heatmap` overlays Grad-CAM for the `heatmap_class` ('predicted' or 'actual'): where the model
+        looked, as seen by `heatmap_layer` (default: the body's output, see `cam_layer`; an earlier
+        layer gives a finer map on small images). Returns the Figure."""
         self._check_images()
         if heatmap_class not in ("predicted", "actual"):
             raise InterpretationError(f"heatmap_class must be 'predicted' or 'actual', got {heatmap_class!r}.")
@@ -165,7 +166,7 @@ class ClassificationInterpretation:
         cams = None
         if heatmap:
             targets = (self.pred_class if heatmap_class == "predicted" else self.y_true)[idxs]
-            cams = grad_cam(self.learn.model, x, targets.to(x.device))
+            cams = grad_cam(self.learn.model, x, targets.to(x.device), layer=heatmap_layer)
         rows = math.ceil(math.sqrt(len(idxs)))
         cols = math.ceil(len(idxs) / rows)
         fig, axes = subplots(rows, cols, figsize=ifnone(figsize, (3 * cols, 3 * rows + 0.4)), squeeze=False)
@@ -185,7 +186,8 @@ class ClassificationInterpretation:
         return finish_figure(fig, return_fig, save_to)
 
     def _check_images(self) -> None:
-        from .vision.data import ImageDataBunch  # here: fastbase.vision's namespace imports this module
+        # imported here, not at the top: fastbase.vision's namespace imports this module
+        from .vision.data import ImageDataBunch
 
         if not isinstance(self.data, ImageDataBunch):
             raise InterpretationError(f"plot_top_losses draws images, so it needs an ImageDataBunch; this Learner's "

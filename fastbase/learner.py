@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, debug, deploy
+from . import __version__, debug, deploy, sanity
 from .callback import (
     BnFreeze,
     CallbackHandler,
@@ -284,6 +284,13 @@ class Learner:
         `steps` steps; the result says whether the loss fell below `threshold`, with the loss curve. The
         data are untouched; weights, optimizer and recorder are restored unless `restore=False`."""
         return debug.overfit(self, n_items, steps, lr, threshold, seed, restore)
+
+    def sanity_check(self, n_steps: int = 40, lr: float = 1e-2, n_items: int = 8, show: bool = True
+                     ) -> sanity.SanityReport:
+        """Karpathy's recipe checks before a long run: inputs vary, labels are not one class, augmentation
+        keeps labels, the initial loss is near ln(n_classes), one batch of `n_items` can be overfit in
+        `n_steps`. Prints (`show`) and returns the report; the Learner is left as it was."""
+        return sanity.sanity_check(self, n_steps=n_steps, lr=lr, n_items=n_items, show=show)
 
     def to_distributed(self, backend: str | None = None, find_unused_parameters: bool = False) -> Learner:
         """Train with DistributedDataParallel over the processes torchrun started (`fit` calls it by itself

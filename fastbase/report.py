@@ -135,6 +135,7 @@ def plot_training(stages: list[StageLog]) -> dict:
             n += len(stage.epochs)
             epoch_starts.append((n + 0.5, ""))
         _mark_stages(ax, epoch_starts)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set(xlabel="Epoch (all stages)", ylabel="Metric", title="Metrics on the validation set")
         ax.legend()
         figs["metrics"] = fig
@@ -182,9 +183,9 @@ def _e(value) -> str:
 
 def _fmt(value) -> str:
     if value is None:
-        return "#na#"
+        return "–"
     if isinstance(value, float):
-        return f"{value:.3e}" if value and (abs(value) < 1e-3 or abs(value) >= 1e4) else f"{value:.4f}"
+        return f"{value:.2e}" if value and (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:.4f}"
     return str(value)
 
 
@@ -214,7 +215,7 @@ def _results(summary: dict) -> str:
     keys = [("accuracy", "accuracy"), ("error_rate", "error rate"), ("valid_loss", "validation loss"),
             ("lr", "learning rate")]
     rows = [[label, summary[k]] for k, label in keys if summary.get(k) is not None]
-    rows += [[f"seconds: {k}", round(v, 1)] for k, v in summary.get("seconds", {}).items()]
+    rows += [[f"seconds: {k}", f"{v:.1f}"] for k, v in summary.get("seconds", {}).items()]
     return _table(["", "value"], rows, text_cols=1) if rows else ""
 
 
@@ -232,7 +233,8 @@ def _epochs(summary: dict) -> str:
         if not rows:
             continue
         header = list(rows[0])
-        parts.append(f"<h3>{_e(stage['name'])}</h3>" + _table(header, [[r.get(h) for h in header] for r in rows]))
+        cells = [[f"{r[h]:.1f}" if h == "seconds" else r.get(h) for h in header] for r in rows]
+        parts.append(f"<h3>{_e(stage['name'])}</h3>" + _table(header, cells))
     return "".join(parts)
 
 

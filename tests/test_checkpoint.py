@@ -14,6 +14,7 @@ from tiny_models import dataset
 from torch import nn
 
 from fastbase.callback import Callback
+from fastbase.callbacks import EarlyStopping
 from fastbase.callbacks.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -27,7 +28,7 @@ from fastbase.learner import Learner
 
 class Crash(Callback):
     """Raises after training batch `batch` (0-based) of `epoch`, as a crash would."""
-    order = 950  # after Checkpoint
+    order = 960  # after Checkpoint
 
     def __init__(self, epoch: int, batch: int):
         self.at = (epoch, batch)
@@ -51,6 +52,15 @@ def same_weights(a: Learner, b: Learner) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: a second thread only adds contention on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def reference(tmp_path):
     learn = build(0, tmp_path)
@@ -69,6 +79,22 @@ def test_resumed_run_is_bitwise_identical_to_the_uninterrupted_one(tmp_path, ref
     rec, ref = resumed.recorder, reference.recorder
     assert rec.values == ref.values and rec.losses == ref.losses and rec.lrs == ref.lrs and rec.moms == ref.moms
     assert rec.nb_batches == ref.nb_batches == [6, 6, 6]
+
+
+def test_trackers_continue_from_their_saved_state(tmp_path):
+    def tracked(learn, *callbacks):
+        stopper = EarlyStopping(patience=5)
+        learn.fit_one_cycle(3, 1e-2, callbacks=[stopper, *callbacks])
+        return stopper
+
+    ref_stopper = tracked(build(0, tmp_path))
+    with pytest.raises(RuntimeError):
+        tracked(build(0, tmp_path), Checkpoint(every=4), Crash(2, 1))
+    learn = build(0, tmp_path)
+    stopper = EarlyStopping(patience=5)
+    learn.fit_one_cycle(3, 1e-2, callbacks=[stopper], resume="checkpoint")
+    assert (stopper.best, stopper.wait) == (ref_stopper.best, ref_stopper.wait)
+    assert not stopper._restored  # a later fit with the same tracker starts afresh
 
 
 def test_resumed_epoch_numbers_its_batches_from_where_it_stopped(tmp_path):
@@ -166,22 +192,21 @@ SCRIPT = textwrap.dedent("""
     from fastbase.learner import Learner
 
     torch.set_num_threads(1)  # the same reductions in every process
-    out = sys.argv[1]
     env = os.environ.get
 
-    def build():
+    def build(folder):
         set_seed(0, deterministic=True)
         g = torch.Generator().manual_seed(0)
         x = torch.randn(160, 8, generator=g)
         y = (x[:, 0] + x[:, 1] > 0).long()
         train, valid = TensorDataset(x[:128], y[:128]), TensorDataset(x[128:], y[128:])
         train.classes = valid.classes = ["a", "b"]
-        data = DataBunch.create(train, valid, bs=16, num_workers=0, device="cpu", path=out, seed=1)
+        data = DataBunch.create(train, valid, bs=16, num_workers=0, device="cpu", path=folder, seed=1)
         model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
         return Learner(data, model, silent=True)
 
     class KillAt(Callback):
-        order = 950
+        order = 960
         def after_batch(self):
             if self.learn.training and f"{self.learn.epoch},{self.learn.iter}" == env("KILL_AT"):
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -200,24 +225,28 @@ SCRIPT = textwrap.dedent("""
         os.kill(os.getpid(), signal.SIGKILL)
     checkpoint._write_payload = write_then_die
 
-    learn = build()
-    resume = "checkpoint" if env("RESUME") else None
-    learn.fit_one_cycle(3, 1e-2, callbacks=[checkpoint.Checkpoint(every=3, keep=2), KillAt()], resume=resume)
-    results = {"resumed": learn}
-    if env("REFERENCE"):
-        results["reference"] = build()
-        results["reference"].fit_one_cycle(3, 1e-2)
-    results = {name: {"model": run.model.state_dict(), "values": run.recorder.values, "losses": run.recorder.losses}
-               for name, run in results.items()}
-    torch.save(results, os.path.join(out, "results.pt"))
+    def summary(learn):
+        return {"model": learn.model.state_dict(), "values": learn.recorder.values, "losses": learn.recorder.losses}
+
+    if not env("RESUME"):  # python run.py FOLDER: a run that KILL_AT or KILL_IN_SAVE kills
+        build(sys.argv[1]).fit_one_cycle(3, 1e-2, callbacks=[checkpoint.Checkpoint(every=3, keep=2), KillAt()])
+    else:  # python run.py RESULTS FOLDER...: resume each run, then run the reference without a stop
+        results = []
+        for folder in sys.argv[2:]:
+            learn = build(folder)
+            learn.fit_one_cycle(3, 1e-2, callbacks=[checkpoint.Checkpoint(every=3, keep=2)], resume="checkpoint")
+            results.append(summary(learn))
+        reference = build(sys.argv[1])
+        reference.fit_one_cycle(3, 1e-2)
+        torch.save({"resumed": results, "reference": summary(reference)}, sys.argv[1] + "/results.pt")
 """)
 
 
-def _run_all(folders, envs):
-    """Run the script in each folder at the same time, each with its environment; (returncode, stderr)."""
-    procs = [subprocess.Popen([sys.executable, str(folder / "run.py"), str(folder)],
-                              env={**os.environ, "FASTBASE_NO_BAR": "1", **env}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for folder, env in zip(folders, envs)]
+def _run_all(script, runs):
+    """Run `script` once per (arguments, environment) in `runs`, all at the same time: [(returncode, stderr)]."""
+    procs = [subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "FASTBASE_NO_BAR": "1", **env})
+             for args, env in runs]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     return [(p.returncode, err[-3000:]) for p, err in zip(procs, errors)]
 
@@ -225,38 +254,45 @@ def _run_all(folders, envs):
 def test_runs_killed_with_sigkill_resume_bitwise_identically(tmp_path):
     """8 batches per epoch, a checkpoint every 3 batches and at each epoch's end (keep=2). One run is
     killed mid-epoch (epoch 1, after 6 batches: its last checkpoint is from batch 4); the other while
-    writing its 5th checkpoint (epoch 1, batch 4: it resumes from the previous one, batch 1)."""
+    writing its 5th checkpoint (epoch 1, batch 4: it resumes from the previous one, batch 1). A third
+    process resumes both, then trains the reference run, never stopped."""
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
     folders = [tmp_path / "killed_mid_epoch", tmp_path / "killed_in_save"]
-    for folder in folders:
-        folder.mkdir()
-        (folder / "run.py").write_text(SCRIPT)
-    killed = _run_all(folders, [{"KILL_AT": "1,5"}, {"KILL_IN_SAVE": "5"}])
+    killed = _run_all(script, [([folders[0]], {"KILL_AT": "1,5"}), ([folders[1]], {"KILL_IN_SAVE": "5"})])
     assert [rc for rc, _ in killed] == [-signal.SIGKILL] * 2, killed
     in_save = folders[1] / "models"
     assert len(list(in_save.glob(".checkpoint.pth.*.tmp"))) == 1  # the half-written file, never renamed
     starts = [load_checkpoint(folder / "models" / "checkpoint.pth")[0] for folder in folders]
     assert [(s["epoch"], s["batch"]) for s in starts] == [(1, 4), (1, 1)]
 
-    resumed = _run_all(folders, [{"RESUME": "1"}, {"RESUME": "1", "REFERENCE": "1"}])
-    assert [rc for rc, _ in resumed] == [0, 0], resumed
+    [(rc, err)] = _run_all(script, [([tmp_path, *folders], {"RESUME": "1"})])
+    assert rc == 0, err
     assert not list(in_save.glob(".checkpoint.pth.*.tmp"))  # the dead run's temporary file is cleaned up
-    results = [torch.load(folder / "results.pt", weights_only=True) for folder in folders]
-    reference = results[1]["reference"]
-    for run in (results[0]["resumed"], results[1]["resumed"]):
+    results = torch.load(tmp_path / "results.pt", weights_only=True)
+    reference = results["reference"]
+    for run in results["resumed"]:
         assert run["values"] == reference["values"] and run["losses"] == reference["losses"]
         assert all(torch.equal(run["model"][k], reference["model"][k]) for k in reference["model"])
 
 
 def test_resume_is_exact_with_persistent_worker_processes(tmp_path):
     """Two workers that persist across epochs: the resumed run starts them as the original had them."""
-    reference = build(0, tmp_path, num_workers=2)
-    reference.fit_one_cycle(2, 1e-2)
-    stopped = build(0, tmp_path, num_workers=2)
-    with pytest.raises(RuntimeError):
-        stopped.fit_one_cycle(2, 1e-2, callbacks=[Checkpoint(every=4), Crash(1, 2)])
-    resumed = build(5, tmp_path, num_workers=2)
-    resumed.fit_one_cycle(2, 1e-2, resume="checkpoint")
-    assert same_weights(resumed, reference) and resumed.recorder.losses == reference.recorder.losses
+    learners = []
+    try:
+        learners.append(build(0, tmp_path, num_workers=2))
+        learners[0].fit_one_cycle(2, 1e-2)
+        learners.append(build(0, tmp_path, num_workers=2))
+        with pytest.raises(RuntimeError):
+            learners[1].fit_one_cycle(2, 1e-2, callbacks=[Checkpoint(every=4), Crash(1, 2)])
+        learners.append(build(5, tmp_path, num_workers=2))
+        learners[2].fit_one_cycle(2, 1e-2, resume="checkpoint")
+        reference, _, resumed = learners
+        assert same_weights(resumed, reference) and resumed.recorder.losses == reference.recorder.losses
+    finally:  # garbage-collecting an iterator stopped mid-epoch waits 5 s per worker; stopping it does not
+        for dl in (dl for learn in learners for dl in learn.data.dls):
+            if getattr(dl.dl, "_iterator", None) is not None:
+                dl.dl._iterator._shutdown_workers()
 
 
 def test_checkpoint_in_learner_callbacks_warns(tmp_path):

@@ -80,7 +80,7 @@ def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     script = out / "train.py"
     script.write_text(SCRIPT.format(tests=str(TESTS)))
-    env = {k: v for k, v in os.environ.items() if k not in (*TORCHRUN_VARS, "MASTER_PORT", "FASTBASE_NO_BAR")}
+    env = {k: v for k, v in os.environ.items() if k not in (*TORCHRUN_VARS, "MASTER_PORT", "FASTBASE_NO_BAR", "FASTBASE_DDP")}
     env.update(FASTBASE_HOME=str(out / "home"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            str(script), str(out)]

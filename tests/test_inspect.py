@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from fastbase.core import FastbaseError
 from fastbase.data import DataBunch
+from fastbase.learner import Learner
 from fastbase.vision import models
 from fastbase.vision.data import ImageDataBunch
 from fastbase.vision.inspect import show_activations, show_filters, stage_outputs
@@ -62,12 +63,17 @@ def test_activations_after_chosen_layer_groups_skip_outputs_without_maps(resnet_
 
 
 def test_strongest_channels_come_first():
-    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.AdaptiveAvgPool2d(1))
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     with torch.no_grad():
         model[0].weight.zero_()
         model[0].bias.copy_(torch.tensor([0.0, 2.0, 1.0]))
-    (name, maps), = stage_outputs(model, torch.rand(1, 3, 4, 4), [0])
-    assert maps.shape == (3, 4, 4) and maps.mean(dim=(1, 2)).argsort(descending=True).tolist() == [1, 2, 0]
+    data = DataBunch.create(RandomImages(8), RandomImages(4), bs=4, num_workers=0, device="cpu")
+    learn = Learner(data, model, silent=True)
+    (_, maps), _ = stage_outputs(model, torch.rand(1, 3, 32, 32))  # conv (32 px), pool (1 px); flatten has no maps
+    assert maps.shape == (3, 32, 32)
+    fig = show_activations(learn, torch.rand(3, 32, 32), n_channels=3)
+    assert [ax.get_title() for ax in fig.axes[1:4]] == ["ch 1", "ch 2", "ch 0"]
+    plt.close(fig)
 
 
 def test_activations_of_an_image_file(color_folder):

@@ -13,7 +13,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from fastbase.data import DataBunch, DatasetType, imagenet_stats
-from fastbase.interpret import ClassificationInterpretation, InterpretationError, cam_layer, grad_cam
+from fastbase.interpret import (
+    ClassificationInterpretation,
+    InterpretationError,
+    cam_layer,
+    grad_cam,
+)
 from fastbase.learner import Learner
 from fastbase.vision.data import ImageDataBunch
 

@@ -28,10 +28,14 @@ LAYERS = {
     "fastbase.metrics": 5,
     "fastbase.learner": 5,
     "fastbase.debug": 5,
+    "fastbase.sanity": 5,
+    "fastbase.deploy": 5,
     "fastbase.vision": 6,
+    "fastbase.vision.feature_cache": 6,
     "fastbase.interpret": 7,
     "fastbase.compare": 7,
     "fastbase.cli": 8,
+    "fastbase.report": 8,
 }
 # The notebook namespace re-exports the whole public API, so it sits above every layer it gathers.
 FACADES = {"fastbase.vision": 8}

@@ -1,16 +1,19 @@
 """Mixed precision on the CPU: bfloat16 autocast by default, float16 with the GradScaler when asked
 (the path CUDA takes), `to_fp32()` back to full precision, and the dtype rules."""
 import math
+import warnings
 
 import pytest
 import torch
 from tiny_models import make_data, make_learner
 
 from fastbase.callback import Callback
-from fastbase.callbacks.gradients import GradientClipping
 from fastbase.callbacks.mixed_precision import MixedPrecision, as_fp32, autocast_dtype
 from fastbase.callbacks.trackers import TerminateOnNaN
 from fastbase.core import FastbaseError
+
+# this test machine's CPU may lack native bfloat16: the warning saying so is tested once, below
+pytestmark = pytest.mark.filterwarnings("ignore:This CPU has no native bfloat16:UserWarning")
 
 
 class ForwardDtype(Callback):
@@ -120,8 +123,9 @@ def test_gradients_are_unscaled_before_clipping_and_user_callbacks():
 
 def test_autocast_dtype_rules(monkeypatch):
     assert autocast_dtype("cuda") == torch.float16 and autocast_dtype("cpu") == torch.bfloat16
-    assert autocast_dtype("cpu", "fp16") == torch.float16 and autocast_dtype("cuda", "bf16") in (torch.bfloat16,
-                                                                                                 torch.float16)
+    assert autocast_dtype("cpu", "fp16") == torch.float16 and autocast_dtype("cpu", torch.bfloat16) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("cuda", "bf16") == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     with pytest.warns(UserWarning, match="no bfloat16"):
         assert autocast_dtype("cuda", torch.bfloat16) == torch.float16
@@ -144,3 +148,17 @@ def test_scaler_kwargs_and_no_scaler_for_bf16_even_in_float16_requests():
     assert not learn.callbacks[0].skips_nonfinite_steps
     with pytest.raises(TypeError):
         make_learner(data()).to_fp16(scale_window=10)  # unknown scaler argument fails early
+
+
+def test_bf16_on_a_cpu_without_native_support_warns_that_it_is_slower(monkeypatch):
+    import fastbase.callbacks.mixed_precision as mp
+
+    monkeypatch.setattr(mp, "cpu_has_native_bf16", lambda: False)
+    learn = make_learner(data()).to_fp16()
+    with pytest.warns(UserWarning, match="no native bfloat16.*slower"):
+        learn.validate()
+    monkeypatch.setattr(mp, "cpu_has_native_bf16", lambda: True)
+    learn = make_learner(data()).to_fp16()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learn.validate()

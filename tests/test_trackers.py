@@ -165,7 +165,9 @@ def test_trackers_state_round_trips_and_a_loaded_state_survives_before_fit(tmp_p
     learn = learner([0.5, 0.2], path=tmp_path)
     learn.fit(2, 1e-3, callbacks=[stopper])  # resumed: 0.5 does not beat the loaded best, wait 2 > 1
     assert len(learn.recorder.values) == 1
-    assert stopper.state_dict() == {"best": 0.3, "wait": 2}  # noqa: PLR2004
+    assert stopper.state_dict() == {"best": 0.3, "wait": 2}
+    learn.fit(1, 1e-3, callbacks=[stopper])  # the next fit starts afresh: best is its own first value
+    assert stopper.best == pytest.approx(0.2)
     saver = SaveModelCallback()
     saver.load_state_dict({"best": 1.5, "wait": 0, "best_epoch": 3, "saved": True})
     assert saver.state_dict() == {"best": 1.5, "wait": 0, "best_epoch": 3, "saved": True}
@@ -176,3 +178,23 @@ def test_trackers_leave_lr_find_alone(tmp_path):
     learn.lr_find(end_lr=1e-2, num_it=12)  # 6 'epochs' of 2 batches with no validation
     assert len(learn.recorder.lrs) == 12
     assert not (tmp_path / "models").exists()
+
+
+class LoadInBeforeFit(Callback):
+    """Loads a state into `target` during before_fit, after the trackers' own before_fit (as a checkpoint does)."""
+    order = 950
+
+    def __init__(self, target, state):
+        self.target, self.state = target, state
+
+    def before_fit(self):
+        self.target.load_state_dict(self.state)
+
+
+def test_a_state_loaded_during_before_fit_is_used_by_that_fit_only(tmp_path):
+    stopper = EarlyStopping(monitor="scripted_loss")
+    learn = learner([0.5, 0.4, 0.3], path=tmp_path)
+    learn.fit(2, 1e-3, callbacks=[stopper, LoadInBeforeFit(stopper, {"best": 0.1, "wait": 0})])
+    assert len(learn.recorder.values) == 1  # 0.5 does not beat the loaded 0.1
+    learn.fit(1, 1e-3, callbacks=[stopper])
+    assert len(learn.recorder.values) == 1 and stopper.best == pytest.approx(0.4)  # fresh: no stop, own best

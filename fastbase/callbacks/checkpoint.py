@@ -140,16 +140,15 @@ def _write_payload(f, header: bytes, payload) -> None:
 
 
 def _fsync_dir(folder: pathlib.Path) -> None:
+    """Make the rename durable too (not possible on every platform, e.g. Windows)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not possible on every platform (Windows)
-        return
-    try:
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError:
         pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(state: dict, path, keep: int = 1) -> pathlib.Path:
@@ -232,8 +231,10 @@ def _plain(value):
     """NumPy values as Python numbers or tensors, so callback states load with `weights_only=True`."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):  # a named tuple too: weights_only loads plain tuples only
+        return tuple(_plain(v) for v in value)
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value.copy())
     if isinstance(value, np.generic):
@@ -241,19 +242,8 @@ def _plain(value):
     return value
 
 
-def _callback_states(callbacks) -> dict:
-    """{name: state_dict} of the callbacks that have state; a repeated name gets `_1`, `_2`..."""
-    states, counts = {}, {}
-    for cb in callbacks:
-        state = cb.state_dict()
-        if not state:
-            continue
-        n = counts[cb.name] = counts.get(cb.name, -1) + 1
-        states[cb.name if n == 0 else f"{cb.name}_{n}"] = _plain(state)
-    return states
-
-
 def _named(callbacks) -> dict:
+    """{name: callback}; a repeated name gets `_1`, `_2`..."""
     named, counts = {}, {}
     for cb in callbacks:
         n = counts[cb.name] = counts.get(cb.name, -1) + 1
@@ -268,7 +258,7 @@ class Checkpoint(Callback):
     name (`learn.path/models/<name>.pth`, default 'checkpoint') or a Path; `keep` files are kept,
     the newest under `path`. Pass it to a fit (`callbacks=[Checkpoint()]`), not to the Learner: it
     would also save during lr_find. Saving does not touch the random state."""
-    order = 900  # after the callbacks whose state it saves, before DeferredInterrupt (1000)
+    order = 950  # after the callbacks whose state it saves (EarlyStopping: 900), before DeferredInterrupt (1000)
 
     def __init__(self, path=None, every="epoch", keep: int = 1):
         if every != "epoch" and not (isinstance(every, int) and every > 0):
@@ -287,7 +277,7 @@ class Checkpoint(Callback):
         self.file = checkpoint_file(self.path or "checkpoint", learn.path / learn.model_dir)
         for tmp in self.file.parent.glob(f".{self.file.name}.*.tmp"):  # left by a run killed while saving
             pid = tmp.name[len(self.file.name) + 2:-len(".tmp")]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pathlib.Path(f"/proc/{pid}").exists() and os.path.isdir("/proc"):
                 tmp.unlink(missing_ok=True)
 
     def before_train(self):
@@ -312,27 +302,20 @@ class Checkpoint(Callback):
         state = {"format": FORMAT, "fastbase_version": __version__, "epoch": learn.epoch, "batch": batch,
                  "n_epochs": learn.n_epochs, "n_batches": len(learn.data.train_dl),
                  "model": learn.model.state_dict(), "opt": learn.opt.state_dict(),
-                 "callbacks": _callback_states(learn.cb.callbacks),
+                 "callbacks": {name: _plain(cb.state_dict()) for name, cb in _named(learn.cb.callbacks).items()
+                               if cb.state_dict()},
                  "rng": rng_states(loader_generators(learn.data.train_dl)), "start": start}
         self.last_saved = save_checkpoint(state, self.file, self.keep)
         return self.last_saved
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class ResumeCallback(Callback):
     """Continues a fit from a checkpoint (added by `fit(..., resume=path)`): restores weights,
     optimizer, callback states and random state, starts at the saved epoch (`start_epoch`) and
     skips the batches of that epoch already trained on. Reads and checks the file when created."""
-    order = 890  # after every callback's before_fit (the Recorder resets there); before Checkpoint
+    # after the Recorder's before_fit (50), which resets it; before the trackers' (65, 900), which keep a
+    # loaded state; its loader sets the epoch's random state as the iteration starts, as Checkpoint saw it
+    order = 55
 
     def __init__(self, path, learn=None, n_epochs: int | None = None):
         """`path`: a file, or a name in `learn.path/models`. With `learn` and `n_epochs`, checks now that the
@@ -389,19 +372,17 @@ class ResumeCallback(Callback):
         if not self._first:
             return
         self._first, learn = False, self.learn
-        start = self.state["start"]
-        if self.skip:
-            set_rng_states(start["rng"], loader_generators(learn.data.train_dl))
-        learn.dl = _ResumedLoader(learn.dl, self.skip, self.state["rng"] if self.skip else None, start)
+        learn.dl = _ResumedLoader(learn.dl, self.skip, self.state["rng"] if self.skip else None, self.state["start"])
 
     def cleanup_fit(self):
         self.state = None  # let go of the weights it holds
 
 
 class _ResumedLoader:
-    """The training loader of the epoch a run resumes in: starts its iterator from the epoch's saved
-    random state, fetches and drops the first `skip` batches, then restores the state of the save
-    (`after`) and yields the rest. `first_batch` tells the Learner where batch numbering resumes."""
+    """The training loader of the epoch a run resumes in. Mid-epoch (`after`: the random state of the
+    save), it starts its iterator from the epoch's saved random state, fetches and drops the first
+    `skip` batches, restores `after` and yields the rest. `first_batch` tells the Learner where batch
+    numbering resumes; `epoch_start` is what the next Checkpoint of this epoch saves."""
 
     def __init__(self, dl, skip: int, after: dict | None, start: dict):
         self.dl, self.first_batch, self.after, self.epoch_start = dl, skip, after, start
@@ -409,11 +390,15 @@ class _ResumedLoader:
     def __len__(self):
         return len(self.dl)
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # the rest is the wrapped DeviceDataLoader's
+        if name == "dl":
+            raise AttributeError(name)
         return getattr(self.dl, name)
 
     def __iter__(self):
         raw = self.dl.dl
+        if self.after is not None:  # mid-epoch: replay the epoch from its start
+            set_rng_states(self.epoch_start["rng"], loader_generators(self.dl))
         if "train" not in self.epoch_start["live"] and getattr(raw, "_iterator", None) is not None:
             # the original run started its workers here, drawing their base seed first: draw it too
             torch.empty((), dtype=torch.int64).random_(generator=raw.generator)

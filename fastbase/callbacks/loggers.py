@@ -3,7 +3,7 @@ epoch in a CSV file) and `TensorBoardLogger` (losses, metrics, learning rates fo
 
 Both read what the Recorder has already gathered, once per epoch, so they add no device read
 per batch; both write at the end of every epoch, so a run that dies keeps its history up to the
-last finished epoch. They stay out of `lr_find` runs.
+last finished epoch. They stay out of `lr_find` runs, and under torchrun only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import time
 import warnings
 
 from ..callback import Callback
-from ..core import FastbaseError
+from ..core import FastbaseError, is_main_process
 from .trackers import in_lr_find
 
 __all__ = ["CSVLogger", "TensorBoardLogger"]
@@ -43,7 +43,7 @@ class CSVLogger(Callback):
         return pathlib.Path(self.learn.path) / f"{self.filename}.csv"
 
     def before_fit(self):
-        if in_lr_find(self.learn):
+        if in_lr_find(self.learn) or not is_main_process():
             return
         self.names = ["epoch", "train_loss", "valid_loss", *self.learn.metric_names, "time"]
         path = self.path
@@ -64,7 +64,7 @@ class CSVLogger(Callback):
 
     def after_epoch(self):
         learn = self.learn
-        if in_lr_find(learn) or not learn.recorder.values:
+        if in_lr_find(learn) or not learn.recorder.values or not is_main_process():
             return
         row = [learn.epoch + 1, *learn.recorder.values[-1], round(time.monotonic() - self._start, 3)]
         self._write([_cell(v) for v in row], "a")
@@ -108,7 +108,7 @@ class TensorBoardLogger(Callback):
         return SummaryWriter(log_dir=str(self.log_dir))
 
     def before_fit(self):
-        if in_lr_find(self.learn):
+        if in_lr_find(self.learn) or not is_main_process():
             return
         if self.writer is None:
             self.writer = self._open()

@@ -18,7 +18,7 @@ from torch import nn
 from ..callback import Callback
 from ..core import FastbaseError
 
-__all__ = ["MixedPrecision", "as_fp32", "autocast_dtype"]
+__all__ = ["MixedPrecision", "as_fp32", "autocast_dtype", "cpu_has_native_bf16"]
 
 _DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -26,13 +26,14 @@ _DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float1
 
 def autocast_dtype(device_type: str, dtype=None) -> torch.dtype:
     """The low-precision dtype for `device_type`: `dtype` if given (a torch dtype or 'fp16', 'bf16'...),
-    else float16 on CUDA (bfloat16 there only when asked and supported) and bfloat16 elsewhere."""
+    else float16 on CUDA and Apple's MPS (bfloat16 there only when asked and supported) and bfloat16
+    elsewhere (the CPU)."""
     if isinstance(dtype, str):
         if dtype.lower() not in _DTYPES:
             raise FastbaseError(f"Unknown mixed-precision dtype {dtype!r}: use one of {sorted(_DTYPES)} or a torch dtype.")
         dtype = _DTYPES[dtype.lower()]
     if dtype is None:
-        return torch.float16 if device_type == "cuda" else torch.bfloat16
+        return torch.float16 if device_type in ("cuda", "mps") else torch.bfloat16
     if dtype not in (torch.float16, torch.bfloat16):
         raise FastbaseError(f"Mixed precision runs in torch.float16 or torch.bfloat16, not {dtype}.")
     if dtype == torch.bfloat16 and device_type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -44,6 +45,14 @@ def autocast_dtype(device_type: str, dtype=None) -> torch.dtype:
 def _autocast_available(device_type: str) -> bool:
     check = getattr(torch.amp, "is_autocast_available", None)
     return check(device_type) if check is not None else device_type in ("cuda", "cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN reports native bfloat16 on this CPU (AVX512-BF16/AMX); False when it cannot say."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _to_float(pred):
@@ -99,6 +108,10 @@ class MixedPrecision(Callback):
             self.dtype, self.scaler = torch.float32, torch.amp.GradScaler(enabled=False)
             return
         self.dtype = autocast_dtype(device_type, self.dtype_arg)
+        if device_type == "cpu" and self.dtype == torch.bfloat16 and not cpu_has_native_bf16():
+            warnings.warn("This CPU has no native bfloat16 (no AVX512-BF16/AMX), so mixed precision emulates it "
+                          "and trains several times slower than float32 (see bench/mixed_precision.py). Keep it "
+                          "for memory or for testing; learn.to_fp32() goes back.", stacklevel=3)
         scale = self.dtype == torch.float16 if self.loss_scale is None else self.loss_scale
         try:
             self.scaler = torch.amp.GradScaler(device_type, init_scale=self.init_scale,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..callback import Callback, CancelFitException
-from ..core import FastbaseError
+from ..core import FastbaseError, is_main_process
 from .lr_finder import LRFinder
 from .progress import progress_disabled
 
@@ -38,7 +38,7 @@ def in_lr_find(learn) -> bool:
 def _say(learn, message: str) -> None:
     """A line of news for the user, unless progress output is off."""
     silent = progress_disabled() if learn.silent is None else learn.silent
-    if not silent:
+    if not silent and is_main_process():
         print(message, flush=True)
 
 
@@ -68,6 +68,9 @@ class TrackerCallback(Callback):
         if not self._restored:  # a fresh fit starts from scratch; a resumed one keeps its loaded state
             self.best, self.wait = (math.inf if self.mode == "min" else -math.inf), 0
         self._restored, self._warned_nan = False, False
+
+    def after_fit(self):
+        self._restored = False  # a state loaded during before_fit (by a Checkpoint) served this fit only
 
     def current(self) -> float:
         """This epoch's value of `monitor` (NaN if it was not computed, e.g. without a validation set)."""
@@ -151,6 +154,7 @@ class SaveModelCallback(TrackerCallback):
             learn.save(self.file_name)
 
     def after_fit(self):
+        super().after_fit()
         if self.active and self.every == "improvement" and getattr(self, "_saved", False):
             self.learn.load(self.file_name)
             _say(self.learn, f"Loaded the best model ({self.monitor} {self.best:.6g}, epoch {self.best_epoch + 1}).")

@@ -20,7 +20,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..callback import Callback, Recorder
-from ..callbacks import LRFinder, OneCycleScheduler, ProgressCallback
+from ..callbacks import (
+    CSVLogger,
+    EarlyStopping,
+    GradientAccumulation,
+    GradientClipping,
+    LRFinder,
+    MixedPrecision,
+    MixUp,
+    OneCycleScheduler,
+    ProgressCallback,
+    ReduceLROnPlateau,
+    SaveModelCallback,
+    TerminateOnNaN,
+)
 from ..core import FastbaseError, Path, defaults, set_seed
 from ..data import DataBunch, DatasetType, cifar_stats, imagenet_stats, mnist_stats
 from ..datasets import URLs, download_data, untar_data
@@ -31,27 +44,32 @@ from . import models
 from .data import ImageDataBunch
 from .image import Image, ResizeMethod, get_image_files, open_image, verify_images
 from .learner import cnn_learner, create_body, create_cnn, create_head
-from .transforms import Brightness, Contrast, Dihedral, Flip, Rotate, Warp, Zoom, get_transforms
+from .transforms import (
+    Brightness,
+    Contrast,
+    Dihedral,
+    Flip,
+    Rotate,
+    Warp,
+    Zoom,
+    get_transforms,
+)
 
 _HAS_PANDAS = importlib.util.find_spec("pandas") is not None
 
-__all__ = [
-    # data sets and files
-    "URLs", "untar_data", "download_data", "Path", "get_image_files", "open_image", "verify_images", "Image",
-    # data
-    "DataBunch", "ImageDataBunch", "DatasetType", "ResizeMethod", "imagenet_stats", "cifar_stats", "mnist_stats",
-    "get_transforms", "Flip", "Dihedral", "Rotate", "Zoom", "Warp", "Brightness", "Contrast",
-    # models and training
-    "models", "cnn_learner", "create_cnn", "create_body", "create_head", "Learner", "load_learner",
-    "accuracy", "error_rate", "top_k_accuracy", "accuracy_thresh", "fbeta",
-    "Callback", "Recorder", "OneCycleScheduler", "LRFinder", "ProgressCallback",
-    # looking at the results
-    "ClassificationInterpretation", "grad_cam",
-    # settings and errors
-    "defaults", "set_seed", "FastbaseError",
-    # the usual helpers of a notebook
-    "np", "torch", "nn", "F", "plt", "re", "os", "math", "partial", "doc",
-] + (["pd"] if _HAS_PANDAS else [])
+__all__ = [  # sorted; see the module docstring for what they are
+    "Brightness", "CSVLogger", "Callback", "ClassificationInterpretation", "Contrast", "DataBunch", "DatasetType",
+    "Dihedral", "EarlyStopping", "F", "FastbaseError", "Flip", "GradientAccumulation", "GradientClipping", "Image",
+    "ImageDataBunch", "LRFinder", "Learner", "MixUp", "MixedPrecision", "OneCycleScheduler", "Path",
+    "ProgressCallback", "Recorder", "ReduceLROnPlateau", "ResizeMethod", "Rotate", "SaveModelCallback",
+    "TerminateOnNaN", "URLs", "Warp", "Zoom", "accuracy", "accuracy_thresh", "cifar_stats", "cnn_learner",
+    "create_body", "create_cnn", "create_head", "defaults", "doc", "download_data", "error_rate", "fbeta",
+    "get_image_files", "get_transforms", "grad_cam", "imagenet_stats", "load_learner", "math", "mnist_stats",
+    "models", "nn", "np", "open_image", "os", "partial", "plt", "re", "set_seed", "top_k_accuracy", "torch",
+    "untar_data", "verify_images",
+]
+if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
+    __all__ += ["pd"]
 
 _LAZY = {"plt": "matplotlib.pyplot", "pd": "pandas"}
 

@@ -16,6 +16,7 @@ from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, ifnone, is_listy, to_device
 from ..data import DataBunch, DataError, DatasetType, DeviceDataLoader, LabelError
+from ..figures import finish_figure, subplots
 from .dataset import (
     ImageDataset,
     check_files,
@@ -276,21 +277,20 @@ class ImageDataBunch(DataBunch):
         return self
 
     # --- display --------------------------------------------------------------------------------
-    def show_batch(self, rows: int = 3, figsize=None, ds_type: DatasetType = DatasetType.Train, **kwargs):
+    def show_batch(self, rows: int = 3, figsize=None, ds_type: DatasetType = DatasetType.Train,
+                   return_fig: bool | None = None, save_to=None, **kwargs):
         """Draw up to `rows` x `rows` images of one batch, denormalised, titled with their labels.
-        Returns the matplotlib Figure."""
-        import matplotlib.pyplot as plt
-
+        Returns the matplotlib Figure (`save_to`, `return_fig`: see `fastbase.figures.finish_figure`)."""
         x, y = self.one_batch(ds_type, denorm=True)
         ds = self.dl(ds_type).dataset
-        fig, axes = plt.subplots(rows, rows, figsize=figsize or (3 * rows, 3 * rows), squeeze=False)
+        fig, axes = subplots(rows, rows, figsize=figsize or (3 * rows, 3 * rows), squeeze=False)
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
             if i < len(x):
                 ax.imshow(x[i].permute(1, 2, 0).clamp(0, 1).numpy())
                 ax.set_title(ds.label_text(y[i]), **kwargs)
         fig.tight_layout()
-        return fig
+        return finish_figure(fig, return_fig, save_to)
 
 
 # --- helpers for the factories -------------------------------------------------------------------

@@ -23,6 +23,7 @@ mode 0.8 s, head on cached features 0.007 s.
 from __future__ import annotations
 
 import time
+import weakref
 
 import torch
 from torch import nn
@@ -110,6 +111,11 @@ def cache_blockers(learn, n_views: int | None = None) -> list[str]:
     return reasons
 
 
+# DataLoaders with persistent workers that a cache stood in for: such a loader draws its workers'
+# base seed only when first iterated (weak references: no loader is kept alive by this set)
+_STOOD_IN: weakref.WeakSet = weakref.WeakSet()
+
+
 class _CachedLoader:
     """Cached `(features, targets)` in the batches `real` (a DeviceDataLoader) would give, in its order.
 
@@ -117,18 +123,20 @@ class _CachedLoader:
     then the shuffling), so the global and the loader's generators advance as in the uncached path.
     """
 
-    def __init__(self, features: torch.Tensor, targets: torch.Tensor, real, history: set):
-        self.features, self.targets, self.real, self._history = features, targets, real, history
+    def __init__(self, features: torch.Tensor, targets: torch.Tensor, real):
+        self.features, self.targets, self.real = features, targets, real
 
     def __len__(self):
         return len(self.real)
 
     def __iter__(self):
         dl = self.real.dl
-        persistent = dl.persistent_workers and dl.num_workers > 0
-        if not (persistent and (id(dl) in self._history or getattr(dl, "_iterator", None) is not None)):
-            torch.empty((), dtype=torch.int64).random_(generator=dl.generator)  # DataLoader's base seed
-        self._history.add(id(dl))
+        if dl.persistent_workers and dl.num_workers > 0:
+            if dl not in _STOOD_IN and getattr(dl, "_iterator", None) is None:
+                torch.empty((), dtype=torch.int64).random_(generator=dl.generator)
+            _STOOD_IN.add(dl)
+        else:
+            torch.empty((), dtype=torch.int64).random_(generator=dl.generator)  # as iter(DataLoader) does
         for idx in dl.batch_sampler:
             idx = torch.as_tensor(idx, device=self.features.device)
             yield self.features[idx], self.targets[idx]
@@ -151,7 +159,7 @@ class FeatureCache(Callback):
             raise FeatureCacheError(f"n_views must be 1 or more, got {n_views}.")
         self.n_views, self.auto, self.cache_valid, self.verbose = n_views, auto, cache_valid, verbose
         self.active, self.reasons, self._serving, self._saved = False, [], False, []
-        self._key, self._train, self._valid, self._history, self._passes = None, [], None, set(), 0
+        self._key, self._train, self._valid, self._passes = None, [], None, 0
 
     # --- events -------------------------------------------------------------------------------
     def before_fit(self):
@@ -178,7 +186,7 @@ class FeatureCache(Callback):
         if self.active and learn.dl is learn.data.train_dl:
             features, targets = self._train[self._passes % len(self._train)]
             self._passes += 1
-            learn.dl, self._serving = _CachedLoader(features, targets, learn.dl, self._history), True
+            learn.dl, self._serving = _CachedLoader(features, targets, learn.dl), True
 
     def after_train(self):
         self._serving = False
@@ -188,7 +196,7 @@ class FeatureCache(Callback):
         self._saved.append(self._serving)  # a validation nested in training must give training back
         self._serving = False
         if self.active and self._valid is not None and learn.dl is learn.data.valid_dl:
-            learn.dl, self._serving = _CachedLoader(*self._valid, learn.dl, self._history), True
+            learn.dl, self._serving = _CachedLoader(*self._valid, learn.dl), True
 
     def after_validate(self):
         self._serving = self._saved.pop() if self._saved else False
