@@ -12,6 +12,7 @@ trains the whole network from random weights (`pretrained=False`).
 from __future__ import annotations
 
 import csv
+import ctypes
 import gc
 import io
 import math
@@ -101,11 +102,11 @@ def _sync(device: torch.device) -> None:
 class _PeakMemory:
     """Memory a pair adds at its peak, in MiB. CUDA: `torch.cuda.max_memory_allocated` above the
     start (exact for tensors). Linux CPU: the process's peak resident memory (VmHWM, reset at the
-    start through /proc/self/clear_refs) above its resident memory at the start; it counts every
-    allocation of the process (weights, gradients, optimizer state, activations, batches) but not
-    loader worker processes, and memory that an earlier pair freed but the allocator kept is reused
-    without showing. Elsewhere: growth of the process's lifetime peak (getrusage), which shows only
-    a new record (0 for a pair smaller than an earlier one)."""
+    start through /proc/self/clear_refs) above its resident memory at the start, after handing
+    freed heap memory back to the system (glibc `malloc_trim`; without it, memory an earlier pair
+    freed is reused without showing). It counts every allocation of the process (weights, gradients,
+    optimizer state, activations, batches) but not loader worker processes. Elsewhere: growth of the
+    process's lifetime peak (getrusage), which shows only a new record (0 for a smaller pair)."""
 
     def __init__(self, device):
         self.device = torch.device(device)
@@ -116,6 +117,7 @@ class _PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.how, self.base = "cuda", torch.cuda.memory_allocated(self.device)
             return
+        _malloc_trim()
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
@@ -129,6 +131,14 @@ class _PeakMemory:
         else:
             peak = _status_kib("VmHWM") * 1024 if self.how == "hwm" else _maxrss_bytes()
         return max(0, peak - self.base) / 2**20
+
+
+def _malloc_trim() -> None:
+    """Return freed heap memory to the system (glibc only; elsewhere nothing happens)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _status_kib(field: str) -> int:
@@ -295,7 +305,7 @@ def plot_compare(table, latency_bs: int = 1):
         front = sorted(points[i][:2] for i in best)
         if front:
             ax.plot(*zip(*front), color="tab:red", alpha=0.5, label="Pareto-best")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
         ax.set(xlabel=label, ylabel="validation accuracy", title=f"accuracy vs {label.split(' (')[0]}")
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -23,6 +23,8 @@ from .figures import finish_figure, subplots
 __all__ = ["ClassificationInterpretation", "InterpretationError", "TopLosses", "cam_layer", "grad_cam"]
 
 TOP_LOSSES_TITLE = "prediction/actual/loss/probability"
+_NO_LABELS = ("The {} set has no labels, so there are no losses or mistakes to show. Interpret the validation "
+              "set (the default) or the training set (ds_type='train').")
 
 
 class InterpretationError(FastbaseError, ValueError):
@@ -70,8 +72,9 @@ class ClassificationInterpretation:
         classes = self.data.classes
         self.classes = list(classes) if classes is not None else list(range(n_classes))
         if len(self.classes) != n_classes or (len(self.y_true) and int(self.y_true.max()) >= n_classes):
+            top = int(self.y_true.max()) if len(self.y_true) else None
             raise InterpretationError(f"The model gives {n_classes} outputs but the data have "
-                                      f"{len(self.classes)} classes (targets up to {int(self.y_true.max())}).")
+                                      f"{len(self.classes)} classes (targets up to {top}).")
 
     @classmethod
     def from_learner(cls, learn, ds_type=DatasetType.Valid, tta: bool = False) -> ClassificationInterpretation:
@@ -82,6 +85,8 @@ class ClassificationInterpretation:
             raise InterpretationError("ClassificationInterpretation is for single-label data; this Learner's data "
                                       "are multi-label. Threshold learn.get_preds() yourself.")
         read_as = DatasetType.Fix if ds_type == DatasetType.Train else ds_type
+        if ds_type == DatasetType.Test and not getattr(learn.data.dl(read_as).dataset, "labelled", False):
+            raise InterpretationError(_NO_LABELS.format(ds_type.name))
         if tta:
             preds, y_true = learn.TTA(ds_type=read_as)
             losses = None if y_true is None else F.nll_loss(preds.clamp_min(1e-12).log(), y_true.long(),
@@ -89,8 +94,7 @@ class ClassificationInterpretation:
         else:
             preds, y_true, losses = learn.get_preds(read_as, with_loss=True)
         if y_true is None:
-            raise InterpretationError(f"The {ds_type.name} set has no labels, so there are no losses or "
-                                      "mistakes to show. Interpret the validation set (the default).")
+            raise InterpretationError(_NO_LABELS.format(ds_type.name))
         return cls(learn, preds, y_true, losses, ds_type)
 
     def __len__(self) -> int:

@@ -11,8 +11,8 @@ from fastbase.core import FastbaseError
 from fastbase.data import DataBunch
 from fastbase.learner import Learner
 from fastbase.vision import models
+from fastbase.vision.activations import show_activations, show_filters, stage_outputs
 from fastbase.vision.data import ImageDataBunch
-from fastbase.vision.inspect import show_activations, show_filters, stage_outputs
 from fastbase.vision.learner import cnn_learner
 
 

@@ -200,3 +200,9 @@ def test_recorder_plots_take_return_fig_and_save_to(tmp_path):
     assert rec.plot(skip_start=0, skip_end=0, save_to=tmp_path / "lr").axes[0].get_xscale() == "log"
     assert (tmp_path / "lr").read_bytes()[:4] == b"\x89PNG"
     matplotlib.pyplot.close("all")
+
+
+def test_an_unlabelled_test_set_cannot_be_interpreted(image_learner):
+    image_learner.data.add_test(image_learner.data.valid_ds.items[:2])
+    with pytest.raises(InterpretationError, match="no labels"):
+        ClassificationInterpretation.from_learner(image_learner, ds_type="test")
