@@ -21,6 +21,9 @@ from torch import nn
 
 from ..callback import Callback, Recorder
 from ..callbacks import (
+    AccumulateScheduler,
+    BnFreeze,
+    Checkpoint,
     CSVLogger,
     EarlyStopping,
     GradientAccumulation,
@@ -28,19 +31,24 @@ from ..callbacks import (
     LRFinder,
     MixedPrecision,
     MixUp,
+    MixUpLoss,
     OneCycleScheduler,
     ProgressCallback,
     ReduceLROnPlateau,
     SaveModelCallback,
+    TensorBoardLogger,
     TerminateOnNaN,
 )
+from ..compare import compare_archs, plot_compare
 from ..core import FastbaseError, Path, defaults, set_seed
 from ..data import DataBunch, DatasetType, cifar_stats, imagenet_stats, mnist_stats
 from ..datasets import URLs, download_data, untar_data
 from ..interpret import ClassificationInterpretation, grad_cam
 from ..learner import Learner, load_learner
+from ..losses import LabelSmoothingCrossEntropy
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from . import models
+from .activations import show_activations, show_filters
 from .data import ImageDataBunch
 from .image import Image, ResizeMethod, get_image_files, open_image, verify_images
 from .learner import cnn_learner, create_body, create_cnn, create_head
@@ -58,15 +66,16 @@ from .transforms import (
 _HAS_PANDAS = importlib.util.find_spec("pandas") is not None
 
 __all__ = [  # sorted; see the module docstring for what they are
-    "Brightness", "CSVLogger", "Callback", "ClassificationInterpretation", "Contrast", "DataBunch", "DatasetType",
-    "Dihedral", "EarlyStopping", "F", "FastbaseError", "Flip", "GradientAccumulation", "GradientClipping", "Image",
-    "ImageDataBunch", "LRFinder", "Learner", "MixUp", "MixedPrecision", "OneCycleScheduler", "Path",
+    "AccumulateScheduler", "BnFreeze", "Brightness", "CSVLogger", "Callback", "Checkpoint",
+    "ClassificationInterpretation", "Contrast", "DataBunch", "DatasetType", "Dihedral", "EarlyStopping", "F",
+    "FastbaseError", "Flip", "GradientAccumulation", "GradientClipping", "Image", "ImageDataBunch", "LRFinder",
+    "LabelSmoothingCrossEntropy", "Learner", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler", "Path",
     "ProgressCallback", "Recorder", "ReduceLROnPlateau", "ResizeMethod", "Rotate", "SaveModelCallback",
-    "TerminateOnNaN", "URLs", "Warp", "Zoom", "accuracy", "accuracy_thresh", "cifar_stats", "cnn_learner",
-    "create_body", "create_cnn", "create_head", "defaults", "doc", "download_data", "error_rate", "fbeta",
-    "get_image_files", "get_transforms", "grad_cam", "imagenet_stats", "load_learner", "math", "mnist_stats",
-    "models", "nn", "np", "open_image", "os", "partial", "plt", "re", "set_seed", "top_k_accuracy", "torch",
-    "untar_data", "verify_images",
+    "TensorBoardLogger", "TerminateOnNaN", "URLs", "Warp", "Zoom", "accuracy", "accuracy_thresh", "cifar_stats",
+    "cnn_learner", "compare_archs", "create_body", "create_cnn", "create_head", "defaults", "doc", "download_data",
+    "error_rate", "fbeta", "get_image_files", "get_transforms", "grad_cam", "imagenet_stats", "load_learner",
+    "math", "mnist_stats", "models", "nn", "np", "open_image", "os", "partial", "plot_compare", "plt", "re",
+    "set_seed", "show_activations", "show_filters", "top_k_accuracy", "torch", "untar_data", "verify_images",
 ]
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
     __all__ += ["pd"]
