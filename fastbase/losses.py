@@ -4,13 +4,36 @@
 probabilities."""
 from __future__ import annotations
 
+import copy
+import inspect
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .core import FastbaseError
 
-__all__ = ["LabelSmoothingCrossEntropy"]
+__all__ = ["LabelSmoothingCrossEntropy", "per_item_loss"]
+
+
+def per_item_loss(loss_func, needed_by: str = "Losses per item need"):
+    """`loss_func` returning one loss per item: a copy of an nn loss with `reduction='none'`, or the
+    function with that argument bound. A loss that cannot do it is an error naming it; `needed_by`
+    opens the message (who asks for per-item losses)."""
+    if isinstance(loss_func, nn.Module) and hasattr(loss_func, "reduction"):
+        loss = copy.copy(loss_func)
+        loss.reduction = "none"
+        return loss
+    func = loss_func.func if isinstance(loss_func, partial) else loss_func
+    try:
+        takes_reduction = "reduction" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        takes_reduction = False
+    if takes_reduction:
+        return partial(loss_func, reduction="none")
+    raise FastbaseError(f"{needed_by} a loss that accepts reduction='none'; {loss_func!r} does not. "
+                        f"Use an nn loss (e.g. nn.CrossEntropyLoss) or add that argument.")
 
 
 class LabelSmoothingCrossEntropy(nn.Module):

@@ -7,8 +7,6 @@ A class with `reset()`, `accumulate(pred, *yb)`, `value` and `name` can be passe
 """
 from __future__ import annotations
 
-import copy
-import inspect
 import re
 from functools import partial
 
@@ -17,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import FastbaseError
+from .losses import per_item_loss
 
 __all__ = ["AvgMetric", "Metric", "accuracy", "accuracy_thresh", "as_metric", "default_loss", "error_rate", "fbeta",
            "loss_activation", "per_item_loss", "top_k_accuracy"]
@@ -148,17 +147,3 @@ def _identity(x):
     return x
 
 
-def per_item_loss(loss_func):
-    """`loss_func` with `reduction='none'`, for losses per item (top losses, `with_loss=True`)."""
-    if isinstance(loss_func, nn.Module) and hasattr(loss_func, "reduction"):
-        loss = copy.copy(loss_func)
-        loss.reduction = "none"
-        return loss
-    func = loss_func.func if isinstance(loss_func, partial) else loss_func
-    try:
-        takes_reduction = "reduction" in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        takes_reduction = False
-    if takes_reduction:
-        return partial(loss_func, reduction="none")
-    raise FastbaseError(f"Losses per item need a loss that accepts reduction='none'; {loss_func!r} does not.")

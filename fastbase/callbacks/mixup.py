@@ -9,35 +9,15 @@ loss(pred_i, y_j)`, averaged over the batch. The draws use torch's random genera
 """
 from __future__ import annotations
 
-import copy
-import inspect
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..callback import Callback
 from ..core import FastbaseError
+from ..losses import per_item_loss
 
 __all__ = ["MixUp", "MixUpLoss"]
-
-
-def _per_item(crit):
-    """`crit` returning one loss per item (reduction='none')."""
-    if isinstance(crit, nn.Module) and hasattr(crit, "reduction"):
-        crit = copy.copy(crit)
-        crit.reduction = "none"
-        return crit
-    func = crit.func if isinstance(crit, partial) else crit
-    try:
-        takes = "reduction" in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        takes = False
-    if not takes:
-        raise FastbaseError(f"MixUp mixes one loss per item, so the loss must accept reduction='none'; "
-                            f"{crit!r} does not. Use an nn loss (e.g. nn.CrossEntropyLoss) or add that argument.")
-    return partial(crit, reduction="none")
 
 
 class MixUpLoss(nn.Module):
@@ -47,7 +27,7 @@ class MixUpLoss(nn.Module):
 
     def __init__(self, crit, reduction: str = "mean"):
         super().__init__()
-        self.crit, self.per_item, self.reduction = crit, _per_item(crit), reduction
+        self.crit, self.per_item, self.reduction = crit, per_item_loss(crit, "MixUp mixes one loss per item, so it needs"), reduction
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim != 2 or target.shape[1] != 3 or not target.is_floating_point():

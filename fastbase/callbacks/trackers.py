@@ -93,6 +93,15 @@ class TrackerCallback(Callback):
             self.best = value
         return better
 
+    def out_of_patience(self) -> bool:
+        """Counts this epoch as improving (which resets the count) or not; True once more than
+        `self.patience` epochs in a row have not improved."""
+        if self.improved(self.current()):
+            self.wait = 0
+            return False
+        self.wait += 1
+        return self.wait > self.patience
+
     def state_dict(self) -> dict:
         return {"best": None if self.best is None else float(self.best), "wait": int(self.wait)}
 
@@ -114,13 +123,7 @@ class EarlyStopping(TrackerCallback):
         self.stopped_epoch = None
 
     def after_epoch(self):
-        if not self.active:
-            return
-        if self.improved(self.current()):
-            self.wait = 0
-            return
-        self.wait += 1
-        if self.wait > self.patience:
+        if self.active and self.out_of_patience():
             self.stopped_epoch = self.learn.epoch
             _say(self.learn, f"Epoch {self.learn.epoch + 1}: early stopping ({self.monitor} has not improved on "
                              f"{self.best:.6g} for {self.wait} epoch(s)).")
@@ -180,13 +183,7 @@ class ReduceLROnPlateau(TrackerCallback):
         self.patience, self.factor, self.min_lr = patience, factor, min_lr
 
     def after_epoch(self):
-        if not self.active:
-            return
-        if self.improved(self.current()):
-            self.wait = 0
-            return
-        self.wait += 1
-        if self.wait > self.patience:
+        if self.active and self.out_of_patience():
             opt = self.learn.opt
             old = np.array(opt.lrs, dtype=float)
             opt.lr = np.maximum(old * self.factor, self.min_lr)
