@@ -15,7 +15,10 @@ time and the machine's load average (sampled every 5 s: other jobs on the machin
 latency most; the CPU time it used says what an idle machine would take). Skips with a message
 when ../shared is absent.
 
-    python bench/compare.py [--threads 2] [--out DIR]
+    python bench/compare.py [--threads 2] [--lr-find-iters 30] [--out DIR]
+
+lr_find runs 30 iterations per pair here (the command's default is 50): with 8 batches per epoch,
+50 iterations cost three times the 2 training epochs, and 30 still place the valley.
 """
 from __future__ import annotations
 
@@ -58,6 +61,8 @@ def _cpu_seconds() -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr-find-iters", type=int, default=30,
+                        help="lr_find iterations per pair (fastbase compare's default is 50; 30 keeps the budget)")
     parser.add_argument("--out", default=None, help="folder for compare.csv/.md/.png (default: a temporary one)")
     args = parser.parse_args()
     if not (DATA.is_dir() and WEIGHTS.is_file()):
@@ -76,7 +81,8 @@ def main() -> int:
         torch.set_num_threads(args.threads)
         out = args.out or str(Path(tmp, "out"))
         command = ["compare", str(DATA), "--archs", "mobilenet_v2,resnet18,squeezenet1_1", "--modes", "head,full",
-                   "--scratch-only", "resnet18,squeezenet1_1", "--epochs", "2", "--size", "128", "--out", out]
+                   "--scratch-only", "resnet18,squeezenet1_1", "--epochs", "2", "--size", "128", "--lr-find-iters", str(args.lr_find_iters),
+                   "--out", out]
         print("fastbase " + " ".join(command), flush=True)
         load = LoadSampler()
         load.start()

@@ -6,8 +6,9 @@ shell (`add_compare_parser`, `run_compare`, which `fastbase.cli` registers). The
 `fastbase --help` quick.
 
 Modes: `head` trains a new head on the frozen pretrained body; `full` trains the whole pretrained
-network with discriminative learning rates (`slice(lr/10, lr)` over the layer groups); `scratch`
-trains the whole network from random weights (`pretrained=False`).
+network with discriminative learning rates (`slice(lr/100, lr)` over the layer groups: the new head
+at the lr found, the first body group at a hundredth of it); `scratch` trains the whole network
+from random weights (`pretrained=False`).
 """
 from __future__ import annotations
 
@@ -251,7 +252,7 @@ def _run_pair(data, arch, mode, epochs, lr, seed, lr_find_iters, input_shape, la
         lr = learn.lr_find(num_it=lr_find_iters).valley
         row["lr_find_s"] = time.perf_counter() - start
     timer = _TrainTimer()
-    learn.fit_one_cycle(epochs, slice(lr / 10, lr) if mode == "full" else lr, callbacks=[timer])
+    learn.fit_one_cycle(epochs, slice(lr / 100, lr) if mode == "full" else lr, callbacks=[timer])
     row["peak_mem_mb"] = memory.stop()
     valid_loss, acc = learn.validate()[:2]
     latency = measure_latency(learn.model, input_shape, (1, 4), runs=latency_runs)

@@ -97,9 +97,11 @@ class Normalizer:
         """(mean, std, -mean/std, 1/std) shaped to broadcast over `x`'s dim 1, cached per device/dtype."""
         key = (x.device, x.dtype, x.dim())
         if key not in self._cache:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            mean, std = self.mean.to(x.device, x.dtype).view(shape), self.std.to(x.device, x.dtype).view(shape)
-            self._cache[key] = (mean, std, -mean / std, 1 / std)
+            # normal tensors even when first built during validation (inference mode), so training may use them
+            with torch.inference_mode(False):
+                shape = (1, -1) + (1,) * (x.dim() - 2)
+                mean, std = self.mean.to(x.device, x.dtype).view(shape), self.std.to(x.device, x.dtype).view(shape)
+                self._cache[key] = (mean, std, -mean / std, 1 / std)
         return self._cache[key]
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from . import __version__, debug, deploy, sanity
 from .callback import (
@@ -34,6 +35,7 @@ from .callback import (
     Recorder,
     ValidationStats,
 )
+from .callbacks.channels_last import ChannelsLast, to_memory_format
 from .callbacks.checkpoint import ResumeCallback
 from .callbacks.distributed import to_distributed, wants_distributed
 from .callbacks.gradients import GradientClipping
@@ -153,7 +155,7 @@ class Learner:
             return
         self.model.eval()
         self.training, self.dl = False, dl
-        with torch.no_grad():
+        with eval_grad_mode(self.model):
             self._with_events(self._all_batches, "validate", CancelValidException)
 
     def _all_batches(self) -> None:
@@ -307,6 +309,18 @@ class Learner:
         as_fp32(self.model)
         return self._swap_callback(MixedPrecision)
 
+    def to_channels_last(self) -> Learner:
+        """Keep the model's weights and the input batches in the channels-last (NHWC) memory format from
+        now on (`ChannelsLast`): faster convolutions on CPUs with oneDNN and on GPUs with mixed precision;
+        same values up to float rounding. Measured in `bench/cpu_speed.py`. Returns self."""
+        to_memory_format(self.model)
+        return self._swap_callback(ChannelsLast, ChannelsLast())
+
+    def to_contiguous(self) -> Learner:
+        """Back to the default (NCHW) memory format: drops `ChannelsLast` and converts the model. Returns self."""
+        to_memory_format(self.model, torch.contiguous_format)
+        return self._swap_callback(ChannelsLast)
+
     def mixup(self, alpha: float = 0.4, stack_x: bool = False, stack_y: bool = True) -> Learner:
         """Train with mixup from now on (`MixUp`); validation is untouched. Returns self."""
         return self._swap_callback(MixUp, MixUp(alpha, stack_x, stack_y))
@@ -382,9 +396,9 @@ class Learner:
         above `thresh`, multi-hot tensor, probabilities)."""
         x = self.data.one_item(item)
         self.model.eval()
-        with torch.no_grad():
+        with eval_grad_mode(self.model):
             pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
-        probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu()
+        probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu().clone()  # a normal tensor
         classes = self.data.classes
         if self.data.multi_label:
             hot = (probs > thresh).float()
@@ -471,6 +485,15 @@ class Learner:
     def __repr__(self):
         return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
                 f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
+
+
+def eval_grad_mode(model: nn.Module):
+    """The autograd mode for validation and inference: `torch.inference_mode()` (no version counters or
+    view tracking; see `bench/cpu_speed.py`), or `torch.no_grad()` while `model` has uninitialised lazy
+    parameters, which would otherwise be created as inference tensors that never train. Tensors made
+    during validation are inference tensors: `.clone()` one outside the loop before using it in training."""
+    lazy = any(is_lazy(t) for t in (*model.parameters(), *model.buffers()))
+    return torch.no_grad() if lazy else torch.inference_mode()
 
 
 def _callback_from_fn(fn, learn):

@@ -133,7 +133,7 @@ def test_export_and_load_learner_give_same_predictions(tmp_path):
 
 def test_demo_runs_end_to_end_on_reduced_setting(tmp_path):
     summary = run_demo(tmp_path / "out", size=16, bs=32, epochs=2, unfreeze_epochs=1, lr_find_iters=20, limit=640)
-    assert {"export.pkl", "lr_find.png", "losses.png", "lr.png", "metrics.png"} <= set(summary["files"])
+    assert {"export.pkl", "lr_find.png", "losses.png", "lr.png", "metrics.png", "report.html"} <= set(summary["files"])
     assert 0.0 <= summary["accuracy"] <= 1.0
     assert summary["accuracy"] > 0.2  # ten classes: chance is 0.1
     learn = load_learner(tmp_path / "out" / "export.pkl")

@@ -29,6 +29,7 @@ import json, os, sys
 sys.path.insert(0, {tests!r})
 import torch
 from fastbase.callback import Callback
+from fastbase.callbacks import Checkpoint, CSVLogger
 from fastbase.core import set_seed
 from fastbase.learner import Learner
 from fastbase.metrics import accuracy
@@ -57,7 +58,7 @@ learn = Learner(data, model, metrics=[accuracy], path=os.path.join(out, f"rank{{
 sugg = learn.lr_find(num_it=10)
 n_lr_find = len(learn.recorder.lrs)
 seen = SeenItems()
-learn.fit_one_cycle(2, 1e-2, callbacks=[seen])
+learn.fit_one_cycle(2, 1e-2, callbacks=[seen, CSVLogger(), Checkpoint()])
 learn.save("final")
 learn.export()
 torch.save(learn.model.state_dict(), os.path.join(out, f"state{{rank}}.pt"))
@@ -142,6 +143,8 @@ def test_ddp_only_rank_zero_writes_and_prints(ddp_run):
     out, stdout, _ = ddp_run
     assert (out / "rank0" / "models" / "final.pth").is_file()
     assert (out / "rank0" / "export.pkl").is_file()
+    assert (out / "rank0" / "history.csv").is_file()  # loggers and checkpoints too
+    assert (out / "rank0" / "models" / "checkpoint.pth").is_file()
     assert not (out / "rank1").exists()
     assert stdout.count("epoch 2/2") == 1, stdout
 

@@ -1,6 +1,7 @@
 """Layer 4: the optional parts of training, each a callback: one-cycle schedule, LR finder,
 trackers, mixed precision, mixup, loggers, checkpoints."""
 from ..callback import BnFreeze
+from .channels_last import ChannelsLast, to_memory_format
 from .checkpoint import Checkpoint, CheckpointError, ResumeCallback
 from .distributed import DistributedError, DistributedTrainer
 from .gradients import AccumulateScheduler, GradientAccumulation, GradientClipping
@@ -19,8 +20,8 @@ from .trackers import (
     TrainingDiverged,
 )
 
-__all__ = ["AccumulateScheduler", "BnFreeze", "CSVLogger", "Checkpoint", "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "GradientAccumulation", "GradientClipping",
+__all__ = ["AccumulateScheduler", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint", "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "GradientAccumulation", "GradientClipping",
            "LRFinder", "LRFinderError", "LRSuggestions", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler",
            "ProgressCallback", "ReduceLROnPlateau", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger", "TerminateOnNaN",
            "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "progress_disabled", "progress_mode",
-           "suggest_lrs"]
+           "suggest_lrs", "to_memory_format"]

@@ -33,7 +33,7 @@ import torch
 
 from .. import __version__
 from ..callback import Callback
-from ..core import FastbaseError, Path
+from ..core import FastbaseError, Path, is_main_process
 from .lr_finder import LRFinder
 
 __all__ = ["Checkpoint", "CheckpointError", "ResumeCallback", "checkpoint_file", "load_checkpoint", "loader_generators",
@@ -297,8 +297,12 @@ class Checkpoint(Callback):
             self.save(batch=None, start=_epoch_start(self.learn))
 
     def save(self, batch: int | None, start: dict) -> pathlib.Path:
-        """Write the checkpoint: `batch` training batches of `learn.epoch` done, or the whole epoch (None)."""
+        """Write the checkpoint: `batch` training batches of `learn.epoch` done, or the whole epoch (None).
+        Under torchrun only rank 0 writes (the weights are the same on every rank); a resume restores
+        its random state on every rank, so a resumed multi-process run is not bitwise the same."""
         learn = self.learn
+        if not is_main_process():
+            return self.file
         state = {"format": FORMAT, "fastbase_version": __version__, "epoch": learn.epoch, "batch": batch,
                  "n_epochs": learn.n_epochs, "n_batches": len(learn.data.train_dl),
                  "model": learn.model.state_dict(), "opt": learn.opt.state_dict(),
