@@ -173,13 +173,26 @@ def test_zoom_of_exact_scale_and_identity_resample():
 
 
 def test_lighting_draws_stay_in_range_and_p_zero_is_identity():
-    scale, shift = Brightness(0.2, p=1.0).scale_shift(500, gen())
-    assert (scale == 1).all() and shift.abs().max() <= 0.1 and shift.std() > 0.03
+    scale, shift = Brightness(0.2, p=1.0).scale_shift(500, gen())  # logit-space shift: mid-grey to 0.4..0.6
+    assert (scale == 1).all() and torch.sigmoid(shift).sub(0.5).abs().max() <= 0.1 + 1e-6 and shift.std() > 0.1
     scale, shift = Contrast(0.2, p=1.0).scale_shift(500, gen())
-    assert scale.min() >= 0.8 - 1e-6 and scale.max() <= 1.25 + 1e-6
-    assert torch.allclose(shift, 0.5 * (1 - scale))
+    assert scale.min() >= 0.8 - 1e-6 and scale.max() <= 1.25 + 1e-6 and scale.std() > 0.05
+    assert (shift == 0).all()
     scale, shift = Contrast(0.2, p=0.0).scale_shift(10, gen())
     assert (scale == 1).all() and (shift == 0).all()
+
+
+def test_lighting_moves_mid_grey_like_fastai_and_never_clips():
+    levels = torch.tensor([0, 5, 128, 250, 253, 255], dtype=torch.uint8)
+    x = levels.view(1, 1, 1, 6).expand(4, 3, 1, 6).contiguous()
+    y, src = torch.zeros(4, dtype=torch.long), torch.tensor([[1, 6]] * 4)
+    out, _ = BatchAugment([Brightness(0.5, p=1.0), Contrast(0.5, p=1.0)], size=(1, 6))((x, y, src))
+    assert (out >= 0).all() and (out <= 1).all()
+    assert (out[..., 1:5] > 0).all() and (out[..., 1:5] < 1).all()  # sigmoid(logit): no clipping near the ends
+    assert (out.diff(dim=-1)[..., :4] > 0).all()  # monotone: 250 and 253 stay apart even at 2x contrast
+    bright, _ = BatchAugment([Brightness(0.2, p=1.0)], size=(1, 6), generator=gen())((x, y, src))
+    grey = bright[..., 2]  # 128/255: moves to 0.5 +- 0.1 at most, as fastai's change draws
+    assert ((grey - 128 / 255).abs() <= 0.1 + 1e-3).all() and grey.std() > 0.01
 
 
 def test_to_float_drops_the_source_sizes():

@@ -25,6 +25,8 @@ __all__ = ["BatchAugment", "Brightness", "CenterCrop", "Contrast", "Dihedral", "
            "LightingTransform", "RandomCrop", "ResizeMethod", "Rotate", "ToFloat", "Transform", "Warp", "Zoom",
            "crop_matrices", "get_transforms", "needs_canvas", "resample"]
 
+_EPS = 1e-5  # lighting clamps to [_EPS, 1 - _EPS] before the logit, so black and white stay finite
+
 
 class Transform:
     """A random transform that each image gets with probability `p`."""
@@ -153,7 +155,8 @@ def homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 
 
 class LightingTransform(Transform):
-    """A change of intensities `x -> scale * x + shift`; `scale_shift(n, generator)` gives both, (n,)."""
+    """A change of intensities in logit space, as fastai does it: `x -> sigmoid(scale * logit(x) + shift)`,
+    which keeps every value inside (0, 1) without clipping; `scale_shift(n, generator)` gives both, (n,)."""
     order = 20
 
     def scale_shift(self, n: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,19 +169,23 @@ class LightingTransform(Transform):
 
 
 class Brightness(LightingTransform):
-    """Add a shift drawn in [-max_lighting/2, max_lighting/2] (fastai's change of 0.5 +- max_lighting/2,
-    applied linearly rather than in logit space, which costs two more passes over the batch)."""
+    """fastai's brightness: mid-grey moves to `change`, drawn in 0.5 +- max_lighting/2, through a
+    shift of logit(change) in logit space (so 0.5 -> change, and nothing leaves [0, 1] or clips)."""
 
     def __init__(self, max_lighting: float = 0.2, p: float = 0.75):
+        if not 0 <= max_lighting < 1:
+            raise DataError(f"max_lighting must be in [0, 1), got {max_lighting}.")
         super().__init__(p, max_lighting=max_lighting)
 
     def _scale_shift(self, n, generator):
         half = self.params["max_lighting"] / 2
-        return torch.ones(n), _uniform(n, -half, half, generator)
+        return torch.ones(n), torch.logit(0.5 + _uniform(n, -half, half, generator))
 
 
 class Contrast(LightingTransform):
-    """Scale intensities about 0.5 by a factor drawn log-uniformly in [1 - max_lighting, 1 / (1 - max_lighting)]."""
+    """fastai's contrast: logit-space intensities (0 at mid-grey) scaled by a factor drawn
+    log-uniformly in [1 - max_lighting, 1 / (1 - max_lighting)]; highlights and shadows are
+    compressed or spread, never clipped."""
 
     def __init__(self, max_lighting: float = 0.2, p: float = 0.75):
         if not 0 <= max_lighting < 1:
@@ -187,8 +194,7 @@ class Contrast(LightingTransform):
 
     def _scale_shift(self, n, generator):
         top = -math.log(1 - self.params["max_lighting"])
-        scale = _uniform(n, -top, top, generator).exp()
-        return scale, 0.5 * (1 - scale)
+        return _uniform(n, -top, top, generator).exp(), torch.zeros(n)
 
 
 def get_transforms(do_flip: bool = True, flip_vert: bool = False, max_rotate: float = 10.0, max_zoom: float = 1.1,
@@ -274,8 +280,8 @@ def _reused(workspace: dict | None, name: str, shape, dtype, device) -> torch.Te
 
 class BatchAugment:
     """Device transform of training batches: `(x uint8 (n,3,H,W), y, src_hw (n,2))` -> `(x float in
-    [0,1] (n,3,*size), y)`. Lighting (brightness, contrast) in place as the batch becomes float, one
-    resample for crop window + geometry, then any other callables in `tfms` (float batch -> float
+    [0,1] (n,3,*size), y)`. One resample for crop window + geometry, then lighting (brightness,
+    contrast) in place in logit space, then any other callables in `tfms` (float batch -> float
     batch). Random draws use `generator` (CPU)."""
     order = 10  # before Normalizer (100)
 
@@ -308,23 +314,22 @@ class BatchAugment:
         x, y, src_hw = batch
         n, out_hw, rng = x.shape[0], tuple(self.size or x.shape[-2:]), self._rng()
         in_hw = tuple(x.shape[-2:])
-        # lighting first, in place on the uint8 -> float copy: it is linear per image, so it commutes
-        # with the (bilinear) resample, and this saves a pass over the batch
-        scale, shift = torch.full((n,), 1 / 255), torch.zeros(n)
-        for t in self.lighting:
+        scale, shift = torch.ones(n), torch.zeros(n)
+        for t in self.lighting:  # composed in logit space: brightness then contrast
             s, b = t.scale_shift(n, rng)
             scale, shift = scale * s, shift * s + b
         moves = self.geometric or self.random_crop or out_hw != in_hw or (src_hw.cpu() != torch.tensor(in_hw)).any()
         # when resampled, the float copy is a temporary and can live in the workspace
         x = _reused(self._workspace, "x", x.shape, torch.float32, x.device).copy_(x) if moves else x.float()
-        x = x.mul_(scale.to(x.device).view(n, 1, 1, 1))
-        if self.lighting:
-            x = x.add_(shift.to(x.device).view(n, 1, 1, 1)).clamp_(0, 1)
+        x = x.mul_(1 / 255)
         if moves:
             m = crop_matrices(src_hw.cpu(), out_hw, self.resize_method, self.random_crop, rng)
             for t in self.geometric:
                 m = m @ t.matrices(n, out_hw, rng)
             x = resample(x, m, out_hw, self.padding_mode, self._workspace)
+        if bool((scale != 1).any() or (shift != 0).any()):  # lighting, on the (smaller) output
+            x = (x.clamp_(_EPS, 1 - _EPS).logit_().mul_(scale.to(x.device).view(n, 1, 1, 1))
+                 .add_(shift.to(x.device).view(n, 1, 1, 1)).sigmoid_())
         for t in self.others:
             x = t(x)
         return x, y
