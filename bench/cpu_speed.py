@@ -23,13 +23,16 @@ Variants of one part alternate step by step (A, B, B, A, ...) so they share the 
 Figures are medians of --steps timed steps after one warm-up step; "vs baseline" is baseline
 time / variant time (above 1: faster). Peak RSS is the process's resident-memory high-water mark
 (VmHWM, reset before each timed step) during that variant's steps, so it includes every model
-the process holds; the loader's workers are separate processes and not counted.
+the process holds; the loader's workers are separate processes and not counted. The notes compare
+outputs from the same weights on the same batch: in training mode the 1-thread row gives the
+rounding noise floor (random-init mobilenet_v2 amplifies rounding through its BatchNorm layers).
 
-Sizes: at the defaults (128 px, bs 32, 3 steps, compile on resnet18 only) a run takes about 5
-minutes on 2 idle cores; resnet18's cold compile alone is about 2 minutes there and
-mobilenet_v2's about 4 (`--compile mobilenet_v2` to include it). `--quick` (32 px, bs 4, 1 step,
-no compile unless --compile is given) is a smoke run of a few seconds. The machine may be shared:
-the header gives the load average before and after, and flags the figures as noisy when it is high.
+Sizes: at the defaults (128 px, bs 32, 3 steps, compile on resnet18 only) a run took 3 minutes on
+this project's 2 cores, half of it resnet18's cold compile (70-110 s here; mobilenet_v2's took 260 s,
+so it is left out unless asked for with `--compile mobilenet_v2 resnet18`). `--quick` (32 px, bs 4,
+1 step, 16 loader items, no compile unless --compile is given) is a smoke run of under a minute. The
+machine may be shared: the header gives the load average before and after, and flags the figures as
+noisy when it is high; compare the ratios of one part (its variants alternate), not absolute times.
 The 1-thread rows show why: while another process keeps a core busy, OpenMP's 2-thread parallel
 regions wait on a thread that is not running, and every operator can become many times slower.
 
@@ -45,6 +48,7 @@ import io
 import logging
 import math
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -320,7 +324,8 @@ def main() -> None:
     compile_archs = [a for a in (args.compile or ([] if args.quick else ["resnet18"])) if a != "none"]
     torch.set_num_threads(args.threads)
     # a cold compile, as a user's first run sees it; and no CUDA warning from the C++ builder
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="cpu_speed_inductor_")
+    cache = tempfile.mkdtemp(prefix="cpu_speed_inductor_")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
     cpus = os.cpu_count()
@@ -336,6 +341,7 @@ def main() -> None:
         bench_valid(table, arch, args)
     for arch in compile_archs:
         bench_compile(table, arch, args)
+    shutil.rmtree(cache, ignore_errors=True)
     bench_loader(table, args)
     bench_pinned(table, args)
     load_end = os.getloadavg()

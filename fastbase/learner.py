@@ -97,7 +97,8 @@ class Learner:
     frozen groups trainable; `freeze_bn_stats` also fixes their running statistics. `model_spec`
     = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild the model, for `export`.
     `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns progress output off.
-    `clip` bounds the gradients' global norm before each step (`GradientClipping`).
+    `clip` bounds the gradients' global norm before each step (`GradientClipping`). Validation,
+    `get_preds` and `predict` run under `torch.inference_mode()` (`eval_grad_mode`).
     """
 
     def __init__(self, data, model: nn.Module, opt_func=AdamW, loss_func=None, metrics=None, true_wd: bool = True,

@@ -133,14 +133,16 @@ def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> lis
 
 def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = True, lin_ftrs=None, ps=0.5,
                 custom_head: nn.Module | None = None, split_on=None, bn_final: bool = False,
-                init: Callable | None = nn.init.kaiming_normal_, concat_pool: bool = True, **learn_kwargs) -> Learner:
+                init: Callable | None = nn.init.kaiming_normal_, concat_pool: bool = True, channels_last: bool = False,
+                **learn_kwargs) -> Learner:
     """A Learner for `data` with `base_arch`'s body (pretrained by default) and a new head.
 
     The body is frozen when pretrained, so training starts with the head (BatchNorm stays trainable
     while `train_bn`, the Learner's default). Layer groups follow the architecture's metadata: three
     for resnets (two for the body, one for the head), so `slice` learning rates reach every part.
     Unnormalised data are normalised with the architecture's pretrained stats; data normalised with
-    other stats get a warning.
+    other stats get a warning. `channels_last=True` stores the weights and batches channels-last
+    (`learn.to_channels_last()`), faster on CPUs with oneDNN: see `bench/cpu_speed.py`.
     """
     if data.c is None:
         raise FastbaseError("cnn_learner needs data with classes (or `c` outputs); this DataBunch has neither.")
@@ -159,7 +161,7 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
                             "layer_group_split": list(split)}
     if pretrained:
         learn.freeze()
-    return learn
+    return learn.to_channels_last() if channels_last else learn
 
 
 create_cnn = cnn_learner  # fastai v1's earlier name
