@@ -21,7 +21,11 @@ table gives validation accuracy after each stage, the median seconds per epoch o
 accuracy on 153 images moves by a photo or two between seeds (0.65 points each), so --seeds runs
 several and reports each.
 
-    python bench/transfer.py [--bs 32] [--seeds 0] [--threads 2] [--skip-fastai] [--skip-fastbase]
+    python bench/transfer.py [--bs 32] [--seeds 0] [--threads 2] [--skip-fastai] [--skip-fastbase] [--bn-eval]
+
+`--bn-eval` adds a fastbase row with `cnn_learner(..., train_bn=False, freeze_bn_stats=True)`: the
+frozen body's BatchNorm keeps its ImageNet weights and statistics, so a frozen step runs no backward
+through the body (and FeatureCache can apply); the recipe is otherwise the same.
 
 About 5 minutes per framework and seed on 2 idle CPU cores.
 """
@@ -56,6 +60,7 @@ from fastbase.vision.learner import cnn_learner
 from fastbase.vision.transforms import get_transforms
 
 path, bs, seed, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+bn_eval = len(sys.argv) > 5 and sys.argv[5] == "bn-eval"
 torch.set_num_threads(threads)
 set_seed(seed)
 
@@ -66,7 +71,8 @@ class EpochTimer(Callback):
 
 data = ImageDataBunch.from_folder(path, train="train", valid="val", ds_tfms=get_transforms(), size=224, bs=bs,
                                   seed=seed).normalize(imagenet_stats)
-learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True)
+learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True,
+                    **(dict(train_bn=False, freeze_bn_stats=True) if bn_eval else {}))
 result = {"workers": data.train_dl.num_workers}
 for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, callbacks=[cb])),
                    ("unfrozen", lambda cb: (learn.unfreeze(), learn.fit_one_cycle(2, max_lr=slice(1e-6, 1e-4),
@@ -113,9 +119,9 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def run_child(python: str, code: str, args, env) -> dict:
+def run_child(python: str, code: str, args, env, *extra: str) -> dict:
     proc = subprocess.run([python, "-c", textwrap.dedent(code), str(DATA), str(args.bs), str(args.seed_now),
-                           str(args.threads)], env=env, capture_output=True, text=True, check=False)
+                           str(args.threads), *extra], env=env, capture_output=True, text=True, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -130,15 +136,20 @@ def main() -> int:
     parser.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
     parser.add_argument("--skip-fastai", action="store_true")
     parser.add_argument("--skip-fastbase", action="store_true")
+    parser.add_argument("--bn-eval", action="store_true",
+                        help="also run fastbase with train_bn=False, freeze_bn_stats=True (the frozen body's "
+                             "BatchNorm fixed: faster steps, and the setting FeatureCache needs)")
     args = parser.parse_args()
     if not (DATA.is_dir() and WEIGHTS.is_file()):
         print(f"skipped: needs {DATA} and {WEIGHTS} (the project's ../shared folder)")
         return 0
-    runners = [] if args.skip_fastbase else [("fastbase", sys.executable, FASTBASE_RUN)]
+    runners = [] if args.skip_fastbase else [("fastbase", sys.executable, FASTBASE_RUN, ())]
+    if args.bn_eval and not args.skip_fastbase:
+        runners.append(("fastbase, BN eval", sys.executable, FASTBASE_RUN, ("bn-eval",)))
     if args.skip_fastai:
         pass
     elif Path(args.fastai_python).exists():
-        runners.append(("fastai 2.8", args.fastai_python, FASTAI_RUN))
+        runners.append(("fastai 2.8", args.fastai_python, FASTAI_RUN, ()))
     else:
         print(f"fastai not measured: {args.fastai_python} not found (see this script's docstring)")
 
@@ -151,10 +162,10 @@ def main() -> int:
                "FASTBASE_NO_BAR": "1", "OMP_NUM_THREADS": str(args.threads)}
         for seed in (int(s) for s in args.seeds.split(",")):
             args.seed_now = seed
-            for name, python, code in runners:
+            for name, python, code, extra in runners:
                 print(f"running {name}, seed {seed} ...", file=sys.stderr, flush=True)
                 try:
-                    result = run_child(python, code, args, env)
+                    result = run_child(python, code, args, env, *extra)
                 except RuntimeError as e:  # one framework failing still leaves the other's figures
                     print(e, file=sys.stderr)
                     continue
@@ -164,12 +175,12 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f"\nhymenoptera, mobilenet_v2 (real ImageNet body), 224 px, bs {args.bs}, {args.threads} threads; "
           f"load average at the end {load:.1f} on {os.cpu_count()} cores")
-    header = (f"{'framework':<11}{'seed':>5}{'workers':>8}{'frozen acc':>11}{'s/epoch':>9}"
+    header = (f"{'framework':<18}{'seed':>5}{'workers':>8}{'frozen acc':>11}{'s/epoch':>9}"
               f"{'unfrozen acc':>13}{'s/epoch':>9}{'peak RSS MB':>12}")
     print(header)
     print("-" * len(header))
     for name, seed, r in rows:
-        print(f"{name:<11}{seed:>5}{r['workers']:>8}{r['frozen']['accuracy']:>11.4f}"
+        print(f"{name:<18}{seed:>5}{r['workers']:>8}{r['frozen']['accuracy']:>11.4f}"
               f"{statistics.median(r['frozen']['epoch_s']):>9.1f}{r['unfrozen']['accuracy']:>13.4f}"
               f"{statistics.median(r['unfrozen']['epoch_s']):>9.1f}{r['peak_rss_mb']:>12.0f}")
     print("s/epoch: median over the stage's epochs (4 frozen, 2 unfrozen), training plus validation.")
