@@ -57,6 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from _memory import peak_rss_mb, reset_peak_rss
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -65,27 +66,6 @@ CL = torch.channels_last
 
 
 # --- measuring -----------------------------------------------------------------------------
-def reset_peak_rss() -> None:
-    """Forget the resident-memory peak so far (Linux >= 4.0); elsewhere the peak is the process's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 class Timings:
     """Seconds and peak RSS per variant, for variants timed in alternation."""
 

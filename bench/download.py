@@ -15,7 +15,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from _memory import peak_rss_mb, reset_peak_rss
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -56,28 +57,6 @@ def rss_now_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return float("nan")
-
-
-def reset_peak_rss() -> None:
-    """Forget the peak so far (Linux >= 4.0), so imports do not count towards the download's peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory since `reset_peak_rss` (VmHWM), else since the process started."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
 def worker(method: str, url: str, sha: str, dest: str) -> dict:
