@@ -107,7 +107,7 @@ dls = ImageDataLoaders.from_folder(path, train="train", valid="val", item_tfms=R
 # is not passed on to create_vision_model, so the table entry is the way: keep `features`, as fastbase does.
 model_meta[mobilenet_v2] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
 learn = vision_learner(dls, mobilenet_v2, metrics=accuracy)
-result = {"workers": dls.train.num_workers}
+result = {"workers": dls.train.fake_l.num_workers}  # fastai reports 1 on dls.train itself
 for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, cbs=[cb])),
                    ("unfrozen", lambda cb: (learn.unfreeze(), learn.fit_one_cycle(2, lr_max=slice(1e-6, 1e-4),
                                                                                     cbs=[cb])))):
