@@ -61,7 +61,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -71,6 +70,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import peak_rss_mb
 from transfer import DATA, HUB_NAME, WEIGHTS  # the same data, weights and hub file name
 
 ROWS = ("plain", "same", "defaults", "fastai")
@@ -82,10 +82,6 @@ PCT_START, DIV, FINAL_DIV, MOMS, WD = 0.3, 25.0, 25e4, (0.95, 0.85), 1e-2  # fas
 
 
 # --- shared by the children ---------------------------------------------------------------------
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def throughput(loader) -> float:
     """Images per second of the second of two passes over `loader` (the first starts the workers and
     warms the file cache)."""
@@ -102,6 +98,20 @@ def stages(cfg) -> list[tuple[str, int, float]]:
     if cfg["pretrained"]:
         return [("frozen", cfg["frozen_epochs"], cfg["lr"]), ("unfrozen", cfg["unfrozen_epochs"], cfg["unfrozen_lr"])]
     return [("unfrozen", cfg["scratch_epochs"], cfg["scratch_lr"])]
+
+
+class EpochTimes:
+    """Seconds of every epoch and when the first began; mixed into each framework's own Callback class."""
+
+    def __init__(self):
+        self.times, self.first = [], None
+
+    def before_epoch(self):
+        self.start = time.perf_counter()
+        self.first = self.first or self.start
+
+    def after_epoch(self):
+        self.times.append(time.perf_counter() - self.start)
 
 
 def stage_result(epoch_s, start, first_epoch, accuracy) -> dict:
@@ -230,18 +240,8 @@ def child_fastbase(cfg, own_defaults: bool) -> dict:
     from fastbase.vision.learner import cnn_learner
     from fastbase.vision.transforms import CenterCrop, Flip, RandomCrop, get_transforms
 
-    class EpochTimer(Callback):
+    class EpochTimer(EpochTimes, Callback):
         order = -100
-
-        def __init__(self):
-            self.times, self.first = [], None
-
-        def before_epoch(self):
-            self.start = time.perf_counter()
-            self.first = self.first or self.start
-
-        def after_epoch(self):
-            self.times.append(time.perf_counter() - self.start)
 
     torch.set_num_threads(cfg["threads"])
     set_seed(cfg["seed"])
@@ -294,18 +294,8 @@ def child_fastai(cfg) -> dict:
     )
     from torchvision.models import mobilenet_v2
 
-    class EpochTimer(Callback):
+    class EpochTimer(EpochTimes, Callback):
         order = -20  # before fastai's TrainEvalCallback and Recorder
-
-        def __init__(self):
-            self.times, self.first = [], None
-
-        def before_epoch(self):
-            self.start = time.perf_counter()
-            self.first = self.first or self.start
-
-        def after_epoch(self):
-            self.times.append(time.perf_counter() - self.start)
 
     torch.set_num_threads(cfg["threads"])
     set_seed(cfg["seed"])

@@ -23,6 +23,16 @@ def fastbase_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models: a second thread only adds contention on a busy
+    machine, and bitwise comparisons want the same reductions everywhere)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shared_path(*parts) -> str:
     """Path inside ../shared (benchmark data and weights), or skip the test when it is absent."""
     path = os.path.abspath(os.path.join(SHARED, *parts))

@@ -13,13 +13,7 @@ from fastbase.vision.data import ImageDataBunch
 from fastbase.vision.learner import cnn_learner
 from fastbase.vision.transforms import get_transforms
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data_from(x, y, **kwargs) -> DataBunch:
