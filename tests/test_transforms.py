@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from fastbase.data import DataError
 from fastbase.vision import transforms as T
-from fastbase.vision.image import ResizeMethod, pad_image, resize_image
+from fastbase.vision.image import ResizeMethod, cover_image, pad_image, resize_image
 from fastbase.vision.transforms import (
     BatchAugment,
     Brightness,
@@ -140,12 +140,30 @@ def test_crop_matrices_place_the_window_inside_the_image():
     assert torch.equal(crop_matrices(src, (50, 50), ResizeMethod.SQUISH, random=True)[0], torch.eye(3))
 
 
-def test_resampling_a_squished_canvas_with_the_centre_crop_matches_the_direct_crop():
-    wide = torch.zeros(1, 3, 40, 80, dtype=torch.uint8)
-    wide[..., 20:60] = 200  # the middle half is bright
-    canvas = resize_image(wide[0], (40, 40), ResizeMethod.SQUISH)[None]
-    out, _ = BatchAugment([CenterCrop()], size=(40, 40))((canvas, torch.zeros(1), torch.tensor([[40, 80]])))
-    assert out[..., 2:-2].min() > 0.75  # the centre square of the original is all bright
+def test_a_centre_window_of_a_cover_canvas_is_the_validation_crop():
+    rows, cols = torch.arange(60.0).view(60, 1), torch.arange(90.0).view(1, 90)
+    smooth = 128 + 100 * torch.sin(cols / 9) * torch.cos(rows / 7)  # a 2:3 landscape without fine detail
+    photo = smooth.round().to(torch.uint8).expand(3, 60, 90).contiguous()
+    canvas, region = cover_image(photo, (20, 20), (32, 32))
+    assert canvas.shape == (3, 32, 32) and region == (20, 30)  # resized to cover 20x20, then padded
+    out, _ = BatchAugment([CenterCrop()], size=(20, 20))((canvas[None], torch.zeros(1), torch.tensor([region])))
+    direct = resize_image(photo, (20, 20), ResizeMethod.CROP).float() / 255
+    diff = (out[0] - direct).abs()  # the same scale and filter: no blur, no aliasing
+    assert diff.mean() < 0.001 and diff.max() < 0.01
+    cut, region = cover_image(photo, (20, 20), (27, 27))
+    assert cut.shape == (3, 27, 27) and region == (20, 27)  # the long side cut to the canvas
+
+
+def test_random_windows_of_a_cover_canvas_are_its_pixels_not_interpolations():
+    torch.manual_seed(0)
+    canvas, region = cover_image(torch.randint(0, 256, (3, 30, 60), dtype=torch.uint8), (16, 16), (21, 21))
+    assert region == (16, 21)
+    batch = (canvas.expand(40, 3, 21, 21), torch.zeros(40), torch.tensor([region] * 40))
+    out, _ = BatchAugment([RandomCrop()], size=(16, 16), generator=gen())(batch)
+    top = (21 - 16) // 2  # the region sits in the middle rows of the canvas
+    windows = {left: canvas[:, top:top + 16, left:left + 16].float() / 255 for left in range(21 - 16 + 1)}
+    lefts = [next(k for k, v in windows.items() if torch.allclose(o, v, atol=1e-6)) for o in out]
+    assert set(lefts) == set(windows)  # every whole-pixel position, from edge to edge of the picture
 
 
 def test_rotation_is_in_pixel_units_on_non_square_outputs():

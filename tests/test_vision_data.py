@@ -139,11 +139,14 @@ def test_training_batches_are_augmented_once_and_validation_ones_not(color_folde
     assert torch.equal(first, second)
 
 
-def test_training_canvas_keeps_the_whole_image_larger_than_size(color_folder):
+def test_training_canvas_keeps_the_whole_image_at_the_validation_scale(color_folder):
     data = ImageDataBunch.from_folder(color_folder, ds_tfms=get_transforms(), size=16, **FAST)
-    x, _, src = data.train_ds.raw_item(0)
+    x, _, src = data.train_ds.raw_item(0)  # a 20 x 28 image: resized to cover 16 x 16 it is 16 x 22
     side = int(np.ceil(16 * CANVAS_SCALE))
-    assert x.dtype == torch.uint8 and x.shape == (3, side, side) and src.tolist() == [20, 28]
+    assert x.dtype == torch.uint8 and x.shape == (3, side, side) and src.tolist() == [16, 22] and side >= 22
+    squished = data.train_ds.new(resize_method=ResizeMethod.SQUISH)
+    x, _, src = squished.raw_item(0)  # PAD and SQUISH: the whole image squished into the output size
+    assert x.shape == (3, 16, 16) and src.tolist() == [20, 28]
     x, _ = data.train_ds[0]  # what users see: the deterministic resize, as floats
     assert x.shape == (3, 16, 16) and x.dtype == torch.float32
 
@@ -304,4 +307,7 @@ def test_images_of_different_sizes_need_a_size(tmp_path):
 def test_dataset_repr_and_len(color_folder):
     ds = ImageDataBunch.from_folder(color_folder, size=8, **FAST).train_ds
     assert isinstance(ds, ImageDataset) and len(ds) == 18
-    assert repr(ds) == "ImageDataset(18 items, 3 classes, size=(8, 8))"
+    assert repr(ds) == "ImageDataset(18 items, 3 classes, size=(8, 8), cached 0/18)"
+    ds[0]  # what users see (no canvas) is not what the loader caches
+    ds.raw_item(0)
+    assert repr(ds.new(cache=False)) == "ImageDataset(18 items, 3 classes, size=(8, 8))" and ds.cache.n_filled == 1

@@ -36,6 +36,7 @@ from .image import (
     load_image,
     resize_image,
 )
+from .item_cache import cache_budget
 from .transforms import (
     BatchAugment,
     CenterCrop,
@@ -176,11 +177,15 @@ class ImageDataBunch(DataBunch):
                           val_bs: int | None = None, num_workers: int | None = None,
                           resize_method: ResizeMethod | None = None, padding_mode: str = "reflection", device=None,
                           check_images: bool = True, skip_bad: bool = False, seed: int | None = None, dl_tfms=None,
-                          collate_fn=default_collate) -> ImageDataBunch:
+                          collate_fn=default_collate, cache_items: bool | None = None) -> ImageDataBunch:
         """Check the files, choose the classes, build the datasets, loaders and batch transforms.
 
         `ds_tfms` is (train, valid) from `get_transforms()`; `size` an int or (h, w); `test` a folder
-        (relative to `path`) or a list of files of unlabelled images. Classes are sorted, as fastai's."""
+        (relative to `path`) or a list of files of unlabelled images. Classes are sorted, as fastai's.
+        `cache_items`: keep each decoded, resized image in shared memory after its first epoch
+        (`item_cache`; the results are the same). None (default) does it when `size` is set and the
+        training and validation items fit in an eighth of the machine's memory; `data.train_ds`
+        shows it."""
         path = Path(path)
         train_items, train_labels = check_files(train_items, train_labels, "training", check_images, skip_bad)
         check_not_empty(train_items, "training", path)
@@ -197,6 +202,11 @@ class ImageDataBunch(DataBunch):
         train_ds = ImageDataset(train_items, encode_labels(train_labels, classes, multi, train_items),
                                 canvas=needs_canvas(train_tfms), **common)
         valid_ds = ImageDataset(valid_items, encode_labels(valid_labels, classes, multi, valid_items), **common)
+        if cache_items is None:
+            cache_items = size is not None and train_ds.cache_nbytes + valid_ds.cache_nbytes <= cache_budget()
+        if cache_items:
+            train_ds, valid_ds = train_ds.new(cache=True), valid_ds.new(cache=True)
+            common["cache"] = True  # for the test set
         test_ds = None
         if test is not None:
             test_items = get_image_files(path / test) if isinstance(test, (str, os.PathLike)) else list(test)

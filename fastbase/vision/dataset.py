@@ -15,12 +15,22 @@ from torch.utils.data import Dataset
 
 from ..core import Path
 from ..data import BadFilesError, DataError, EmptyDatasetError, LabelError
-from .image import PADDING_MODES, ResizeMethod, load_image, resize_image, verify_images
+from .image import (
+    PADDING_MODES,
+    ResizeMethod,
+    cover_image,
+    load_image,
+    resize_image,
+    verify_images,
+)
+from .item_cache import ItemCache, cache_nbytes
 
 __all__ = ["CANVAS_SCALE", "ImageDataset", "check_files", "encode_labels", "format_list", "make_classes",
            "split_by_pct"]
 
-CANVAS_SCALE = 1.25  # training canvases for CROP are this much larger than `size` (see ImageDataset)
+# training canvases for CROP are this much larger than `size` (see ImageDataset): 4/3 holds the whole
+# long side of a 4:3 photo, so a crop window can reach its edges as the validation centre crop cannot
+CANVAS_SCALE = 4 / 3
 
 
 def format_list(things, n: int = 5) -> str:
@@ -37,15 +47,22 @@ class ImageDataset(Dataset):
     pad or squish), y an int64 class index, a float multi-hot vector `(c,)` when `multi_label`, or 0
     for unlabelled (test) items. DataLoaders fetch whole batches through `__getitems__` instead, which
     gives `(x uint8, y, src_hw)` per item: uint8 is 4x cheaper to collate and to move to the device,
-    and `src_hw` (the (H, W) of the picture x shows) lets the batch transforms place the crop window. With
-    `canvas=True` (training with augmentation) each image is squished whole into a fixed canvas, so the
-    single batch resample can take the crop window from anywhere in it; for CROP the canvas is
-    `CANVAS_SCALE` times `size`, so that window is not blurred by upsampling.
+    and `src_hw` (the extent of the picture, see `transforms.crop_matrices`) lets the batch transforms
+    place the crop window. With `canvas=True` (training with augmentation) items keep more than the
+    window, in a canvas of one size, so the single batch resample can take the window from anywhere in
+    it. For CROP the image is resized exactly as validation images are (so that it just covers `size`),
+    its long side kept up to `CANVAS_SCALE` times `size` and the rest of the canvas padded: a window is
+    then sampled at one output pixel per canvas pixel, and training and validation images have the
+    same sharpness (a resample that shrinks or enlarges would blur or alias them, and shift what
+    BatchNorm learns). For PAD and SQUISH the whole image is squished into a `size` canvas.
+
+    None of this is random, so with `cache=True` (and a `size`) each item is decoded and resized once
+    and kept in memory that the loader's worker processes share (`item_cache.ItemCache`).
     """
 
     def __init__(self, items, y: torch.Tensor | None = None, classes=None, multi_label: bool = False, size=None,
                  resize_method: ResizeMethod = ResizeMethod.CROP, padding_mode: str = "reflection",
-                 canvas: bool = False):
+                 canvas: bool = False, cache: bool = False):
         if padding_mode not in PADDING_MODES:
             raise DataError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}.")
         self.items = [Path(o) for o in items]
@@ -62,6 +79,20 @@ class ImageDataset(Dataset):
         if len(y) != len(self.items):
             raise LabelError(f"{len(self.items)} items but {len(y)} labels.")
         self.y = y
+        # decoded, resized items shared with the loader's workers (see `item_cache`): fixed-size items only
+        self.cache = ItemCache(len(self.items), self.item_shape) if cache and self.size is not None else None
+
+    @property
+    def item_shape(self) -> tuple[int, int, int] | None:
+        """(3, h, w) of what `raw_item` returns: the canvas or the output size; None without `size`."""
+        if self.size is None:
+            return None
+        return (3, *(self.canvas_hw if self.canvas else self.size))
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Bytes an item cache of this dataset takes when full (0 without `size`: nothing to cache)."""
+        return 0 if self.item_shape is None else cache_nbytes(len(self), self.item_shape)
 
     @property
     def c(self) -> int | None:
@@ -74,7 +105,7 @@ class ImageDataset(Dataset):
         """A copy with some settings changed (e.g. `canvas=False` for the Fix loader), sharing the items."""
         args = {"items": self.items, "y": self.y if self.labelled else None, "classes": self.classes,
                 "multi_label": self.multi_label, "size": self.size, "resize_method": self.resize_method,
-                "padding_mode": self.padding_mode, "canvas": self.canvas}
+                "padding_mode": self.padding_mode, "canvas": self.canvas, "cache": self.cache is not None}
         return type(self)(**{**args, **changes})
 
     @property
@@ -87,22 +118,33 @@ class ImageDataset(Dataset):
 
     def raw_item(self, i: int, canvas: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`(x uint8 3 x h x w, y, src_hw int64 (2,))` as the loaders collate it; `canvas` (default:
-        the dataset's setting) asks for the whole image squished into the training canvas."""
+        the dataset's setting) asks for the training canvas. Served from `cache` when it has the item."""
         fn, canvas = self.items[i], self.canvas if canvas is None else canvas
+        cache = self.cache if canvas == self.canvas else None
+        hit = None if cache is None else cache.get(i)
+        if hit is not None:
+            return hit[0], self.y[i], torch.tensor(hit[1])
         try:
-            if canvas:
-                x, full_hw = load_image(fn, self.canvas_hw, ResizeMethod.SQUISH)
+            if canvas and self.size is not None and self.resize_method == ResizeMethod.CROP:
+                x, _ = load_image(fn, self.size, ResizeMethod.CROP)
+                x, src_hw = cover_image(x, self.size, self.canvas_hw, self.padding_mode)
+            elif canvas:
+                x, src_hw = load_image(fn, self.canvas_hw, ResizeMethod.SQUISH)
                 x = x if self.size is None else resize_image(x, self.canvas_hw, ResizeMethod.SQUISH)
             else:
-                x, full_hw = load_image(fn, self.size, self.resize_method)
+                x, _ = load_image(fn, self.size, self.resize_method)
                 x = x if self.size is None else resize_image(x, self.size, self.resize_method, self.padding_mode)
         except (OSError, SyntaxError, ValueError, RuntimeError) as e:
             raise DataError(f"Cannot read image {fn}: {type(e).__name__}: {e}. Create the DataBunch with "
                             "check_images=True to find every unreadable file up front, and skip_bad=True to "
                             "leave them out.") from e
-        # src_hw: the (H, W) of the picture x shows: the whole image when squished into a canvas, else
-        # x's own size (already cropped), so that the batch augmentation never crops an item twice
-        return x, self.y[i], torch.tensor(full_hw if canvas else tuple(x.shape[-2:]))
+        # src_hw (see `transforms.crop_matrices`): for CROP the picture's extent inside x (the canvas
+        # region, or all of x when already cropped, so the batch augmentation never crops an item
+        # twice); for PAD and SQUISH canvases the whole image's (H, W), which x holds squished
+        src_hw = tuple(src_hw) if canvas else tuple(x.shape[-2:])
+        if cache is not None:
+            cache.put(i, x, src_hw)
+        return x, self.y[i], torch.tensor(src_hw)
 
     def __getitems__(self, indices) -> list:
         """The items of one batch for a DataLoader (see the class docstring); all of one size."""
@@ -129,7 +171,8 @@ class ImageDataset(Dataset):
     def __repr__(self):
         kind = "multi-label " if self.multi_label else ""
         classes = "" if self.classes is None else f", {len(self.classes)} {kind}classes"
-        return f"{type(self).__name__}({len(self)} items{classes}, size={self.size})"
+        cached = "" if self.cache is None else f", cached {self.cache.n_filled}/{len(self)}"
+        return f"{type(self).__name__}({len(self)} items{classes}, size={self.size}{cached})"
 
 
 def size_hw(size) -> tuple[int, int] | None:

@@ -26,8 +26,8 @@ try:  # libjpeg-turbo through torchvision decodes ~15% faster than PIL; deprecat
 except ImportError:  # a torchvision without image decoding: PIL decodes everything
     decode_jpeg = None
 
-__all__ = ["PADDING_MODES", "Image", "ResizeMethod", "check_image", "get_image_files", "image_extensions",
-           "load_image", "open_image", "resize_image", "verify_images"]
+__all__ = ["PADDING_MODES", "Image", "ResizeMethod", "check_image", "cover_image", "get_image_files",
+           "image_extensions", "load_image", "open_image", "resize_image", "verify_images"]
 
 PADDING_MODES = ("reflection", "zeros", "border")
 _EXIF_ORIENTATION = 0x0112
@@ -196,6 +196,24 @@ def resize_image(x: torch.Tensor, target_hw, method: ResizeMethod = ResizeMethod
     ratio = min(th / h, tw / w)
     fitted = _resize(x, (min(th, max(1, round(h * ratio))), min(tw, max(1, round(w * ratio)))))
     return pad_image(fitted, target_hw, padding_mode)
+
+
+def cover_image(x: torch.Tensor, target_hw, canvas_hw, padding_mode: str = "reflection"
+                ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """uint8 `3 x h x w` -> `(canvas, (rh, rw))`: the image resized as CROP resizes it (the same
+    antialiased filter and scale, so it just covers `target_hw`), its overflow cut to at most
+    `canvas_hw` about the centre, then padded evenly to `canvas_hw` with `padding_mode`. `(rh, rw)` is
+    the size of the picture inside the canvas: a training crop window can go anywhere in it and be
+    sampled at one output pixel per canvas pixel, as sharp as the validation images."""
+    (h, w), (th, tw), (ch, cw) = x.shape[-2:], target_hw, canvas_hw
+    ratio = max(th / h, tw / w)
+    rh, rw = max(th, round(h * ratio)), max(tw, round(w * ratio))
+    # the part of the image that becomes the kept (<= canvas) region: cut in source pixels, resized once
+    kh, kw = min(rh, ch), min(rw, cw)
+    sh, sw = min(h, round(kh / ratio)), min(w, round(kw / ratio))
+    top, left = (h - sh) // 2, (w - sw) // 2
+    region = _resize(x[:, top:top + sh, left:left + sw], (kh, kw))
+    return pad_image(region, canvas_hw, padding_mode), (kh, kw)
 
 
 def _resize(x: torch.Tensor, hw) -> torch.Tensor:

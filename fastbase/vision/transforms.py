@@ -225,23 +225,45 @@ def needs_canvas(tfms) -> bool:
 
 
 # --- the batch transforms --------------------------------------------------------------------
-def crop_matrices(full_hw: torch.Tensor, out_hw, method: ResizeMethod, random: bool, generator=None) -> torch.Tensor:
-    """(n, 3, 3) maps from output coordinates to a canvas holding each whole image (`full_hw`: (n, 2)
-    original sizes): the window CROP keeps (random or central), PAD's margin, or SQUISH's identity."""
-    n = full_hw.shape[0]
-    h, w = full_hw[:, 0].float(), full_hw[:, 1].float()
+def crop_matrices(src_hw: torch.Tensor, out_hw, method: ResizeMethod, random: bool, generator=None,
+                  canvas_hw=None) -> torch.Tensor:
+    """(n, 3, 3) maps from output coordinates to the input canvas (`canvas_hw`, default: each item's
+    `src_hw`), placing the window that `method` keeps.
+
+    CROP: the picture fills a `src_hw` (n, 2) region in the middle of the canvas, at the scale the
+    output wants (`ImageDataset` resizes it so); the window, `out_hw` canvas pixels when it fits, goes
+    to a random whole-pixel place in the region (`random`) or its centre. Whole pixels: an item that
+    is not otherwise moved comes out exactly as its canvas pixels, not interpolated between them.
+    PAD and SQUISH: the canvas holds the whole image squished, `src_hw` being its real (H, W); PAD
+    takes the window that fits the image in the output (the rest is padding), SQUISH all of it."""
+    n = src_hw.shape[0]
+    h, w = src_hw[:, 0].float(), src_hw[:, 1].float()
     th, tw = out_hw
     zero = torch.zeros(n)
     if method == ResizeMethod.SQUISH:
         return torch.eye(3).expand(n, 3, 3)
-    ratio = torch.maximum(th / h, tw / w) if method == ResizeMethod.CROP else torch.minimum(th / h, tw / w)
-    fh, fw = th / (h * ratio), tw / (w * ratio)  # window size as a fraction of the image (<1 crop, >1 pad)
-    if method == ResizeMethod.CROP and random:
-        cy = (1 - fh) * (2 * torch.rand(n, generator=generator) - 1)
-        cx = (1 - fw) * (2 * torch.rand(n, generator=generator) - 1)
+    if method == ResizeMethod.CROP:
+        ch, cw = (h, w) if canvas_hw is None else (torch.full((n,), float(v)) for v in canvas_hw)
+        ratio = torch.maximum(th / h, tw / w)  # 1 when the region was sized for the output
+        (cy, fh), (cx, fw) = (_window(size / ratio, region, canvas, random, generator)
+                              for size, region, canvas in ((th, h, ch), (tw, w, cw)))
+        return _affine(fw, zero, cx, zero, fh, cy)
+    ratio = torch.minimum(th / h, tw / w)
+    fh, fw = th / (h * ratio), tw / (w * ratio)  # window size as a fraction of the image (>=1: padding)
+    return _affine(fw, zero, zero, zero, fh, zero)
+
+
+def _window(size, region, canvas, random: bool, generator):
+    """One axis of a CROP window of `size` canvas pixels inside a `region` centred in `canvas` (all (n,)):
+    its centre and half-extent in the canvas's [-1, 1] coordinates."""
+    start = ((canvas - region) / 2).floor()  # where `image.pad_image` put the region
+    slack = (region - size).clamp(min=0)
+    if random:
+        whole = slack.floor()
+        offset = (torch.rand(region.shape[0], generator=generator) * (whole + 1)).floor().minimum(whole)
     else:
-        cy = cx = zero
-    return _affine(fw, zero, cx, zero, fh, cy)
+        offset = slack / 2
+    return 2 * (start + offset + size / 2) / canvas - 1, size / canvas
 
 
 def resample(x: torch.Tensor, matrices: torch.Tensor, out_hw, padding_mode: str = "reflection",
@@ -323,7 +345,7 @@ class BatchAugment:
         x = _reused(self._workspace, "x", x.shape, torch.float32, x.device).copy_(x) if moves else x.float()
         x = x.mul_(1 / 255)
         if moves:
-            m = crop_matrices(src_hw.cpu(), out_hw, self.resize_method, self.random_crop, rng)
+            m = crop_matrices(src_hw.cpu(), out_hw, self.resize_method, self.random_crop, rng, canvas_hw=in_hw)
             for t in self.geometric:
                 m = m @ t.matrices(n, out_hw, rng)
             x = resample(x, m, out_hw, self.padding_mode, self._workspace)
