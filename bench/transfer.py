@@ -22,10 +22,14 @@ accuracy on 153 images moves by a photo or two between seeds (0.65 points each),
 several and reports each.
 
     python bench/transfer.py [--bs 32] [--seeds 0] [--threads 2] [--skip-fastai] [--skip-fastbase] [--bn-eval]
+        [--recal] [--only-extra]
 
 `--bn-eval` adds a fastbase row with `cnn_learner(..., train_bn=False, freeze_bn_stats=True)`: the
 frozen body's BatchNorm keeps its ImageNet weights and statistics, so a frozen step runs no backward
-through the body (and FeatureCache can apply); the recipe is otherwise the same.
+through the body (and FeatureCache can apply); the recipe is otherwise the same. `--recal` adds a
+row with the defaults and `callbacks=[RecalibrateBN()]` in both fits: after each epoch's training
+the BatchNorm statistics are recomputed on the training photos without augmentation.
+`--only-extra` leaves out the defaults row (to run just the extra rows).
 
 About 5 minutes per framework and seed on 2 idle CPU cores.
 """
@@ -51,6 +55,7 @@ HUB_NAME = "mobilenet_v2-b0353104.pth"  # torchvision's file name for MobileNet_
 FASTBASE_RUN = """
 import json, resource, sys, time, torch
 from fastbase.callback import Callback
+from fastbase.callbacks.bn_stats import RecalibrateBN
 from fastbase.core import set_seed
 from fastbase.data import imagenet_stats
 from fastbase.metrics import accuracy
@@ -60,7 +65,7 @@ from fastbase.vision.learner import cnn_learner
 from fastbase.vision.transforms import get_transforms
 
 path, bs, seed, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-bn_eval = len(sys.argv) > 5 and sys.argv[5] == "bn-eval"
+variant = sys.argv[5] if len(sys.argv) > 5 else ""
 torch.set_num_threads(threads)
 set_seed(seed)
 
@@ -72,11 +77,12 @@ class EpochTimer(Callback):
 data = ImageDataBunch.from_folder(path, train="train", valid="val", ds_tfms=get_transforms(), size=224, bs=bs,
                                   seed=seed).normalize(imagenet_stats)
 learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True,
-                    **(dict(train_bn=False, freeze_bn_stats=True) if bn_eval else {}))
+                    **(dict(train_bn=False, freeze_bn_stats=True) if variant == "bn-eval" else {}))
 result = {"workers": data.train_dl.num_workers}
-for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, callbacks=[cb])),
+extra = [RecalibrateBN()] if variant == "recal" else []
+for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, callbacks=[cb, *extra])),
                    ("unfrozen", lambda cb: (learn.unfreeze(), learn.fit_one_cycle(2, max_lr=slice(1e-6, 1e-4),
-                                                                                    callbacks=[cb])))):
+                                                                                    callbacks=[cb, *extra])))):
     timer = EpochTimer()
     run(timer)
     result[stage] = {"epoch_s": timer.times, "accuracy": float(learn.recorder.metrics[-1][0])}
@@ -139,13 +145,18 @@ def main() -> int:
     parser.add_argument("--bn-eval", action="store_true",
                         help="also run fastbase with train_bn=False, freeze_bn_stats=True (the frozen body's "
                              "BatchNorm fixed: faster steps, and the setting FeatureCache needs)")
+    parser.add_argument("--only-extra", action="store_true", help="leave out the fastbase defaults row")
+    parser.add_argument("--recal", action="store_true",
+                        help="also run fastbase's defaults with callbacks=[RecalibrateBN()] in both fits")
     args = parser.parse_args()
     if not (DATA.is_dir() and WEIGHTS.is_file()):
         print(f"skipped: needs {DATA} and {WEIGHTS} (the project's ../shared folder)")
         return 0
-    runners = [] if args.skip_fastbase else [("fastbase", sys.executable, FASTBASE_RUN, ())]
+    runners = [] if args.skip_fastbase or args.only_extra else [("fastbase", sys.executable, FASTBASE_RUN, ())]
     if args.bn_eval and not args.skip_fastbase:
         runners.append(("fastbase, BN eval", sys.executable, FASTBASE_RUN, ("bn-eval",)))
+    if args.recal and not args.skip_fastbase:
+        runners.append(("fastbase, recal", sys.executable, FASTBASE_RUN, ("recal",)))
     if args.skip_fastai:
         pass
     elif Path(args.fastai_python).exists():

@@ -15,8 +15,10 @@ BatchNorm and biases):
                            validation, --workers loader workers (not persistent). Frozen stage: the
                            body's weights frozen, its BatchNorm trainable (fastai's train_bn).
   fastbase, same settings  cnn_learner with the same crop window + flip only, --workers workers,
-                           BatchNorm trainable while frozen, no caching.
-  fastbase defaults        get_transforms(), fastbase's default worker count; frozen stage with
+                           BatchNorm trainable while frozen, no caching (neither FeatureCache nor
+                           the item cache: every epoch decodes every photo, as the plain loop does).
+  fastbase defaults        get_transforms(), fastbase's default worker count and item cache
+                           (decoded photos kept in memory after the first epoch); frozen stage with
                            train_bn=False, freeze_bn_stats=True and FeatureCache(n_views=--cache-views)
                            (the body runs once per fit on --cache-views augmented passes); unfrozen
                            stage as cnn_learner leaves it.
@@ -47,13 +49,8 @@ nothing. fastai runs in --fastai-python (default /tmp/fastai-venv/bin/python; sk
 message when absent: `python -m venv --system-site-packages /tmp/fastai-venv &&
 /tmp/fastai-venv/bin/pip install fastai`).
 
-Runtime: an ESTIMATE, not a measurement (only --quick was run when this was written): about 25-30
-minutes on 2 idle cores with the defaults. A MobileNetV2 row about 3-4 min (lr_find's 20 frozen
-steps ~1 min, 2 frozen + 2 unfrozen epochs ~2 min), the cached row ~2 min; a resnet18 row about
-3-4 min (lr_find's 20 full steps ~2 min, one ~54 s epoch); ~15 s per child to start (fastai's import
-~10 s). Built from the issue's resnet18 figure (54 s per epoch), the per-step times quoted in
-fastbase/vision/feature_cache.py and a --quick run (about 3 minutes with --threads 1 on a loaded
-machine, mostly imports and process starts). --lr-find-iters 0 saves about a third.
+Runtime: 24.5 minutes measured on 2 idle cores with the defaults (2026-11-23, all 8 rows; README
+"Benchmark against fastai"). --only runs a part; --lr-find-iters 0 saves about a third.
 """
 from __future__ import annotations
 
@@ -252,7 +249,9 @@ def child_fastbase(cfg, own_defaults: bool) -> dict:
     else:
         tfms, workers, cache, learn_kwargs = ([RandomCrop(), Flip()], [CenterCrop()]), cfg["workers"], False, {}
     data = ImageDataBunch.from_folder(cfg["data"], train="train", valid="val", ds_tfms=tfms, size=cfg["size"],
-                                      bs=cfg["bs"], num_workers=workers, seed=cfg["seed"]).normalize(imagenet_stats)
+                                      bs=cfg["bs"], num_workers=workers, seed=cfg["seed"],
+                                      # the same settings decode every epoch, as the plain loop does
+                                      cache_items=None if own_defaults else False).normalize(imagenet_stats)
     result = {"workers": data.train_dl.num_workers, "throughput": throughput(data.train_dl)}
     learn = cnn_learner(data, getattr(models, cfg["arch"]), pretrained=cfg["pretrained"], metrics=accuracy,
                         silent=True, **learn_kwargs)

@@ -1,6 +1,7 @@
 """Layer 4: the optional parts of training, each a callback: one-cycle schedule, LR finder,
-trackers, mixed precision, mixup, loggers, checkpoints."""
+trackers, mixed precision, mixup, loggers, checkpoints, BatchNorm recalibration."""
 from ..callback import BnFreeze
+from .bn_stats import RecalibrateBN, recompute_bn_stats
 from .channels_last import ChannelsLast, to_memory_format
 from .checkpoint import Checkpoint, CheckpointError, ResumeCallback
 from .distributed import DistributedError, DistributedTrainer
@@ -22,6 +23,6 @@ from .trackers import (
 
 __all__ = ["AccumulateScheduler", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint", "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "GradientAccumulation", "GradientClipping",
            "LRFinder", "LRFinderError", "LRSuggestions", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler",
-           "ProgressCallback", "ReduceLROnPlateau", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger", "TerminateOnNaN",
+           "ProgressCallback", "RecalibrateBN", "ReduceLROnPlateau", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger", "TerminateOnNaN",
            "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "progress_disabled", "progress_mode",
-           "suggest_lrs", "to_memory_format"]
+           "recompute_bn_stats", "suggest_lrs", "to_memory_format"]

@@ -341,14 +341,15 @@ class BatchAugment:
             s, b = t.scale_shift(n, rng)
             scale, shift = scale * s, shift * s + b
         moves = self.geometric or self.random_crop or out_hw != in_hw or (src_hw.cpu() != torch.tensor(in_hw)).any()
-        # when resampled, the float copy is a temporary and can live in the workspace
+        # when resampled, the float copy is a temporary and can live in the workspace; it is scaled to
+        # [0, 1] after the resample, on the output, which is smaller than the canvas
         x = _reused(self._workspace, "x", x.shape, torch.float32, x.device).copy_(x) if moves else x.float()
-        x = x.mul_(1 / 255)
         if moves:
             m = crop_matrices(src_hw.cpu(), out_hw, self.resize_method, self.random_crop, rng, canvas_hw=in_hw)
             for t in self.geometric:
                 m = m @ t.matrices(n, out_hw, rng)
             x = resample(x, m, out_hw, self.padding_mode, self._workspace)
+        x = x.mul_(1 / 255)
         if bool((scale != 1).any() or (shift != 0).any()):  # lighting, on the (smaller) output
             x = (x.clamp_(_EPS, 1 - _EPS).logit_().mul_(scale.to(x.device).view(n, 1, 1, 1))
                  .add_(shift.to(x.device).view(n, 1, 1, 1)).sigmoid_())
