@@ -22,13 +22,15 @@ accuracy on 153 images moves by a photo or two between seeds (0.65 points each),
 several and reports each.
 
     python bench/transfer.py [--bs 32] [--seeds 0] [--threads 2] [--skip-fastai] [--skip-fastbase] [--bn-eval]
-        [--recal] [--only-extra]
+        [--bn-fixed] [--recal] [--only-extra]
 
 `--bn-eval` adds a fastbase row with `cnn_learner(..., train_bn=False, freeze_bn_stats=True)`: the
 frozen body's BatchNorm keeps its ImageNet weights and statistics, so a frozen step runs no backward
 through the body (and FeatureCache can apply); the recipe is otherwise the same. `--recal` adds a
 row with the defaults and `callbacks=[RecalibrateBN()]` in both fits: after each epoch's training
 the BatchNorm statistics are recomputed on the training photos without augmentation.
+`--bn-fixed` adds the `--bn-eval` row with `callbacks=[BnFreeze(all_groups=True)]` in the
+unfrozen fit, so every BatchNorm layer keeps its pretrained statistics after `unfreeze()` too.
 `--only-extra` leaves out the defaults row (to run just the extra rows).
 
 About 5 minutes per framework and seed on 2 idle CPU cores.
@@ -54,7 +56,7 @@ HUB_NAME = "mobilenet_v2-b0353104.pth"  # torchvision's file name for MobileNet_
 
 FASTBASE_RUN = """
 import json, resource, sys, time, torch
-from fastbase.callback import Callback
+from fastbase.callback import BnFreeze, Callback
 from fastbase.callbacks.bn_stats import RecalibrateBN
 from fastbase.core import set_seed
 from fastbase.data import imagenet_stats
@@ -77,12 +79,13 @@ class EpochTimer(Callback):
 data = ImageDataBunch.from_folder(path, train="train", valid="val", ds_tfms=get_transforms(), size=224, bs=bs,
                                   seed=seed).normalize(imagenet_stats)
 learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True,
-                    **(dict(train_bn=False, freeze_bn_stats=True) if variant == "bn-eval" else {}))
+                    **(dict(train_bn=False, freeze_bn_stats=True) if variant.startswith("bn-") else {}))
 result = {"workers": data.train_dl.num_workers}
 extra = [RecalibrateBN()] if variant == "recal" else []
+fixed = [BnFreeze(all_groups=True)] if variant == "bn-fixed" else []  # BN statistics fixed after unfreeze() too
 for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, callbacks=[cb, *extra])),
                    ("unfrozen", lambda cb: (learn.unfreeze(), learn.fit_one_cycle(2, max_lr=slice(1e-6, 1e-4),
-                                                                                    callbacks=[cb, *extra])))):
+                                                                                    callbacks=[cb, *extra, *fixed])))):
     timer = EpochTimer()
     run(timer)
     result[stage] = {"epoch_s": timer.times, "accuracy": float(learn.recorder.metrics[-1][0])}
@@ -145,6 +148,8 @@ def main() -> int:
     parser.add_argument("--bn-eval", action="store_true",
                         help="also run fastbase with train_bn=False, freeze_bn_stats=True (the frozen body's "
                              "BatchNorm fixed: faster steps, and the setting FeatureCache needs)")
+    parser.add_argument("--bn-fixed", action="store_true",
+                        help="also run --bn-eval's row with callbacks=[BnFreeze(all_groups=True)] after unfreeze()")
     parser.add_argument("--only-extra", action="store_true", help="leave out the fastbase defaults row")
     parser.add_argument("--recal", action="store_true",
                         help="also run fastbase's defaults with callbacks=[RecalibrateBN()] in both fits")
@@ -155,6 +160,8 @@ def main() -> int:
     runners = [] if args.skip_fastbase or args.only_extra else [("fastbase", sys.executable, FASTBASE_RUN, ())]
     if args.bn_eval and not args.skip_fastbase:
         runners.append(("fastbase, BN eval", sys.executable, FASTBASE_RUN, ("bn-eval",)))
+    if args.bn_fixed and not args.skip_fastbase:
+        runners.append(("fastbase, BN fixed", sys.executable, FASTBASE_RUN, ("bn-fixed",)))
     if args.recal and not args.skip_fastbase:
         runners.append(("fastbase, recal", sys.executable, FASTBASE_RUN, ("recal",)))
     if args.skip_fastai:

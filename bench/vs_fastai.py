@@ -49,7 +49,7 @@ nothing. fastai runs in --fastai-python (default /tmp/fastai-venv/bin/python; sk
 message when absent: `python -m venv --system-site-packages /tmp/fastai-venv &&
 /tmp/fastai-venv/bin/pip install fastai`).
 
-Runtime: 24.5 minutes measured on 2 idle cores with the defaults (2026-11-23, all 8 rows; README
+Runtime: 22.8 and 24.5 minutes measured on 2 idle cores with the defaults (2026-11-23, all 8 rows; README
 "Benchmark against fastai"). --only runs a part; --lr-find-iters 0 saves about a third.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ import torch
 from tiny_models import make_data, make_learner
 from torch import nn
 
-from fastbase.callback import Callback
+from fastbase.callback import BnFreeze, Callback
 from fastbase.callbacks.one_cycle import OneCycleScheduler
 from fastbase.callbacks.progress import ProgressCallback
 from fastbase.core import FastbaseError, set_seed
@@ -122,6 +122,16 @@ def test_freeze_bn_stats_keeps_running_mean_fixed_over_a_frozen_epoch(freeze_bn_
     learn.fit(1)
     assert torch.equal(learn.model[1].running_mean, before) == freeze_bn_stats
     assert learn.model[1].weight.requires_grad  # train_bn: still trainable
+
+
+def test_bn_freeze_of_all_groups_keeps_statistics_fixed_in_unfrozen_groups_too():
+    learn = make_learner(groups=True)  # nothing frozen
+    before = learn.model[1].running_mean.clone()
+    learn.fit(1, callbacks=[BnFreeze()])  # only frozen groups: none here, so the statistics move
+    assert not torch.equal(learn.model[1].running_mean, before)
+    before, weight = learn.model[1].running_mean.clone(), learn.model[1].weight.clone()
+    learn.fit(1, callbacks=[BnFreeze(all_groups=True)])
+    assert torch.equal(learn.model[1].running_mean, before) and not torch.equal(learn.model[1].weight, weight)
 
 
 def test_validate_get_preds_and_predict_agree():
