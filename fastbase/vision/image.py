@@ -188,11 +188,8 @@ def resize_image(x: torch.Tensor, target_hw, method: ResizeMethod = ResizeMethod
     method = ResizeMethod(method)
     if method == ResizeMethod.SQUISH:
         return _resize(x, (th, tw))
-    if method == ResizeMethod.CROP:
-        ratio = max(th / h, tw / w)
-        ch, cw = min(h, round(th / ratio)), min(w, round(tw / ratio))  # the window that fills the target
-        top, left = (h - ch) // 2, (w - cw) // 2
-        return _resize(x[:, top:top + ch, left:left + cw], (th, tw))
+    if method == ResizeMethod.CROP:  # the centre window that fills the target: a canvas of the target's size
+        return cover_image(x, target_hw, target_hw)[0]
     ratio = min(th / h, tw / w)
     fitted = _resize(x, (min(th, max(1, round(h * ratio))), min(tw, max(1, round(w * ratio)))))
     return pad_image(fitted, target_hw, padding_mode)
