@@ -14,17 +14,20 @@ warm-up pass (worker start-up), then the median of --passes timed passes, and th
 main process and of its largest worker.
 
 `fastbase` keeps each decoded, resized image in shared memory after the first pass (its default
-`cache_items`, as the 245 photos take 66 MB): the timed passes are served from memory, with the
-augmentation drawn afresh. `fastbase-nocache` is the same pipeline decoding every pass
-(`cache_items=False`); `first pass` is pass 0 of every row (worker start-up included; it fills
-fastbase's cache). `fastbase-lite` is fastbase with only the baseline's augmentation (random crop
-window and flip).
+`cache_items`, as the 245 photos take 66 MB), and once they are in memory it loads in the main process
+(`DeviceDataLoader.in_memory`): the timed passes are copies from memory, with the augmentation drawn
+afresh on all of torch's threads. `fastbase-workers` is the same with the workers kept throughout (the
+behaviour before); `fastbase-nocache` decodes every pass (`cache_items=False`); `first pass` is pass 0
+of every row (worker start-up included; it fills fastbase's cache). `fastbase-lite` is fastbase with
+only the baseline's augmentation (random crop window and flip).
 
-Part 2, workers while training: time per training step (random init, 224 px, bs 32, SGD) of resnet18
-(compute-bound) and of a small convnet (loading-bound), fed by fastbase with 0 and 2 workers, to
-check whether the default worker count is slower than the best fixed one when the model needs the cores.
+Part 2, workers while training: seconds per training step (random init, 224 px, bs 32, SGD) of
+resnet18 (compute-bound) and of a small convnet (loading-bound) fed by fastbase with 0 workers, with 2
+(loading in the main process once the cache is full: the default) and with 2 kept throughout; a first
+epoch that fills the cache is timed on its own. It checks that the default is not slower than the best
+fixed choice when the model needs the cores.
 
-    python bench/data_loader.py [--passes 3] [--steps 3] [--rounds 2] [--fastai-python PYTHON] [--quick]
+    python bench/data_loader.py [--passes 3] [--epochs 1] [--rounds 2] [--fastai-python PYTHON] [--quick]
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ SIZE, BS = 224, 32
 STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 
-def fastbase_loader(workers: int, lite: bool = False, cache=None):
+def fastbase_loader(workers: int, lite: bool = False, cache=None, stay_in_workers: bool = False):
     from fastbase.data import imagenet_stats
     from fastbase.vision.data import ImageDataBunch
     from fastbase.vision.transforms import get_transforms
@@ -51,7 +54,9 @@ def fastbase_loader(workers: int, lite: bool = False, cache=None):
     tfms = get_transforms(max_rotate=0, max_zoom=1.0, max_warp=0, max_lighting=0) if lite else get_transforms()
     data = ImageDataBunch.from_folder(DATA, valid="val", ds_tfms=tfms, size=SIZE, bs=BS, num_workers=workers,
                                       device="cpu", seed=0, cache_items=cache)
-    return data.normalize(imagenet_stats).train_dl
+    dl = data.normalize(imagenet_stats).train_dl
+    dl.in_process_when_cached = not stay_in_workers
+    return dl
 
 
 def torchvision_loader(workers: int):
@@ -75,6 +80,7 @@ def fastai_loader(workers: int):
 
 LOADERS = {"fastbase": fastbase_loader, "fastbase-nocache": lambda w: fastbase_loader(w, cache=False),
            "fastbase-lite": lambda w: fastbase_loader(w, lite=True),
+           "fastbase-workers": lambda w: fastbase_loader(w, stay_in_workers=True),
            "torchvision": torchvision_loader, "fastai": fastai_loader}
 
 
@@ -107,28 +113,28 @@ def small_convnet():
     return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 2))
 
 
-def measure_training(workers: int, steps: int, arch: str) -> dict:
-    """Run in a child process: seconds per training step (fwd+bwd+SGD) of `arch` fed by fastbase."""
+def measure_training(workers: int, epochs: int, arch: str, stay: bool) -> dict:
+    """Run in a child process: one epoch that fills the item cache, then `epochs` timed epochs of `arch`
+    (fwd+bwd+SGD) fed by fastbase; seconds of the first epoch and per step of the others."""
     import torch
     from torchvision.models import resnet18
+    torch.manual_seed(0)
     model = resnet18(num_classes=2) if arch == "resnet18" else small_convnet()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loader = fastbase_loader(workers)
-    times, done = [], 0
-    while done < steps + 1:
-        start = time.perf_counter()
+    loader = fastbase_loader(workers, stay_in_workers=stay)
+
+    def epoch():
+        start, n = time.perf_counter(), 0
         for x, y in loader:
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
             opt.zero_grad()
-            now = time.perf_counter()
-            if done:  # the first step warms up
-                times.append(now - start)
-            start, done = now, done + 1
-            if done >= steps + 1:
-                break
-    return {"step_s": times}
+            n += 1
+        return time.perf_counter() - start, n
+
+    first, _ = epoch()
+    steps = [t / n for t, n in (epoch() for _ in range(epochs))]
+    return {"step_s": steps, "first_epoch_s": first}
 
 
 def child(args: list[str], python: str = sys.executable) -> dict:
@@ -150,15 +156,15 @@ def fastai_python(given: str | None) -> str | None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per worker count and round")
+    parser.add_argument("--epochs", type=int, default=1, help="timed training epochs per setup and round")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the training check")
     parser.add_argument("--fastai-python", default=None, help="a Python where fastai is installed")
-    parser.add_argument("--quick", action="store_true", help="2 passes, 1 round of 2 steps")
+    parser.add_argument("--quick", action="store_true", help="2 passes, 1 round")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = measure_training(int(rest[0]), int(rest[1]), rest[2]) if kind == "train" else \
+        result = measure_training(int(rest[0]), int(rest[1]), rest[2], bool(int(rest[3]))) if kind == "train" else \
             measure_loader(kind, int(rest[0]), int(rest[1]))
         print(json.dumps(result))
         return
@@ -167,7 +173,7 @@ def main():
               "and val/).")
         return
     if args.quick:
-        args.passes, args.steps, args.rounds = 2, 2, 1
+        args.passes, args.rounds = 2, 1
     import torch
 
     from fastbase.core import default_num_workers, num_cpus
@@ -183,8 +189,8 @@ def main():
     print(f"\n{'pipeline':<16} {'workers':>8} {'img/s':>8} {'vs torchvision':>15} {'first pass':>11} "
           f"{'vs torchvision':>15} {'RSS main MB':>12} {'RSS worker MB':>14}")
     for workers in counts:
-        for name in ("torchvision", "fastbase", "fastbase-nocache", "fastbase-lite", "fastai"):
-            if name == "fastai" and fa_python is None:
+        for name in ("torchvision", "fastbase", "fastbase-workers", "fastbase-nocache", "fastbase-lite", "fastai"):
+            if (name == "fastai" and fa_python is None) or (name == "fastbase-workers" and not workers):
                 continue
             res = child([name, str(workers), str(args.passes)], fa_python if name == "fastai" else sys.executable)
             rows[name, workers] = res
@@ -210,29 +216,38 @@ def main():
           f"img/s vs best torchvision {best('torchvision', 'first'):.0f}: "
           f"{best('fastbase', 'first') / best('torchvision', 'first'):.2f}x")
 
-    for arch, steps in (("resnet18", args.steps), ("small-convnet", 4 * args.steps)):
-        training_check(arch, steps, args.rounds, default)
+    for arch, epochs in (("resnet18", args.epochs), ("small-convnet", 3 * args.epochs)):
+        training_check(arch, epochs, args.rounds, default)
 
 
-def training_check(arch: str, steps: int, rounds: int, default: int) -> None:
-    print(f"\nTraining {arch} (random init) at {SIZE} px, bs {BS}, on the CPU, fed by fastbase "
-          f"({rounds} alternating round(s) of {steps} timed steps, as this machine's speed drifts):")
-    results: dict[int, list] = {}
+TRAINING_SETUPS = {"0 workers": (0, False), "2 workers, in this process once cached": (2, False),
+                   "2 workers throughout": (2, True)}
+
+
+def training_check(arch: str, epochs: int, rounds: int, default: int) -> None:
+    print(f"\nTraining {arch} (random init) at {SIZE} px, bs {BS}, on the CPU, fed by fastbase: a first epoch "
+          f"(decodes, fills the item cache), then {epochs} timed epoch(s); {rounds} alternating round(s), as this "
+          f"machine's speed drifts. fastbase's default here: {default} workers, in this process once cached.")
+    steps: dict[str, list] = {}
+    firsts: dict[str, list] = {}
     for _ in range(rounds):
-        for workers in sorted({0, 2, default}):
-            res = child(["train", str(workers), str(steps), arch])
+        for name, (workers, stay) in TRAINING_SETUPS.items():
+            res = child(["train", str(workers), str(epochs), arch, str(int(stay))])
             if "error" in res:
-                print(f"  {workers} workers: failed: {res['error']}")
+                print(f"  {name}: failed: {res['error']}")
                 continue
-            results.setdefault(workers, []).extend(res["step_s"])
-    times = {w: statistics.median(s) for w, s in results.items()}
-    for workers, t in times.items():
-        print(f"  {workers} workers{' (default)' if workers == default else ''}: {t:.3f} s/step "
-              f"(median of {len(results[workers])}; range {min(results[workers]):.3f}-{max(results[workers]):.3f})")
-    if default in times and len(times) > 1:
+            steps.setdefault(name, []).extend(res["step_s"])
+            firsts.setdefault(name, []).append(res["first_epoch_s"])
+    times = {name: statistics.median(s) for name, s in steps.items()}
+    for name, t in times.items():
+        print(f"  {name:<40} first epoch {statistics.median(firsts[name]):6.1f} s; later epochs {t:.3f} s/step "
+              f"(median of {len(steps[name])} epochs; range {min(steps[name]):.3f}-{max(steps[name]):.3f})")
+    default_name = "0 workers" if default == 0 else "2 workers, in this process once cached"
+    if default_name in times and len(times) > 1:
         best = min(times, key=times.get)
-        print(f"  default ({default}) takes {times[default] / times[best]:.2f}x the time per step of the best "
-              f"fixed choice ({best})")
+        print(f"  the default ({default_name}) takes {times[default_name] / times[best]:.2f}x the time per step "
+              f"of the best setup ({best}) in later epochs")
+
 
 if __name__ == "__main__":
     main()

@@ -145,6 +145,8 @@ class DeviceDataLoader:
 
     def __init__(self, dl: DataLoader, device, tfms=None):
         self.dl, self.device = dl, torch.device(device)
+        self._local: DataLoader | None = None  # the in-process twin of `dl`, once its items are in memory
+        self.in_process_when_cached = True  # False: keep the workers even then (see `in_memory`)
         self.collate_fn = dl.collate_fn.collate_fn if isinstance(dl.collate_fn, CollateThenTransform) else dl.collate_fn
         self.tfms = sorted(listify(tfms), key=lambda t: getattr(t, "order", 0))
         self._place_tfms()
@@ -169,7 +171,20 @@ class DeviceDataLoader:
         """True when the batch transforms run in the worker processes (CPU device, workers > 0)."""
         return self.device.type == "cpu" and self.dl.num_workers > 0
 
+    @property
+    def in_memory(self) -> bool:
+        """True when worker processes would only copy items already in memory: the dataset reports
+        (`fraction_cached`) that at least 90% of its items are cached, e.g. from the first epoch.
+        `__iter__` then loads in this process, and the batch transforms run here on all of torch's
+        threads: a copy costs less than the hand-off from a worker, and no worker competes with the
+        model for the cores (`bench/data_loader.py` measures both)."""
+        if self.dl.num_workers == 0 or not self.in_process_when_cached:
+            return False
+        fraction = getattr(self.dl.dataset, "fraction_cached", None)
+        return (fraction() or 0.0) >= 0.9 if fraction is not None else False
+
     def _place_tfms(self) -> None:
+        self._local = None
         if self.tfms_in_workers:
             self.dl = self._rebuilt(collate_fn=CollateThenTransform(self.collate_fn, self.tfms))
 
@@ -202,13 +217,29 @@ class DeviceDataLoader:
         return batch
 
     def __iter__(self):
+        if self.in_memory:
+            if self._local is None:
+                # the same sampler, so the same order as `dl` would give; a generator of its own takes the
+                # worker base seed each iteration draws, which `dl`'s persistent workers do not draw again
+                dl = self.dl
+                self._local = DataLoader(dl.dataset, batch_size=dl.batch_size, sampler=dl.sampler,
+                                         drop_last=dl.drop_last, collate_fn=self.collate_fn,
+                                         pin_memory=dl.pin_memory, generator=torch.Generator())
+            for batch in self._local:
+                batch = to_device(batch, self.device)
+                for tfm in self.tfms:
+                    batch = tfm(batch)
+                yield batch
+            return
         for batch in self.dl:
             yield self.proc_batch(batch)
 
     def new(self, tfms=None, **kwargs) -> DeviceDataLoader:
         """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`, or
         `dataset=`), with the same batch transforms or `tfms`."""
-        return DeviceDataLoader(self._rebuilt(**kwargs), self.device, self.tfms if tfms is None else tfms)
+        dl = DeviceDataLoader(self._rebuilt(**kwargs), self.device, self.tfms if tfms is None else tfms)
+        dl.in_process_when_cached = self.in_process_when_cached
+        return dl
 
     def __repr__(self):
         where = "in workers" if self.tfms_in_workers else "on device"

@@ -69,14 +69,29 @@ def test_cached_batches_equal_uncached_ones_and_later_epochs_decode_nothing(nois
     assert "cached 16/16" in repr(data.train_ds)
 
 
-def test_worker_processes_fill_one_cache_that_the_next_epoch_reads(noisy_folder):
-    plain = passes(bunch(noisy_folder, cache=False, workers=2))
+def test_worker_processes_fill_one_cache_that_the_next_epoch_reads_in_process(noisy_folder, monkeypatch):
+    plain = bunch(noisy_folder, cache=False, workers=2)
+    plain_batches = [list(plain.train_dl) for _ in range(2)] + [list(plain.valid_dl)]
     data = bunch(noisy_folder, cache=True, workers=2)
-    cached = passes(data)
+    assert not data.train_dl.in_memory and not plain.train_dl.in_memory
+    first, valid = list(data.train_dl), list(data.valid_dl)
     assert data.train_ds.cache.n_filled == len(data.train_ds)  # written by the workers, seen here
     assert data.valid_ds.cache.n_filled == len(data.valid_ds)
-    for a, b in zip(plain, cached):
-        assert torch.equal(a, b)
+    for a, b in zip(plain_batches[0] + plain_batches[2], first + valid):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # from now on the items are in memory: the loaders read them here, and nothing is decoded again
+    assert data.train_dl.in_memory and data.valid_dl.in_memory
+    decodes, served = count_decodes(monkeypatch), []
+    original = vision_dataset.ImageDataset.raw_item
+    monkeypatch.setattr(vision_dataset.ImageDataset, "raw_item",
+                        lambda self, *a, **k: served.append(1) or original(self, *a, **k))
+    second, valid_again = list(data.train_dl), list(data.valid_dl)
+    assert len(served) == len(data.train_ds) + len(data.valid_ds) and not decodes
+    # the same sampler and generator: the order the worker processes would have given
+    assert torch.equal(torch.cat([y for _, y in second]), torch.cat([y for _, y in plain_batches[1]]))
+    assert not torch.equal(torch.cat([x for x, _ in second]), torch.cat([x for x, _ in first]))  # augmented afresh
+    for a, b in zip(valid, valid_again):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_automatic_caching_follows_the_memory_budget(noisy_folder, monkeypatch):

@@ -94,6 +94,12 @@ class ImageDataset(Dataset):
         """Bytes an item cache of this dataset takes when full (0 without `size`: nothing to cache)."""
         return 0 if self.item_shape is None else cache_nbytes(len(self), self.item_shape)
 
+    def fraction_cached(self) -> float | None:
+        """Share of the items the item cache holds (None without a cache, or where it is off)."""
+        if self.cache is None or not self.cache.enabled or not len(self):
+            return None
+        return self.cache.n_filled / len(self)
+
     @property
     def c(self) -> int | None:
         return None if self.classes is None else len(self.classes)
