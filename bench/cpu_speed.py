@@ -61,7 +61,9 @@ from _memory import peak_rss_mb, reset_peak_rss
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-ARCHS = ("mobilenet_v2", "resnet18")
+ARCHS = ("mobilenet_v2", "resnet18")  # the default pair; --archs may name any of OTHER_ARCHS too
+OTHER_ARCHS = ("resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "densenet121",
+               "convnext_tiny", "regnet_y_400mf", "squeezenet1_1", "vgg16_bn")
 CL = torch.channels_last
 
 
@@ -292,7 +294,8 @@ def main() -> None:
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
+    parser.add_argument("--archs", nargs="+", choices=(*ARCHS, *OTHER_ARCHS), default=list(ARCHS))
+    parser.add_argument("--train-only", action="store_true", help="only the training part (for more archs)")
     parser.add_argument("--compile", nargs="+", choices=(*ARCHS, "none"), default=None,
                         help="archs to time torch.compile on (default: resnet18; none with --quick)")
     parser.add_argument("--items", type=int, default=64, help="images in the loader's dataset")
@@ -318,12 +321,14 @@ def main() -> None:
     table = Table()
     for arch in args.archs:
         bench_train(table, arch, args)
-        bench_valid(table, arch, args)
-    for arch in compile_archs:
+        if not args.train_only:
+            bench_valid(table, arch, args)
+    for arch in [] if args.train_only else compile_archs:
         bench_compile(table, arch, args)
     shutil.rmtree(cache, ignore_errors=True)
-    bench_loader(table, args)
-    bench_pinned(table, args)
+    if not args.train_only:
+        bench_loader(table, args)
+        bench_pinned(table, args)
     load_end = os.getloadavg()
     noisy = load_start[0] > 0.5 or load_end[0] > args.threads + 1
     print(f"\nload average at end {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}; total "

@@ -22,7 +22,7 @@ accuracy on 153 images moves by a photo or two between seeds (0.65 points each),
 several and reports each.
 
     python bench/transfer.py [--bs 32] [--seeds 0] [--threads 2] [--skip-fastai] [--skip-fastbase] [--bn-eval]
-        [--bn-fixed] [--recal] [--only-extra]
+        [--bn-fixed] [--bn-cached] [--recal] [--only-extra]
 
 `--bn-eval` adds a fastbase row with `cnn_learner(..., train_bn=False, freeze_bn_stats=True)`: the
 frozen body's BatchNorm keeps its ImageNet weights and statistics, so a frozen step runs no backward
@@ -31,6 +31,9 @@ row with the defaults and `callbacks=[RecalibrateBN()]` in both fits: after each
 the BatchNorm statistics are recomputed on the training photos without augmentation.
 `--bn-fixed` adds the `--bn-eval` row with `callbacks=[BnFreeze(all_groups=True)]` in the
 unfrozen fit, so every BatchNorm layer keeps its pretrained statistics after `unfreeze()` too.
+`--bn-cached` adds the `--bn-fixed` row with `callbacks=[FeatureCache(n_views=1)]` in the frozen fit:
+the body's features of one augmented pass over the photos are computed once and the head trains on
+them every epoch (issue 9).
 `--only-extra` leaves out the defaults row (to run just the extra rows).
 
 About 5 minutes per framework and seed on 2 idle CPU cores.
@@ -63,6 +66,7 @@ from fastbase.data import imagenet_stats
 from fastbase.metrics import accuracy
 from fastbase.vision import models
 from fastbase.vision.data import ImageDataBunch
+from fastbase.vision.feature_cache import FeatureCache
 from fastbase.vision.learner import cnn_learner
 from fastbase.vision.transforms import get_transforms
 
@@ -82,8 +86,9 @@ learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True,
                     **(dict(train_bn=False, freeze_bn_stats=True) if variant.startswith("bn-") else {}))
 result = {"workers": data.train_dl.num_workers}
 extra = [RecalibrateBN()] if variant == "recal" else []
-fixed = [BnFreeze(all_groups=True)] if variant == "bn-fixed" else []  # BN statistics fixed after unfreeze() too
-for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, callbacks=[cb, *extra])),
+fixed = [BnFreeze(all_groups=True)] if variant in ("bn-fixed", "bn-cached") else []  # fixed after unfreeze() too
+cached = [FeatureCache(n_views=1)] if variant == "bn-cached" else []  # frozen stage: cached features, one view
+for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, callbacks=[cb, *extra, *cached])),
                    ("unfrozen", lambda cb: (learn.unfreeze(), learn.fit_one_cycle(2, max_lr=slice(1e-6, 1e-4),
                                                                                     callbacks=[cb, *extra, *fixed])))):
     timer = EpochTimer()
@@ -150,6 +155,8 @@ def main() -> int:
                              "BatchNorm fixed: faster steps, and the setting FeatureCache needs)")
     parser.add_argument("--bn-fixed", action="store_true",
                         help="also run --bn-eval's row with callbacks=[BnFreeze(all_groups=True)] after unfreeze()")
+    parser.add_argument("--bn-cached", action="store_true",
+                        help="also run --bn-fixed's row with callbacks=[FeatureCache(n_views=1)] in the frozen fit")
     parser.add_argument("--only-extra", action="store_true", help="leave out the fastbase defaults row")
     parser.add_argument("--recal", action="store_true",
                         help="also run fastbase's defaults with callbacks=[RecalibrateBN()] in both fits")
@@ -162,6 +169,8 @@ def main() -> int:
         runners.append(("fastbase, BN eval", sys.executable, FASTBASE_RUN, ("bn-eval",)))
     if args.bn_fixed and not args.skip_fastbase:
         runners.append(("fastbase, BN fixed", sys.executable, FASTBASE_RUN, ("bn-fixed",)))
+    if args.bn_cached and not args.skip_fastbase:
+        runners.append(("fastbase, cached", sys.executable, FASTBASE_RUN, ("bn-cached",)))
     if args.recal and not args.skip_fastbase:
         runners.append(("fastbase, recal", sys.executable, FASTBASE_RUN, ("recal",)))
     if args.skip_fastai:

@@ -133,7 +133,8 @@ def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> lis
 
 def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = True, lin_ftrs=None, ps=0.5,
                 custom_head: nn.Module | None = None, split_on=None, bn_final: bool = False,
-                init: Callable | None = nn.init.kaiming_normal_, concat_pool: bool = True, channels_last: bool = False,
+                init: Callable | None = nn.init.kaiming_normal_, concat_pool: bool = True,
+                channels_last: bool | None = None,
                 **learn_kwargs) -> Learner:
     """A Learner for `data` with `base_arch`'s body (pretrained by default) and a new head.
 
@@ -142,7 +143,9 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     for resnets (two for the body, one for the head), so `slice` learning rates reach every part.
     Unnormalised data are normalised with the architecture's pretrained stats; data normalised with
     other stats get a warning. `channels_last=True` stores the weights and batches channels-last
-    (`learn.to_channels_last()`), faster on CPUs with oneDNN: see `bench/cpu_speed.py`.
+    (`learn.to_channels_last()`), faster on CPUs with oneDNN: see `bench/cpu_speed.py`. The default,
+    None, does so on the CPU for the architectures measured faster that way (`ArchMeta.channels_last_cpu`:
+    MobileNets, EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
     """
     if data.c is None:
         raise FastbaseError("cnn_learner needs data with classes (or `c` outputs); this DataBunch has neither.")
@@ -161,6 +164,8 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
                             "layer_group_split": list(split)}
     if pretrained:
         learn.freeze()
+    if channels_last is None:
+        channels_last = meta is not None and meta.channels_last_cpu and torch.device(data.device).type == "cpu"
     return learn.to_channels_last() if channels_last else learn
 
 
