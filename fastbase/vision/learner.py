@@ -145,7 +145,7 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     other stats get a warning. `channels_last=True` stores the weights and batches channels-last
     (`learn.to_channels_last()`), faster on CPUs with oneDNN: see `bench/cpu_speed.py`. The default,
     None, does so on the CPU for the architectures measured faster that way (`ArchMeta.channels_last_cpu`:
-    MobileNets, EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
+    ResNets, MobileNets, EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
     """
     if data.c is None:
         raise FastbaseError("cnn_learner needs data with classes (or `c` outputs); this DataBunch has neither.")

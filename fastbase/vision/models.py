@@ -77,11 +77,12 @@ _TABLE = {
     **{n: (_regnet_body, (3,)) for n in ("regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_x_400mf",
                                          "regnet_x_800mf", "regnet_x_1_6gf")},
 }
-# Families whose training step at 224 px was 1.3-1.6x faster channels-last on this project's CPUs
-# (depthwise, grouped or concatenating convolutions; `bench/cpu_speed.py --train-only --size 224`).
-# Left contiguous: resnets (1.10-1.12x at 224 px but 0.94-0.98x at 128 px), convnext (0.97x) and the
-# families not measured.
-_CHANNELS_LAST_CPU = ("mobilenet", "efficientnet", "regnet", "densenet")
+# Families whose training step was faster channels-last on this project's CPUs (bench/cpu_speed.py
+# --train-only, bs 32, 2026-12-01): at 224 px mobilenet_v2 1.48x, mobilenet_v3_large 1.44x,
+# efficientnet_b0 1.59x, regnet_y_400mf 1.34x, densenet121 1.60x, resnet18 1.12-1.17x, resnet34 1.10x,
+# resnet50 1.58x; resnet18 1.04-1.16x at 32-176 px (0.94-0.98x at 128 px in an earlier session).
+# Left contiguous: convnext (0.97x) and the families not measured.
+_CHANNELS_LAST_CPU = ("mobilenet", "efficientnet", "regnet", "densenet", "resnet")
 
 model_meta: dict[str, ArchMeta] = {
     name: ArchMeta(name, body, split, channels_last_cpu=name.startswith(_CHANNELS_LAST_CPU))
