@@ -16,9 +16,12 @@ BatchNorm and biases):
                            body's weights frozen, its BatchNorm trainable (fastai's train_bn).
   fastbase, same settings  cnn_learner with the same crop window + flip only, --workers workers,
                            BatchNorm trainable while frozen, no caching (neither FeatureCache nor
-                           the item cache: every epoch decodes every photo, as the plain loop does).
+                           the item cache: every epoch decodes every photo, as the plain loop does),
+                           NCHW memory format (channels_last=False), as the plain loop.
   fastbase defaults        get_transforms(), fastbase's default worker count and item cache
-                           (decoded photos kept in memory after the first epoch); frozen stage with
+                           (decoded photos kept in memory after the first epoch, then read in the
+                           main process), channels-last on the CPU (cnn_learner's default for these
+                           two architectures); frozen stage with
                            train_bn=False, freeze_bn_stats=True and FeatureCache(n_views=--cache-views)
                            (the body runs once per fit on --cache-views augmented passes); unfrozen
                            stage as cnn_learner leaves it.
@@ -39,7 +42,7 @@ measured figures: fastbase-same within 3% of the plain loop, fastbase-defaults u
 most 0.85x fastai's, frozen epochs with caching at most 0.2x fastai's, accuracy no lower than fastai's.
 
     python bench/vs_fastai.py [--size 224] [--bs 32] [--threads 2] [--workers 2] [--frozen-epochs 2]
-        [--unfrozen-epochs 2] [--scratch-epochs 1] [--lr-find-iters 20] [--seed 0] [--skip-fastai]
+        [--unfrozen-epochs 2] [--scratch-epochs 3] [--lr-find-iters 20] [--seed 0] [--skip-fastai]
         [--only ROWS] [--quick]
 
 `--only` takes comma-separated rows (plain, same, defaults, fastai), models (mobilenet_v2,
@@ -49,8 +52,9 @@ nothing. fastai runs in --fastai-python (default /tmp/fastai-venv/bin/python; sk
 message when absent: `python -m venv --system-site-packages /tmp/fastai-venv &&
 /tmp/fastai-venv/bin/pip install fastai`).
 
-Runtime: 22.8 and 24.5 minutes measured on 2 idle cores with the defaults (2026-11-23, all 8 rows; README
-"Benchmark against fastai"). --only runs a part; --lr-find-iters 0 saves about a third.
+Runtime: 18.1 minutes on 2 idle cores with the defaults (2026-12-01, all 8 rows; README "Benchmark
+against fastai"); 22.8-24.5 minutes on 2026-11-23, before channels-last and in-process loading, with 1
+scratch epoch. --only runs a part; --lr-find-iters 0 saves about a third.
 """
 from __future__ import annotations
 
@@ -253,6 +257,8 @@ def child_fastbase(cfg, own_defaults: bool) -> dict:
                                       # the same settings decode every epoch, as the plain loop does
                                       cache_items=None if own_defaults else False).normalize(imagenet_stats)
     result = {"workers": data.train_dl.num_workers, "throughput": throughput(data.train_dl)}
+    if not own_defaults:
+        learn_kwargs["channels_last"] = False  # the plain loop's memory format (fastbase's CPU default is NHWC)
     learn = cnn_learner(data, getattr(models, cfg["arch"]), pretrained=cfg["pretrained"], metrics=accuracy,
                         silent=True, **learn_kwargs)
     if cfg["lr_find_iters"]:
@@ -460,7 +466,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="loader workers of the plain and same-settings rows")
     parser.add_argument("--frozen-epochs", type=int, default=None, help="(2; --quick: 1)")
     parser.add_argument("--unfrozen-epochs", type=int, default=None, help="(2; --quick: 1)")
-    parser.add_argument("--scratch-epochs", type=int, default=1, help="resnet18 from scratch (1)")
+    parser.add_argument("--scratch-epochs", type=int, default=3, help="resnet18 from scratch (3)")
     parser.add_argument("--lr-find-iters", type=int, default=None, help="(20; --quick: 5; 0 skips lr_find)")
     parser.add_argument("--lr", type=float, default=3e-3, help="max lr of the frozen stage")
     parser.add_argument("--unfrozen-lr", type=float, default=1e-4, help="max lr of the unfrozen stage (all layers)")
