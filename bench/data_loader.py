@@ -215,6 +215,13 @@ def main():
     print(f"first pass (worker start-up; fastbase fills its cache): best fastbase {best('fastbase', 'first'):.0f} "
           f"img/s vs best torchvision {best('torchvision', 'first'):.0f}: "
           f"{best('fastbase', 'first') / best('torchvision', 'first'):.2f}x")
+    for workers in counts:  # what a fit waits for: the first pass and the later ones together
+        fb, tv = rows.get(("fastbase", workers), {}), rows.get(("torchvision", workers), {})
+        if "rates" in fb and "rates" in tv:
+            def fit_s(r):
+                return r["images"] * (1 / r["first"] + len(r["rates"]) / statistics.median(r["rates"]))
+            print(f"{workers} workers, all {1 + len(fb['rates'])} passes together (a fit of that many epochs): "
+                  f"fastbase {fit_s(fb):.2f} s, torchvision {fit_s(tv):.2f} s: {fit_s(tv) / fit_s(fb):.2f}x")
 
     for arch, epochs in (("resnet18", args.epochs), ("small-convnet", 3 * args.epochs)):
         training_check(arch, epochs, args.rounds, default)
