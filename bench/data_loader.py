@@ -215,11 +215,12 @@ def main():
     print(f"first pass (worker start-up; fastbase fills its cache): best fastbase {best('fastbase', 'first'):.0f} "
           f"img/s vs best torchvision {best('torchvision', 'first'):.0f}: "
           f"{best('fastbase', 'first') / best('torchvision', 'first'):.2f}x")
-    for workers in counts:  # what a fit waits for: the first pass and the later ones together
+    def fit_s(r):  # what a fit waits for: the first pass and the later ones together
+        return r["images"] * (1 / r["first"] + len(r["rates"]) / statistics.median(r["rates"]))
+
+    for workers in counts:
         fb, tv = rows.get(("fastbase", workers), {}), rows.get(("torchvision", workers), {})
         if "rates" in fb and "rates" in tv:
-            def fit_s(r):
-                return r["images"] * (1 / r["first"] + len(r["rates"]) / statistics.median(r["rates"]))
             print(f"{workers} workers, all {1 + len(fb['rates'])} passes together (a fit of that many epochs): "
                   f"fastbase {fit_s(fb):.2f} s, torchvision {fit_s(tv):.2f} s: {fit_s(tv) / fit_s(fb):.2f}x")
 
@@ -227,18 +228,23 @@ def main():
         training_check(arch, epochs, args.rounds, default)
 
 
-TRAINING_SETUPS = {"0 workers": (0, False), "2 workers, in this process once cached": (2, False),
-                   "2 workers throughout": (2, True)}
+def training_setups(default: int) -> dict[str, tuple[int, bool]]:
+    """name -> (workers, workers kept after the cache is full): 0 workers, and the default count (2
+    where the default is 0) both ways."""
+    workers = default or 2
+    return {"0 workers": (0, False), f"{workers} workers, in this process once cached": (workers, False),
+            f"{workers} workers throughout": (workers, True)}
 
 
 def training_check(arch: str, epochs: int, rounds: int, default: int) -> None:
+    setups = training_setups(default)
     print(f"\nTraining {arch} (random init) at {SIZE} px, bs {BS}, on the CPU, fed by fastbase: a first epoch "
           f"(decodes, fills the item cache), then {epochs} timed epoch(s); {rounds} alternating round(s), as this "
           f"machine's speed drifts. fastbase's default here: {default} workers, in this process once cached.")
     steps: dict[str, list] = {}
     firsts: dict[str, list] = {}
     for _ in range(rounds):
-        for name, (workers, stay) in TRAINING_SETUPS.items():
+        for name, (workers, stay) in setups.items():
             res = child(["train", str(workers), str(epochs), arch, str(int(stay))])
             if "error" in res:
                 print(f"  {name}: failed: {res['error']}")
@@ -249,7 +255,7 @@ def training_check(arch: str, epochs: int, rounds: int, default: int) -> None:
     for name, t in times.items():
         print(f"  {name:<40} first epoch {statistics.median(firsts[name]):6.1f} s; later epochs {t:.3f} s/step "
               f"(median of {len(steps[name])} epochs; range {min(steps[name]):.3f}-{max(steps[name]):.3f})")
-    default_name = "0 workers" if default == 0 else "2 workers, in this process once cached"
+    default_name = next(iter(setups)) if default == 0 else list(setups)[1]
     if default_name in times and len(times) > 1:
         best = min(times, key=times.get)
         print(f"  the default ({default_name}) takes {times[default_name] / times[best]:.2f}x the time per step "

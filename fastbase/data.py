@@ -181,7 +181,7 @@ class DeviceDataLoader:
         if self.dl.num_workers == 0 or not self.in_process_when_cached:
             return False
         fraction = getattr(self.dl.dataset, "fraction_cached", None)
-        return (fraction() or 0.0) >= 0.9 if fraction is not None else False
+        return fraction is not None and (fraction() or 0.0) >= 0.9
 
     def _place_tfms(self) -> None:
         self._local = None
@@ -208,31 +208,27 @@ class DeviceDataLoader:
         self.tfms = [t for t in self.tfms if t is not tfm]
         self._place_tfms()
 
-    def proc_batch(self, batch):
-        """Move a collated batch to the device and apply the transforms that did not run in workers."""
+    def proc_batch(self, batch, in_workers: bool | None = None):
+        """Move a collated batch to the device and apply the transforms that did not run in workers
+        (`in_workers`: whether they did; default `tfms_in_workers`)."""
         batch = to_device(batch, self.device)
-        if not self.tfms_in_workers:
+        if not (self.tfms_in_workers if in_workers is None else in_workers):
             for tfm in self.tfms:
                 batch = tfm(batch)
         return batch
 
     def __iter__(self):
-        if self.in_memory:
-            if self._local is None:
-                # the same sampler, so the same order as `dl` would give; a generator of its own takes the
-                # worker base seed each iteration draws, which `dl`'s persistent workers do not draw again
-                dl = self.dl
-                self._local = DataLoader(dl.dataset, batch_size=dl.batch_size, sampler=dl.sampler,
-                                         drop_last=dl.drop_last, collate_fn=self.collate_fn,
-                                         pin_memory=dl.pin_memory, generator=torch.Generator())
-            for batch in self._local:
-                batch = to_device(batch, self.device)
-                for tfm in self.tfms:
-                    batch = tfm(batch)
-                yield batch
+        if not self.in_memory:
+            for batch in self.dl:
+                yield self.proc_batch(batch)
             return
-        for batch in self.dl:
-            yield self.proc_batch(batch)
+        if self._local is None:
+            # the same sampler, so the same order as `dl` would give; a generator of its own takes the
+            # worker base seed each iteration draws, which `dl`'s persistent workers do not draw again
+            self._local = self._rebuilt(num_workers=0, sampler=self.dl.sampler, shuffle=False,
+                                        generator=torch.Generator())
+        for batch in self._local:
+            yield self.proc_batch(batch, in_workers=False)
 
     def new(self, tfms=None, **kwargs) -> DeviceDataLoader:
         """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`, or

@@ -165,7 +165,7 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     if pretrained:
         learn.freeze()
     if channels_last is None:
-        channels_last = meta is not None and meta.channels_last_cpu and torch.device(data.device).type == "cpu"
+        channels_last = meta is not None and meta.channels_last_cpu and data.device.type == "cpu"
     return learn.to_channels_last() if channels_last else learn
 
 
