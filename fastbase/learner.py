@@ -39,7 +39,7 @@ from .callbacks.channels_last import ChannelsLast, to_memory_format
 from .callbacks.checkpoint import ResumeCallback
 from .callbacks.distributed import to_distributed, wants_distributed
 from .callbacks.gradients import GradientClipping
-from .callbacks.lr_finder import LRFinder, LRSuggestions
+from .callbacks.lr_finder import LRFinder, LRFinderError, LRSuggestions
 from .callbacks.mixed_precision import MixedPrecision, as_fp32
 from .callbacks.mixup import MixUp
 from .callbacks.one_cycle import OneCycleScheduler
@@ -269,17 +269,28 @@ class Learner:
                  resume=resume)
 
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
-                wd: float | None = None) -> LRSuggestions:
+                wd: float | None = None) -> LRSuggestions | None:
         """Train `num_it` batches with the lr rising exponentially from `start_lr` to `end_lr` (no
         validation), then restore weights, optimizer state and random state. Returns the suggestions
-        (valley, steep, minimum); `learn.recorder.plot(suggestion=True)` draws them."""
+        (valley, steep, minimum); `learn.recorder.plot(suggestion=True)` draws them. When the loss
+        diverged too early to suggest anything, warns (saying at which lr) and returns None: the
+        sweep is still in the Recorder for `recorder.plot()`."""
         if self.opt is None:
             self.create_opt(DEFAULT_LR, self.wd)
         start_lr, end_lr = (np.asarray(v, dtype=float) if np.ndim(v) else v
                             for v in (self.lr_range(start_lr), self.lr_range(end_lr)))
         finder = LRFinder(start_lr, end_lr, num_it, stop_div, wd=wd)
         self._fit(math.ceil(num_it / max(1, len(self.data.train_dl) // num_distrib())), callbacks=[finder], table=False)
-        return finder.suggestions()
+        try:
+            return finder.suggestions()
+        except LRFinderError as e:
+            if finder.diverged is None:
+                raise
+            iteration, lr = finder.diverged
+            warnings.warn(f"lr_find stopped at iteration {iteration} (lr {lr:.2g}): the smoothed loss diverged, "
+                          f"so no lr is suggested ({e}). `learn.recorder.plot()` shows the sweep; try a lower "
+                          f"start_lr or stop_div=False.", stacklevel=2)
+            return None
 
     def overfit(self, n_items: int = 10, steps: int = 100, lr: float = 1e-3, threshold: float = 0.05,
                 seed: int | None = 0, restore: bool = True) -> debug.OverfitResult:

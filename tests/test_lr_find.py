@@ -98,3 +98,31 @@ def test_too_few_points_is_a_clear_error_and_the_model_is_untouched():
     with pytest.raises(LRFinderError, match="num_it"):
         learn.lr_find(num_it=4)
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
+
+
+class ScriptedLoss:
+    """A loss whose training values follow a script (then repeat its last value), with a gradient."""
+
+    def __init__(self, values):
+        self.values, self.calls = list(values), 0
+
+    def __call__(self, out, y):
+        value = self.values[min(self.calls, len(self.values) - 1)]
+        self.calls += 1
+        return out.mean() * 0 + value
+
+
+def test_a_lucky_first_batch_does_not_stop_the_sweep():
+    # a trained model (e.g. after the frozen stage): small, noisy losses. The first batch's 0.01
+    # would have set a best that the ordinary 0.2 after it is 4x above, ending the sweep at once.
+    learn = make_learner(make_data(n_train=1024), loss_func=ScriptedLoss([0.01, 0.2]))
+    assert isinstance(learn.lr_find(num_it=50), LRSuggestions)
+    assert len(learn.recorder.lrs) == 50
+
+
+def test_a_sweep_that_diverges_too_early_warns_and_still_plots():
+    learn = make_learner(make_data(n_train=1024), loss_func=ScriptedLoss([0.3, 0.3, 0.3, 0.3, float("inf")]))
+    with pytest.warns(UserWarning, match=r"stopped at iteration 5 \(lr .*diverged.*recorder.plot"):
+        assert learn.lr_find(num_it=50) is None
+    assert len(learn.recorder.lrs) == 5
+    assert isinstance(learn.recorder.plot(skip_start=0, skip_end=0, return_fig=True), matplotlib.figure.Figure)

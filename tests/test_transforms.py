@@ -190,6 +190,25 @@ def test_zoom_of_exact_scale_and_identity_resample():
     assert torch.allclose(resample(x, torch.eye(3).expand(2, 3, 3), (6, 6)), x, atol=1e-6)
 
 
+@pytest.mark.parametrize("padding_mode", ["reflection", "border", "zeros"])
+def test_resample_pads_as_grid_sample_does(padding_mode):
+    # resample folds 'reflection' and 'border' into the grid and samples with 'zeros' (faster on the
+    # CPU): far outside the image, perspective included, the output must be grid_sample's own
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 9, 14) * 255
+    m = torch.eye(3).repeat(3, 1, 1)
+    m[:, :2, :2] *= torch.tensor([2.5, 3.0, 0.8]).view(3, 1, 1)  # zoomed out: samples 1-3 images away
+    m[:, 0, 2], m[:, 1, 1], m[2, 2, :2] = torch.tensor([-1.7, 0.3, 2.2]), -2.2, torch.tensor([0.3, -0.2])
+    out = resample(x, m, (11, 12), padding_mode)
+    xs, ys = torch.linspace(-1 + 1 / 12, 1 - 1 / 12, 12), torch.linspace(-1 + 1 / 11, 1 - 1 / 11, 11)
+    pts = torch.stack([xs.expand(11, 12), ys.view(11, 1).expand(11, 12), torch.ones(11, 12)], -1)
+    mapped = torch.einsum("nij,hwj->nhwi", m, pts)
+    grid = mapped[..., :2] / mapped[..., 2:]
+    assert grid.abs().max() > 3.5  # the test reaches past the first mirror image
+    expected = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    assert torch.allclose(out, expected, atol=2e-3)
+
+
 def test_lighting_draws_stay_in_range_and_p_zero_is_identity():
     scale, shift = Brightness(0.2, p=1.0).scale_shift(500, gen())  # logit-space shift: mid-grey to 0.4..0.6
     assert (scale == 1).all() and torch.sigmoid(shift).sub(0.5).abs().max() <= 0.1 + 1e-6 and shift.std() > 0.1

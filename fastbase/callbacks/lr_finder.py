@@ -19,7 +19,9 @@ __all__ = ["LRFinder", "LRFinderError", "LRSuggestions", "suggest_lrs"]
 class LRFinder(Callback):
     """Raises the lr exponentially from `start_lr` to `end_lr` over `num_it` training batches
     (no validation), stopping early when the smoothed loss exceeds 4x its best or stops being
-    finite (`stop_div`). Weights, optimizer state (and hyper-parameters) and random state are
+    finite (`stop_div`). The first 10% of the sweep (the points the suggestions skip) only warm the
+    smoothing up: a trained model's losses are small and noisy, and one lucky early batch would
+    otherwise set a best that the next ordinary one is 4x above. Weights, optimizer state (and hyper-parameters) and random state are
     copied in memory before and restored after, whatever happens. The Recorder keeps the sweep."""
     order = 55  # after the Recorder, whose smoothed loss it reads
 
@@ -27,7 +29,7 @@ class LRFinder(Callback):
         self.start_lr, self.end_lr, self.num_it, self.stop_div, self.wd = start_lr, end_lr, num_it, stop_div, wd
 
     def before_fit(self):
-        self.iteration, self.best = 0, math.inf
+        self.iteration, self.best, self.diverged = 0, math.inf, None
         learn = self.learn
         generator = getattr(learn.data.train_dl.dl, "generator", None)
         self._saved = {
@@ -55,8 +57,10 @@ class LRFinder(Callback):
         if self.stop_div:
             loss = self.learn.recorder.smooth_loss  # one device read per iteration
             if not math.isfinite(loss) or loss > 4 * self.best:
+                self.diverged = (self.iteration, self.learn.opt.lr)
                 raise CancelFitException
-            self.best = min(self.best, loss)
+            if self.iteration > self.num_it // 10:  # past the warm-up (see the class docstring)
+                self.best = min(self.best, loss)
         if self.iteration >= self.num_it:
             raise CancelFitException
 
