@@ -192,8 +192,8 @@ def test_zoom_of_exact_scale_and_identity_resample():
 
 @pytest.mark.parametrize("padding_mode", ["reflection", "border", "zeros"])
 def test_resample_pads_as_grid_sample_does(padding_mode):
-    # resample folds 'reflection' and 'border' into the grid and samples with 'zeros' (faster on the
-    # CPU): far outside the image, perspective included, the output must be grid_sample's own
+    # resample builds its grid by broadcasting (not affine_grid): far outside the image, perspective
+    # included, its output must be grid_sample's own on the grid the matrices define
     torch.manual_seed(0)
     x = torch.rand(3, 3, 9, 14) * 255
     m = torch.eye(3).repeat(3, 1, 1)
