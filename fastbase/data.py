@@ -116,8 +116,29 @@ class Normalizer:
         x, *rest = batch
         return (self.norm(x), *rest)
 
+    def apply_(self, batch):
+        """`__call__`, writing into the batch's own `x`: for a batch that an earlier transform has just
+        made (see `apply_tfms`). A new batch-sized result costs more than the arithmetic on the CPU (the
+        pages of a fresh allocation are faulted in: 0.35 against 0.05 ms per 224 px image)."""
+        x, *rest = batch
+        if not x.is_floating_point() or x.requires_grad:
+            return self(batch)
+        _, _, shift, scale = self._stats(x)
+        return (x.mul_(scale).add_(shift), *rest)
+
     def __repr__(self):
         return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+def apply_tfms(batch, tfms):
+    """Run batch transforms in turn. After one that declares `makes_new_batch` (its `x` is a tensor it
+    made, held by nothing else), a transform with an `apply_` method gets to work in place."""
+    fresh = False
+    for tfm in tfms:
+        in_place = fresh and hasattr(tfm, "apply_")
+        batch = tfm.apply_(batch) if in_place else tfm(batch)
+        fresh = in_place or getattr(tfm, "makes_new_batch", False)  # any other transform may return anything
+    return batch
 
 
 class CollateThenTransform:
@@ -127,10 +148,7 @@ class CollateThenTransform:
         self.collate_fn, self.tfms = collate_fn, list(tfms)
 
     def __call__(self, items):
-        batch = self.collate_fn(items)
-        for tfm in self.tfms:
-            batch = tfm(batch)
-        return batch
+        return apply_tfms(self.collate_fn(items), self.tfms)
 
 
 class DeviceDataLoader:
@@ -213,8 +231,7 @@ class DeviceDataLoader:
         (`in_workers`: whether they did; default `tfms_in_workers`)."""
         batch = to_device(batch, self.device)
         if not (self.tfms_in_workers if in_workers is None else in_workers):
-            for tfm in self.tfms:
-                batch = tfm(batch)
+            batch = apply_tfms(batch, self.tfms)
         return batch
 
     def __iter__(self):

@@ -196,3 +196,40 @@ def test_generic_show_batch_asks_for_a_dedicated_bunch():
 
 def test_dataset_type_names():
     assert [t.name for t in DatasetType] == ["Train", "Valid", "Test", "Fix", "Single"]
+
+
+def test_normalizer_writes_in_place_only_into_a_batch_a_transform_just_made():
+    from fastbase.data import apply_tfms
+    from fastbase.vision.transforms import ToFloat
+
+    norm = Normalizer([0.5, 0.25], [0.5, 2.0])
+    stored = torch.rand(4, 2, 3, 3)  # e.g. a dataset's own tensor, which collate may hand over as is
+    expected = (stored - torch.tensor([0.5, 0.25]).view(1, 2, 1, 1)) / torch.tensor([0.5, 2.0]).view(1, 2, 1, 1)
+
+    # straight from the data: a new tensor, the data untouched
+    kept = stored.clone()
+    x, _ = apply_tfms((stored, None), [norm])
+    assert torch.allclose(x, expected) and torch.equal(stored, kept) and x.data_ptr() != stored.data_ptr()
+
+    # after ToFloat (uint8 in, its own float tensor out): normalised in that tensor, same values
+    raw = (stored * 255).round().to(torch.uint8)
+    made = ToFloat()((raw, None))[0]
+    x, _ = apply_tfms((raw, None), [ToFloat(), norm])
+    assert torch.allclose(x, norm.norm(made)) and torch.equal(raw, (stored * 255).round().to(torch.uint8))
+
+    class Spy:  # records where its output's data live; `then`: returns that tensor instead
+        def __init__(self, then=None, makes_new_batch=False):
+            self.then, self.makes_new_batch = then, makes_new_batch
+
+        def __call__(self, batch):
+            out = batch if self.then is None else (self.then, *batch[1:])
+            self.ptr = out[0].data_ptr()
+            return out
+
+    made = Spy(then=torch.rand(4, 2, 3, 3), makes_new_batch=True)  # declares its x as its own
+    assert apply_tfms((raw, None), [made, norm])[0].data_ptr() == made.ptr  # normalised in it
+    spy = Spy()
+    assert apply_tfms((raw, None), [ToFloat(), spy, norm])[0].data_ptr() != spy.ptr  # unknown step: new tensor
+    handed = Spy(then=stored)  # returns a tensor it holds: nothing may write in it
+    x, _ = apply_tfms((raw, None), [ToFloat(), handed, norm])
+    assert torch.equal(stored, kept) and torch.allclose(x, expected)

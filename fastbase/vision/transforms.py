@@ -317,6 +317,7 @@ class BatchAugment:
         self.lighting = [t for t in self.tfms if isinstance(t, LightingTransform)]
         self.others = sorted((t for t in self.tfms if callable(t)), key=lambda t: getattr(t, "order", 0))
         self.random_crop = any(isinstance(t, RandomCrop) for t in self.tfms)
+        self.makes_new_batch = not self.others  # x is this call's own tensor, unless a callable returns another
         self._workspace: dict = {}  # batch-sized temporaries, reused (see `_reused`)
 
     def __getstate__(self):  # workers get the settings, not the workspace
@@ -365,10 +366,11 @@ class BatchAugment:
 class ToFloat:
     """Device transform of validation/test batches: `(x uint8, y, src_hw)` -> `(x float in [0, 1], y)`."""
     order = 10
+    makes_new_batch = True  # its x is a new tensor (see `data.apply_tfms`)
 
     def __call__(self, batch):
         x, y, *_ = batch
-        return x.float().div_(255), y
+        return (x / 255 if x.is_floating_point() else x.float().div_(255)), y
 
     def __repr__(self):
         return "ToFloat()"
