@@ -133,8 +133,11 @@ def measure_training(workers: int, epochs: int, arch: str, stay: bool) -> dict:
         return time.perf_counter() - start, n
 
     first, _ = epoch()
-    steps = [t / n for t, n in (epoch() for _ in range(epochs))]
-    return {"step_s": steps, "first_epoch_s": first}
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    timed = [epoch() for _ in range(epochs)]
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return {"step_s": [t / n for t, n in timed], "first_epoch_s": first,
+            "faults_per_step": faults / sum(n for _, n in timed)}
 
 
 def child(args: list[str], python: str = sys.executable) -> dict:
@@ -243,7 +246,10 @@ def training_check(arch: str, epochs: int, rounds: int, default: int) -> None:
           f"machine's speed drifts. fastbase's default here: {default} workers, in this process once cached.")
     steps: dict[str, list] = {}
     firsts: dict[str, list] = {}
+    faults: dict[str, list] = {}  # minor page faults per step in the timed epochs (fresh memory)
+    per_round: list[dict[str, tuple[float, float]]] = []  # (first epoch s, median s/step) of each setup
     for _ in range(rounds):
+        per_round.append({})
         for name, (workers, stay) in setups.items():
             res = child(["train", str(workers), str(epochs), arch, str(int(stay))])
             if "error" in res:
@@ -251,15 +257,27 @@ def training_check(arch: str, epochs: int, rounds: int, default: int) -> None:
                 continue
             steps.setdefault(name, []).extend(res["step_s"])
             firsts.setdefault(name, []).append(res["first_epoch_s"])
+            faults.setdefault(name, []).append(res["faults_per_step"])
+            per_round[-1][name] = (res["first_epoch_s"], statistics.median(res["step_s"]))
     times = {name: statistics.median(s) for name, s in steps.items()}
     for name, t in times.items():
         print(f"  {name:<40} first epoch {statistics.median(firsts[name]):6.1f} s; later epochs {t:.3f} s/step "
-              f"(median of {len(steps[name])} epochs; range {min(steps[name]):.3f}-{max(steps[name]):.3f})")
+              f"(median of {len(steps[name])} epochs; range {min(steps[name]):.3f}-{max(steps[name]):.3f}); "
+              f"{statistics.median(faults[name]) / 1000:.0f}k page faults/step")
     default_name = next(iter(setups)) if default == 0 else list(setups)[1]
     if default_name in times and len(times) > 1:
         best = min(times, key=times.get)
         print(f"  the default ({default_name}) takes {times[default_name] / times[best]:.2f}x the time per step "
               f"of the best setup ({best}) in later epochs")
+        # the fixed choices are 0 workers and workers throughout; each round's setups ran back to back,
+        # so a ratio within a round is less exposed to the machine's drift than one between medians
+        fixed = [name for name in setups if name != default_name]
+        for what, k in (("first epoch", 0), ("later epochs, per step", 1)):
+            ratios = [r[default_name][k] / min(r[f][k] for f in fixed) for r in per_round
+                      if default_name in r and all(f in r for f in fixed)]
+            if ratios:
+                print(f"  {what}: the default against the best fixed choice of the same round: "
+                      + ", ".join(f"{q:.2f}x" for q in ratios) + f" (median {statistics.median(ratios):.2f}x)")
 
 
 if __name__ == "__main__":
