@@ -28,6 +28,7 @@ epoch that fills the cache is timed on its own. It checks that the default is no
 fixed choice when the model needs the cores.
 
     python bench/data_loader.py [--passes 3] [--epochs 1] [--rounds 2] [--fastai-python PYTHON] [--quick]
+                                [--part all|loader|training]
 """
 from __future__ import annotations
 
@@ -163,6 +164,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the training check")
     parser.add_argument("--fastai-python", default=None, help="a Python where fastai is installed")
     parser.add_argument("--quick", action="store_true", help="2 passes, 1 round")
+    parser.add_argument("--part", choices=("all", "loader", "training"), default="all",
+                        help="part 1 (loader throughput), part 2 (workers while training) or both")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -183,8 +186,16 @@ def main():
     default = default_num_workers(torch.device("cpu"))
     fa_python = fastai_python(args.fastai_python)
     print(f"data {DATA}, size {SIZE}, bs {BS}, {num_cpus()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.passes} passes after a warm-up pass; "
-          f"fastbase's default num_workers on this machine: {default}")
+          f"{torch.get_num_threads()} threads; fastbase's default num_workers on this machine: {default}")
+    if args.part != "training":
+        loader_part(args, default, fa_python)
+    if args.part != "loader":
+        for arch, epochs in (("resnet18", args.epochs), ("small-convnet", 3 * args.epochs)):
+            training_check(arch, epochs, args.rounds, default)
+
+
+def loader_part(args, default: int, fa_python: str | None) -> None:
+    print(f"loader throughput: median of {args.passes} passes after a warm-up pass")
     if fa_python is None:
         print("fastai: not installed (pip install fastai, or pass --fastai-python); its rows are left out")
     counts = sorted({0, 1, 2, default})
@@ -226,9 +237,6 @@ def main():
         if "rates" in fb and "rates" in tv:
             print(f"{workers} workers, all {1 + len(fb['rates'])} passes together (a fit of that many epochs): "
                   f"fastbase {fit_s(fb):.2f} s, torchvision {fit_s(tv):.2f} s: {fit_s(tv) / fit_s(fb):.2f}x")
-
-    for arch, epochs in (("resnet18", args.epochs), ("small-convnet", 3 * args.epochs)):
-        training_check(arch, epochs, args.rounds, default)
 
 
 def training_setups(default: int) -> dict[str, tuple[int, bool]]:
