@@ -124,7 +124,7 @@ class Normalizer:
         if not x.is_floating_point() or x.requires_grad:
             return self(batch)
         _, _, shift, scale = self._stats(x)
-        return (x.mul_(scale).add_(shift), *rest)
+        return (torch.addcmul(shift, x, scale, out=x), *rest)  # the same arithmetic as `norm`, bit for bit
 
     def __repr__(self):
         return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()})"
