@@ -22,7 +22,7 @@ accuracy on 153 images moves by a photo or two between seeds (0.65 points each),
 several and reports each.
 
     python bench/transfer.py [--bs 32] [--seeds 0] [--threads 2] [--skip-fastai] [--skip-fastbase] [--bn-eval]
-        [--bn-fixed] [--bn-body] [--bn-cached] [--recal] [--only-extra]
+        [--bn-fixed] [--bn-cached] [--recal] [--only-extra]
 
 `--bn-eval` adds a fastbase row with `cnn_learner(..., train_bn=False, freeze_bn_stats=True)`: the
 frozen body's BatchNorm keeps its ImageNet weights and statistics, so a frozen step runs no backward
@@ -34,8 +34,6 @@ unfrozen fit, so every BatchNorm layer keeps its pretrained statistics after `un
 `--bn-cached` adds the `--bn-fixed` row with `callbacks=[FeatureCache(n_views=1)]` in the frozen fit:
 the body's features of one augmented pass over the photos are computed once and the head trains on
 them every epoch (issue 9).
-`--bn-body` adds a row with `cnn_learner(..., train_bn=False, freeze_bn_stats="body")` and no
-callbacks: the body's BatchNorm statistics stay fixed in both stages, the head's are learnt.
 `--only-extra` leaves out the defaults row (to run just the extra rows).
 
 About 5 minutes per framework and seed on 2 idle CPU cores.
@@ -84,9 +82,8 @@ class EpochTimer(Callback):
 
 data = ImageDataBunch.from_folder(path, train="train", valid="val", ds_tfms=get_transforms(), size=224, bs=bs,
                                   seed=seed).normalize(imagenet_stats)
-bn_stats = "body" if variant == "bn-body" else True  # "body": the body's statistics fixed after unfreeze() too
 learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True,
-                    **(dict(train_bn=False, freeze_bn_stats=bn_stats) if variant.startswith("bn-") else {}))
+                    **(dict(train_bn=False, freeze_bn_stats=True) if variant.startswith("bn-") else {}))
 result = {"workers": data.train_dl.num_workers}
 extra = [RecalibrateBN()] if variant == "recal" else []
 fixed = [BnFreeze(all_groups=True)] if variant in ("bn-fixed", "bn-cached") else []  # fixed after unfreeze() too
@@ -160,9 +157,6 @@ def main() -> int:
                         help="also run --bn-eval's row with callbacks=[BnFreeze(all_groups=True)] after unfreeze()")
     parser.add_argument("--bn-cached", action="store_true",
                         help="also run --bn-fixed's row with callbacks=[FeatureCache(n_views=1)] in the frozen fit")
-    parser.add_argument("--bn-body", action="store_true",
-                        help="also run fastbase with train_bn=False, freeze_bn_stats='body' (the body's BatchNorm "
-                             "statistics fixed in both stages, the head's learnt)")
     parser.add_argument("--only-extra", action="store_true", help="leave out the fastbase defaults row")
     parser.add_argument("--recal", action="store_true",
                         help="also run fastbase's defaults with callbacks=[RecalibrateBN()] in both fits")
@@ -175,8 +169,6 @@ def main() -> int:
         runners.append(("fastbase, BN eval", sys.executable, FASTBASE_RUN, ("bn-eval",)))
     if args.bn_fixed and not args.skip_fastbase:
         runners.append(("fastbase, BN fixed", sys.executable, FASTBASE_RUN, ("bn-fixed",)))
-    if args.bn_body and not args.skip_fastbase:
-        runners.append(("fastbase, BN body", sys.executable, FASTBASE_RUN, ("bn-body",)))
     if args.bn_cached and not args.skip_fastbase:
         runners.append(("fastbase, cached", sys.executable, FASTBASE_RUN, ("bn-cached",)))
     if args.recal and not args.skip_fastbase:

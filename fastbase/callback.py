@@ -376,16 +376,14 @@ class BnFreeze(Callback):
     """Puts the BatchNorm layers of frozen layer groups in eval mode after each `model.train()`,
     so their running statistics stay fixed (`freeze_bn_stats`); `train_bn` only governs gradients.
     `all_groups=True` fixes them in every layer group, frozen or not: fine-tuning a pretrained body
-    on few images with small learning rates then keeps its pretrained statistics. `body=True` fixes
-    them in every group but the last (cnn_learner's new head), frozen or not."""
+    on few images with small learning rates then keeps its pretrained statistics."""
     order = -10
 
-    def __init__(self, all_groups: bool = False, body: bool = False):
-        self.all_groups, self.body = all_groups, body
+    def __init__(self, all_groups: bool = False):
+        self.all_groups = all_groups
 
     def before_train(self):
-        groups, n_frozen = self.learn.layer_groups, self.learn.n_frozen
-        groups = groups if self.all_groups else groups[:max(n_frozen, len(groups) - 1 if self.body else 0)]
+        groups = self.learn.layer_groups if self.all_groups else self.learn.layer_groups[:self.learn.n_frozen]
         for group in groups:
             for module in group.modules():
                 if isinstance(module, BN_TYPES):

@@ -134,32 +134,6 @@ def test_bn_freeze_of_all_groups_keeps_statistics_fixed_in_unfrozen_groups_too()
     assert torch.equal(learn.model[1].running_mean, before) and not torch.equal(learn.model[1].weight, weight)
 
 
-def test_freeze_bn_stats_body_keeps_the_body_statistics_fixed_after_unfreeze_too():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(),  # body
-                          nn.Linear(16, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))  # head
-    learn = Learner(make_data(), model, layer_groups=[model[:3], model[3:]], silent=True, freeze_bn_stats="body")
-    body_bn, head_bn = [model[1]], [model[4]]
-    learn.freeze()
-    before = [m.running_mean.clone() for m in body_bn]
-    learn.fit(1)
-    learn.unfreeze()
-    weights, head_before = [m.weight.clone() for m in body_bn], [m.running_mean.clone() for m in head_bn]
-    learn.fit(1)
-    assert all(torch.equal(m.running_mean, b) for m, b in zip(body_bn, before))  # frozen or not: fixed
-    assert all(not torch.equal(m.weight, w) for m, w in zip(body_bn, weights))  # the weights trained
-    assert all(not torch.equal(m.running_mean, b) for m, b in zip(head_bn, head_before))  # the head's learn
-    learn = make_learner(groups=True, freeze_bn_stats=True)
-    learn.freeze()
-    learn.fit(1)
-    learn.unfreeze()
-    before = learn.model[1].running_mean.clone()
-    learn.fit(1)
-    assert not torch.equal(learn.model[1].running_mean, before)  # True: only frozen groups keep them
-    with pytest.raises(FastbaseError, match="freeze_bn_stats must be True, False or 'body', got 'yes'"):
-        make_learner(freeze_bn_stats="yes")
-
-
 def test_validate_get_preds_and_predict_agree():
     learn = make_learner(make_data(n_valid=37, val_bs=10), metrics=[accuracy])  # batches of 10, 10, 10, 7
     learn.fit(2)
