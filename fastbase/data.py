@@ -104,9 +104,9 @@ class Normalizer:
                 self._cache[key] = (mean, std, -mean / std, 1 / std)
         return self._cache[key]
 
-    def norm(self, x: torch.Tensor) -> torch.Tensor:
+    def norm(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         _, _, shift, scale = self._stats(x)
-        return torch.addcmul(shift, x, scale)  # (x - mean) / std in one pass over the batch
+        return torch.addcmul(shift, x, scale, out=out)  # (x - mean) / std in one pass over the batch
 
     def denorm(self, x: torch.Tensor) -> torch.Tensor:
         mean, std, _, _ = self._stats(x)
@@ -123,8 +123,7 @@ class Normalizer:
         x, *rest = batch
         if not x.is_floating_point() or x.requires_grad:
             return self(batch)
-        _, _, shift, scale = self._stats(x)
-        return (torch.addcmul(shift, x, scale, out=x), *rest)  # the same arithmetic as `norm`, bit for bit
+        return (self.norm(x, out=x), *rest)
 
     def __repr__(self):
         return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()})"

@@ -21,8 +21,9 @@ class LRFinder(Callback):
     (no validation), stopping early when the smoothed loss exceeds 4x its best or stops being
     finite (`stop_div`). The first 10% of the sweep (the points the suggestions skip) only warm the
     smoothing up: a trained model's losses are small and noisy, and one lucky early batch would
-    otherwise set a best that the next ordinary one is 4x above. Weights, optimizer state (and hyper-parameters) and random state are
-    copied in memory before and restored after, whatever happens. The Recorder keeps the sweep."""
+    otherwise set a best that the next ordinary one is 4x above. Weights, optimizer state (and
+    hyper-parameters) and random state are copied in memory before and restored after, whatever
+    happens. The Recorder keeps the sweep."""
     order = 55  # after the Recorder, whose smoothed loss it reads
 
     def __init__(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None):
