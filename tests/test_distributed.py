@@ -185,3 +185,26 @@ def test_to_distributed_outside_torchrun_says_how_to_start(monkeypatch):
         learn.to_distributed()
     assert not learn.callbacks and learn.model.__class__ is tiny_mlp().__class__
 
+
+
+def test_a_process_group_fastbase_joined_is_left_before_the_interpreter_ends(tmp_path):
+    """Left to the interpreter's teardown, a gloo group can abort a finished script (SIGABRT); the group
+    setup_distributed joined is destroyed by an exit handler, and one the script destroyed itself is fine."""
+    script = tmp_path / "join.py"
+    script.write_text(
+        "import atexit, sys\n"
+        "import torch.distributed as dist\n"
+        "from fastbase.callbacks.distributed import setup_distributed\n"
+        # registered first, so it runs after fastbase's handler (exit handlers run last-in, first-out)
+        "atexit.register(lambda: print('initialised at exit:', dist.is_initialized(), flush=True))\n"
+        "setup_distributed('cpu')\n"
+        "print('joined:', dist.is_initialized(), dist.get_backend(), flush=True)\n"
+        "if sys.argv[1] == 'destroy':\n"
+        "    dist.destroy_process_group()\n")
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
+    env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    for how in ("keep", "destroy"):
+        proc = subprocess.run([sys.executable, str(script), how], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.splitlines() == ["joined: True gloo", "initialised at exit: False"]

@@ -22,6 +22,7 @@ alone, over all the data. Only rank 0 prints progress and writes files (`fastbas
 """
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -80,7 +81,17 @@ def setup_distributed(device, backend: str | None = None) -> torch.device:
                                    "missing. Start the script with `torchrun --nproc_per_node=N script.py`, or call "
                                    "torch.distributed.init_process_group yourself before fit.")
         dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+        atexit.register(_leave_process_group)
     return device
+
+
+def _leave_process_group() -> None:
+    """At exit, destroy the process group `setup_distributed` joined (unless the script already did).
+    A gloo group left to the interpreter's teardown can abort the process (SIGABRT, 'terminate called
+    without an active exception') after training has finished: its threads still hold tensors when
+    Python is no longer there to free them."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def to_distributed(learn, backend: str | None = None, find_unused_parameters: bool = False,
