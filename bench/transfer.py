@@ -22,18 +22,20 @@ accuracy on 153 images moves by a photo or two between seeds (0.65 points each),
 several and reports each.
 
     python bench/transfer.py [--bs 32] [--seeds 0] [--threads 2] [--skip-fastai] [--skip-fastbase] [--bn-eval]
-        [--bn-fixed] [--bn-cached] [--recal] [--only-extra]
+        [--bn-fixed] [--bn-cached] [--stats-fixed] [--recal] [--only-extra]
 
 `--bn-eval` adds a fastbase row with `cnn_learner(..., train_bn=False, freeze_bn_stats=True)`: the
 frozen body's BatchNorm keeps its ImageNet weights and statistics, so a frozen step runs no backward
 through the body (and FeatureCache can apply); the recipe is otherwise the same. `--recal` adds a
 row with the defaults and `callbacks=[RecalibrateBN()]` in both fits: after each epoch's training
 the BatchNorm statistics are recomputed on the training photos without augmentation.
-`--bn-fixed` adds the `--bn-eval` row with `callbacks=[BnFreeze(all_groups=True)]` in the
-unfrozen fit, so every BatchNorm layer keeps its pretrained statistics after `unfreeze()` too.
+`--bn-fixed` adds a row with `train_bn=False, freeze_bn_stats="finetune"`: as `--bn-eval` while the
+body is frozen, and after `unfreeze()` every BatchNorm layer (the head's too) keeps its statistics.
 `--bn-cached` adds the `--bn-fixed` row with `callbacks=[FeatureCache(n_views=1)]` in the frozen fit:
 the body's features of one augmented pass over the photos are computed once and the head trains on
 them every epoch (issue 9).
+`--stats-fixed` adds a row with `freeze_bn_stats="finetune"` alone: `train_bn` keeps its default, True,
+so the frozen body's BatchNorm weights train while its statistics stay.
 `--only-extra` leaves out the defaults row (to run just the extra rows).
 
 About 5 minutes per framework and seed on 2 idle CPU cores.
@@ -59,7 +61,7 @@ HUB_NAME = "mobilenet_v2-b0353104.pth"  # torchvision's file name for MobileNet_
 
 FASTBASE_RUN = """
 import json, resource, sys, time, torch
-from fastbase.callback import BnFreeze, Callback
+from fastbase.callback import Callback
 from fastbase.callbacks.bn_stats import RecalibrateBN
 from fastbase.core import set_seed
 from fastbase.data import imagenet_stats
@@ -82,15 +84,17 @@ class EpochTimer(Callback):
 
 data = ImageDataBunch.from_folder(path, train="train", valid="val", ds_tfms=get_transforms(), size=224, bs=bs,
                                   seed=seed).normalize(imagenet_stats)
-learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True,
-                    **(dict(train_bn=False, freeze_bn_stats=True) if variant.startswith("bn-") else {}))
+bn = {"bn-eval": dict(train_bn=False, freeze_bn_stats=True),
+      "bn-fixed": dict(train_bn=False, freeze_bn_stats="finetune"),  # fixed after unfreeze() too
+      "bn-cached": dict(train_bn=False, freeze_bn_stats="finetune"),
+      "stats-fixed": dict(freeze_bn_stats="finetune")}
+learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True, **bn.get(variant, {}))
 result = {"workers": data.train_dl.num_workers}
 extra = [RecalibrateBN()] if variant == "recal" else []
-fixed = [BnFreeze(all_groups=True)] if variant in ("bn-fixed", "bn-cached") else []  # fixed after unfreeze() too
 cached = [FeatureCache(n_views=1)] if variant == "bn-cached" else []  # frozen stage: cached features, one view
 for stage, run in (("frozen", lambda cb: learn.fit_one_cycle(4, callbacks=[cb, *extra, *cached])),
                    ("unfrozen", lambda cb: (learn.unfreeze(), learn.fit_one_cycle(2, max_lr=slice(1e-6, 1e-4),
-                                                                                    callbacks=[cb, *extra, *fixed])))):
+                                                                                    callbacks=[cb, *extra])))):
     timer = EpochTimer()
     run(timer)
     result[stage] = {"epoch_s": timer.times, "accuracy": float(learn.recorder.metrics[-1][0])}
@@ -154,9 +158,12 @@ def main() -> int:
                         help="also run fastbase with train_bn=False, freeze_bn_stats=True (the frozen body's "
                              "BatchNorm fixed: faster steps, and the setting FeatureCache needs)")
     parser.add_argument("--bn-fixed", action="store_true",
-                        help="also run --bn-eval's row with callbacks=[BnFreeze(all_groups=True)] after unfreeze()")
+                        help="also run fastbase with train_bn=False, freeze_bn_stats='finetune' (every BatchNorm "
+                             "layer's statistics fixed after unfreeze() too)")
     parser.add_argument("--bn-cached", action="store_true",
                         help="also run --bn-fixed's row with callbacks=[FeatureCache(n_views=1)] in the frozen fit")
+    parser.add_argument("--stats-fixed", action="store_true",
+                        help="also run fastbase with freeze_bn_stats='finetune' alone (train_bn stays True)")
     parser.add_argument("--only-extra", action="store_true", help="leave out the fastbase defaults row")
     parser.add_argument("--recal", action="store_true",
                         help="also run fastbase's defaults with callbacks=[RecalibrateBN()] in both fits")
@@ -171,6 +178,8 @@ def main() -> int:
         runners.append(("fastbase, BN fixed", sys.executable, FASTBASE_RUN, ("bn-fixed",)))
     if args.bn_cached and not args.skip_fastbase:
         runners.append(("fastbase, cached", sys.executable, FASTBASE_RUN, ("bn-cached",)))
+    if args.stats_fixed and not args.skip_fastbase:
+        runners.append(("fastbase, stats", sys.executable, FASTBASE_RUN, ("stats-fixed",)))
     if args.recal and not args.skip_fastbase:
         runners.append(("fastbase, recal", sys.executable, FASTBASE_RUN, ("recal",)))
     if args.skip_fastai:

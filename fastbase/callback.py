@@ -374,9 +374,10 @@ class DeferredInterrupt(Callback):
 
 class BnFreeze(Callback):
     """Puts the BatchNorm layers of frozen layer groups in eval mode after each `model.train()`,
-    so their running statistics stay fixed (`freeze_bn_stats`); `train_bn` only governs gradients.
+    so their running statistics stay fixed (`freeze_bn_stats=True`); `train_bn` only governs gradients.
     `all_groups=True` fixes them in every layer group, frozen or not: fine-tuning a pretrained body
-    on few images with small learning rates then keeps its pretrained statistics."""
+    on few images with small learning rates then keeps its pretrained statistics (what
+    `freeze_bn_stats="finetune"` does once the Learner is unfrozen)."""
     order = -10
 
     def __init__(self, all_groups: bool = False):

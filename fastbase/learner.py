@@ -94,7 +94,9 @@ class Learner:
     discriminative learning rates (`lr=slice(1e-5, 1e-3)`). `bn_wd=False` (unlike fastai v1's
     default) keeps weight decay off BatchNorm and bias parameters, which it only harms; `true_wd`
     decouples weight decay from the gradient (AdamW). `train_bn` keeps BatchNorm parameters of
-    frozen groups trainable; `freeze_bn_stats` also fixes their running statistics. `model_spec`
+    frozen groups trainable; `freeze_bn_stats=True` fixes their running statistics (eval mode), and
+    `freeze_bn_stats="finetune"` also fixes those of every group once none is frozen: fine-tuning a
+    pretrained body on a small set, only the new head learns statistics, while the body is frozen. `model_spec`
     = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild the model, for `export`.
     `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns progress output off.
     `clip` bounds the gradients' global norm before each step (`GradientClipping`). Validation,
@@ -104,13 +106,16 @@ class Learner:
     def __init__(self, data, model: nn.Module, opt_func=AdamW, loss_func=None, metrics=None, true_wd: bool = True,
                  bn_wd: bool = False, wd: float = 1e-2, train_bn: bool = True, path=None, model_dir="models",
                  callback_fns=None, callbacks=None, layer_groups=None, silent: bool | None = None,
-                 freeze_bn_stats: bool = False, model_spec: dict | None = None, clip: float | None = None):
+                 freeze_bn_stats: bool | str = False, model_spec: dict | None = None, clip: float | None = None):
         self.data, self.model = data, model.to(data.device)
         self.opt_func, self.true_wd, self.bn_wd, self.wd, self.train_bn = opt_func, true_wd, bn_wd, wd, train_bn
         self.loss_func = default_loss(data) if loss_func is None else loss_func
         self.metrics = listify(metrics)
         self.path, self.model_dir = Path(ifnone(path, data.path)), model_dir
         self.callback_fns, self.callbacks = listify(callback_fns), listify(callbacks)
+        if freeze_bn_stats not in (False, True, "finetune"):
+            raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r}: use False (BatchNorm statistics learnt), True "
+                                "(fixed in frozen layer groups) or 'finetune' (also in every group once none is frozen).")
         self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
         self.clip = clip
         self.recorder, self.opt, self.n_frozen, self._depth = Recorder(), None, 0, 0
@@ -244,7 +249,7 @@ class Learner:
         cbs = [DeferredInterrupt(), ValidationStats([as_metric(m) for m in self.metrics]), self.recorder,
                *self.callbacks, *(_callback_from_fn(fn, self) for fn in self.callback_fns), *listify(callbacks)]
         if self.freeze_bn_stats:
-            cbs.append(BnFreeze())
+            cbs.append(BnFreeze(all_groups=self.freeze_bn_stats == "finetune" and self.n_frozen == 0))
         if self.clip:
             cbs.append(GradientClipping(self.clip))
         if not (progress_disabled() if self.silent is None else self.silent):

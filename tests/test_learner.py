@@ -134,6 +134,29 @@ def test_bn_freeze_of_all_groups_keeps_statistics_fixed_in_unfrozen_groups_too()
     assert torch.equal(learn.model[1].running_mean, before) and not torch.equal(learn.model[1].weight, weight)
 
 
+def test_freeze_bn_stats_finetune_lets_only_the_head_learn_statistics_and_only_while_the_body_is_frozen():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 16), nn.BatchNorm1d(16),
+                          nn.Linear(16, 2))
+    learn = Learner(make_data(), model, layer_groups=[model[:2], model[2:]], freeze_bn_stats="finetune", silent=True)
+    body_bn, head_bn = model[1], model[4]
+    learn.freeze()
+    body_stats, head_stats = body_bn.running_mean.clone(), head_bn.running_mean.clone()
+    learn.fit(1)
+    assert torch.equal(body_bn.running_mean, body_stats)  # frozen group: fixed, as with True
+    assert not torch.equal(head_bn.running_mean, head_stats)  # the head learns its statistics
+    learn.unfreeze()
+    head_stats, weight = head_bn.running_mean.clone(), model[0].weight.clone()
+    learn.fit(1)
+    assert torch.equal(body_bn.running_mean, body_stats) and torch.equal(head_bn.running_mean, head_stats)
+    assert not torch.equal(model[0].weight, weight)  # the body trains, on fixed statistics
+
+
+def test_freeze_bn_stats_rejects_an_unknown_setting():
+    with pytest.raises(FastbaseError, match="freeze_bn_stats='all'"):
+        make_learner(freeze_bn_stats="all")
+
+
 def test_validate_get_preds_and_predict_agree():
     learn = make_learner(make_data(n_valid=37, val_bs=10), metrics=[accuracy])  # batches of 10, 10, 10, 7
     learn.fit(2)
