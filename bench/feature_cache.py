@@ -6,9 +6,10 @@ Body: the real ImageNet MobileNetV2 of `../shared/weights`, copied into a tempor
 so that `cnn_learner(data, models.mobilenet_v2)` loads it as after a download. The same seed for
 every setting; each trains `fit_one_cycle(--epochs, 1e-3)`:
 
-  unfrozen                 learn.unfreeze(): the whole network trains (reference)
+  unfrozen                 learn.unfreeze(): the whole network trains, BatchNorm too (reference)
   frozen, train_bn=True    fastai's default: BatchNorm of the body trains, so backward runs through it
-  frozen, BN eval          train_bn=False, freeze_bn_stats=True: the body only runs forward
+  frozen, BN eval          train_bn=False, freeze_bn_stats=True (cnn_learner's defaults for a
+                           pretrained body are the same while frozen): the body only runs forward
   frozen, BN eval, cached  the same with FeatureCache(): the body runs once per fit, then the head
                            trains on its cached (pooled) features
 
@@ -41,8 +42,8 @@ WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_body.pth"
 HUB_NAME = "mobilenet_v2-b0353104.pth"  # torchvision's file name for MobileNet_V2_Weights.IMAGENET1K_V1
 
 SETTINGS = [  # (name, cnn_learner arguments, unfreeze, cache)
-    ("unfrozen", {}, True, False),
-    ("frozen, train_bn=True", {}, False, False),
+    ("unfrozen", {"train_bn": True, "freeze_bn_stats": False}, True, False),
+    ("frozen, train_bn=True", {"train_bn": True, "freeze_bn_stats": False}, False, False),
     ("frozen, BN eval", {"train_bn": False, "freeze_bn_stats": True}, False, False),
     ("frozen, BN eval, cached", {"train_bn": False, "freeze_bn_stats": True}, False, True),
 ]

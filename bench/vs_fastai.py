@@ -15,16 +15,18 @@ BatchNorm and biases):
                            validation, --workers loader workers (not persistent). Frozen stage: the
                            body's weights frozen, its BatchNorm trainable (fastai's train_bn).
   fastbase, same settings  cnn_learner with the same crop window + flip only, --workers workers,
-                           BatchNorm trainable while frozen, no caching (neither FeatureCache nor
+                           BatchNorm trainable while frozen and learning statistics
+                           (train_bn=True, freeze_bn_stats=False), no caching (neither FeatureCache nor
                            the item cache: every epoch decodes every photo, as the plain loop does),
                            NCHW memory format (channels_last=False), as the plain loop.
   fastbase defaults        get_transforms(), fastbase's default worker count and item cache
                            (decoded photos kept in memory after the first epoch, then read in the
                            main process), channels-last on the CPU (cnn_learner's default for these
-                           two architectures); frozen stage with
-                           train_bn=False, freeze_bn_stats=True and FeatureCache(n_views=--cache-views)
-                           (the body runs once per fit on --cache-views augmented passes); unfrozen
-                           stage as cnn_learner leaves it.
+                           two architectures); BatchNorm as cnn_learner sets it for a pretrained body
+                           (train_bn=False, freeze_bn_stats="finetune": ImageNet's statistics kept,
+                           the head's fixed after unfreeze()); frozen stage with
+                           FeatureCache(n_views=--cache-views) (the body runs once per fit on
+                           --cache-views augmented passes).
   fastai 2.8 defaults      vision_learner(dls, arch, metrics=accuracy), Resize + aug_transforms(),
                            fastai's default worker count; fit_one_cycle per stage with the same lrs,
                            pct_start and final lr as the others (fine_tune's stages, without its own
@@ -248,10 +250,11 @@ def child_fastbase(cfg, own_defaults: bool) -> dict:
     set_seed(cfg["seed"])
     if own_defaults:
         tfms, workers = get_transforms(), None
-        cache = cfg["pretrained"]  # FeatureCache needs a frozen body with BatchNorm in eval mode
-        learn_kwargs = {"train_bn": False, "freeze_bn_stats": True} if cache else {}
-    else:
-        tfms, workers, cache, learn_kwargs = ([RandomCrop(), Flip()], [CenterCrop()]), cfg["workers"], False, {}
+        cache = cfg["pretrained"]  # FeatureCache needs cnn_learner's pretrained defaults: BatchNorm fixed
+        learn_kwargs = {}
+    else:  # BatchNorm as the plain loop (and fastai) train it
+        tfms, workers, cache = ([RandomCrop(), Flip()], [CenterCrop()]), cfg["workers"], False
+        learn_kwargs = {"train_bn": True, "freeze_bn_stats": False}
     data = ImageDataBunch.from_folder(cfg["data"], train="train", valid="val", ds_tfms=tfms, size=cfg["size"],
                                       bs=cfg["bs"], num_workers=workers, seed=cfg["seed"],
                                       # the same settings decode every epoch, as the plain loop does

@@ -39,7 +39,7 @@ __all__ = [
     "BN_TYPES", "EVENTS", "STEP_PARTS", "BnFreeze", "Callback", "CallbackHandler", "CancelBatchException",
     "CancelEpochException", "CancelFitException", "CancelStepException", "CancelTrainException",
     "CancelValidException", "DeferredInterrupt", "GatherPreds", "Recorder", "Scheduler", "ValidationStats",
-    "annealing_cos", "annealing_exp", "annealing_linear", "annealing_no",
+    "annealing_cos", "annealing_exp", "annealing_linear", "annealing_no", "has_bn_statistics",
 ]
 
 
@@ -377,18 +377,33 @@ class BnFreeze(Callback):
     so their running statistics stay fixed (`freeze_bn_stats=True`); `train_bn` only governs gradients.
     `all_groups=True` fixes them in every layer group, frozen or not: fine-tuning a pretrained body
     on few images with small learning rates then keeps its pretrained statistics (what
-    `freeze_bn_stats="finetune"` does once the Learner is unfrozen)."""
+    `freeze_bn_stats="finetune"` does once the Learner is unfrozen). There, a layer of a trainable
+    group that has no statistics yet (a new head's, never trained: running mean 0, variance 1, no
+    batch seen) learns them in this fit, rather than keeping values no data produced."""
     order = -10
 
     def __init__(self, all_groups: bool = False):
         self.all_groups = all_groups
 
+    def before_fit(self):
+        groups, n = self.learn.layer_groups, self.learn.n_frozen
+        self.fixed = [m for group in groups[:n] for m in group.modules() if isinstance(m, BN_TYPES)]
+        if self.all_groups:
+            self.fixed += [m for group in groups[n:] for m in group.modules()
+                           if isinstance(m, BN_TYPES) and has_bn_statistics(m)]
+
     def before_train(self):
-        groups = self.learn.layer_groups if self.all_groups else self.learn.layer_groups[:self.learn.n_frozen]
-        for group in groups:
-            for module in group.modules():
-                if isinstance(module, BN_TYPES):
-                    module.eval()
+        for module in self.fixed:
+            module.eval()
+
+
+def has_bn_statistics(bn: nn.Module) -> bool:
+    """Has this BatchNorm layer running statistics to keep: loaded, or learnt from at least one batch?
+    False for a layer as constructed (mean 0, variance 1, no batch tracked) or one that tracks none."""
+    if bn.running_mean is None or bn.running_var is None:
+        return False
+    tracked = bn.num_batches_tracked is not None and int(bn.num_batches_tracked) > 0
+    return tracked or bool(bn.running_mean.any()) or not bool((bn.running_var == 1).all())
 
 
 # --- annealing and scheduling -----------------------------------------------------------------

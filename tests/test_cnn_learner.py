@@ -42,6 +42,11 @@ def cached_resnet18(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     torch.manual_seed(0)
     state = torchvision.models.resnet18(weights=None).state_dict()
+    for key, value in state.items():  # BatchNorm statistics as a trained network has them
+        if key.endswith("running_mean"):
+            value.normal_(0, 0.1)
+        elif key.endswith("running_var"):
+            value.uniform_(0.5, 2.0)
     weights = torchvision.models.get_model_weights("resnet18")[arch_meta(models.resnet18).weights]
     target = weights_file(weights)
     target.parent.mkdir(parents=True)
@@ -53,19 +58,42 @@ def trainable(module):
     return {n for n, p in module.named_parameters() if p.requires_grad}
 
 
-def test_pretrained_learner_freezes_body_except_batchnorm(cached_resnet18):
-    learn = cnn_learner(tiny_data(), models.resnet18)
+def test_pretrained_learner_freezes_whole_body_and_keeps_its_batchnorm_statistics(cached_resnet18):
+    learn = cnn_learner(tiny_data(), models.resnet18, ps=0.0)
     body, head = learn.model[0], learn.model[1]
     assert torch.equal(body[0].weight, cached_resnet18["conv1.weight"])
     assert all(p.requires_grad for p in head.parameters())
+    assert trainable(body) == set()  # BatchNorm included: train_bn=False for a pretrained body
+    assert (learn.train_bn, learn.freeze_bn_stats) == (False, "finetune")
+    body_bn, head_bn = body[1], head[2]  # bn1 of resnet18; the head's first BatchNorm1d
+    body_stats, head_stats = body_bn.running_var.clone(), head_bn.running_var.clone()
+    learn.fit(1, 1e-3)
+    assert torch.equal(body_bn.running_var, body_stats)  # ImageNet's statistics stay
+    assert not torch.equal(head_bn.running_var, head_stats)  # the new head learns its own
+    learn.unfreeze()
+    head_stats, conv = head_bn.running_var.clone(), body[0].weight.clone()
+    learn.fit(1, 1e-3)
+    assert torch.equal(body_bn.running_var, body_stats) and torch.equal(head_bn.running_var, head_stats)
+    assert not torch.equal(body[0].weight, conv)  # fine-tuning trains the body's weights
+
+
+def test_fastai_batchnorm_behaviour_on_request(cached_resnet18):
+    learn = cnn_learner(tiny_data(), models.resnet18, train_bn=True, freeze_bn_stats=False)
+    body = learn.model[0]
     bn_params = {n for m_name, m in body.named_modules() if isinstance(m, nn.BatchNorm2d)
                  for n in (f"{m_name}.weight", f"{m_name}.bias")}
     assert trainable(body) == bn_params
+    stats = body[1].running_var.clone()
+    learn.fit(1, 1e-3)
+    assert not torch.equal(body[1].running_var, stats)
 
 
-def test_train_bn_false_freezes_whole_body(cached_resnet18):
-    learn = cnn_learner(tiny_data(), models.resnet18, train_bn=False)
-    assert trainable(learn.model[0]) == set()
+def test_scratch_learner_learns_its_batchnorm():
+    learn = cnn_learner(tiny_data(), models.resnet18, pretrained=False)
+    assert (learn.train_bn, learn.freeze_bn_stats) == (True, False)
+    stats = learn.model[0][1].running_var.clone()
+    learn.fit(1, 1e-3)
+    assert not torch.equal(learn.model[0][1].running_var, stats)
 
 
 def test_unfreeze_makes_everything_trainable(cached_resnet18):

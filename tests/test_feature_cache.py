@@ -49,8 +49,8 @@ def test_the_body_runs_only_to_build_the_cache_and_the_cache_is_kept_between_fit
 
 @pytest.mark.parametrize("kwargs, reason", [
     ({"pretrained": False, **CACHEABLE}, "the body is not frozen"),
-    ({"freeze_bn_stats": True}, "train_bn=False"),
-    ({"train_bn": False}, "freeze_bn_stats=True"),
+    ({"train_bn": True}, "train_bn=False"),
+    ({"freeze_bn_stats": False}, "freeze_bn_stats=True"),
     ({"ds_tfms": get_transforms(), **CACHEABLE}, "n_views"),
 ])
 def test_the_cache_refuses_with_the_reason_when_it_does_not_apply(root, kwargs, reason):
@@ -59,6 +59,11 @@ def test_the_cache_refuses_with_the_reason_when_it_does_not_apply(root, kwargs, 
     with pytest.raises(FeatureCacheError, match=reason):
         learn.fit(1, 1e-2, callbacks=[FeatureCache()])
     assert all(torch.equal(before[k], v) for k, v in learn.model.state_dict().items())
+
+
+def test_cnn_learner_defaults_for_a_pretrained_body_are_cacheable(root):
+    learn = tiny_learner(root)
+    learn.fit(1, 1e-2, callbacks=[FeatureCache()])  # raises FeatureCacheError where it does not apply
 
 
 def test_auto_mode_trains_as_usual_where_it_does_not_apply_and_says_when_it_does(root, capsys):

@@ -6,7 +6,7 @@ import torch
 from tiny_models import make_data, make_learner
 from torch import nn
 
-from fastbase.callback import BnFreeze, Callback
+from fastbase.callback import BnFreeze, Callback, has_bn_statistics
 from fastbase.callbacks.one_cycle import OneCycleScheduler
 from fastbase.callbacks.progress import ProgressCallback
 from fastbase.core import FastbaseError, set_seed
@@ -138,6 +138,8 @@ def test_freeze_bn_stats_finetune_lets_only_the_head_learn_statistics_and_only_w
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 16), nn.BatchNorm1d(16),
                           nn.Linear(16, 2))
+    with torch.no_grad():  # the body's BatchNorm as if loaded from pretrained weights
+        model[1].running_mean.normal_(), model[1].running_var.uniform_(0.5, 2.0)
     learn = Learner(make_data(), model, layer_groups=[model[:2], model[2:]], freeze_bn_stats="finetune", silent=True)
     body_bn, head_bn = model[1], model[4]
     learn.freeze()
@@ -150,6 +152,24 @@ def test_freeze_bn_stats_finetune_lets_only_the_head_learn_statistics_and_only_w
     learn.fit(1)
     assert torch.equal(body_bn.running_mean, body_stats) and torch.equal(head_bn.running_mean, head_stats)
     assert not torch.equal(model[0].weight, weight)  # the body trains, on fixed statistics
+
+
+def test_freeze_bn_stats_finetune_lets_a_new_head_unfrozen_at_once_learn_its_statistics_first():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 16), nn.BatchNorm1d(16),
+                          nn.Linear(16, 2))
+    with torch.no_grad():  # the body's BatchNorm as if loaded from pretrained weights
+        model[1].running_mean.normal_(), model[1].running_var.uniform_(0.5, 2.0)
+    learn = Learner(make_data(), model, layer_groups=[model[:2], model[2:]], freeze_bn_stats="finetune", silent=True)
+    body_bn, head_bn = model[1], model[4]
+    assert has_bn_statistics(body_bn) and not has_bn_statistics(head_bn)
+    body_stats = body_bn.running_mean.clone()
+    learn.fit(2)  # never frozen: the head's BatchNorm has no statistics to keep, so it learns them all fit long
+    assert torch.equal(body_bn.running_mean, body_stats)
+    assert int(head_bn.num_batches_tracked) == 2 * len(learn.data.train_dl)
+    head_stats = head_bn.running_mean.clone()
+    learn.fit(1)  # now it has some: they stay
+    assert torch.equal(head_bn.running_mean, head_stats) and torch.equal(body_bn.running_mean, body_stats)
 
 
 def test_freeze_bn_stats_rejects_an_unknown_setting():

@@ -9,10 +9,11 @@ the same weights as without the cache.
 
 It applies when all of these hold; otherwise `FeatureCache()` raises `FeatureCacheError` naming the
 reason, and `FeatureCache(auto=True)` trains as usual (and prints a line when it does apply):
-- the body is frozen, BatchNorm included: `train_bn=False` (the default `train_bn=True` keeps
-  BatchNorm trainable, so every step would still run backward through the whole body);
-- the body's BatchNorm layers are in eval mode during training (`freeze_bn_stats=True`), and it
-  has no Dropout: otherwise its outputs depend on the batch and on chance;
+- the body is frozen, BatchNorm included: `train_bn=False` (with `train_bn=True`, fastai's
+  behaviour, BatchNorm stays trainable, so every step would still run backward through the body);
+- the body's BatchNorm layers are in eval mode during training (`freeze_bn_stats=True` or
+  "finetune"), and it has no Dropout: otherwise its outputs depend on the batch and on chance;
+  cnn_learner's defaults for a pretrained body meet these two;
 - the training transforms are deterministic, or `n_views=k` asks to cache k augmented passes over
   the training set, used in turn by the epochs (an approximation of fresh augmentation each epoch).
 
@@ -90,8 +91,9 @@ def cache_blockers(learn, n_views: int | None = None) -> list[str]:
     if training:
         bn = {id(p) for m in body.modules() if isinstance(m, BN_TYPES) for p in m.parameters()}
         if all(id(p) in bn for p in training):
-            reasons.append("the body's BatchNorm layers are trainable (train_bn=True, the default): pass "
-                           "train_bn=False to cnn_learner (or set learn.train_bn = False and call learn.freeze())")
+            reasons.append("the body's BatchNorm layers are trainable (train_bn=True): pass "
+                           "train_bn=False to cnn_learner (its default for a pretrained body), or set "
+                           "learn.train_bn = False and call learn.freeze()")
         else:
             reasons.append(f"the body is not frozen ({len(training)} of its parameter tensors train): call "
                            "learn.freeze(), or create the learner with pretrained=True")
