@@ -60,6 +60,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FASTBASE_SHARED", ROOT.parent / "shared"))
+DATA = SHARED / "data" / "hymenoptera"  # the default data set (vs_fastai.py imports it)
 DATASETS = {"hymenoptera": ("val", 224, True), "mnist_tiny": ("valid", 112, False)}  # valid folder, size, flips
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_body.pth"
 HUB_NAME = "mobilenet_v2-b0353104.pth"  # torchvision's file name for MobileNet_V2_Weights.IMAGENET1K_V1
