@@ -134,14 +134,20 @@ def test_bn_freeze_of_all_groups_keeps_statistics_fixed_in_unfrozen_groups_too()
     assert torch.equal(learn.model[1].running_mean, before) and not torch.equal(learn.model[1].weight, weight)
 
 
-def test_freeze_bn_stats_finetune_lets_only_the_head_learn_statistics_and_only_while_the_body_is_frozen():
+def pretrained_body_new_head() -> Learner:
+    """[Linear, BatchNorm] body whose BatchNorm has statistics (as if pretrained), and a new head with
+    its own fresh BatchNorm; two layer groups, freeze_bn_stats='finetune'."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 16), nn.BatchNorm1d(16),
                           nn.Linear(16, 2))
-    with torch.no_grad():  # the body's BatchNorm as if loaded from pretrained weights
+    with torch.no_grad():
         model[1].running_mean.normal_(), model[1].running_var.uniform_(0.5, 2.0)
-    learn = Learner(make_data(), model, layer_groups=[model[:2], model[2:]], freeze_bn_stats="finetune", silent=True)
-    body_bn, head_bn = model[1], model[4]
+    return Learner(make_data(), model, layer_groups=[model[:2], model[2:]], freeze_bn_stats="finetune", silent=True)
+
+
+def test_freeze_bn_stats_finetune_lets_only_the_head_learn_statistics_and_only_while_the_body_is_frozen():
+    learn = pretrained_body_new_head()
+    model, body_bn, head_bn = learn.model, learn.model[1], learn.model[4]
     learn.freeze()
     body_stats, head_stats = body_bn.running_mean.clone(), head_bn.running_mean.clone()
     learn.fit(1)
@@ -155,13 +161,8 @@ def test_freeze_bn_stats_finetune_lets_only_the_head_learn_statistics_and_only_w
 
 
 def test_freeze_bn_stats_finetune_lets_a_new_head_unfrozen_at_once_learn_its_statistics_first():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 16), nn.BatchNorm1d(16),
-                          nn.Linear(16, 2))
-    with torch.no_grad():  # the body's BatchNorm as if loaded from pretrained weights
-        model[1].running_mean.normal_(), model[1].running_var.uniform_(0.5, 2.0)
-    learn = Learner(make_data(), model, layer_groups=[model[:2], model[2:]], freeze_bn_stats="finetune", silent=True)
-    body_bn, head_bn = model[1], model[4]
+    learn = pretrained_body_new_head()
+    body_bn, head_bn = learn.model[1], learn.model[4]
     assert has_bn_statistics(body_bn) and not has_bn_statistics(head_bn)
     body_stats = body_bn.running_mean.clone()
     learn.fit(2)  # never frozen: the head's BatchNorm has no statistics to keep, so it learns them all fit long
