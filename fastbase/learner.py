@@ -95,9 +95,10 @@ class Learner:
     default) keeps weight decay off BatchNorm and bias parameters, which it only harms; `true_wd`
     decouples weight decay from the gradient (AdamW). `train_bn` keeps BatchNorm parameters of
     frozen groups trainable; `freeze_bn_stats=True` fixes their running statistics (eval mode), and
-    `freeze_bn_stats="finetune"` also fixes those of every group once none is frozen: fine-tuning a
-    pretrained body on a small set, only the new head learns statistics, while the body is frozen. `model_spec`
-    = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild the model, for `export`.
+    `freeze_bn_stats="finetune"` also fixes those of every group once none is frozen (see `BnFreeze`):
+    fine-tuning a pretrained body on a small set, only the new head learns statistics, while the
+    body is frozen. `model_spec` = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild
+    the model, for `export`.
     `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns progress output off.
     `clip` bounds the gradients' global norm before each step (`GradientClipping`). Validation,
     `get_preds` and `predict` run under `torch.inference_mode()` (`eval_grad_mode`).
@@ -114,8 +115,9 @@ class Learner:
         self.path, self.model_dir = Path(ifnone(path, data.path)), model_dir
         self.callback_fns, self.callbacks = listify(callback_fns), listify(callbacks)
         if freeze_bn_stats not in (False, True, "finetune"):
-            raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r}: use False (BatchNorm statistics learnt), True "
-                                "(fixed in frozen layer groups) or 'finetune' (also in every group once none is frozen).")
+            raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r}: use False (BatchNorm statistics learnt), "
+                                "True (fixed in frozen layer groups) or 'finetune' (also in every group once none "
+                                "is frozen).")
         self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
         self.clip = clip
         self.recorder, self.opt, self.n_frozen, self._depth = Recorder(), None, 0, 0

@@ -147,8 +147,8 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     A random body (`pretrained=False`) learns its BatchNorm as usual.
 
     Layer groups follow the architecture's metadata: three for resnets (two for the body, one for
-    the head), so `slice` learning rates reach every part. Unnormalised data are normalised with the architecture's pretrained stats; data normalised with
-    other stats get a warning. `channels_last=True` stores the weights and batches channels-last
+    the head), so `slice` learning rates reach every part. Unnormalised data are normalised with the
+    architecture's pretrained stats; data normalised with other stats get a warning. `channels_last=True` stores the weights and batches channels-last
     (`learn.to_channels_last()`), faster on CPUs with oneDNN: see `bench/cpu_speed.py`. The default,
     None, does so on the CPU for the architectures measured faster that way (`ArchMeta.channels_last_cpu`:
     ResNets, MobileNets, EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
