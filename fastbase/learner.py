@@ -495,7 +495,9 @@ class Learner:
         """Layers with output shapes (from one batch, without the batch dimension), parameter counts,
         trainable or frozen, and totals per layer group. Printed and returned."""
         xb = None if self.data.inference_only else _split_batch(next(iter(self.data.train_dl)))[0]
-        lines = [layer_groups_summary(self.model, self.layer_groups, xb),
+        bn = (f"BatchNorm: train_bn={self.train_bn}, freeze_bn_stats={self.freeze_bn_stats!r} "
+              f"({_BN_STATS_MODES.get(self.freeze_bn_stats, 'see BnFreeze')})")
+        lines = [layer_groups_summary(self.model, self.layer_groups, xb), bn,
                  f"Optimizer: {self.opt!r}", f"Loss: {self.loss_func!r}  Metrics: {self.metric_names}"]
         text = "\n".join(lines)
         print(text)
@@ -504,6 +506,11 @@ class Learner:
     def __repr__(self):
         return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
                 f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
+
+
+_BN_STATS_MODES = {False: "running statistics learnt by every group that trains",
+                   True: "running statistics fixed in frozen groups",
+                   "finetune": "running statistics fixed in frozen groups, and in every group once none is frozen"}
 
 
 def eval_grad_mode(model: nn.Module):

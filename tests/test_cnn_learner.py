@@ -65,6 +65,7 @@ def test_pretrained_learner_freezes_whole_body_and_keeps_its_batchnorm_statistic
     assert all(p.requires_grad for p in head.parameters())
     assert trainable(body) == set()  # BatchNorm included: train_bn=False for a pretrained body
     assert (learn.train_bn, learn.freeze_bn_stats) == (False, "finetune")
+    assert "BatchNorm: train_bn=False, freeze_bn_stats='finetune' (running statistics fixed" in learn.summary()
     body_bn, head_bn = body[1], head[2]  # bn1 of resnet18; the head's first BatchNorm1d
     body_stats, head_stats = body_bn.running_var.clone(), head_bn.running_var.clone()
     learn.fit(1, 1e-3)

@@ -273,6 +273,7 @@ def test_summary_shows_layers_shapes_and_layer_groups(capsys):
     text = learn.summary()
     assert "1 (BatchNorm1d)" in text and "[16]" in text and "[2]" in text
     assert "Layer group 0: 176 params, 32 trainable, 144 frozen" in text
+    assert "BatchNorm: train_bn=True, freeze_bn_stats=False (running statistics learnt" in text
     assert text in capsys.readouterr().out
 
 
