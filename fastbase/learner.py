@@ -86,6 +86,12 @@ class TrainingInterrupted(UserWarning):
     """Training stopped early because of Ctrl-C (KeyboardInterrupt)."""
 
 
+# freeze_bn_stats: its settings and what each does to BatchNorm running statistics (BnFreeze applies them)
+_BN_STATS_MODES = {False: "running statistics learnt by every group that trains",
+                   True: "running statistics fixed in frozen groups",
+                   "finetune": "running statistics fixed in frozen groups, and in every group once none is frozen"}
+
+
 class Learner:
     """Trains `model` on `data`: `fit`, `fit_one_cycle`, `lr_find`, then `validate`, `get_preds`,
     `predict`, `save`/`load`, `export`.
@@ -114,10 +120,9 @@ class Learner:
         self.metrics = listify(metrics)
         self.path, self.model_dir = Path(ifnone(path, data.path)), model_dir
         self.callback_fns, self.callbacks = listify(callback_fns), listify(callbacks)
-        if freeze_bn_stats not in (False, True, "finetune"):
-            raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r}: use False (BatchNorm statistics learnt), "
-                                "True (fixed in frozen layer groups) or 'finetune' (also in every group once none "
-                                "is frozen).")
+        if freeze_bn_stats not in _BN_STATS_MODES:
+            choices = "; ".join(f"{mode!r}: {what}" for mode, what in _BN_STATS_MODES.items())
+            raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r} is not a setting. Use one of {choices}.")
         self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
         self.clip = clip
         self.recorder, self.opt, self.n_frozen, self._depth = Recorder(), None, 0, 0
@@ -506,11 +511,6 @@ class Learner:
     def __repr__(self):
         return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
                 f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
-
-
-_BN_STATS_MODES = {False: "running statistics learnt by every group that trains",
-                   True: "running statistics fixed in frozen groups",
-                   "finetune": "running statistics fixed in frozen groups, and in every group once none is frozen"}
 
 
 def eval_grad_mode(model: nn.Module):
