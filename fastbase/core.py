@@ -19,8 +19,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from torch import nn
 
 __all__ = [
+    "BN_TYPES",
     "Config",
     "ConfigError",
     "FastbaseError",
@@ -46,6 +48,9 @@ __all__ = [
     "shm_size",
     "to_device",
 ]
+
+
+BN_TYPES = (nn.modules.batchnorm._BatchNorm,)  # the layers that keep running statistics
 
 
 class FastbaseError(Exception):

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .callback import BN_TYPES, Callback, CancelFitException, CancelValidException
-from .core import FastbaseError
+from .callback import Callback, CancelFitException, CancelValidException
+from .core import BN_TYPES, FastbaseError
 
 __all__ = ["OverfitResult", "overfit"]
 

@@ -22,7 +22,6 @@ from torch.nn.parameter import is_lazy
 
 from . import __version__, debug, deploy, sanity
 from .callback import (
-    BnFreeze,
     CallbackHandler,
     CancelBatchException,
     CancelEpochException,
@@ -32,9 +31,9 @@ from .callback import (
     CancelValidException,
     DeferredInterrupt,
     GatherPreds,
-    Recorder,
     ValidationStats,
 )
+from .callbacks.bn_stats import BN_STATS_MODES, BnFreeze
 from .callbacks.channels_last import ChannelsLast, to_memory_format
 from .callbacks.checkpoint import ResumeCallback
 from .callbacks.distributed import to_distributed, wants_distributed
@@ -66,6 +65,7 @@ from .optimizer import (
     layer_groups_summary,
     lr_range,
 )
+from .recorder import Recorder
 
 __all__ = ["DEFAULT_LR", "ExportError", "Learner", "TrainingInterrupted", "UnsafeFileError", "load_learner"]
 
@@ -84,12 +84,6 @@ class UnsafeFileError(FastbaseError):
 
 class TrainingInterrupted(UserWarning):
     """Training stopped early because of Ctrl-C (KeyboardInterrupt)."""
-
-
-# freeze_bn_stats: its settings and what each does to BatchNorm running statistics (BnFreeze applies them)
-_BN_STATS_MODES = {False: "running statistics learnt by every group that trains",
-                   True: "running statistics fixed in frozen groups",
-                   "finetune": "running statistics fixed in frozen groups, and in every group once none is frozen"}
 
 
 class Learner:
@@ -120,8 +114,8 @@ class Learner:
         self.metrics = listify(metrics)
         self.path, self.model_dir = Path(ifnone(path, data.path)), model_dir
         self.callback_fns, self.callbacks = listify(callback_fns), listify(callbacks)
-        if freeze_bn_stats not in _BN_STATS_MODES:
-            choices = "; ".join(f"{mode!r}: {what}" for mode, what in _BN_STATS_MODES.items())
+        if freeze_bn_stats not in BN_STATS_MODES:
+            choices = "; ".join(f"{mode!r}: {what}" for mode, what in BN_STATS_MODES.items())
             raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r} is not a setting. Use one of {choices}.")
         self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
         self.clip = clip
@@ -501,7 +495,7 @@ class Learner:
         trainable or frozen, and totals per layer group. Printed and returned."""
         xb = None if self.data.inference_only else _split_batch(next(iter(self.data.train_dl)))[0]
         bn = (f"BatchNorm: train_bn={self.train_bn}, freeze_bn_stats={self.freeze_bn_stats!r} "
-              f"({_BN_STATS_MODES.get(self.freeze_bn_stats, 'see BnFreeze')})")
+              f"({BN_STATS_MODES.get(self.freeze_bn_stats, 'see BnFreeze')})")
         lines = [layer_groups_summary(self.model, self.layer_groups, xb), bn,
                  f"Optimizer: {self.opt!r}", f"Loss: {self.loss_func!r}  Metrics: {self.metric_names}"]
         text = "\n".join(lines)

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .callback import BN_TYPES
-from .core import FastbaseError, is_listy, listify
+from .core import BN_TYPES, FastbaseError, is_listy, listify
 
 __all__ = ["NORM_TYPES", "AdamW", "OptimWrapper", "check_layer_groups", "even_mults", "freeze_layer_groups",
            "layer_groups_summary", "lr_range", "split_no_wd_params"]

@@ -17,7 +17,6 @@ from fastbase.callback import (
     CancelFitException,
     CancelStepException,
     CancelValidException,
-    Recorder,
     Scheduler,
     annealing_cos,
     annealing_exp,
@@ -26,6 +25,7 @@ from fastbase.callback import (
 )
 from fastbase.core import FastbaseError
 from fastbase.learner import TrainingInterrupted
+from fastbase.recorder import Recorder
 from fastbase.metrics import accuracy
 
 

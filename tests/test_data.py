@@ -179,7 +179,7 @@ def test_default_workers_without_shm_trouble(monkeypatch):
 def test_export_state_is_plain_data_and_rebuilds_an_inference_bunch():
     bunch = make_bunch().normalize(imagenet_stats)
     state = bunch.export_state()
-    assert state["type"] == "fastbase.data:DataBunch" and state["classes"] == ["a", "b"] and state["c"] == 2
+    assert state["type"] == "fastbase.data.bunch:DataBunch" and state["classes"] == ["a", "b"] and state["c"] == 2
     loaded = DataBunch.load_export_state(state, device="cpu")
     assert loaded.inference_only and loaded.classes == ["a", "b"] and loaded.stats == bunch.stats
     item = IndexedDataset(4).item(1)

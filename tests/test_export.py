@@ -35,7 +35,7 @@ def test_the_export_file_is_plain_data(tmp_path):
     state = torch.load(file, weights_only=True)
     assert set(state) == {"fastbase_version", "model_spec", "data", "state_dict", "loss_func"}
     assert state["model_spec"] == SPEC and state["loss_func"] == "torch.nn.modules.loss:CrossEntropyLoss"
-    assert state["data"]["type"] == "fastbase.data:DataBunch" and state["data"]["stats"] is not None
+    assert state["data"]["type"] == "fastbase.data.bunch:DataBunch" and state["data"]["stats"] is not None
 
 
 def test_a_torch_class_can_be_the_factory(tmp_path):

@@ -22,6 +22,7 @@ LAYERS = {
     "fastbase.download": 1,
     "fastbase.data": 2,
     "fastbase.callback": 3,
+    "fastbase.recorder": 3,
     "fastbase.losses": 3,
     "fastbase.callbacks": 4,
     "fastbase.optimizer": 5,

@@ -6,7 +6,8 @@ import torch
 from tiny_models import make_data, make_learner
 from torch import nn
 
-from fastbase.callback import BnFreeze, Callback, has_bn_statistics
+from fastbase.callback import Callback
+from fastbase.callbacks.bn_stats import BnFreeze, has_bn_statistics
 from fastbase.callbacks.one_cycle import OneCycleScheduler
 from fastbase.callbacks.progress import ProgressCallback
 from fastbase.core import FastbaseError, set_seed

@@ -1,7 +1,6 @@
 """Layer 4: the optional parts of training, each a callback: one-cycle schedule, LR finder,
 trackers, mixed precision, mixup, loggers, checkpoints, BatchNorm recalibration."""
-from ..callback import BnFreeze
-from .bn_stats import RecalibrateBN, recompute_bn_stats
+from .bn_stats import BnFreeze, RecalibrateBN, recompute_bn_stats
 from .channels_last import ChannelsLast, to_memory_format
 from .checkpoint import Checkpoint, CheckpointError, ResumeCallback
 from .distributed import DistributedError, DistributedTrainer

@@ -18,10 +18,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..callback import BN_TYPES, Callback
+from ..callback import Callback
+from ..core import BN_TYPES
 from ..data import DatasetType
 
-__all__ = ["RecalibrateBN", "recompute_bn_stats"]
+__all__ = ["BN_STATS_MODES", "BnFreeze", "RecalibrateBN", "has_bn_statistics", "recompute_bn_stats"]
+
+# freeze_bn_stats: its settings and what each does to BatchNorm running statistics (BnFreeze applies them)
+BN_STATS_MODES = {False: "running statistics learnt by every group that trains",
+                  True: "running statistics fixed in frozen groups",
+                  "finetune": "running statistics fixed in frozen groups, and in every group once none is frozen"}
 
 
 def recompute_bn_stats(model: nn.Module, batches, max_batches: int | None = None) -> int:
@@ -70,3 +76,37 @@ class RecalibrateBN(Callback):
 
     def __repr__(self):
         return f"RecalibrateBN(ds_type={self.ds_type.name}, max_batches={self.max_batches})"
+
+
+class BnFreeze(Callback):
+    """Puts the BatchNorm layers of frozen layer groups in eval mode after each `model.train()`,
+    so their running statistics stay fixed (`freeze_bn_stats=True`); `train_bn` only governs gradients.
+    `all_groups=True` fixes them in every layer group, frozen or not: fine-tuning a pretrained body
+    on few images with small learning rates then keeps its pretrained statistics (what
+    `freeze_bn_stats="finetune"` does once the Learner is unfrozen). There, a layer of a trainable
+    group that has no statistics yet (a new head's, never trained: running mean 0, variance 1, no
+    batch seen) learns them in this fit, rather than keeping values no data produced."""
+    order = -10
+
+    def __init__(self, all_groups: bool = False):
+        self.all_groups = all_groups
+
+    def before_fit(self):
+        groups, n = self.learn.layer_groups, self.learn.n_frozen
+        self.fixed = [m for group in groups[:n] for m in group.modules() if isinstance(m, BN_TYPES)]
+        if self.all_groups:
+            self.fixed += [m for group in groups[n:] for m in group.modules()
+                           if isinstance(m, BN_TYPES) and has_bn_statistics(m)]
+
+    def before_train(self):
+        for module in self.fixed:
+            module.eval()
+
+
+def has_bn_statistics(bn: nn.Module) -> bool:
+    """Has this BatchNorm layer running statistics to keep: loaded, or learnt from at least one batch?
+    False for a layer as constructed (mean 0, variance 1, no batch tracked) or one that tracks none."""
+    if bn.running_mean is None or bn.running_var is None:
+        return False
+    tracked = bn.num_batches_tracked is not None and int(bn.num_batches_tracked) > 0
+    return tracked or bool(bn.running_mean.any()) or not bool((bn.running_var == 1).all())

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..callback import Callback, Recorder
+from ..callback import Callback
 from ..callbacks import (
     AccumulateScheduler,
     BnFreeze,
@@ -48,6 +48,7 @@ from ..interpret import ClassificationInterpretation, grad_cam
 from ..learner import Learner, load_learner
 from ..losses import LabelSmoothingCrossEntropy
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
+from ..recorder import Recorder
 from . import models
 from .activations import show_activations, show_filters
 from .data import ImageDataBunch

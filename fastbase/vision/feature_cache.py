@@ -29,9 +29,9 @@ import weakref
 import torch
 from torch import nn
 
-from ..callback import BN_TYPES, Callback
+from ..callback import Callback
 from ..callbacks.progress import progress_disabled
-from ..core import FastbaseError
+from ..core import BN_TYPES, FastbaseError
 from ..data import Normalizer
 from .learner import AdaptiveConcatPool2d
 from .transforms import BatchAugment, CenterCrop, ToFloat

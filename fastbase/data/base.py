@@ -1,0 +1,46 @@
+"""Layer 2: what every data module shares: the kinds of loader (`DatasetType`), the data errors
+and the usual normalisation statistics."""
+from __future__ import annotations
+
+from enum import IntEnum
+
+from ..core import FastbaseError
+
+__all__ = ["BadFilesError", "DataError", "DatasetType", "EmptyDatasetError", "LabelError", "cifar_stats",
+           "imagenet_stats", "mnist_stats"]
+
+imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+cifar_stats = ([0.491, 0.482, 0.447], [0.247, 0.243, 0.261])
+mnist_stats = ([0.15, 0.15, 0.15], [0.15, 0.15, 0.15])
+
+
+class DatasetType(IntEnum):
+    """Which of a DataBunch's loaders: `Fix` is the training set in order, without augmentation
+    drops, for predictions on the training data; `Single` is one item for `predict`."""
+    Train = 0
+    Valid = 1
+    Test = 2
+    Fix = 3
+    Single = 4
+
+
+class DataError(FastbaseError, ValueError):
+    """Data that cannot be trained on: the message names the file or value and what to do."""
+
+
+class EmptyDatasetError(DataError):
+    """A training or validation set without items, caught when the DataBunch is created."""
+
+
+class LabelError(DataError):
+    """Labels that do not fit the items: a pattern that does not match, a class only the validation
+    set has, a label file naming files that do not exist."""
+
+
+class BadFilesError(DataError):
+    """Files that cannot be read as items; `bad` lists `(path, reason)` for every one found."""
+
+    def __init__(self, message: str, bad=()):
+        super().__init__(message)
+        self.bad = list(bad)
+

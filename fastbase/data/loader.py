@@ -1,0 +1,208 @@
+"""Layer 2: loading batches onto the device: `DeviceDataLoader` wraps a torch DataLoader and runs
+the batch transforms (augmentation, then the `Normalizer`) in the worker processes or on the
+device, whichever is faster there; `resolve_num_workers` picks the number of worker processes."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch.utils.data import DataLoader
+
+from .. import core
+from ..core import default_num_workers, listify, to_device
+from .base import DataError
+
+__all__ = ["CollateThenTransform", "DeviceDataLoader", "Normalizer", "apply_tfms", "resolve_num_workers"]
+
+
+def resolve_num_workers(num_workers: int | None, device=None) -> int:
+    """`num_workers` as asked, or the default for `device` when None; 0, with a warning, where worker
+    processes are known to die (a `/dev/shm` too small for their batches, as in Docker's default)."""
+    if num_workers is None:
+        return default_num_workers(device)
+    if num_workers < 0:
+        raise DataError(f"num_workers must be 0 or more, got {num_workers}.")
+    shm = core.shm_size()
+    if num_workers > 0 and shm is not None and shm < core._MIN_SHM:
+        warnings.warn(f"/dev/shm has only {shm / 2**20:.0f} MB free: DataLoader workers die there with 'Bus error', "
+                      f"so fastbase loads with num_workers=0 instead of {num_workers}. Give the container more "
+                      "shared memory (e.g. `docker run --shm-size=1g`) to use workers.", RuntimeWarning, stacklevel=3)
+        return 0
+    return num_workers
+
+
+class Normalizer:
+    """Batch transform that normalises `x` channel-wise (dim 1) with `mean`/`std`; `denorm` undoes it."""
+    order = 100  # after every augmentation
+
+    def __init__(self, mean, std):
+        self.mean, self.std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+        if (self.std <= 0).any():
+            raise DataError(f"Normalisation std must be positive, got {self.std.tolist()}.")
+        self._cache = {}
+
+    def _stats(self, x: torch.Tensor):
+        """(mean, std, -mean/std, 1/std) shaped to broadcast over `x`'s dim 1, cached per device/dtype."""
+        key = (x.device, x.dtype, x.dim())
+        if key not in self._cache:
+            # normal tensors even when first built during validation (inference mode), so training may use them
+            with torch.inference_mode(False):
+                shape = (1, -1) + (1,) * (x.dim() - 2)
+                mean, std = self.mean.to(x.device, x.dtype).view(shape), self.std.to(x.device, x.dtype).view(shape)
+                self._cache[key] = (mean, std, -mean / std, 1 / std)
+        return self._cache[key]
+
+    def norm(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        _, _, shift, scale = self._stats(x)
+        return torch.addcmul(shift, x, scale, out=out)  # (x - mean) / std in one pass over the batch
+
+    def denorm(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std, _, _ = self._stats(x)
+        return torch.addcmul(mean, x, std)
+
+    def __call__(self, batch):
+        x, *rest = batch
+        return (self.norm(x), *rest)
+
+    def apply_(self, batch):
+        """`__call__`, writing into the batch's own `x`: for a batch that an earlier transform has just
+        made (see `apply_tfms`). A new batch-sized result costs more than the arithmetic on the CPU (the
+        pages of a fresh allocation are faulted in: 0.35 against 0.05 ms per 224 px image)."""
+        x, *rest = batch
+        if not x.is_floating_point() or x.requires_grad:
+            return self(batch)
+        return (self.norm(x, out=x), *rest)
+
+    def __repr__(self):
+        return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+def apply_tfms(batch, tfms):
+    """Run batch transforms in turn. After one that declares `makes_new_batch` (its `x` is a tensor it
+    made, held by nothing else), a transform with an `apply_` method gets to work in place."""
+    fresh = False
+    for tfm in tfms:
+        in_place = fresh and hasattr(tfm, "apply_")
+        batch = tfm.apply_(batch) if in_place else tfm(batch)
+        fresh = in_place or getattr(tfm, "makes_new_batch", False)  # any other transform may return anything
+    return batch
+
+
+class CollateThenTransform:
+    """A `collate_fn` that also runs batch transforms, so that they run inside the worker processes."""
+
+    def __init__(self, collate_fn, tfms):
+        self.collate_fn, self.tfms = collate_fn, list(tfms)
+
+    def __call__(self, items):
+        return apply_tfms(self.collate_fn(items), self.tfms)
+
+
+class DeviceDataLoader:
+    """A DataLoader whose batches arrive on `device`, after its batch transforms (in `order`).
+
+    Where the transforms run depends on the device. On a GPU (or with no worker processes) they run
+    here, on the batch once it is on the device. On the CPU with workers, they run at the end of the
+    workers' `collate_fn`: the augmentation then runs in parallel with the training step rather than
+    in its process, one thread per worker. The DataLoader is rebuilt when the transforms change, so
+    that the workers see the new list.
+    """
+
+    def __init__(self, dl: DataLoader, device, tfms=None):
+        self.dl, self.device = dl, torch.device(device)
+        self._local: DataLoader | None = None  # the in-process twin of `dl`, once its items are in memory
+        self.in_process_when_cached = True  # False: keep the workers even then (see `in_memory`)
+        self.collate_fn = dl.collate_fn.collate_fn if isinstance(dl.collate_fn, CollateThenTransform) else dl.collate_fn
+        self.tfms = sorted(listify(tfms), key=lambda t: getattr(t, "order", 0))
+        self._place_tfms()
+
+    def __len__(self):
+        return len(self.dl)
+
+    @property
+    def dataset(self):
+        return self.dl.dataset
+
+    @property
+    def batch_size(self):
+        return self.dl.batch_size
+
+    @property
+    def num_workers(self):
+        return self.dl.num_workers
+
+    @property
+    def tfms_in_workers(self) -> bool:
+        """True when the batch transforms run in the worker processes (CPU device, workers > 0)."""
+        return self.device.type == "cpu" and self.dl.num_workers > 0
+
+    @property
+    def in_memory(self) -> bool:
+        """True when worker processes would only copy items already in memory: the dataset reports
+        (`fraction_cached`) that at least 90% of its items are cached, e.g. from the first epoch.
+        `__iter__` then loads in this process, and the batch transforms run here on all of torch's
+        threads: a copy costs less than the hand-off from a worker, and no worker competes with the
+        model for the cores (`bench/data_loader.py` measures both)."""
+        if self.dl.num_workers == 0 or not self.in_process_when_cached:
+            return False
+        fraction = getattr(self.dl.dataset, "fraction_cached", None)
+        return fraction is not None and (fraction() or 0.0) >= 0.9
+
+    def _place_tfms(self) -> None:
+        self._local = None
+        if self.tfms_in_workers:
+            self.dl = self._rebuilt(collate_fn=CollateThenTransform(self.collate_fn, self.tfms))
+
+    def _rebuilt(self, **changes) -> DataLoader:
+        dl = self.dl
+        args = {"batch_size": dl.batch_size, "num_workers": dl.num_workers, "collate_fn": self.collate_fn,
+                "drop_last": dl.drop_last, "pin_memory": dl.pin_memory, "worker_init_fn": dl.worker_init_fn,
+                "persistent_workers": dl.persistent_workers, "generator": dl.generator,
+                "shuffle": isinstance(dl.sampler, torch.utils.data.RandomSampler)}
+        args.update(changes)
+        if args["num_workers"] == 0:
+            args["persistent_workers"] = False
+        dataset = args.pop("dataset", dl.dataset)
+        return DataLoader(dataset, **args)
+
+    def add_tfm(self, tfm) -> None:
+        self.tfms = sorted([*self.tfms, tfm], key=lambda t: getattr(t, "order", 0))
+        self._place_tfms()
+
+    def remove_tfm(self, tfm) -> None:
+        self.tfms = [t for t in self.tfms if t is not tfm]
+        self._place_tfms()
+
+    def proc_batch(self, batch, in_workers: bool | None = None):
+        """Move a collated batch to the device and apply the transforms that did not run in workers
+        (`in_workers`: whether they did; default `tfms_in_workers`)."""
+        batch = to_device(batch, self.device)
+        if not (self.tfms_in_workers if in_workers is None else in_workers):
+            batch = apply_tfms(batch, self.tfms)
+        return batch
+
+    def __iter__(self):
+        if not self.in_memory:
+            for batch in self.dl:
+                yield self.proc_batch(batch)
+            return
+        if self._local is None:
+            # the same sampler, so the same order as `dl` would give; a generator of its own takes the
+            # worker base seed each iteration draws, which `dl`'s persistent workers do not draw again
+            self._local = self._rebuilt(num_workers=0, sampler=self.dl.sampler, shuffle=False,
+                                        generator=torch.Generator())
+        for batch in self._local:
+            yield self.proc_batch(batch, in_workers=False)
+
+    def new(self, tfms=None, **kwargs) -> DeviceDataLoader:
+        """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`, or
+        `dataset=`), with the same batch transforms or `tfms`."""
+        dl = DeviceDataLoader(self._rebuilt(**kwargs), self.device, self.tfms if tfms is None else tfms)
+        dl.in_process_when_cached = self.in_process_when_cached
+        return dl
+
+    def __repr__(self):
+        where = "in workers" if self.tfms_in_workers else "on device"
+        return (f"DeviceDataLoader({len(self.dataset)} items, bs={self.batch_size}, device={self.device}, "
+                f"workers={self.num_workers}, tfms {where}: {self.tfms})")
+
