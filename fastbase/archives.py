@@ -26,6 +26,7 @@ import zipfile
 import zlib
 
 from .core import FastbaseError, Path
+from .files import remove_stale_temps
 
 __all__ = [
     "ARCHIVE_EXTENSIONS",
@@ -78,7 +79,7 @@ def extract_archive(archive, dest, *, replace: bool = False, max_size: int = MAX
     if dest.exists() and not replace:
         raise ArchiveError(f"{dest} already exists; delete it or pass replace=True to extract {archive} again.")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(dest)
+    remove_stale_temps(dest, (_TEMP_SUFFIX, ".content", ".old"))
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=_TEMP_SUFFIX, dir=dest.parent))
     try:
         budget = _Budget(archive, max_size, max_ratio)
@@ -242,29 +243,3 @@ def _move_into_place(tmp: Path, dest: Path, replace: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     elif old is not None:
         old.unlink()
-
-
-def _remove_stale_temps(dest: Path) -> None:
-    """Delete temporary folders left beside `dest` by extractions whose process has died (kill -9)."""
-    prefix = f".{dest.name}."
-    if not dest.parent.is_dir():
-        return
-    for entry in dest.parent.iterdir():
-        if not (entry.name.startswith(prefix) and entry.name.endswith((_TEMP_SUFFIX, ".content", ".old"))):
-            continue
-        pid = entry.name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) would end the process
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-

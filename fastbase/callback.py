@@ -77,8 +77,12 @@ class Callback:
     """Base class: define methods named after `EVENTS` (no arguments; read and write `self.learn`).
 
     Callbacks run in increasing `order`. State a resumed run needs goes in `state_dict()`.
+    `changes_step = True` marks a callback that changes how a training step is computed (precision,
+    memory format, the batch, the gradients): probe runs (`Learner.probe`: lr_find, overfit,
+    sanity_check) keep those and leave out the rest (loggers, trackers, checkpoints).
     """
     order = 0
+    changes_step = False
     learn = None
 
     @property

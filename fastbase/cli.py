@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the `fastbase` command line; returns the exit code (0 ok, 1 failure while running, 2 bad
     command line or data, 130 Ctrl-C)."""
-    from .learner import TrainingInterrupted
+    from .loop import TrainingInterrupted
 
     parser = build_parser()
     args = parser.parse_args(argv)

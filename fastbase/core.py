@@ -27,7 +27,6 @@ __all__ = [
     "ConfigError",
     "FastbaseError",
     "Path",
-    "atomic_write",
     "default_device",
     "default_num_workers",
     "defaults",
@@ -257,23 +256,6 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-
-
-def atomic_write(path, write) -> pathlib.Path:
-    """Call `write(tmp_path)` then rename the temporary file onto `path`, so that a crash never
-    leaves a half-written file under the final name. Returns `path`."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def object_ref(obj) -> str:

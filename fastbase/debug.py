@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import random
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
 from torch import nn
 
 from .callback import Callback, CancelFitException, CancelValidException
@@ -120,22 +117,9 @@ def overfit(learn, n_items: int = 10, steps: int = 100, lr: float = 1e-3, thresh
         raise FastbaseError(f"overfit needs steps >= 1, got {steps}.")
     data = learn.data.subset(n_items, seed=seed, bs=n_items).no_augment()
     data.train_dl = _SameBatch(data.train_dl, steps)
-    saved = {"data": learn.data, "opt": learn.opt, "recorder": learn.recorder.state_dict(),
-             "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state())}
-    if restore:
-        saved["model"] = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     watch = _OverfitWatch(threshold, bn_eval=n_items == 1)
-    try:
+    with learn.probe(restore=restore):
         learn.data, learn.opt = data, None
         learn.fit(1, lr, wd=0.0, callbacks=[watch])
-    finally:
-        learn.data = saved["data"]
-        random.setstate(saved["rng"][0])
-        np.random.set_state(saved["rng"][1])
-        torch.set_rng_state(saved["rng"][2])
-        if restore:
-            learn.model.load_state_dict(saved["model"])
-            learn.opt = saved["opt"]
-            learn.recorder.load_state_dict(saved["recorder"])
     reached = bool(watch.losses) and watch.losses[-1] < threshold
     return OverfitResult(reached, n_items, len(watch.losses), threshold, watch.losses)

@@ -33,8 +33,9 @@ from torch import nn
 
 from . import __version__
 from .callbacks.progress import progress_disabled, progress_mode
-from .core import FastbaseError, Path, atomic_write, num_cpus
+from .core import FastbaseError, Path, num_cpus
 from .data import BadFilesError, DataError, DatasetType
+from .files import atomic_write
 from .metrics import loss_activation
 
 __all__ = ["DeployError", "DeployModel", "Predictions", "deploy_metadata", "export_onnx", "export_torchscript",

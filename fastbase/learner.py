@@ -11,24 +11,15 @@ from __future__ import annotations
 import inspect
 import math
 import pathlib
-import pickle
 import warnings
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.parameter import is_lazy
 
-from . import __version__, debug, deploy, sanity
+from . import debug, deploy, sanity
 from .callback import (
-    CallbackHandler,
-    CancelBatchException,
-    CancelEpochException,
-    CancelFitException,
-    CancelStepException,
-    CancelTrainException,
-    CancelValidException,
     DeferredInterrupt,
     GatherPreds,
     ValidationStats,
@@ -46,16 +37,20 @@ from .callbacks.progress import ProgressCallback, progress_disabled
 from .core import (
     FastbaseError,
     Path,
-    atomic_write,
     distrib_barrier,
     ifnone,
-    import_ref,
-    is_main_process,
     listify,
     num_distrib,
-    object_ref,
 )
 from .data import DatasetType
+from .export import (
+    export_state,
+    read_export,
+    safe_load,
+    save_state,
+    write_state,
+)
+from .loop import Loop, eval_grad_mode, split_batch
 from .metrics import as_metric, default_loss, loss_activation, per_item_loss
 from .optimizer import (
     AdamW,
@@ -66,27 +61,14 @@ from .optimizer import (
     lr_range,
 )
 from .recorder import Recorder
+from .state import copy_state, loader_generators, rng_states, set_rng_states
 
-__all__ = ["DEFAULT_LR", "ExportError", "Learner", "TrainingInterrupted", "UnsafeFileError", "load_learner"]
+__all__ = ["DEFAULT_LR", "Learner", "load_learner"]
 
 DEFAULT_LR = slice(3e-3)  # fastai v1's default: 3e-3 for the last layer group, 3e-4 for the others
-_LOOP_STATE = ("epoch", "n_epochs", "start_epoch", "training", "dl", "iter", "n_iter", "xb", "yb", "pred",
-               "loss", "loss_grad", "valid_values")
 
 
-class ExportError(FastbaseError):
-    """The Learner cannot be exported so that it loads elsewhere; the message says what to set."""
-
-
-class UnsafeFileError(FastbaseError):
-    """A model file holds Python objects beyond tensors and plain data, so fastbase refuses to load it."""
-
-
-class TrainingInterrupted(UserWarning):
-    """Training stopped early because of Ctrl-C (KeyboardInterrupt)."""
-
-
-class Learner:
+class Learner(Loop):
     """Trains `model` on `data`: `fit`, `fit_one_cycle`, `lr_find`, then `validate`, `get_preds`,
     `predict`, `save`/`load`, `export`.
 
@@ -119,110 +101,10 @@ class Learner:
             raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r} is not a setting. Use one of {choices}.")
         self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
         self.clip = clip
-        self.recorder, self.opt, self.n_frozen, self._depth = Recorder(), None, 0, 0
+        self.recorder, self.opt, self.n_frozen, self._probing = Recorder(), None, 0, 0
         self.recorder.learn = self
         self.layer_groups = check_layer_groups(self.model, ifnone(layer_groups, [self.model]))
-        for name in _LOOP_STATE:
-            setattr(self, name, None)
-        self._use_handler(CallbackHandler([], self))
-
-    # --- the loop: events around each phase -----------------------------------------------
-    def _with_events(self, func, phase: str, cancel) -> None:
-        try:
-            self.cb(f"before_{phase}")
-            func()
-        except cancel:
-            self.cb(f"after_cancel_{phase}")
-        self.cb(f"after_{phase}")
-
-    def _do_fit(self) -> None:
-        try:
-            self.cb("before_fit")
-            for epoch in range(self.start_epoch, self.n_epochs):
-                self.epoch = epoch
-                self._with_events(self._do_epoch, "epoch", CancelEpochException)
-        except CancelFitException:
-            self.cb("after_cancel_fit")
-        except KeyboardInterrupt:
-            warnings.warn(f"Training interrupted (Ctrl-C) in epoch {self.epoch + 1}, batch {ifnone(self.iter, 0) + 1}: "
-                          "stopped cleanly. The model keeps its last completed step and the recorder everything "
-                          "up to it.", TrainingInterrupted, stacklevel=4)
-            self.cb("after_cancel_fit")
-        self.cb("after_fit")
-
-    def _do_epoch(self) -> None:
-        self.model.train()
-        self.training, self.dl = True, self.data.train_dl
-        self._with_events(self._all_batches, "train", CancelTrainException)
-        self._do_validate(self.data.valid_dl)
-
-    def _do_validate(self, dl) -> None:
-        self.valid_values = None
-        if dl is None or len(dl) == 0:
-            return
-        self.model.eval()
-        self.training, self.dl = False, dl
-        with eval_grad_mode(self.model):
-            self._with_events(self._all_batches, "validate", CancelValidException)
-
-    def _all_batches(self) -> None:
-        self.n_iter = len(self.dl)
-        for i, batch in enumerate(self.dl, getattr(self.dl, "first_batch", 0)):  # > 0 in a resumed epoch
-            self.iter = i
-            self.xb, self.yb = _split_batch(batch)
-            self.loss = None
-            self._with_events(self._one_batch, "batch", CancelBatchException)
-
-    def _one_batch(self) -> None:
-        self.pred = self._forward()
-        self.cb("after_pred")
-        if not self.yb:
-            return
-        self.loss_grad = self._compute_loss()
-        self.loss = self.loss_grad.detach()
-        self.cb("after_loss")
-        if not self.training:
-            return
-        self.cb("before_backward")
-        self._backward()
-        self.cb("after_backward")
-        self._with_events(self._optimizer_step, "step", CancelStepException)
-
-    # the parts of the inner step a callback may replace (see fastbase.callback)
-    def _default_forward(self):
-        return self.model(*self.xb)
-
-    def _default_compute_loss(self):
-        return self.loss_func(self.pred, *self.yb)
-
-    def _default_backward(self):
-        self.loss_grad.backward()
-
-    def _default_optimizer_step(self):
-        self.opt.step()
-        self.opt.zero_grad()
-
-    def _use_handler(self, handler: CallbackHandler) -> None:
-        self.cb = handler
-        for part in ("forward", "compute_loss", "backward", "optimizer_step"):
-            setattr(self, f"_{part}", handler.step_part(part, getattr(self, f"_default_{part}")))
-
-    @contextmanager
-    def _using(self, callbacks):
-        """Run with these callbacks; a nested run (e.g. `validate` inside a callback) restores the outer state."""
-        saved = self.cb, {name: getattr(self, name) for name in _LOOP_STATE}
-        self._depth += 1
-        self._use_handler(CallbackHandler(callbacks, self))
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            self._use_handler(saved[0])
-            if self._depth:
-                for name, value in saved[1].items():
-                    setattr(self, name, value)
-            else:  # let go of the last batch and its graph
-                self.xb = self.yb = self.pred = self.loss_grad = None
+        self._init_loop()
 
     # --- training ---------------------------------------------------------------------------
     def fit(self, epochs: int, lr=DEFAULT_LR, wd: float | None = None, callbacks=None, start_epoch: int = 0,
@@ -248,7 +130,7 @@ class Learner:
         self.n_epochs, self.start_epoch, self.epoch, self.iter = epochs, start_epoch, start_epoch, None
         self.opt.zero_grad()
         cbs = [DeferredInterrupt(), ValidationStats([as_metric(m) for m in self.metrics]), self.recorder,
-               *self.callbacks, *(_callback_from_fn(fn, self) for fn in self.callback_fns), *listify(callbacks)]
+               *self._own_callbacks(), *listify(callbacks)]
         if self.freeze_bn_stats:
             cbs.append(BnFreeze(all_groups=self.freeze_bn_stats == "finetune" and self.n_frozen == 0))
         if self.clip:
@@ -260,6 +142,45 @@ class Learner:
                 self._do_fit()
             finally:
                 self.cb("cleanup_fit")
+
+    def _own_callbacks(self) -> list:
+        """The Learner's `callbacks` and `callback_fns` for this run: inside `probe()`, only those that
+        change how a step is computed (`Callback.changes_step`), so nothing logs, tracks or saves."""
+        fns = [fn for fn in self.callback_fns if not self._probing or getattr(getattr(fn, "func", fn), "changes_step", False)]
+        cbs = [*self.callbacks, *(_callback_from_fn(fn, self) for fn in fns)]
+        return [cb for cb in cbs if cb.changes_step] if self._probing else cbs
+
+    @contextmanager
+    def probe(self, restore: bool = True, keep_recorder: bool = False):
+        """A probe run: a short training whose effects are undone (`lr_find`, `overfit` and
+        `sanity_check` run in one). Fits inside keep only the callbacks that change how a step is
+        computed (mixed precision, channels-last, distributed, mixup, gradient clipping and
+        accumulation, BatchNorm freezing), so loggers, trackers and checkpoints neither see nor write
+        anything. On leaving, whatever happened, the data, the model's train/eval mode and the random
+        state (Python, NumPy, torch, the training loader's generators) are put back and, with
+        `restore`, the weights, the optimizer (state and hyper-parameters) and, unless
+        `keep_recorder`, the recorder."""
+        generators = loader_generators(self.data.train_dl)
+        saved = {"data": self.data, "training": self.model.training, "rng": rng_states(generators),
+                 "recorder": self.recorder.state_dict(), "opt": self.opt}
+        if restore:
+            saved.update(model=copy_state(self.model), opt_state=None if self.opt is None else copy_state(self.opt))
+        self._probing += 1
+        try:
+            yield self
+        finally:
+            self._probing -= 1
+            self.data = saved["data"]
+            set_rng_states(saved["rng"], generators)
+            if restore:
+                self.model.load_state_dict(saved["model"])
+                self.opt = saved["opt"]
+                if self.opt is not None:
+                    self.opt.load_state_dict(saved["opt_state"])
+                    self.opt.zero_grad()
+                if not keep_recorder:
+                    self.recorder.load_state_dict(saved["recorder"])
+            self.model.train(saved["training"])
 
     def fit_one_cycle(self, cyc_len: int, max_lr=DEFAULT_LR, moms=(0.95, 0.85), div_factor: float = 25.0,
                       pct_start: float = 0.3, final_div: float | None = None, wd: float | None = None,
@@ -286,7 +207,9 @@ class Learner:
         start_lr, end_lr = (np.asarray(v, dtype=float) if np.ndim(v) else v
                             for v in (self.lr_range(start_lr), self.lr_range(end_lr)))
         finder = LRFinder(start_lr, end_lr, num_it, stop_div, wd=wd)
-        self._fit(math.ceil(num_it / max(1, len(self.data.train_dl) // num_distrib())), callbacks=[finder], table=False)
+        with self.probe(keep_recorder=True):  # the sweep stays in the recorder, for recorder.plot()
+            self._fit(math.ceil(num_it / max(1, len(self.data.train_dl) // num_distrib())), callbacks=[finder],
+                      table=False)
         try:
             return finder.suggestions()
         except LRFinderError as e:
@@ -453,16 +376,12 @@ class Learner:
     def save(self, name, with_opt: bool = True) -> pathlib.Path:
         """Write {'model': state dict, 'opt': optimizer state} to `path/model_dir/name.pth` (or to the
         Path `name`) atomically; loads back with `weights_only=True`."""
-        state = {"model": self.model.state_dict(), "fastbase_version": __version__}
-        if with_opt and self.opt is not None:
-            state["opt"] = self.opt.state_dict()
-        file = self._model_file(name)  # under torchrun, rank 0 writes it alone
-        return atomic_write(file, lambda tmp: torch.save(state, tmp)) if is_main_process() else file
+        return write_state(save_state(self.model, self.opt if with_opt else None), self._model_file(name))
 
     def load(self, name, with_opt: bool = True, strict: bool = True, device=None) -> Learner:
         """Load what `save` wrote (or a bare model state dict); refuses files that could run code."""
         distrib_barrier()  # under torchrun, wait until rank 0 has written the file
-        state = _safe_load(self._model_file(name), ifnone(device, self.data.device))
+        state = safe_load(self._model_file(name), ifnone(device, self.data.device))
         self.model.load_state_dict(state.get("model", state), strict=strict)
         if with_opt and "opt" in state:
             if self.opt is None:
@@ -474,12 +393,8 @@ class Learner:
         """Write what inference needs as plain data (not a pickled Learner): the model's state dict and
         `model_spec`, the DataBunch's export state, the loss name and the fastbase version, to
         `path/fname`. `load_learner` reads it back with `weights_only=True`."""
-        spec = _checked_model_spec(self.model_spec)
-        loss = _loss_ref(self.loss_func)
-        state = {"fastbase_version": __version__, "model_spec": spec, "data": self.data.export_state(),
-                 "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}, "loss_func": loss}
         file = Path(fname) if isinstance(fname, pathlib.PurePath) else self.path / fname
-        return atomic_write(file, lambda tmp: torch.save(state, tmp)) if is_main_process() else file
+        return write_state(export_state(self.model, self.model_spec, self.data, self.loss_func), file)
 
     def export_torchscript(self, fname="export.pt", probs: bool = True, **kwargs) -> pathlib.Path:
         """The model for deployment as TorchScript: raw images in (float 0..1, NCHW, any batch size),
@@ -493,7 +408,7 @@ class Learner:
     def summary(self) -> str:
         """Layers with output shapes (from one batch, without the batch dimension), parameter counts,
         trainable or frozen, and totals per layer group. Printed and returned."""
-        xb = None if self.data.inference_only else _split_batch(next(iter(self.data.train_dl)))[0]
+        xb = None if self.data.inference_only else split_batch(next(iter(self.data.train_dl)))[0]
         bn = (f"BatchNorm: train_bn={self.train_bn}, freeze_bn_stats={self.freeze_bn_stats!r} "
               f"({BN_STATS_MODES.get(self.freeze_bn_stats, 'see BnFreeze')})")
         lines = [layer_groups_summary(self.model, self.layer_groups, xb), bn,
@@ -505,15 +420,6 @@ class Learner:
     def __repr__(self):
         return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
                 f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
-
-
-def eval_grad_mode(model: nn.Module):
-    """The autograd mode for validation and inference: `torch.inference_mode()` (no version counters or
-    view tracking; see `bench/cpu_speed.py`), or `torch.no_grad()` while `model` has uninitialised lazy
-    parameters, which would otherwise be created as inference tensors that never train. Tensors made
-    during validation are inference tensors: `.clone()` one outside the loop before using it in training."""
-    lazy = any(is_lazy(t) for t in (*model.parameters(), *model.buffers()))
-    return torch.no_grad() if lazy else torch.inference_mode()
 
 
 def _callback_from_fn(fn, learn):
@@ -529,95 +435,11 @@ def _callback_from_fn(fn, learn):
     return fn(learn) if wants else fn()
 
 
-def _split_batch(batch):
-    """(xb, yb) as tuples from an (x, y) batch; an unlabeled batch gives yb = ()."""
-    if isinstance(batch, (list, tuple)) and len(batch) == 2:
-        x, y = batch
-        return (tuple(x) if isinstance(x, (list, tuple)) else (x,)), (tuple(y) if isinstance(y, (list, tuple)) else (y,))
-    return (tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)), ()
-
-
-def _safe_load(file, map_location):
-    file = pathlib.Path(file)
-    if not file.is_file():
-        near = sorted(p.name for p in file.parent.glob("*")) if file.parent.is_dir() else []
-        raise FastbaseError(f"No file {file}" + (f"; that folder holds {near[:10]}." if near else "."))
-    try:
-        return torch.load(file, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UnsafeFileError(f"Refused to load {file}: it holds Python objects other than tensors and plain data, "
-                              f"which could run code when loaded ({str(e).splitlines()[0][:200]}). fastbase only writes "
-                              "plain files; if you trust this one completely, open it with "
-                              "torch.load(..., weights_only=False) yourself.") from e
-
-
-def _loss_ref(loss_func) -> str | None:
-    """'module:name' of the loss (its class for an nn.Module), or None when it cannot be imported back."""
-    try:
-        return object_ref(type(loss_func) if isinstance(loss_func, nn.Module) else loss_func)
-    except FastbaseError:
-        return None
-
-
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _is_plain(value) -> bool:
-    if isinstance(value, _PLAIN):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    return isinstance(value, dict) and all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-
-
-def _checked_model_spec(spec) -> dict:
-    how = ("Set learn.model_spec = {'factory': 'package.module:function', 'kwargs': {...}} naming an importable "
-           "function or class that builds this model from plain arguments (cnn_learner sets it for you).")
-    if spec is None:
-        raise ExportError(f"This Learner has no model_spec, so export cannot say how to rebuild the model. {how}")
-    factory = spec.get("factory") if isinstance(spec, dict) else None
-    if callable(factory):
-        try:
-            factory = object_ref(factory)
-        except FastbaseError as e:
-            raise ExportError(f"The model factory {factory!r} cannot be imported by another program: {e} {how}") from e
-    if not isinstance(factory, str):
-        raise ExportError(f"model_spec needs a 'factory'; got {spec!r}. {how}")
-    module, _, qualname = factory.partition(":")
-    if module == "__main__" or "<" in qualname:
-        raise ExportError(f"The model factory {factory!r} is a lambda, a local function or defined in __main__, so "
-                          f"another program cannot import it. Move it into an importable module. {how}")
-    try:
-        found = import_ref(factory)
-    except FastbaseError as e:
-        raise ExportError(f"The model factory {factory!r} cannot be imported ({e}). {how}") from e
-    if not callable(found):
-        raise ExportError(f"The model factory {factory!r} is not callable. {how}")
-    spec = {**spec, "factory": factory, "kwargs": spec.get("kwargs", {})}
-    if not _is_plain(spec):
-        raise ExportError(f"model_spec for {factory!r} must hold plain data only (str, numbers, bools, None, lists, "
-                          f"dicts); got {spec!r}.")
-    return spec
-
-
 def load_learner(path, fname="export.pkl", device=None) -> Learner:
     """A Learner ready for `predict`, from what `export` wrote: `path` is the file or its folder."""
     path = pathlib.Path(path)
     file = path if path.is_file() else path / fname
-    state = _safe_load(file, "cpu")
-    if not isinstance(state, dict) or not {"model_spec", "state_dict", "data"} <= set(state):
-        raise FastbaseError(f"{file} is not a fastbase export (expected the dict that Learner.export writes).")
-    spec = state["model_spec"]
-    try:
-        factory, data_cls = import_ref(spec["factory"]), import_ref(state["data"]["type"])
-    except FastbaseError as e:
-        raise ExportError(f"Cannot rebuild the Learner in {file}: {e}. Install the package that defines it.") from e
-    model = factory(**spec.get("kwargs", {}))
-    model.load_state_dict(state["state_dict"])
-    data = data_cls.load_export_state(state["data"], device=device)
-    loss = state.get("loss_func")
-    loss = import_ref(loss) if loss else None
-    loss = loss() if isinstance(loss, type) else loss
+    model, data, loss, spec = read_export(file, device)
     learn = Learner(data, model, loss_func=loss, path=file.parent, model_spec=spec, silent=True)
     learn.model.eval()
     return learn

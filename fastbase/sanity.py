@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from .callbacks.checkpoint import loader_generators, rng_states, set_rng_states
 from .debug import overfit
 
 __all__ = ["SanityCheck", "SanityReport", "sanity_check"]
@@ -80,23 +79,13 @@ def sanity_check(learn, n_steps: int = 40, lr: float = 1e-2, n_items: int = 8, l
     ln(c) the initial loss may be. A fresh head whose outputs have a std of s starts near ln(c) + s^2/2:
     1.5 lets a standard head (s about 1) pass and catches a last layer that starts large (s >= 2).
     Nothing the Learner holds is changed."""
-    model = learn.model
-    saved = {"model": {k: v.detach().clone() for k, v in model.state_dict().items()}, "training": model.training,
-             "opt": None if learn.opt is None else learn.opt.state_dict(),
-             "rng": rng_states(loader_generators(learn.data.train_dl))}
-    try:
+    with learn.probe():
         x, y = _first_batch(learn.data.train_dl.new(num_workers=0))
         checks = [_guarded("data not constant", _check_data, x),
                   _guarded("labels not all one class", _check_labels, learn.data),
                   _guarded("augmentation keeps labels", _check_augmentation, learn.data, y),
                   _guarded("initial loss", _check_initial_loss, learn, x, y, loss_tol),
                   _guarded("overfit one batch", _check_overfit, learn, n_steps, lr, n_items)]
-    finally:
-        model.load_state_dict(saved["model"])
-        model.train(saved["training"])
-        if saved["opt"] is not None:
-            learn.opt.load_state_dict(saved["opt"])
-        set_rng_states(saved["rng"], loader_generators(learn.data.train_dl))
     report = SanityReport(checks)
     if show:
         print(report)

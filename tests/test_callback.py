@@ -24,9 +24,9 @@ from fastbase.callback import (
     annealing_no,
 )
 from fastbase.core import FastbaseError
-from fastbase.learner import TrainingInterrupted
-from fastbase.recorder import Recorder
+from fastbase.loop import TrainingInterrupted
 from fastbase.metrics import accuracy
+from fastbase.recorder import Recorder
 
 
 class EventLog(Callback):

@@ -287,12 +287,3 @@ def test_resume_is_exact_with_persistent_worker_processes(tmp_path):
         for dl in (dl for learn in learners for dl in learn.data.dls):
             if getattr(dl.dl, "_iterator", None) is not None:
                 dl.dl._iterator._shutdown_workers()
-
-
-def test_checkpoint_in_learner_callbacks_warns(tmp_path):
-    learn = build(0, tmp_path)
-    learn.callbacks.append(Checkpoint())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        learn.fit(1, 1e-3)
-    assert any("learn.callbacks" in str(w.message) for w in caught)

@@ -15,7 +15,8 @@ from image_fixtures import digits_fixture, save_image  # noqa: F401 -- `digits` 
 
 from fastbase import cli
 from fastbase.cli import detect_layout, find_data, load_data, main
-from fastbase.learner import TrainingInterrupted, load_learner
+from fastbase.learner import load_learner
+from fastbase.loop import TrainingInterrupted
 
 # Tiny settings: squeezenet1_1 (1.2M parameters) at 24 px from random weights, 48 training images.
 QUICK = ["--arch", "squeezenet1_1", "--size", "24", "--bs", "16", "--workers", "0", "--no-pretrained", "--seed", "0",

@@ -1,5 +1,4 @@
-"""fastbase.core: list helpers, Path.ls, seeding, devices, workers, atomic writes."""
-import os
+"""fastbase.core: list helpers, Path.ls, seeding, devices, workers."""
 import random
 
 import numpy as np
@@ -10,7 +9,6 @@ from fastbase import core
 from fastbase.core import (
     FastbaseError,
     Path,
-    atomic_write,
     ifnone,
     is_listy,
     listify,
@@ -104,23 +102,3 @@ def test_default_num_workers_falls_back_with_tiny_shm(monkeypatch):
     monkeypatch.setattr(core, "shm_size", lambda: 64 * 2**20)
     with pytest.warns(RuntimeWarning, match="shared memory"):
         assert core.default_num_workers("cuda") == 0
-
-
-def test_atomic_write_leaves_old_file_when_write_fails(tmp_path):
-    target = tmp_path / "model.pth"
-    target.write_bytes(b"old")
-
-    def failing(tmp):
-        tmp.write_bytes(b"half")
-        raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        atomic_write(target, failing)
-    assert target.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["model.pth"]
-
-
-def test_atomic_write_replaces_file(tmp_path):
-    target = tmp_path / "sub" / "f.bin"
-    atomic_write(target, lambda tmp: tmp.write_bytes(b"new"))
-    assert target.read_bytes() == b"new"

@@ -4,7 +4,8 @@ import pytest
 import torch
 from tiny_models import make_data, make_learner, tiny_mlp
 
-from fastbase.learner import ExportError, Learner, UnsafeFileError, load_learner
+from fastbase.export import ExportError, UnsafeFileError
+from fastbase.learner import Learner, load_learner
 
 SPEC = {"factory": "tiny_models:tiny_mlp", "kwargs": {"n_in": 8, "n_out": 2, "hidden": 16}}
 

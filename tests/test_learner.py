@@ -12,7 +12,8 @@ from fastbase.callbacks.one_cycle import OneCycleScheduler
 from fastbase.callbacks.progress import ProgressCallback
 from fastbase.core import FastbaseError, set_seed
 from fastbase.data import DatasetType
-from fastbase.learner import Learner, UnsafeFileError
+from fastbase.export import UnsafeFileError
+from fastbase.learner import Learner
 from fastbase.metrics import (
     accuracy,
     accuracy_thresh,

@@ -38,6 +38,8 @@ def test_lr_find_leaves_the_random_state_as_it_found_it():
 
 def test_lr_find_costs_only_its_iterations():
     class Count(Callback):
+        changes_step = True  # so that the probe run keeps it and it sees the batches
+
         def __init__(self):
             self.train, self.valid = 0, 0
 

@@ -87,6 +87,7 @@ class BnFreeze(Callback):
     group that has no statistics yet (a new head's, never trained: running mean 0, variance 1, no
     batch seen) learns them in this fit, rather than keeping values no data produced."""
     order = -10
+    changes_step = True
 
     def __init__(self, all_groups: bool = False):
         self.all_groups = all_groups

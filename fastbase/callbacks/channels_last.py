@@ -33,6 +33,7 @@ class ChannelsLast(Callback):
     """Keeps the model channels-last and makes every 4-d float input batch channels-last (3-d and
     5-d inputs, targets and integer tensors are left alone), in training and in validation."""
     order = 100  # after callbacks that change the batch (mixup), so the model sees the final batch
+    changes_step = True
 
     def __init__(self, memory_format=torch.channels_last):
         self.memory_format = memory_format

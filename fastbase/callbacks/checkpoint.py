@@ -24,7 +24,6 @@ import io
 import os
 import pathlib
 import pickle
-import random
 import re
 import warnings
 
@@ -34,10 +33,10 @@ import torch
 from .. import __version__
 from ..callback import Callback
 from ..core import FastbaseError, Path, is_main_process
-from .lr_finder import LRFinder
+from ..files import atomic_write
+from ..state import loader_generators, rng_states, set_rng_states
 
-__all__ = ["Checkpoint", "CheckpointError", "ResumeCallback", "checkpoint_file", "load_checkpoint", "loader_generators",
-           "rng_states", "save_checkpoint", "set_rng_states"]
+__all__ = ["Checkpoint", "CheckpointError", "ResumeCallback", "checkpoint_file", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = 1
 _HEADER = re.compile(rb"FASTBASE-CHECKPOINT v(\d+) sha256=([0-9a-f]{64}) size=(\d+)\n")
@@ -46,52 +45,6 @@ _LOADERS = ("train", "valid", "fix", "test")
 
 class CheckpointError(FastbaseError):
     """A checkpoint that cannot be used: missing, incomplete, damaged, or from a different run setup."""
-
-
-# --- random state ------------------------------------------------------------------------------
-def loader_generators(dl) -> dict[str, torch.Generator]:
-    """The generators a training epoch draws from, by name: those of the training loader `dl` (a
-    DeviceDataLoader: its base seed), of its sampler (the order) and of its batch transforms
-    (augmentation). Each object once."""
-    if dl is None:
-        return {}
-    raw = getattr(dl, "dl", dl)
-    found = {"train_loader": getattr(raw, "generator", None),
-             "train_sampler": getattr(getattr(raw, "sampler", None), "generator", None)}
-    found.update({f"train_tfm{i}": getattr(t, "generator", None) for i, t in enumerate(getattr(dl, "tfms", []))})
-    gens, seen = {}, set()
-    for name, gen in found.items():
-        if isinstance(gen, torch.Generator) and id(gen) not in seen:
-            seen.add(id(gen))
-            gens[name] = gen
-    return gens
-
-
-def rng_states(generators=None) -> dict:
-    """The state of Python's, NumPy's and torch's global generators (CUDA too, once initialised) and of
-    `generators` (name -> torch.Generator), as plain data that loads with `weights_only=True`."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"python": random.getstate(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-            "generators": {name: gen.get_state() for name, gen in (generators or {}).items()}}
-
-
-def set_rng_states(state: dict, generators=None) -> None:
-    """Put back what `rng_states` returned; generators are matched by name."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for name, gen in (generators or {}).items():
-        if name in state["generators"]:
-            gen.set_state(state["generators"][name])
 
 
 def _live_loaders(data) -> list[str]:
@@ -139,42 +92,26 @@ def _write_payload(f, header: bytes, payload) -> None:
     f.write(payload)
 
 
-def _fsync_dir(folder: pathlib.Path) -> None:
-    """Make the rename durable too (not possible on every platform, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def save_checkpoint(state: dict, path, keep: int = 1) -> pathlib.Path:
     """Write `state` (plain data and tensors) to `path` atomically, framed by its size and SHA-256.
     With `keep` > 1 the previous files move to `name.1.pth`, `name.2.pth`... (newest first)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getbuffer()
     header = b"FASTBASE-CHECKPOINT v%d sha256=%s size=%d\n" % (
         FORMAT, hashlib.sha256(payload).hexdigest().encode(), len(payload))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp):
         with open(tmp, "wb") as f:
             _write_payload(f, header, payload)
-            f.flush()
-            os.fsync(f.fileno())
-        for i in range(keep - 1, 0, -1):  # the oldest kept first, so nothing is overwritten
+
+    def rotate():  # the oldest kept first, so nothing is overwritten
+        for i in range(keep - 1, 0, -1):
             if _older(path, i - 1).exists():
                 os.replace(_older(path, i - 1), _older(path, i))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write, before_replace=rotate)
     for stale in _older_files(path)[max(0, keep - 1):]:
         stale.unlink()
     return path
@@ -256,8 +193,8 @@ class Checkpoint(Callback):
     """Saves what `fit(..., resume=path)` needs to continue this fit exactly: at the end of every
     epoch (after validation), and with `every=n` also after every n-th training batch. `path` is a
     name (`learn.path/models/<name>.pth`, default 'checkpoint') or a Path; `keep` files are kept,
-    the newest under `path`. Pass it to a fit (`callbacks=[Checkpoint()]`), not to the Learner: it
-    would also save during lr_find. Saving does not touch the random state."""
+    the newest under `path`. On the Learner (`callbacks=[...]`) it saves every fit, probe runs
+    (`lr_find`, `overfit`, `sanity_check`) excepted. Saving does not touch the random state."""
     order = 950  # after the callbacks whose state it saves (EarlyStopping: 900), before DeferredInterrupt (1000)
 
     def __init__(self, path=None, every="epoch", keep: int = 1):
@@ -270,15 +207,7 @@ class Checkpoint(Callback):
 
     def before_fit(self):
         learn = self.learn
-        self._skip = any(isinstance(cb, LRFinder) for cb in learn.cb.callbacks)
-        if self in getattr(learn, "callbacks", []):
-            warnings.warn("Checkpoint is in learn.callbacks, so lr_find and overfit runs would be saved too; "
-                          "pass it to the fit instead: fit_one_cycle(..., callbacks=[Checkpoint()]).", stacklevel=2)
         self.file = checkpoint_file(self.path or "checkpoint", learn.path / learn.model_dir)
-        for tmp in self.file.parent.glob(f".{self.file.name}.*.tmp"):  # left by a run killed while saving
-            pid = tmp.name[len(self.file.name) + 2:-len(".tmp")]
-            if pid.isdigit() and not pathlib.Path(f"/proc/{pid}").exists() and os.path.isdir("/proc"):
-                tmp.unlink(missing_ok=True)
 
     def before_train(self):
         # a resumed epoch starts from the state of the original one, which ResumeCallback put on learn.dl
@@ -286,15 +215,14 @@ class Checkpoint(Callback):
 
     def after_batch(self):
         learn = self.learn
-        if self.every == "epoch" or not learn.training or self._skip:
+        if self.every == "epoch" or not learn.training:
             return
         done = learn.iter + 1
         if (learn.epoch * len(learn.data.train_dl) + done) % self.every == 0:
             self.save(batch=done, start=self._start)
 
     def after_epoch(self):
-        if not self._skip:
-            self.save(batch=None, start=_epoch_start(self.learn))
+        self.save(batch=None, start=_epoch_start(self.learn))
 
     def save(self, batch: int | None, start: dict) -> pathlib.Path:
         """Write the checkpoint: `batch` training batches of `learn.epoch` done, or the whole epoch (None).

@@ -126,6 +126,7 @@ class DistributedTrainer(Callback):
     Everything it changes on the Learner and the DataBunch is restored after fit. Needs an initialised
     process group (see `to_distributed`); `find_unused_parameters` goes to DistributedDataParallel."""
     order = -100  # first: schedules read the sharded loader's length, the Recorder the averaged loss
+    changes_step = True
 
     def __init__(self, find_unused_parameters: bool = False, sync_train_loss: bool = True):
         self.find_unused_parameters, self.sync_train_loss = find_unused_parameters, sync_train_loss

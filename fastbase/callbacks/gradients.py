@@ -21,6 +21,7 @@ class GradientClipping(Callback):
     """Scales the gradients down so that their global L2 norm is at most `clip` before each
     optimizer step (`nn.utils.clip_grad_norm_` over the model's parameters)."""
     order = -2
+    changes_step = True
 
     def __init__(self, clip: float = 0.0):
         if clip is None or clip <= 0:
@@ -43,6 +44,7 @@ class GradientAccumulation(Callback):
     the large batch; BatchNorm still sees the small batches. The recorded loss is the plain batch loss.
     """
     order = -5  # the first in before_step: a step it cancels is seen by nobody else
+    changes_step = True
 
     def __init__(self, n_step: int = 2, drop_last: bool = False):
         if int(n_step) < 1:

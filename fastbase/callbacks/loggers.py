@@ -15,7 +15,6 @@ import warnings
 
 from ..callback import Callback
 from ..core import FastbaseError, is_main_process
-from .trackers import in_lr_find
 
 __all__ = ["CSVLogger", "TensorBoardLogger"]
 
@@ -43,7 +42,7 @@ class CSVLogger(Callback):
         return pathlib.Path(self.learn.path) / f"{self.filename}.csv"
 
     def before_fit(self):
-        if in_lr_find(self.learn) or not is_main_process():
+        if not is_main_process():
             return
         self.names = ["epoch", "train_loss", "valid_loss", *self.learn.metric_names, "time"]
         path = self.path
@@ -64,7 +63,7 @@ class CSVLogger(Callback):
 
     def after_epoch(self):
         learn = self.learn
-        if in_lr_find(learn) or not learn.recorder.values or not is_main_process():
+        if not learn.recorder.values or not is_main_process():
             return
         row = [learn.epoch + 1, *learn.recorder.values[-1], round(time.monotonic() - self._start, 3)]
         self._write([_cell(v) for v in row], "a")
@@ -108,7 +107,7 @@ class TensorBoardLogger(Callback):
         return SummaryWriter(log_dir=str(self.log_dir))
 
     def before_fit(self):
-        if in_lr_find(self.learn) or not is_main_process():
+        if not is_main_process():
             return
         if self.writer is None:
             self.writer = self._open()
@@ -116,7 +115,7 @@ class TensorBoardLogger(Callback):
 
     def after_epoch(self):
         learn = self.learn
-        if in_lr_find(learn) or self.writer is None:
+        if self.writer is None:
             return
         recorder, writer = learn.recorder, self.writer
         losses = recorder.losses  # one read of the device for the whole epoch

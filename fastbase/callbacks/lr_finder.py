@@ -1,14 +1,11 @@
 """Layer 4: the learning-rate finder as a callback: an exponential lr sweep over training
-batches, stopped on divergence, with the model, optimizer and random state restored afterwards."""
+batches, stopped on divergence, and the suggestions read from it."""
 from __future__ import annotations
 
-import copy
 import math
-import random
 from collections import namedtuple
 
 import numpy as np
-import torch
 
 from ..callback import Callback, CancelFitException, CancelValidException, annealing_exp
 from ..core import FastbaseError
@@ -21,9 +18,9 @@ class LRFinder(Callback):
     (no validation), stopping early when the smoothed loss exceeds 4x its best or stops being
     finite (`stop_div`). The first 10% of the sweep (the points the suggestions skip) only warm the
     smoothing up: a trained model's losses are small and noisy, and one lucky early batch would
-    otherwise set a best that the next ordinary one is 4x above. Weights, optimizer state (and
-    hyper-parameters) and random state are copied in memory before and restored after, whatever
-    happens. The Recorder keeps the sweep."""
+    otherwise set a best that the next ordinary one is 4x above. `Learner.lr_find` runs it as a
+    probe (`Learner.probe`): weights, optimizer and random state are put back afterwards; the
+    Recorder keeps the sweep."""
     order = 55  # after the Recorder, whose smoothed loss it reads
 
     def __init__(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None):
@@ -32,14 +29,6 @@ class LRFinder(Callback):
     def before_fit(self):
         self.iteration, self.best, self.diverged = 0, math.inf, None
         learn = self.learn
-        generator = getattr(learn.data.train_dl.dl, "generator", None)
-        self._saved = {
-            "model": {k: v.detach().clone() for k, v in learn.model.state_dict().items()},
-            "opt": copy.deepcopy(learn.opt.state_dict()),
-            "rng": (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                    torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None),
-            "generator": None if generator is None else (generator, generator.get_state()),
-        }
         if self.wd is not None:
             learn.opt.wd = self.wd
 
@@ -64,24 +53,6 @@ class LRFinder(Callback):
                 self.best = min(self.best, loss)
         if self.iteration >= self.num_it:
             raise CancelFitException
-
-    def cleanup_fit(self):
-        saved, learn = getattr(self, "_saved", None), self.learn
-        if saved is None:
-            return
-        learn.model.load_state_dict(saved["model"])
-        learn.opt.load_state_dict(saved["opt"])
-        learn.opt.zero_grad()
-        py_state, np_state, torch_state, cuda_state = saved["rng"]
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
-        if cuda_state is not None:
-            torch.cuda.set_rng_state_all(cuda_state)
-        if saved["generator"] is not None:
-            generator, state = saved["generator"]
-            generator.set_state(state)
-        self._saved = None
 
     def suggestions(self) -> LRSuggestions:
         """Suggestions from the sweep the Recorder holds (raises LRFinderError with too few points);

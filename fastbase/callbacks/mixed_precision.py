@@ -85,6 +85,7 @@ class MixedPrecision(Callback):
     scaling (GradScaler, starting at `init_scale`, doubling after `growth_interval` good steps)
     exactly when the dtype is float16. The scaler's state is in `state_dict()`."""
     order = -4  # its before_step unscales the gradients before NaN checks, clipping and user callbacks
+    changes_step = True
 
     def __init__(self, dtype=None, loss_scale: bool | None = None, init_scale: float = 2.0 ** 16,
                  growth_interval: int = 2000):

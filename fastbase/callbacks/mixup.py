@@ -52,6 +52,7 @@ class MixUp(Callback):
     themselves (class indices become one-hot), for losses that take soft targets (cross-entropy
     and BCE do). Float targets (multi-label, soft) are always blended."""
     order = -30  # before every other callback's before_batch, so they all see the mixed batch
+    changes_step = True
 
     def __init__(self, alpha: float = 0.4, stack_x: bool = False, stack_y: bool = True):
         if alpha <= 0:

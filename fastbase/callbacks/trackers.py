@@ -4,7 +4,7 @@
 The watched value (`monitor`) is 'train_loss' (smoothed, as in the table), 'valid_loss' or the
 name of a metric, read from the Recorder at the end of each epoch. `mode='auto'` minimises losses
 and errors and maximises the rest (accuracy, F-beta...). Each callback keeps its state in
-`state_dict()`, so a checkpoint can resume it. They stay out of `lr_find` runs.
+`state_dict()`, so a checkpoint can resume it. Probe runs (`lr_find`, `overfit`, `sanity_check`) leave them out.
 """
 from __future__ import annotations
 
@@ -16,23 +16,16 @@ import torch
 
 from ..callback import Callback, CancelFitException
 from ..core import FastbaseError, is_main_process
-from .lr_finder import LRFinder
 from .progress import progress_disabled
 
 __all__ = ["EarlyStopping", "ReduceLROnPlateau", "SaveModelCallback", "TerminateOnNaN", "TrackerCallback",
-           "TrainingDiverged", "in_lr_find"]
+           "TrainingDiverged"]
 
 _MINIMISED = ("loss", "err", "mse", "mae", "perplexity")  # 'auto' mode: names holding these go down
 
 
 class TrainingDiverged(UserWarning):
     """Training stopped because the loss or the gradients stopped being finite."""
-
-
-def in_lr_find(learn) -> bool:
-    """True while `learn.lr_find()` runs: trackers and loggers leave its sweep alone."""
-    handler = getattr(learn, "cb", None)
-    return any(isinstance(cb, LRFinder) for cb in getattr(handler, "callbacks", ()))
 
 
 def _say(learn, message: str) -> None:
@@ -54,13 +47,7 @@ class TrackerCallback(Callback):
         self.mode = mode if mode != "auto" else ("min" if any(k in monitor.lower() for k in _MINIMISED) else "max")
         self.best, self.wait, self._restored, self._warned_nan = None, 0, False, False
 
-    @property
-    def active(self) -> bool:
-        return not in_lr_find(self.learn)
-
     def before_fit(self):
-        if not self.active:
-            return
         names = ["train_loss", "valid_loss", *self.learn.metric_names]
         if self.monitor not in names:
             raise FastbaseError(f"{type(self).__name__} cannot monitor {self.monitor!r}: this Learner records "
@@ -123,7 +110,7 @@ class EarlyStopping(TrackerCallback):
         self.stopped_epoch = None
 
     def after_epoch(self):
-        if self.active and self.out_of_patience():
+        if self.out_of_patience():
             self.stopped_epoch = self.learn.epoch
             _say(self.learn, f"Epoch {self.learn.epoch + 1}: early stopping ({self.monitor} has not improved on "
                              f"{self.best:.6g} for {self.wait} epoch(s)).")
@@ -147,8 +134,6 @@ class SaveModelCallback(TrackerCallback):
         self._saved = False
 
     def after_epoch(self):
-        if not self.active:
-            return
         learn = self.learn
         if self.every == "epoch":
             learn.save(f"{self.file_name}_{learn.epoch + 1}")
@@ -158,7 +143,7 @@ class SaveModelCallback(TrackerCallback):
 
     def after_fit(self):
         super().after_fit()
-        if self.active and self.every == "improvement" and getattr(self, "_saved", False):
+        if self.every == "improvement" and getattr(self, "_saved", False):
             self.learn.load(self.file_name)
             _say(self.learn, f"Loaded the best model ({self.monitor} {self.best:.6g}, epoch {self.best_epoch + 1}).")
 
@@ -183,7 +168,7 @@ class ReduceLROnPlateau(TrackerCallback):
         self.patience, self.factor, self.min_lr = patience, factor, min_lr
 
     def after_epoch(self):
-        if self.active and self.out_of_patience():
+        if self.out_of_patience():
             opt = self.learn.opt
             old = np.array(opt.lrs, dtype=float)
             opt.lr = np.maximum(old * self.factor, self.min_lr)
@@ -223,8 +208,6 @@ class TerminateOnNaN(Callback):
 
     def before_step(self):
         learn = self.learn
-        if in_lr_find(learn):
-            return
         value = learn.loss.float().reshape(())
         if self._grads:
             grads = [p.grad for p in learn.model.parameters() if p.grad is not None]

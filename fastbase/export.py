@@ -1,0 +1,135 @@
+"""Layer 5: a Learner's files: model saves (`Learner.save`/`load`) and the export for inference
+(`Learner.export`, `load_learner`), written as plain data (tensors, str, numbers, lists, dicts) and
+read back with `torch.load(weights_only=True)`, so no file fastbase reads can run code, and an
+export does not break when the code that trained it moves (nothing is pickled by class).
+
+This module does not import the Learner: `learner.py` calls `save_state`, `read_state`,
+`export_state` and `read_export` here, and builds the Learner itself in `load_learner`.
+"""
+from __future__ import annotations
+
+import pickle
+
+import torch
+from torch import nn
+
+from . import __version__
+from .core import FastbaseError, Path, import_ref, is_main_process, object_ref
+from .files import atomic_write
+
+__all__ = ["ExportError", "UnsafeFileError", "checked_model_spec", "export_state", "loss_ref", "read_export",
+           "safe_load", "save_state", "write_state"]
+
+
+class ExportError(FastbaseError):
+    """The Learner cannot be exported so that it loads elsewhere; the message says what to set."""
+
+
+class UnsafeFileError(FastbaseError):
+    """A model file holds Python objects beyond tensors and plain data, so fastbase refuses to load it."""
+
+
+def write_state(state: dict, file) -> Path:
+    """`torch.save(state)` to `file` atomically; under torchrun only rank 0 writes (every process gets
+    the path back)."""
+    file = Path(file)
+    return atomic_write(file, lambda tmp: torch.save(state, tmp)) if is_main_process() else file
+
+
+def save_state(model: nn.Module, opt=None) -> dict:
+    """What `Learner.save` writes: {'model': state dict, 'opt': optimizer state (when given), version}."""
+    state = {"model": model.state_dict(), "fastbase_version": __version__}
+    if opt is not None:
+        state["opt"] = opt.state_dict()
+    return state
+
+
+def export_state(model: nn.Module, model_spec, data, loss_func) -> dict:
+    """What `Learner.export` writes: the model's state dict (on the CPU) and how to rebuild it
+    (`model_spec`), the DataBunch's export state, the loss by name and the fastbase version."""
+    return {"fastbase_version": __version__, "model_spec": checked_model_spec(model_spec),
+            "data": data.export_state(), "loss_func": loss_ref(loss_func),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def read_export(file, device=None) -> tuple[nn.Module, object, object, dict]:
+    """(model, inference-only DataBunch, loss function or None, model_spec) from what `export_state`
+    wrote; a clear error when `file` is not an export or names code that is not installed."""
+    state = safe_load(file, "cpu")
+    if not isinstance(state, dict) or not {"model_spec", "state_dict", "data"} <= set(state):
+        raise FastbaseError(f"{file} is not a fastbase export (expected the dict that Learner.export writes).")
+    spec = state["model_spec"]
+    try:
+        factory, data_cls = import_ref(spec["factory"]), import_ref(state["data"]["type"])
+    except FastbaseError as e:
+        raise ExportError(f"Cannot rebuild the Learner in {file}: {e}. Install the package that defines it.") from e
+    model = factory(**spec.get("kwargs", {}))
+    model.load_state_dict(state["state_dict"])
+    data = data_cls.load_export_state(state["data"], device=device)
+    loss = state.get("loss_func")
+    loss = import_ref(loss) if loss else None
+    loss = loss() if isinstance(loss, type) else loss
+    return model, data, loss, spec
+
+
+def safe_load(file, map_location):
+    file = Path(file)
+    if not file.is_file():
+        near = sorted(p.name for p in file.parent.glob("*")) if file.parent.is_dir() else []
+        raise FastbaseError(f"No file {file}" + (f"; that folder holds {near[:10]}." if near else "."))
+    try:
+        return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeFileError(f"Refused to load {file}: it holds Python objects other than tensors and plain data, "
+                              f"which could run code when loaded ({str(e).splitlines()[0][:200]}). fastbase only writes "
+                              "plain files; if you trust this one completely, open it with "
+                              "torch.load(..., weights_only=False) yourself.") from e
+
+
+def loss_ref(loss_func) -> str | None:
+    """'module:name' of the loss (its class for an nn.Module), or None when it cannot be imported back."""
+    try:
+        return object_ref(type(loss_func) if isinstance(loss_func, nn.Module) else loss_func)
+    except FastbaseError:
+        return None
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+
+
+def checked_model_spec(spec) -> dict:
+    how = ("Set learn.model_spec = {'factory': 'package.module:function', 'kwargs': {...}} naming an importable "
+           "function or class that builds this model from plain arguments (cnn_learner sets it for you).")
+    if spec is None:
+        raise ExportError(f"This Learner has no model_spec, so export cannot say how to rebuild the model. {how}")
+    factory = spec.get("factory") if isinstance(spec, dict) else None
+    if callable(factory):
+        try:
+            factory = object_ref(factory)
+        except FastbaseError as e:
+            raise ExportError(f"The model factory {factory!r} cannot be imported by another program: {e} {how}") from e
+    if not isinstance(factory, str):
+        raise ExportError(f"model_spec needs a 'factory'; got {spec!r}. {how}")
+    module, _, qualname = factory.partition(":")
+    if module == "__main__" or "<" in qualname:
+        raise ExportError(f"The model factory {factory!r} is a lambda, a local function or defined in __main__, so "
+                          f"another program cannot import it. Move it into an importable module. {how}")
+    try:
+        found = import_ref(factory)
+    except FastbaseError as e:
+        raise ExportError(f"The model factory {factory!r} cannot be imported ({e}). {how}") from e
+    if not callable(found):
+        raise ExportError(f"The model factory {factory!r} is not callable. {how}")
+    spec = {**spec, "factory": factory, "kwargs": spec.get("kwargs", {})}
+    if not _is_plain(spec):
+        raise ExportError(f"model_spec for {factory!r} must hold plain data only (str, numbers, bools, None, lists, "
+                          f"dicts); got {spec!r}.")
+    return spec

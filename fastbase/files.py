@@ -1,0 +1,89 @@
+"""Layer 0: writing files so that a crash never leaves a half-written one under its final name,
+and clearing the temporary files and folders that a killed process left behind.
+
+Every writer in fastbase (model saves, exports, checkpoints, extracted archives) names its
+temporaries `.NAME.PID.SUFFIX` beside the final path: `remove_stale_temps` knows them by that name
+and deletes those whose process has died.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+__all__ = ["atomic_write", "fsync_dir", "pid_alive", "remove_stale_temps", "temp_path"]
+
+
+def temp_path(path, suffix: str = ".tmp") -> pathlib.Path:
+    """`.NAME.PID.SUFFIX` beside `path`: this process's temporary for it."""
+    path = pathlib.Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{suffix}")
+
+
+def fsync_dir(folder) -> None:
+    """Make a rename in `folder` durable too (not possible on every platform, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def atomic_write(path, write, before_replace=None) -> pathlib.Path:
+    """Call `write(tmp_path)`, fsync the file, then rename it onto `path` (and fsync the folder), so a
+    crash leaves either the old file or the complete new one. `before_replace()` runs just before
+    the rename (e.g. to rotate older copies). Temporaries of dead processes beside `path` are
+    removed first. Returns `path`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def remove_stale_temps(path, suffixes=(".tmp",)) -> list[pathlib.Path]:
+    """Delete the temporaries (`.NAME.PID...` ending in one of `suffixes`) that processes now dead
+    left beside `path`; returns what was deleted. A live process's temporaries are left alone."""
+    path = pathlib.Path(path)
+    prefix, removed = f".{path.name}.", []
+    if not path.parent.is_dir():
+        return removed
+    for entry in path.parent.iterdir():
+        if not (entry.name.startswith(prefix) and entry.name.endswith(tuple(suffixes))):
+            continue
+        pid = entry.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """True unless process `pid` is known to be gone (on Windows, always True: `os.kill(pid, 0)` would
+    end the process there)."""
+    if pid == os.getpid() or os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
