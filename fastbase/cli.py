@@ -13,256 +13,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 import traceback
 import warnings
 
 from . import __version__
-from .compare import add_compare_parser
-from .core import FastbaseError, Path, import_ref, set_seed
+from .core import FastbaseError, Path, set_seed
+from .workflow import (
+    UsageError,
+    describe_data,
+    find_data,
+    find_lr,
+    load_data,
+    make_learner,
+    predict_files,
+    run_demo,
+    run_train,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-LR_RANGE = (1e-3, 1e-2)  # the automatic lr: lr_find's valley kept inside the range where one-cycle training is stable
-
-
-class UsageError(FastbaseError):
-    """A command line naming a missing path, or data whose layout fastbase cannot tell (exit code 2)."""
-
-
-# --- data: where the images are and how they are labelled -------------------------------------------
-def find_data(source) -> Path:
-    """An existing folder as it is; a catalogue name ('digits'), a URL or an archive through `untar_data`."""
-    from .datasets import untar_data
-
-    text = os.fspath(source)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path
-    if "://" not in text and not path.exists() and (os.sep in text or "/" in text or text.startswith(".")):
-        raise UsageError(f"No folder or archive {path}. Give an image folder, an archive, a URL or a dataset "
-                         "name from the catalogue (e.g. digits, mnist_sample).")
-    return untar_data(text)
-
-
-def _class_folders(folder: Path) -> bool:
-    """True when `folder` holds two or more folders of images and no image anywhere else."""
-    from .vision.image import get_image_files
-
-    parents = {fn.parent for fn in get_image_files(folder)} if folder.is_dir() else set()
-    return len(parents) >= 2 and all(p.parent == folder for p in parents)
-
-
-def detect_layout(path: Path, label_re: str | None = None, csv: str | None = None) -> tuple[str, dict]:
-    """(layout, arguments for the ImageDataBunch factory): 'csv' (from_csv), 'name_re' (from_name_re),
-    'train_valid' (from_folder: train/ and valid/ or val/ folders of class folders), 'train_split' (only
-    train/: a random split), 'class_folders' (class folders directly in `path`: a random split)."""
-    if csv:
-        return "csv", {"csv_labels": csv}
-    if label_re:
-        return "name_re", {"pat": label_re}
-    valid = next((name for name in ("valid", "val") if (path / name).is_dir()), None)
-    if valid and (path / "train").is_dir():
-        return "train_valid", {"train": "train", "valid": valid}
-    if _class_folders(path / "train"):
-        return "train_split", {"train": "train"}
-    if _class_folders(path):
-        return "class_folders", {"train": "."}
-    found = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())[:12]
-    raise UsageError(f"Cannot tell how the images in {path} are labelled (it holds: {', '.join(found) or 'nothing'}). "
-                     "fastbase understands train/ and valid/ (or val/) folders of class folders, or class folders "
-                     "alone. Otherwise pass --label-re REGEX (its first group, searched in each file's path, is the "
-                     "label, e.g. '/([^/]+)_\\d+.jpg$') or --csv FILE (a file name and a label per row).")
-
-
-def load_data(path: Path, size=224, bs: int = 64, valid_pct: float = 0.2, label_re: str | None = None,
-              csv: str | None = None, seed: int = 42, workers: int | None = None, flip: bool = True,
-              limit: int | None = None, augment: bool = True, classes=None, stats=None, resize_method=None):
-    """(ImageDataBunch normalised with `stats` (default ImageNet's), layout) for the images in `path`;
-    `limit` keeps that many training images, `augment` False skips get_transforms (for evaluation)."""
-    from .data import imagenet_stats
-    from .vision.data import ImageDataBunch
-    from .vision.image import get_image_files
-    from .vision.transforms import get_transforms
-
-    layout, factory_args = detect_layout(path, label_re, csv)
-    common = {"ds_tfms": get_transforms(do_flip=flip) if augment else None, "size": size, "bs": bs, "seed": seed,
-              "num_workers": workers, "classes": classes, "resize_method": resize_method}
-    if layout == "csv":
-        data = ImageDataBunch.from_csv(path, valid_pct=valid_pct, **factory_args, **common)
-    elif layout == "name_re":
-        data = ImageDataBunch.from_name_re(path, _matching(get_image_files(path), label_re), valid_pct=valid_pct,
-                                           **factory_args, **common)
-    else:
-        split = None if layout == "train_valid" else valid_pct
-        data = ImageDataBunch.from_folder(path, valid_pct=split, **factory_args, **common)
-    if limit:
-        data = _limited(data, limit, seed)
-    return data.normalize(stats or imagenet_stats), layout
-
-
-def _matching(files, label_re: str) -> list:
-    """The files whose path `label_re` matches (all of them when none does, so that from_name_re explains);
-    e.g. the pets folder's annotation masks are left out, with a note on stderr."""
-    import re
-
-    kept = [fn for fn in files if re.search(label_re, fn.as_posix())]
-    if kept and len(kept) < len(files):
-        print(f"note: {len(files) - len(kept)} of {len(files)} images do not match --label-re and are left out",
-              file=sys.stderr)
-    return kept or files
-
-
 def _data_options(args) -> dict:
     names = ("size", "bs", "valid_pct", "label_re", "csv", "seed", "workers", "flip", "limit")
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
-
-
-def _limited(data, n: int, seed: int):
-    """The same bunch with only `n` training items (a fixed random choice)."""
-    import torch
-    from torch.utils.data import Subset
-
-    idx = torch.randperm(len(data.train_ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    subset = Subset(data.train_ds, idx)
-    for attr in ("classes", "c", "multi_label"):
-        setattr(subset, attr, getattr(data.train_ds, attr, None))
-    data.train_dl = data.train_dl.new(dataset=subset, drop_last=len(subset) > data.train_dl.batch_size)
-    return data
-
-
-def describe_data(data, path, layout: str) -> dict:
-    return {"path": str(path), "layout": layout, "classes": [str(c) for c in data.classes],
-            "train_images": len(data.train_dl.dataset), "valid_images": len(data.valid_ds)}
-
-
-# --- the workflow's steps -------------------------------------------------------------------------------
-def make_learner(data, arch: str, pretrained: bool, out: Path):
-    """cnn_learner with `arch` (a name in fastbase.vision.models or 'module:function'), accuracy and error_rate."""
-    from .metrics import accuracy, error_rate
-    from .vision import models
-    from .vision.learner import cnn_learner
-
-    if ":" in arch:
-        arch_fn = import_ref(arch)
-    elif arch in models.model_meta:
-        arch_fn = getattr(models, arch)
-    else:
-        raise UsageError(f"Unknown architecture {arch!r}; choose one of {', '.join(models.model_meta)}, or give "
-                         "'package.module:function'.")
-    return cnn_learner(data, arch_fn, pretrained=pretrained, metrics=[accuracy, error_rate], path=out)
-
-
-def find_lr(learn, out: Path, iters: int):
-    """lr_find with `iters` iterations; writes `out/lr_find.png` and returns the suggestions."""
-    from .report import save_lr_find_plot
-
-    suggestions = learn.lr_find(num_it=iters)
-    save_lr_find_plot(learn.recorder, out)
-    return suggestions
-
-
-def run_train(data, out, arch: str = "resnet34", pretrained: bool = True, epochs: int = 4, unfreeze_epochs: int = 2,
-              lr: float | None = None, lr_find_iters: int = 100, command: str = "train", settings=None,
-              data_info=None, seconds=None) -> dict:
-    """Lesson 1 on `data`: cnn_learner, lr_find, fit_one_cycle (body frozen when pretrained), unfreeze,
-    fit_one_cycle with slice(lr/100, lr/10), export, interpretation; writes export.pkl, the PNGs and
-    report.html to `out` and returns the summary that `--json` prints. `lr` None: lr_find's valley."""
-    from . import report
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    times, start = dict(seconds or {}), time.perf_counter()
-    learn = make_learner(data, arch, pretrained, out)
-    suggestions = find_lr(learn, out, lr_find_iters)
-    times["lr_find"] = time.perf_counter() - start
-    lr_source = "given with --lr" if lr else f"lr_find's valley, kept within {LR_RANGE[0]:g}..{LR_RANGE[1]:g}"
-    lr = float(lr) if lr else float(min(max(suggestions.valley, LR_RANGE[0]), LR_RANGE[1]))
-    stages = [report.StageLog("stage 1: head, body frozen" if learn.n_frozen else "stage 1: all layers")]
-    start = time.perf_counter()
-    learn.fit_one_cycle(epochs, lr, callbacks=[stages[0]])
-    times["fit_one_cycle"] = time.perf_counter() - start
-    if unfreeze_epochs:
-        learn.unfreeze()
-        stages.append(report.StageLog("stage 2: unfrozen, slice(lr/100, lr/10)"))
-        start = time.perf_counter()
-        learn.fit_one_cycle(unfreeze_epochs, max_lr=slice(lr / 100, lr / 10), callbacks=[stages[1]])
-        times["fit_unfrozen"] = time.perf_counter() - start
-    start = time.perf_counter()
-    for name, fig in report.plot_training(stages).items():
-        report.save_figure(fig, out / f"{name}.png")
-    export = learn.export(out / "export.pkl")
-    valid_loss, acc, err = learn.validate()
-    most_confused = report.save_interpretation(learn, out)
-    times["export_and_plots"] = time.perf_counter() - start
-    summary = {"command": command, "accuracy": acc, "error_rate": err, "valid_loss": valid_loss, "lr": lr,
-               "lr_source": lr_source, "arch": arch, "pretrained": pretrained, "lr_find": suggestions._asdict(),
-               "stages": [s.as_dict() for s in stages], "most_confused": most_confused,
-               "seconds": {k: round(v, 2) for k, v in times.items()}, "settings": settings or {},
-               "data": data_info or {}, "out": str(out), "export": str(export)}
-    summary["report"] = str(report.write_report(out, summary))
-    summary["files"] = sorted(p.name for p in out.iterdir() if p.is_file())
-    return summary
-
-
-def run_demo(out: Path, size: int = 32, bs: int = 64, epochs: int = 4, unfreeze_epochs: int = 2,
-             lr_find_iters: int = 50, seed: int = 42, limit: int | None = None, workers: int | None = None) -> dict:
-    """The lesson-1 workflow on the embedded digits with resnet18 (pretrained when its weights are in the
-    torch hub cache); writes export.pkl, the PNG plots and report.html to `out` and returns a summary
-    (accuracy, chosen learning rate, seconds per stage, files)."""
-    import torchvision
-
-    from .datasets import URLs, untar_data
-    from .vision.models import model_meta, weights_file
-
-    set_seed(seed)
-    start = time.perf_counter()
-    path = untar_data(URLs.DIGITS)
-    # Digits are not mirror-symmetric: no flips; the default small rotations, zooms and warps.
-    data, layout = load_data(path, size=size, bs=bs, seed=seed, workers=workers, flip=False, limit=limit)
-    weights = torchvision.models.get_model_weights("resnet18")[model_meta["resnet18"].weights]
-    pretrained = weights_file(weights).is_file()
-    settings = {"data": "digits (embedded)", "arch": "resnet18", "pretrained": pretrained, "size": size, "bs": bs,
-                "epochs": epochs, "unfreeze_epochs": unfreeze_epochs, "lr_find_iters": lr_find_iters, "seed": seed,
-                "limit": limit}
-    return run_train(data, out, "resnet18", pretrained, epochs, unfreeze_epochs, None, lr_find_iters, "demo",
-                     settings, describe_data(data, path, layout), {"data": time.perf_counter() - start})
-
-
-def predict_files(learn, files, bs: int = 64) -> list[dict]:
-    """{'file', 'class', 'probability'} per image ('classes' and 'probabilities' for multi-label), or
-    {'file', 'error'} for a file that cannot be read; the model sees batches of `bs` images."""
-    import torch
-
-    from .metrics import loss_activation
-
-    results, batch, activation, classes = [], [], loss_activation(learn.loss_func), learn.data.classes
-
-    def run_batch():
-        with torch.no_grad():
-            probs = activation(learn.model(torch.cat([x for _, x in batch]))).float().cpu()
-        for (i, _), p in zip(batch, probs):
-            if learn.data.multi_label:
-                picked = [k for k in range(len(p)) if p[k] > 0.5]
-                results[i].update(classes=[str(classes[k]) for k in picked], probabilities=[float(p[k]) for k in picked])
-            else:
-                k = int(p.argmax())
-                results[i].update({"class": str(classes[k]), "probability": float(p[k])})
-        batch.clear()
-
-    learn.model.eval()
-    for fn in files:
-        results.append({"file": str(fn)})
-        try:
-            batch.append((len(results) - 1, learn.data.one_item(fn)))
-        except (FastbaseError, OSError, ValueError) as e:  # this file is unreadable: say so, go on with the rest
-            results[-1]["error"] = str(e)
-        if len(batch) == bs:
-            run_batch()
-    if batch:
-        run_batch()
-    return results
 
 
 # --- the commands -----------------------------------------------------------------------------------------
@@ -368,6 +141,34 @@ def _cmd_predict(args) -> int:
     return _emit(args, payload, lines, EXIT_USAGE if errors else EXIT_OK)
 
 
+def _cmd_compare(args) -> int:
+    """Train each architecture in each mode on DATA with the same budget and write compare.csv,
+    compare.md and compare.png to --out; exit code 1 when every pair failed."""
+    from .compare import (
+        MODES_HELP,
+        compare_archs,
+        markdown_table,
+        save_compare,
+        table_records,
+    )
+    from .vision.data import ImageDataBunch
+    from .vision.transforms import get_transforms
+
+    path, split = find_data(args.data), lambda text: [t.strip() for t in text.split(",") if t.strip()]
+    valid = args.valid or next((v for v in ("valid", "val") if (path / v).is_dir()), None)
+    data = ImageDataBunch.from_folder(path, train=args.train, valid=valid or "valid",
+                                      valid_pct=None if valid else 0.2, seed=args.seed, ds_tfms=get_transforms(),
+                                      size=args.size, bs=args.bs, num_workers=args.workers)
+    table = compare_archs(data, split(args.archs), split(args.modes), epochs=args.epochs, lr=args.lr,
+                          scratch_only=split(args.scratch_only), seed=args.seed, lr_find_iters=args.lr_find_iters)
+    files = save_compare(table, args.out)
+    rows = table_records(table)
+    memory = " Memory: peak added by each pair (CUDA: tensors; CPU: the process's resident memory)."
+    lines = ["", markdown_table(table), MODES_HELP + memory, f"wrote {', '.join(str(f) for f in files)}"]
+    code = EXIT_OK if any(not r.get("error") for r in rows) else EXIT_ERROR
+    return _emit(args, {"rows": rows, "files": [str(f) for f in files]}, lines, code)
+
+
 # --- the parser -----------------------------------------------------------------------------------------------
 _EXAMPLES = {
     "demo": ["fastbase demo", "fastbase demo --out /tmp/demo --epochs 1 --unfreeze-epochs 1 --json"],
@@ -377,6 +178,8 @@ _EXAMPLES = {
               "fastbase train mnist_sample --csv labels.csv --lr 3e-3 --json > summary.json"],
     "lr-find": ["fastbase lr-find digits --arch resnet18 --size 32 --out lr", "fastbase lr-find ~/data/flowers --json"],
     "interpret": ["fastbase interpret digits_run/export.pkl digits --out digits_interp"],
+    "compare": ["fastbase compare ~/data/hymenoptera --archs resnet18,mobilenet_v2 --modes head,full --out cmp",
+                "fastbase compare digits --archs resnet18 --modes scratch --size 32 --epochs 1 --json"],
     "predict": ["fastbase predict digits_run/export.pkl img1.png img2.png",
                 "fastbase predict digits_run ~/scans/ --json    # a folder: every image in it"],
 }
@@ -472,7 +275,28 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", metavar="MODEL", help="export.pkl, or the folder holding it")
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of images")
     predict.add_argument("--bs", type=_positive, default=64, help="images per batch (default: %(default)s)")
-    add_compare_parser(commands)  # `fastbase compare` lives with compare_archs
+    compare = _command(commands, "compare", _cmd_compare, "compare architectures and retraining depths on an "
+                       "image folder")
+    compare.add_argument("data", metavar="DATA", help="image folder with train/<class>/ and valid/ (or val/) "
+                         "<class>/ folders, an archive, a URL or a catalogue name")
+    compare.add_argument("--archs", default="resnet18,mobilenet_v2,squeezenet1_1",
+                         help="comma-separated architectures (names in fastbase.vision.models or module:function)")
+    compare.add_argument("--modes", default="head,full", help="comma-separated modes: head, full, scratch "
+                         "(default: %(default)s)")
+    compare.add_argument("--scratch-only", default="", help="comma-separated archs without pretrained weights here: "
+                         "trained once from scratch instead of in each mode")
+    compare.add_argument("--epochs", type=_positive, default=2, help="fit_one_cycle epochs per pair "
+                         "(default: %(default)s)")
+    compare.add_argument("--size", type=_positive, default=128, help="image size in pixels (default: %(default)s)")
+    compare.add_argument("--bs", type=_positive, default=32, help="batch size (default: %(default)s)")
+    compare.add_argument("--lr", type=float, default=None, help="max learning rate (default: lr_find's valley per pair)")
+    compare.add_argument("--lr-find-iters", type=_positive, default=50, help="lr_find iterations (default: %(default)s)")
+    compare.add_argument("--train", default="train", help="training folder name (default: %(default)s)")
+    compare.add_argument("--valid", default=None, help="validation folder name (default: valid, else val, else a "
+                         "random 20%% of the training images)")
+    compare.add_argument("--workers", type=int, default=None, help="data-loading processes (default: automatic)")
+    compare.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    compare.add_argument("--out", default="fastbase_compare", help="output folder (default: %(default)s)")
     return parser
 
 
@@ -509,7 +333,7 @@ def _is_data_error(e: FastbaseError) -> bool:
     """Errors about what the user gave (paths, data, labels, archives, model files): exit code 2."""
     from .data import DataError
     from .datasets import ArchiveError, CatalogueError
-    from .learner import UnsafeFileError
+    from .export import UnsafeFileError
 
     return isinstance(e, (UsageError, DataError, CatalogueError, ArchiveError, UnsafeFileError))
 

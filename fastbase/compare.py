@@ -1,9 +1,7 @@
 """Layer 7: choosing a backbone on your own data: `compare_archs` trains each (architecture, mode)
 pair with the same budget and schedule and returns one table of accuracy, training time, inference
-latency, size and memory; `plot_compare` draws the trade-offs; `fastbase compare` does both from the
-shell (`add_compare_parser`, `run_compare`, which `fastbase.cli` registers). The vision modules
-(and so torchvision) are imported on first use, so that registering the command keeps
-`fastbase --help` quick.
+latency, size and memory; `plot_compare` draws the trade-offs; `fastbase compare` (in `fastbase.cli`) does both
+from the shell.
 
 Modes: `head` trains a new head on the frozen pretrained body; `full` trains the whole pretrained
 network with discriminative learning rates (`slice(lr/100, lr)` over the layer groups: the new head
@@ -27,10 +25,14 @@ import torch
 from .callback import Callback
 from .core import FastbaseError, Path, import_ref, set_seed
 from .data import DatasetType, imagenet_stats
+from .figures import save_figure
 from .metrics import accuracy, accuracy_thresh
+from .vision import models
+from .vision.learner import cnn_learner
+from .vision.models import arch_meta, arch_name
 
-__all__ = ["COLUMNS", "MODES", "add_compare_parser", "compare_archs", "learner_for", "markdown_table",
-           "measure_latency", "pareto_front", "plot_compare", "resolve_arch", "run_compare", "save_compare"]
+__all__ = ["COLUMNS", "MODES", "compare_archs", "learner_for", "markdown_table",
+           "measure_latency", "pareto_front", "plot_compare", "resolve_arch", "save_compare", "table_records"]
 
 MODES = ("head", "full", "scratch")
 COLUMNS = ("arch", "mode", "pretrained", "lr", "accuracy", "error_rate", "valid_loss", "train_s_per_epoch",
@@ -43,7 +45,6 @@ MODES_HELP = ("Modes: head = new head on the frozen pretrained body; full = whol
 def resolve_arch(arch):
     """An architecture function from a name in `fastbase.vision.models` ('resnet18') or a
     'package.module:function' reference; functions pass through."""
-    from .vision import models
 
     if not isinstance(arch, str):
         return arch
@@ -58,7 +59,6 @@ def resolve_arch(arch):
 def learner_for(data, arch, mode: str, **learn_kwargs):
     """The Learner `compare_archs` trains for (`arch`, `mode`): `head` has its pretrained body frozen,
     `full` is pretrained and unfrozen, `scratch` has random weights, all trainable."""
-    from .vision.learner import cnn_learner
 
     if mode not in MODES:
         raise FastbaseError(f"Unknown mode {mode!r}; the modes are {', '.join(MODES)}.")
@@ -169,7 +169,6 @@ class _TrainTimer(Callback):
 
 def _pairs(archs, modes, scratch_only) -> list[tuple[object, str]]:
     """(arch, mode) in order; an arch in `scratch_only` runs once, as 'scratch', whatever `modes` says."""
-    from .vision.models import arch_name
 
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
@@ -202,7 +201,6 @@ def compare_archs(data, archs, modes=("head", "full", "scratch"), epochs: int = 
     resident memory on the CPU (coarse, see `_PeakMemory`). Other keyword arguments go to
     `cnn_learner` (e.g. `ps`, `silent`).
     """
-    from .vision.models import arch_meta, arch_name
 
     if epochs < 1:
         raise FastbaseError(f"epochs must be at least 1, got {epochs}.")
@@ -272,7 +270,7 @@ def _as_table(rows: list[dict]):
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def _records(table) -> list[dict]:
+def table_records(table) -> list[dict]:
     """Rows as dicts, from a DataFrame or a list of dicts; NaN (pandas' missing value) as None."""
     rows = table.to_dict("records") if hasattr(table, "to_dict") else list(table)
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
@@ -292,7 +290,7 @@ def plot_compare(table, latency_bs: int = 1):
     red stars joined by a line, the others grey. Failed pairs are left out. Returns the Figure."""
     import matplotlib.pyplot as plt
 
-    rows = [r for r in _records(table) if not r.get("error") and r.get("accuracy") is not None]
+    rows = [r for r in table_records(table) if not r.get("error") and r.get("accuracy") is not None]
     panels = [("train_s_per_epoch", "training seconds per epoch"),
               (f"latency_bs{latency_bs}_ms", f"inference latency at batch size {latency_bs} (ms)")]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -321,7 +319,7 @@ _FORMATS = {"lr": "{:.2e}", "accuracy": "{:.4f}", "error_rate": "{:.4f}", "valid
 
 def markdown_table(table) -> str:
     """The table as Markdown, numbers rounded for reading (the CSV keeps them whole)."""
-    rows = _records(table)
+    rows = table_records(table)
     cells = [[("" if r.get(c) is None else _FORMATS.get(c, "{}").format(r[c])).replace("|", "/") for c in COLUMNS]
              for r in rows]
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -330,64 +328,15 @@ def markdown_table(table) -> str:
 
 def save_compare(table, folder) -> list[Path]:
     """Write `compare.csv`, `compare.md` and `compare.png` (from `plot_compare`) into `folder`."""
-    import matplotlib.pyplot as plt
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = _records(table)
+    rows = table_records(table)
     with open(folder / "compare.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows({c: r.get(c) for c in COLUMNS} for r in rows)
     (folder / "compare.md").write_text(markdown_table(rows))
     fig = plot_compare(rows)
-    fig.savefig(folder / "compare.png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, folder / "compare.png", dpi=90)
     return [folder / name for name in ("compare.csv", "compare.md", "compare.png")]
-
-
-# --- the `fastbase compare` command ------------------------------------------------------------------
-def add_compare_parser(subparsers) -> None:
-    """Register `fastbase compare` on the `fastbase` command's subparsers."""
-    cmd = subparsers.add_parser("compare", help="compare architectures and retraining depths on an image folder",
-                                description="Train each architecture in each mode on DATA with the same budget "
-                                "and write compare.csv, compare.md and compare.png to --out. " + MODES_HELP)
-    cmd.add_argument("data", help="image folder with train/<class>/ and valid/ (or val/) <class>/ folders")
-    cmd.add_argument("--archs", default="resnet18,mobilenet_v2,squeezenet1_1",
-                     help="comma-separated architectures (names in fastbase.vision.models or module:function)")
-    cmd.add_argument("--modes", default="head,full", help="comma-separated modes: head, full, scratch "
-                     "(default: %(default)s)")
-    cmd.add_argument("--scratch-only", default="", help="comma-separated archs without pretrained weights here: "
-                     "trained once from scratch instead of in each mode")
-    cmd.add_argument("--epochs", type=int, default=2, help="fit_one_cycle epochs per pair (default: %(default)s)")
-    cmd.add_argument("--size", type=int, default=128, help="image size in pixels (default: %(default)s)")
-    cmd.add_argument("--bs", type=int, default=32, help="batch size (default: %(default)s)")
-    cmd.add_argument("--lr", type=float, default=None, help="max learning rate (default: lr_find's valley per pair)")
-    cmd.add_argument("--lr-find-iters", type=int, default=50, help="lr_find iterations (default: %(default)s)")
-    cmd.add_argument("--train", default="train", help="training folder name (default: %(default)s)")
-    cmd.add_argument("--valid", default=None, help="validation folder name (default: valid, else val, else a "
-                     "random 20%% of the training images)")
-    cmd.add_argument("--num-workers", type=int, default=None, help="data loader workers (default: automatic)")
-    cmd.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    cmd.add_argument("--out", default="fastbase_compare", help="output folder (default: %(default)s)")
-    cmd.set_defaults(func=run_compare)
-
-
-
-def run_compare(args) -> int:
-    """`fastbase compare`: 0 when at least one pair trained, 1 when all failed."""
-    from .vision.data import ImageDataBunch
-    from .vision.transforms import get_transforms
-
-    path, split = Path(args.data), lambda text: [t.strip() for t in text.split(",") if t.strip()]
-    valid = args.valid or next((v for v in ("valid", "val") if (path / v).is_dir()), None)
-    data = ImageDataBunch.from_folder(path, train=args.train, valid=valid or "valid",
-                                      valid_pct=None if valid else 0.2, seed=args.seed, ds_tfms=get_transforms(),
-                                      size=args.size, bs=args.bs, num_workers=args.num_workers)
-    table = compare_archs(data, split(args.archs), split(args.modes), epochs=args.epochs, lr=args.lr,
-                          scratch_only=split(args.scratch_only), seed=args.seed, lr_find_iters=args.lr_find_iters)
-    files = save_compare(table, args.out)
-    print("\n" + markdown_table(table))
-    print(MODES_HELP + " Memory: peak added by each pair (CUDA: tensors; CPU: the process's resident memory).")
-    print(f"wrote {', '.join(str(f) for f in files)}")
-    return 0 if any(not r.get("error") for r in _records(table)) else 1

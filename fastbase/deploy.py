@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import mimetypes
 import os
 import pathlib
 import warnings
@@ -259,19 +258,19 @@ class Predictions(NamedTuple):
     probs: torch.Tensor
 
 
-def item_files(items) -> list:
-    """A folder -> the image files under it (by extension, hidden files left out), sorted; one file
-    -> [file]; anything else -> the list of its items (files, PIL images, tensors)."""
+def item_files(data, items) -> list:
+    """A folder -> its item files as `data.item_files` finds them (for images: `get_image_files`, the
+    files training would read), sorted; one file -> [file]; anything else -> the list of its items
+    (files, PIL images, tensors)."""
     if isinstance(items, (str, os.PathLike)):
         path = Path(items)
         if path.is_file():
             return [path]
         if not path.is_dir():
             raise DataError(f"{path} is neither a folder nor a file.")
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in
-                       p.relative_to(path).parts) and (mimetypes.guess_type(p.name)[0] or "").startswith("image/"))
+        files = data.item_files(path)
         if not files:
-            raise DataError(f"No image files in {path} (or its subfolders).")
+            raise DataError(f"No item files in {path} (or its subfolders).")
         return files
     return list(items)
 
@@ -285,17 +284,20 @@ def _load(data, item):
 
 
 def predict_items(learn, items, bs: int = 64, thresh: float = 0.5, progress: bool | None = None,
-                  num_threads: int | None = None) -> Predictions:
+                  num_threads: int | None = None, errors: dict | None = None) -> Predictions:
     """Predictions for every item (see `item_files`) in batches of `bs`, as `Learner.predict` makes
-    them one by one. `progress` (default: on unless the Learner is silent) shows a bar."""
-    files, data, model = item_files(items), learn.data, learn.model
+    them one by one. `progress` (default: on unless the Learner is silent) shows a bar. An item that
+    cannot be read gets no prediction; why goes into `errors` (index -> reason) when it is given,
+    else into a warning."""
+    data, model = learn.data, learn.model
+    files = item_files(data, items)
     if not files:
         raise DataError("Nothing to predict: the list of items is empty.")
     activation = loss_activation(learn.loss_func)
     chunks = [files[i:i + bs] for i in range(0, len(files), bs)]
     show = not (progress_disabled() if learn.silent is None else learn.silent) if progress is None else progress
     bar = _bar(len(chunks)) if show and chunks else None
-    probs, errors = [None] * len(files), {}
+    probs, unread = [None] * len(files), {}
     model.eval()
     with ThreadPoolExecutor(num_threads or min(8, num_cpus())) as pool:
         pending = [pool.submit(_load, data, item) for item in chunks[0]] if chunks else []
@@ -304,7 +306,7 @@ def predict_items(learn, items, bs: int = 64, thresh: float = 0.5, progress: boo
             nxt = chunks[k + 1] if k + 1 < len(chunks) else []  # decode the next batch while the model runs
             pending = [pool.submit(_load, data, item) for item in nxt]
             ok = [i for i, (x, _) in enumerate(loaded) if x is not None]
-            errors.update({k * bs + i: why for i, (x, why) in enumerate(loaded) if x is None})
+            unread.update({k * bs + i: why for i, (x, why) in enumerate(loaded) if x is None})
             if ok:
                 with torch.inference_mode():
                     out = activation(model(torch.cat([loaded[i][0] for i in ok]))).float().cpu()
@@ -314,7 +316,9 @@ def predict_items(learn, items, bs: int = 64, thresh: float = 0.5, progress: boo
                 bar.update(k + 1)
     if bar is not None:
         bar.on_iter_end()
-    return _collect(learn, files, probs, errors, thresh)
+    if errors is not None:
+        errors.update(unread)
+    return _collect(learn, files, probs, unread, thresh, warn=errors is None)
 
 
 def _bar(n: int):
@@ -328,7 +332,7 @@ def _bar(n: int):
     return bar
 
 
-def _collect(learn, files, probs, errors, thresh) -> Predictions:
+def _collect(learn, files, probs, errors, thresh, warn: bool = True) -> Predictions:
     if len(errors) == len(files):
         bad = [(files[i], why) for i, why in sorted(errors.items())]
         listing = "\n".join(f"  {fn}: {why}" for fn, why in bad[:10])
@@ -336,17 +340,9 @@ def _collect(learn, files, probs, errors, thresh) -> Predictions:
     width = next(p for p in probs if p is not None).shape
     nan = torch.full(width, float("nan"))
     table = torch.stack([nan if p is None else p for p in probs]) if probs else torch.empty(0)
-    classes, data = [], learn.data
-    names = data.classes
-    for i, row in enumerate(table):
-        if i in errors:
-            classes.append(None)
-        elif data.multi_label:
-            classes.append([names[j] if names is not None else j for j in (row > thresh).nonzero().view(-1).tolist()])
-        else:
-            j = int(row.argmax())
-            classes.append(names[j] if names is not None else j)
-    if errors:
+    labels = learn.data.decode_preds(table, thresh)
+    classes = [None if i in errors else label for i, label in enumerate(labels)]
+    if errors and warn:
         listing = "\n".join(f"  {files[i]}: {why}" for i, why in sorted(errors.items()))
         warnings.warn(f"{len(errors)} of {len(files)} items could not be read; they have no prediction (class "
                       f"None, probabilities NaN):\n{listing}", stacklevel=3)

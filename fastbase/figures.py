@@ -11,7 +11,7 @@ import os
 
 from .core import Path
 
-__all__ = ["finish_figure", "subplots"]
+__all__ = ["finish_figure", "save_figure", "subplots"]
 
 
 def subplots(*args, **kwargs):
@@ -31,12 +31,23 @@ def finish_figure(fig, return_fig: bool | None = None, save_to: str | os.PathLik
     method returns None.
     """
     if save_to is not None:
-        target = Path(save_to)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(target, dpi=dpi, bbox_inches="tight", format=None if target.suffix else "png")
+        save_figure(fig, save_to, dpi=dpi, close=False)
     if return_fig is False:
         return None
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     return fig
+
+
+def save_figure(fig, path, dpi: int = 100, close: bool = True) -> Path:
+    """Write `fig` to `path` (PNG unless the suffix names another format matplotlib knows, e.g.
+    '.svg'), creating the parent folder; `close` lets pyplot forget it (scripts draw many)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=dpi, bbox_inches="tight", format=None if target.suffix else "png")
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return target

@@ -19,6 +19,7 @@ from torch.utils.data import Subset
 from .core import FastbaseError, ifnone
 from .data import DatasetType
 from .figures import finish_figure, subplots
+from .vision.data import ImageDataBunch
 
 __all__ = ["ClassificationInterpretation", "InterpretationError", "TopLosses", "cam_layer", "grad_cam"]
 
@@ -191,7 +192,6 @@ class ClassificationInterpretation:
 
     def _check_images(self) -> None:
         # imported here, not at the top: fastbase.vision's namespace imports this module
-        from .vision.data import ImageDataBunch
 
         if not isinstance(self.data, ImageDataBunch):
             raise InterpretationError(f"plot_top_losses draws images, so it needs an ImageDataBunch; this Learner's "

@@ -340,15 +340,11 @@ class Learner(Loop):
         with eval_grad_mode(self.model):
             pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
         probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu().clone()  # a normal tensor
-        classes = self.data.classes
         if self.data.multi_label:
-            hot = (probs > thresh).float()
-            found = hot.nonzero().view(-1).tolist()
-            return [classes[i] if classes is not None else i for i in found], hot, probs
-        if classes is None and self.data.c is None:
+            return self.data.decode_preds(probs[None], thresh)[0], (probs > thresh).float(), probs
+        if self.data.classes is None and self.data.c is None:
             return probs, probs, probs
-        idx = probs.argmax()
-        return (classes[int(idx)] if classes is not None else int(idx)), idx, probs
+        return self.data.decode_preds(probs[None])[0], probs.argmax(), probs
 
     def predict_folder(self, items, bs: int = 64, thresh: float = 0.5, progress: bool | None = None):
         """`Predictions(files, classes, probs)` for a folder of images or a list of items, in batches

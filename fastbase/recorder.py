@@ -62,6 +62,16 @@ class Recorder(Callback):
             self._losses.append(loss)
             self._smooth.append(self._avg / (1 - self.beta ** len(self._losses)))
 
+    @property
+    def names(self) -> list[str]:
+        """The columns of the per-epoch table: 'epoch', 'train_loss', 'valid_loss', each metric, 'time'."""
+        return ["epoch", *self.value_names, "time"]
+
+    @property
+    def value_names(self) -> list[str]:
+        """What each row of `values` holds: 'train_loss', 'valid_loss', then each metric."""
+        return ["train_loss", "valid_loss", *self.metrics_names]
+
     # --- what was recorded, as floats -----------------------------------------------------
     @property
     def losses(self) -> list[float]:

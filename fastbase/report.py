@@ -18,8 +18,11 @@ from datetime import datetime
 from . import __version__
 from .callback import Callback
 from .core import Path
+from .data import DatasetType
+from .figures import save_figure, subplots
+from .interpret import ClassificationInterpretation
 
-__all__ = ["REPORT_FILE", "StageLog", "plot_training", "save_figure", "save_interpretation", "save_lr_find_plot",
+__all__ = ["REPORT_FILE", "StageLog", "plot_training", "save_interpretation", "save_lr_find_plot",
            "write_report"]
 
 REPORT_FILE = "report.html"
@@ -45,7 +48,7 @@ class StageLog(Callback):
 
     def after_epoch(self):
         recorder = self.learn.recorder
-        names = ["train_loss", "valid_loss", *recorder.metrics_names]
+        names = recorder.value_names
         values = recorder.values[-1] if recorder.values else []
         row = {"epoch": self.learn.epoch + 1, **{n: _number(v) for n, v in zip(names, values)}}
         row["seconds"] = round(time.perf_counter() - self._start, 2)
@@ -62,28 +65,17 @@ class StageLog(Callback):
 
 
 # --- plots ------------------------------------------------------------------------------------------
-def save_figure(fig, path) -> Path:
-    """Write `fig` as a PNG and close it (headless runs draw many figures)."""
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
-
-
 def save_lr_find_plot(recorder, folder) -> Path:
     """`folder/lr_find.png`: the recorder's loss against lr after lr_find, suggestions marked; the
     skipped ends scale with the number of points, so a short run still draws."""
     n = len(recorder.lrs)
     fig = recorder.plot(skip_start=min(10, n // 5), skip_end=min(5, n // 10), suggestion=True)
-    return save_figure(fig, Path(folder) / "lr_find.png")
+    return save_figure(fig, Path(folder) / "lr_find.png", dpi=90)
 
 
 def save_interpretation(learn, folder, k: int = 9) -> list:
     """`folder/top_losses.png` (the `k` worst validation images) and `folder/confusion_matrix.png`;
     returns the most confused pairs as [actual, predicted, count] lists."""
-    from .data import DatasetType
-    from .interpret import ClassificationInterpretation
 
     folder = Path(folder)
     interp = ClassificationInterpretation.from_learner(learn, ds_type=DatasetType.Valid)
@@ -102,7 +94,7 @@ def plot_training(stages: list[StageLog]) -> dict:
     import numpy as np
 
     figs, starts, offset = {}, [], 0
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     for i, stage in enumerate(stages):
         x = np.arange(offset, offset + len(stage.losses))
         ax.plot(x, stage.losses, color="C0", alpha=0.3, label="train" if i == 0 else None)
@@ -118,7 +110,7 @@ def plot_training(stages: list[StageLog]) -> dict:
     ax.legend()
     figs["losses"] = fig
 
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = subplots(figsize=(7, 3))
     ax.plot([lr for stage in stages for lr in stage.lrs])
     _mark_stages(ax, starts[1:])
     ax.set(xlabel="Batches processed", ylabel="Learning rate (head)", title="Learning-rate schedule")
@@ -127,7 +119,7 @@ def plot_training(stages: list[StageLog]) -> dict:
     rows = [row for stage in stages for row in stage.epochs]
     names = [k for k in (rows[0] if rows else {}) if k not in ("epoch", "train_loss", "valid_loss", "seconds")]
     if names:
-        fig, ax = plt.subplots(figsize=(7, 3))
+        fig, ax = subplots(figsize=(7, 3))
         for name in names:
             ax.plot(range(1, len(rows) + 1), [np.nan if r[name] is None else r[name] for r in rows], "o-", label=name)
         epoch_starts, n = [], 0

@@ -14,9 +14,10 @@ import pytest
 from image_fixtures import digits_fixture, save_image  # noqa: F401 -- `digits` is a fixture
 
 from fastbase import cli
-from fastbase.cli import detect_layout, find_data, load_data, main
+from fastbase.cli import main
 from fastbase.learner import load_learner
 from fastbase.loop import TrainingInterrupted
+from fastbase.workflow import detect_layout, find_data, load_data
 
 # Tiny settings: squeezenet1_1 (1.2M parameters) at 24 px from random weights, 48 training images.
 QUICK = ["--arch", "squeezenet1_1", "--size", "24", "--bs", "16", "--workers", "0", "--no-pretrained", "--seed", "0",

@@ -1,6 +1,7 @@
 """compare_archs: one row per (architecture, mode) with sane measurements, modes that really freeze or
 start from random weights, failures kept in their row, the Pareto plot, and `fastbase compare`."""
 import csv
+import json
 import math
 import pathlib
 import sys
@@ -184,7 +185,7 @@ def test_cli_compare_writes_csv_markdown_and_png(tmp_path, capsys):
     folder = make_color_folder(tmp_path / "colors", per_class=(4, 2), hw=(16, 16))
     out = tmp_path / "out"
     code = main(["compare", str(folder), "--archs", "test_compare:tiny_cnn", "--modes", "scratch", "--epochs", "1",
-                 "--size", "16", "--bs", "4", "--lr", "0.01", "--num-workers", "0", "--out", str(out)])
+                 "--size", "16", "--bs", "4", "--lr", "0.01", "--workers", "0", "--out", str(out)])
     assert code == 0
     with open(out / "compare.csv") as f:
         rows = list(csv.DictReader(f))
@@ -193,3 +194,13 @@ def test_cli_compare_writes_csv_markdown_and_png(tmp_path, capsys):
     assert (out / "compare.md").read_text().startswith("| arch | mode |")
     assert (out / "compare.png").stat().st_size > 1000
     assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_compare_prints_one_json_document_with_json(tmp_path, capsys):
+    folder = make_color_folder(tmp_path / "colors", per_class=(4, 2), hw=(16, 16))
+    code = main(["compare", str(folder), "--archs", "test_compare:tiny_cnn", "--modes", "scratch", "--epochs", "1",
+                 "--size", "16", "--bs", "4", "--lr", "0.01", "--workers", "0", "--out", str(tmp_path / "out"),
+                 "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and [r["mode"] for r in payload["rows"]] == ["scratch"]
+    assert sorted(pathlib.Path(f).name for f in payload["files"]) == ["compare.csv", "compare.md", "compare.png"]

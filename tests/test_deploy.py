@@ -2,6 +2,7 @@
 the exported files and `predict_folder` reproduce the Learner's own predictions."""
 import importlib.util
 import json
+import pathlib
 
 import pytest
 import torch
@@ -113,3 +114,21 @@ def test_predict_folder_without_a_readable_file_raises(trained, tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(BadFilesError, match="empty.png"):
         trained[0].predict_folder([tmp_path / "empty.png"])
+
+
+def test_fastbase_predict_and_predict_folder_pick_the_same_files(trained, tmp_path, capsys):
+    """One rule for what counts as an image file: the one training reads with (`get_image_files`)."""
+    from fastbase.cli import main
+
+    learn = trained[0]
+    folder = tmp_path / "photos"
+    for name in ("a.png", "b.PNG", "sub/c.png", ".hidden.png", ".cache/d.png"):
+        noise_image(folder / name, seed=len(name))
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "e.webp").write_bytes((folder / "a.png").read_bytes())  # an image file name, even if mislabelled
+    export = learn.export(tmp_path / "export.pkl")
+    files = [str(f) for f in load_learner(export).predict_folder(folder, progress=False).files]
+    main(["predict", str(export), str(folder), "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert [p["file"] for p in payload["predictions"]] == files
+    assert sorted(pathlib.Path(f).name for f in files) == ["a.png", "b.PNG", "c.png", "e.webp"]

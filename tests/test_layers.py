@@ -40,6 +40,7 @@ LAYERS = {
     "fastbase.interpret": 7,
     "fastbase.compare": 7,
     "fastbase.cli": 8,
+    "fastbase.workflow": 8,
     "fastbase.report": 8,
 }
 # The notebook namespace re-exports the whole public API, so it sits above every layer it gathers.

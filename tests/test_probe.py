@@ -1,7 +1,7 @@
 """Probe runs (`Learner.probe`): lr_find, overfit and sanity_check train for a moment and undo it.
 They keep only the callbacks that change how a step is computed, so nothing a user attached logs,
 tracks or saves during them, and every piece of state they touch is put back."""
-import os
+import pathlib
 import random
 from functools import partial
 
@@ -10,8 +10,15 @@ import pytest
 import torch
 from tiny_models import make_learner
 
+import fastbase
 from fastbase.callback import Callback
-from fastbase.callbacks import Checkpoint, CSVLogger, EarlyStopping, MixUp, SaveModelCallback
+from fastbase.callbacks import (
+    Checkpoint,
+    CSVLogger,
+    EarlyStopping,
+    MixUp,
+    SaveModelCallback,
+)
 
 
 def _files(folder):
@@ -106,7 +113,5 @@ def test_overfit_without_restore_keeps_the_overfitted_weights_but_not_the_data()
 
 
 def test_nothing_in_the_package_asks_whether_lr_find_is_running():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    offenders = [p for p in (os.path.join(d, f) for d, _, fs in os.walk(os.path.join(root, "fastbase")) for f in fs
-                             if f.endswith(".py")) if "in_lr_find" in open(p).read()]
-    assert offenders == []
+    package = pathlib.Path(fastbase.__file__).parent
+    assert [p.name for p in package.rglob("*.py") if "in_lr_find" in p.read_text()] == []

@@ -44,7 +44,7 @@ class CSVLogger(Callback):
     def before_fit(self):
         if not is_main_process():
             return
-        self.names = ["epoch", "train_loss", "valid_loss", *self.learn.metric_names, "time"]
+        self.names = self.learn.recorder.names
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
         keep = self.append and path.is_file() and path.stat().st_size > 0
@@ -127,7 +127,7 @@ class TensorBoardLogger(Callback):
             self.step += 1
         self._seen = len(losses)
         if recorder.values:
-            names = ["train_loss", "valid_loss", *recorder.metrics_names]
+            names = recorder.value_names
             self.epochs += 1
             for name, value in zip(names, recorder.values[-1]):
                 if not math.isnan(value):

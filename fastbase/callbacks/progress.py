@@ -59,7 +59,7 @@ class ProgressCallback(Callback):
     def before_fit(self):
         self._mode = (self.mode or progress_mode()) if is_main_process() else "quiet"  # only rank 0 prints
         learn = self.learn
-        self.names = ["epoch", "train_loss", "valid_loss", *learn.metric_names, "time"]
+        self.names = learn.recorder.names
         if self._mode in ("plain", "quiet"):
             return
         from fastprogress.fastprogress import ConsoleMasterBar, NBMasterBar

@@ -48,7 +48,7 @@ class TrackerCallback(Callback):
         self.best, self.wait, self._restored, self._warned_nan = None, 0, False, False
 
     def before_fit(self):
-        names = ["train_loss", "valid_loss", *self.learn.metric_names]
+        names = self.learn.recorder.value_names
         if self.monitor not in names:
             raise FastbaseError(f"{type(self).__name__} cannot monitor {self.monitor!r}: this Learner records "
                                 f"{names}. Pass monitor= one of them (metrics are named after their function).")
@@ -62,7 +62,7 @@ class TrackerCallback(Callback):
     def current(self) -> float:
         """This epoch's value of `monitor` (NaN if it was not computed, e.g. without a validation set)."""
         recorder = self.learn.recorder
-        names = ["train_loss", "valid_loss", *recorder.metrics_names]
+        names = recorder.value_names
         row = recorder.values[-1] if recorder.values else []
         index = names.index(self.monitor)
         return float(row[index]) if index < len(row) and row[index] is not None else math.nan

@@ -226,6 +226,26 @@ class DataBunch:
         x = to_device(x.unsqueeze(0), self.device)
         return x if self.norm is None else self.norm.norm(x)
 
+    def decode_preds(self, probs: torch.Tensor, thresh: float = 0.5) -> list:
+        """The label of each row of `probs` (n, c): the class name of the highest probability (its index
+        when the data have no class names); for multi-label data, the list of the labels above `thresh`.
+        The one rule `Learner.predict`, `predict_folder` and `fastbase predict` decode with."""
+        names = self.classes
+
+        def name(i: int):
+            return names[i] if names is not None else i
+
+        if self.multi_label:
+            return [[name(i) for i in (row > thresh).nonzero().view(-1).tolist()] for row in probs]
+        return [name(int(row.argmax())) for row in probs]
+
+    def item_files(self, path) -> list[Path]:
+        """The files of folder `path` (and its subfolders) that are items of this kind of data, sorted;
+        hidden files and folders are left out. Subclasses narrow it (`ImageDataBunch`: image files)."""
+        path = Path(path)
+        return sorted(p for p in path.rglob("*") if p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(path).parts))
+
     def export_state(self) -> dict:
         """Plain data (str, numbers, lists, dicts) that rebuilds an inference-only DataBunch of this
         class with `load_export_state`, without the training items; safe for `weights_only` loading."""

@@ -40,11 +40,9 @@ from ..callbacks import (
     TensorBoardLogger,
     TerminateOnNaN,
 )
-from ..compare import compare_archs, plot_compare
 from ..core import FastbaseError, Path, defaults, set_seed
 from ..data import DataBunch, DatasetType, cifar_stats, imagenet_stats, mnist_stats
 from ..datasets import URLs, download_data, untar_data
-from ..interpret import ClassificationInterpretation, grad_cam
 from ..learner import Learner, load_learner
 from ..losses import LabelSmoothingCrossEntropy
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
@@ -82,15 +80,23 @@ __all__ = [  # sorted; see the module docstring for what they are
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
     __all__ += ["pd"]
 
-_LAZY = {"plt": "matplotlib.pyplot", "pd": "pandas"}
+# Loaded on first use (PEP 562): `plt` and `pd` so that importing fastbase does not pay for pyplot
+# or pandas; the interpretation and comparison tools because they sit above this package (they
+# import its modules), so importing them here would be circular.
+_LAZY = {"plt": ("matplotlib.pyplot", None), "pd": ("pandas", None),
+         "ClassificationInterpretation": ("fastbase.interpret", "ClassificationInterpretation"),
+         "grad_cam": ("fastbase.interpret", "grad_cam"), "compare_archs": ("fastbase.compare", "compare_archs"),
+         "plot_compare": ("fastbase.compare", "plot_compare")}
 
 
 def __getattr__(name: str):
-    """`plt` and `pd` on first use (PEP 562); `from fastbase.vision import *` asks for them too."""
+    """The names of `_LAZY` on first use; `from fastbase.vision import *` asks for them too."""
     if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        globals()[name] = module
-        return module
+        module, attr = _LAZY[name]
+        value = importlib.import_module(module)
+        value = value if attr is None else getattr(value, attr)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -251,6 +251,10 @@ class ImageDataBunch(DataBunch):
         return loader.new(tfms=[augment, *norm], dataset=dataset, shuffle=False, drop_last=False)
 
     # --- inference ------------------------------------------------------------------------------
+    def item_files(self, path) -> list[Path]:
+        """The image files under folder `path` (`get_image_files`: what training reads as images)."""
+        return get_image_files(path)
+
     def one_item(self, item) -> torch.Tensor:
         """A normalised batch of one `(1, 3, *size)` on the device from a file name, a PIL image, an
         `Image`, or a tensor (`3 x H x W` or `H x W`, float in [0, 1] or uint8), resized as validation
