@@ -24,6 +24,7 @@ zeroes the gradients): that is how mixed precision and gradient accumulation plu
 """
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import signal
@@ -37,7 +38,7 @@ __all__ = [
     "EVENTS", "STEP_PARTS", "Callback", "CallbackHandler", "CancelBatchException",
     "CancelEpochException", "CancelFitException", "CancelStepException", "CancelTrainException",
     "CancelValidException", "DeferredInterrupt", "GatherPreds", "Scheduler", "ValidationStats",
-    "annealing_cos", "annealing_exp", "annealing_linear", "annealing_no",
+    "annealing_cos", "annealing_exp", "annealing_linear", "annealing_no", "callback_from_fn",
 ]
 
 
@@ -99,6 +100,19 @@ class Callback:
 
     def __repr__(self):
         return f"{type(self).__name__}(order={self.order})"
+
+
+def callback_from_fn(fn, learn):
+    """A callback from `callback_fns`: fastai v1 calls `fn(learn)`; fastbase callbacks need no Learner
+    (the handler sets `cb.learn`), so it goes only to a function that names `learn` or requires an argument
+    (`partial(EarlyStopping, patience=2)` and `lambda learn: ...` both work)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return fn(learn)
+    wants = any(p.name == "learn" or (p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+                for p in params)
+    return fn(learn) if wants else fn()
 
 
 class CallbackHandler:

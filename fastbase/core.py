@@ -156,10 +156,9 @@ def default_num_workers(device: torch.device | str | None = None) -> int:
 
     Decoding and augmentation run in the workers, so even when the model trains on the CPU two
     workers keep the first epoch fed; once a loader's items are in fastbase's item cache it loads
-    in the main process (`DeviceDataLoader.in_memory`). On 2 cores this default was within 1% of the
-    best fixed choice (0 workers, or 2 kept) for resnet18 at 224 px (compute bound) and for a small
-    convnet (loading bound), first epoch and later ones, while 1 worker is slower than 0 (measured
-    by `bench/data_loader.py`). With a GPU the cores are free for decoding. Spawn-based
+    in the main process (`DeviceDataLoader.in_memory`). On 2 cores this default is as fast as the
+    best fixed choice for a compute-bound and a loading-bound model, while 1 worker is slower than 0
+    (`python bench/data_loader.py`; bench/RESULTS.md). With a GPU the cores are free for decoding. Spawn-based
     platforms (Windows, macOS) and a tiny `/dev/shm` (Docker's 64 MB default) get 0, where workers
     are known to hang or die.
     """

@@ -8,11 +8,9 @@ frozen BatchNorm statistics) are callbacks. Nothing is read from the device per 
 """
 from __future__ import annotations
 
-import inspect
 import math
 import pathlib
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -61,7 +59,6 @@ from .optimizer import (
     lr_range,
 )
 from .recorder import Recorder
-from .state import copy_state, loader_generators, rng_states, set_rng_states
 
 __all__ = ["DEFAULT_LR", "Learner", "load_learner"]
 
@@ -101,7 +98,7 @@ class Learner(Loop):
             raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r} is not a setting. Use one of {choices}.")
         self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
         self.clip = clip
-        self.recorder, self.opt, self.n_frozen, self._probing = Recorder(), None, 0, 0
+        self.recorder, self.opt, self.n_frozen = Recorder(), None, 0
         self.recorder.learn = self
         self.layer_groups = check_layer_groups(self.model, ifnone(layer_groups, [self.model]))
         self._init_loop()
@@ -142,45 +139,6 @@ class Learner(Loop):
                 self._do_fit()
             finally:
                 self.cb("cleanup_fit")
-
-    def _own_callbacks(self) -> list:
-        """The Learner's `callbacks` and `callback_fns` for this run: inside `probe()`, only those that
-        change how a step is computed (`Callback.changes_step`), so nothing logs, tracks or saves."""
-        fns = [fn for fn in self.callback_fns if not self._probing or getattr(getattr(fn, "func", fn), "changes_step", False)]
-        cbs = [*self.callbacks, *(_callback_from_fn(fn, self) for fn in fns)]
-        return [cb for cb in cbs if cb.changes_step] if self._probing else cbs
-
-    @contextmanager
-    def probe(self, restore: bool = True, keep_recorder: bool = False):
-        """A probe run: a short training whose effects are undone (`lr_find`, `overfit` and
-        `sanity_check` run in one). Fits inside keep only the callbacks that change how a step is
-        computed (mixed precision, channels-last, distributed, mixup, gradient clipping and
-        accumulation, BatchNorm freezing), so loggers, trackers and checkpoints neither see nor write
-        anything. On leaving, whatever happened, the data, the model's train/eval mode and the random
-        state (Python, NumPy, torch, the training loader's generators) are put back and, with
-        `restore`, the weights, the optimizer (state and hyper-parameters) and, unless
-        `keep_recorder`, the recorder."""
-        generators = loader_generators(self.data.train_dl)
-        saved = {"data": self.data, "training": self.model.training, "rng": rng_states(generators),
-                 "recorder": self.recorder.state_dict(), "opt": self.opt}
-        if restore:
-            saved.update(model=copy_state(self.model), opt_state=None if self.opt is None else copy_state(self.opt))
-        self._probing += 1
-        try:
-            yield self
-        finally:
-            self._probing -= 1
-            self.data = saved["data"]
-            set_rng_states(saved["rng"], generators)
-            if restore:
-                self.model.load_state_dict(saved["model"])
-                self.opt = saved["opt"]
-                if self.opt is not None:
-                    self.opt.load_state_dict(saved["opt_state"])
-                    self.opt.zero_grad()
-                if not keep_recorder:
-                    self.recorder.load_state_dict(saved["recorder"])
-            self.model.train(saved["training"])
 
     def fit_one_cycle(self, cyc_len: int, max_lr=DEFAULT_LR, moms=(0.95, 0.85), div_factor: float = 25.0,
                       pct_start: float = 0.3, final_div: float | None = None, wd: float | None = None,
@@ -416,19 +374,6 @@ class Learner(Loop):
     def __repr__(self):
         return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
                 f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
-
-
-def _callback_from_fn(fn, learn):
-    """A callback from `callback_fns`: fastai v1 calls `fn(learn)`; fastbase callbacks need no Learner
-    (the handler sets `cb.learn`), so it goes only to a function that names `learn` or requires an argument
-    (`partial(EarlyStopping, patience=2)` and `lambda learn: ...` both work)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return fn(learn)
-    wants = any(p.name == "learn" or (p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
-                for p in params)
-    return fn(learn) if wants else fn()
 
 
 def load_learner(path, fname="export.pkl", device=None) -> Learner:

@@ -23,8 +23,10 @@ from .callback import (
     CancelStepException,
     CancelTrainException,
     CancelValidException,
+    callback_from_fn,
 )
 from .core import ifnone
+from .state import copy_state, loader_generators, rng_states, set_rng_states
 
 __all__ = ["Loop", "TrainingInterrupted", "eval_grad_mode", "split_batch"]
 
@@ -38,14 +40,55 @@ class TrainingInterrupted(UserWarning):
 
 class Loop:
     """The loop over `self.model`, `self.data` (`train_dl`, `valid_dl`), `self.loss_func` and
-    `self.opt`, firing events on `self.cb`. Subclasses set those and call `_init_loop()`; a run is
+    `self.opt`, firing events on `self.cb`; and probe runs, which also read `self.recorder`,
+    `self.callbacks` and `self.callback_fns`. Subclasses set those and call `_init_loop()`; a run is
     `with self._using(callbacks): self._do_fit()` (or `self._do_validate(dl)`)."""
 
     def _init_loop(self) -> None:
         for name in _LOOP_STATE:
             setattr(self, name, None)
-        self._depth = 0
+        self._depth = self._probing = 0
         self._use_handler(CallbackHandler([], self))
+
+    # --- probe runs: short trainings whose effects are undone ---------------------------------
+    def _own_callbacks(self) -> list:
+        """The Learner's `callbacks` and `callback_fns` for this run: inside `probe()`, only those that
+        change how a step is computed (`Callback.changes_step`), so nothing logs, tracks or saves."""
+        fns = [fn for fn in self.callback_fns if not self._probing or getattr(getattr(fn, "func", fn), "changes_step", False)]
+        cbs = [*self.callbacks, *(callback_from_fn(fn, self) for fn in fns)]
+        return [cb for cb in cbs if cb.changes_step] if self._probing else cbs
+
+    @contextmanager
+    def probe(self, restore: bool = True, keep_recorder: bool = False):
+        """A probe run: a short training whose effects are undone (`lr_find`, `overfit` and
+        `sanity_check` run in one). Fits inside keep only the callbacks that change how a step is
+        computed (mixed precision, channels-last, distributed, mixup, gradient clipping and
+        accumulation, BatchNorm freezing), so loggers, trackers and checkpoints neither see nor write
+        anything. On leaving, whatever happened, the data, the model's train/eval mode and the random
+        state (Python, NumPy, torch, the training loader's generators) are put back and, with
+        `restore`, the weights, the optimizer (state and hyper-parameters) and, unless
+        `keep_recorder`, the recorder."""
+        generators = loader_generators(self.data.train_dl)
+        saved = {"data": self.data, "training": self.model.training, "rng": rng_states(generators),
+                 "recorder": self.recorder.state_dict(), "opt": self.opt}
+        if restore:
+            saved.update(model=copy_state(self.model), opt_state=None if self.opt is None else copy_state(self.opt))
+        self._probing += 1
+        try:
+            yield self
+        finally:
+            self._probing -= 1
+            self.data = saved["data"]
+            set_rng_states(saved["rng"], generators)
+            if restore:
+                self.model.load_state_dict(saved["model"])
+                self.opt = saved["opt"]
+                if self.opt is not None:
+                    self.opt.load_state_dict(saved["opt_state"])
+                    self.opt.zero_grad()
+                if not keep_recorder:
+                    self.recorder.load_state_dict(saved["recorder"])
+            self.model.train(saved["training"])
 
     # --- the loop: events around each phase -----------------------------------------------
     def _with_events(self, func, phase: str, cancel) -> None:

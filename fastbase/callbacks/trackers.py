@@ -184,7 +184,7 @@ class TerminateOnNaN(Callback):
     BatchNorm running statistics, so the buffers are copied before each batch and put back.
 
     Cost per batch: one device read, one pass over the gradients and a copy of the buffers (a few
-    KB for a resnet): lost in the noise on the CPU (see the README), a pipeline stall on a GPU.
+    KB for a resnet): lost in the noise on the CPU (bench/overhead.py), a pipeline stall on a GPU.
     Under fp16 loss scaling, infinite gradients are the scaler's business (it skips those steps),
     so only the loss is checked."""
     order = -3  # after GradientAccumulation and MixedPrecision's unscaling, before clipping and user callbacks

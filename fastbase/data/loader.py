@@ -66,8 +66,8 @@ class Normalizer:
 
     def apply_(self, batch):
         """`__call__`, writing into the batch's own `x`: for a batch that an earlier transform has just
-        made (see `apply_tfms`). A new batch-sized result costs more than the arithmetic on the CPU (the
-        pages of a fresh allocation are faulted in: 0.35 against 0.05 ms per 224 px image)."""
+        made (see `apply_tfms`). On the CPU a new batch-sized result costs more than the arithmetic: the
+        pages of a fresh allocation are faulted in (bench/RESULTS.md, "Batch transforms")."""
         x, *rest = batch
         if not x.is_floating_point() or x.requires_grad:
             return self(batch)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..core import Path, listify
 from ..data import DataError
 
-try:  # libjpeg-turbo through torchvision decodes ~15% faster than PIL; deprecated in torchvision 0.29
+try:  # libjpeg-turbo through torchvision decodes faster than PIL (bench/data_loader.py); deprecated in torchvision 0.29
     from torchvision.io import ImageReadMode, decode_jpeg
 except ImportError:  # a torchvision without image decoding: PIL decodes everything
     decode_jpeg = None

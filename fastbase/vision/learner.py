@@ -142,8 +142,8 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     a pretrained body keeps its BatchNorm as ImageNet trained it (`train_bn=False`: weights frozen
     with the rest of the frozen body; `freeze_bn_stats="finetune"`: running statistics fixed, and
     once `unfreeze()` leaves nothing frozen, the head's too, which it learnt while the body was
-    frozen). On small data sets this is worth 1-3 points of accuracy and halves the frozen stage's
-    time (README, "Transfer learning"). `train_bn=True, freeze_bn_stats=False` is fastai's behaviour.
+    frozen). On small data sets this gains accuracy and halves the frozen stage's time
+    (docs/transfer-learning.md; bench/RESULTS.md). `train_bn=True, freeze_bn_stats=False` is fastai's behaviour.
     A random body (`pretrained=False`) learns its BatchNorm as usual.
 
     Layer groups follow the architecture's metadata: three for resnets (two for the body, one for

@@ -46,7 +46,7 @@ class ArchMeta:
     split: tuple[int, ...] = ()
     stats: tuple = field(default=imagenet_stats)
     weights: str = "IMAGENET1K_V1"  # the torchvision weights that `pretrained=True` means
-    # train channels-last on the CPU by default: measured faster here (bench/cpu_speed.py, README)
+    # train channels-last on the CPU by default (faster there: bench/cpu_speed.py, bench/RESULTS.md)
     channels_last_cpu: bool = False
 
 
@@ -77,11 +77,9 @@ _TABLE = {
     **{n: (_regnet_body, (3,)) for n in ("regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_x_400mf",
                                          "regnet_x_800mf", "regnet_x_1_6gf")},
 }
-# Families whose training step was faster channels-last on this project's CPUs (bench/cpu_speed.py
-# --train-only, bs 32, 2026-12-01): at 224 px mobilenet_v2 1.48x, mobilenet_v3_large 1.44x,
-# efficientnet_b0 1.59x, regnet_y_400mf 1.34x, densenet121 1.60x, resnet18 1.12-1.17x, resnet34 1.10x,
-# resnet50 1.58x; resnet18 1.04-1.16x at 32-176 px (0.94-0.98x at 128 px in an earlier session).
-# Left contiguous: convnext (0.97x) and the families not measured.
+# Families whose training step is faster channels-last on a CPU (`python bench/cpu_speed.py
+# --train-only`; figures in bench/RESULTS.md). Left contiguous: convnext (slower that way) and the
+# families not measured.
 _CHANNELS_LAST_CPU = ("mobilenet", "efficientnet", "regnet", "densenet", "resnet")
 
 model_meta: dict[str, ArchMeta] = {

@@ -289,7 +289,7 @@ def resample(x: torch.Tensor, matrices: torch.Tensor, out_hw, padding_mode: str 
 
 def _reused(workspace: dict | None, name: str, shape, dtype, device) -> torch.Tensor:
     """A tensor from `workspace` when one of this shape is there, else a new one (kept there). Reusing
-    batch-sized temporaries spares the page faults of fresh allocations: ~25% of the CPU time."""
+    batch-sized temporaries spares the page faults of fresh allocations (bench/RESULTS.md, "Batch transforms")."""
     key = (name, tuple(shape), dtype, torch.device(device))
     if workspace is None:
         return torch.empty(shape, dtype=dtype, device=device)
