@@ -58,7 +58,7 @@ from .core import (
 from .data import DatasetType
 from .metrics import as_metric, default_loss, loss_activation, per_item_loss
 from .optimizer import (
-    AdamW,
+    Adam,
     OptimWrapper,
     check_layer_groups,
     freeze_layer_groups,
@@ -70,8 +70,8 @@ from .recorder import Recorder
 __all__ = ["DEFAULT_LR", "ExportError", "Learner", "TrainingInterrupted", "UnsafeFileError", "load_learner"]
 
 DEFAULT_LR = slice(3e-3)  # fastai v1's default: 3e-3 for the last layer group, 3e-4 for the others
-_LOOP_STATE = ("epoch", "n_epochs", "start_epoch", "training", "dl", "iter", "n_iter", "xb", "yb", "pred",
-               "loss", "loss_grad", "valid_values")
+_LOOP_STATE = ("epoch", "n_epochs", "start_epoch", "start_iter", "training", "dl", "iter", "n_iter", "xb", "yb",
+               "pred", "loss", "loss_grad", "valid_values")
 
 
 class ExportError(FastbaseError):
@@ -104,7 +104,7 @@ class Learner:
     `get_preds` and `predict` run under `torch.inference_mode()` (`eval_grad_mode`).
     """
 
-    def __init__(self, data, model: nn.Module, opt_func=AdamW, loss_func=None, metrics=None, true_wd: bool = True,
+    def __init__(self, data, model: nn.Module, opt_func=Adam, loss_func=None, metrics=None, true_wd: bool = True,
                  bn_wd: bool = False, wd: float = 1e-2, train_bn: bool = True, path=None, model_dir="models",
                  callback_fns=None, callbacks=None, layer_groups=None, silent: bool | None = None,
                  freeze_bn_stats: bool | str = False, model_spec: dict | None = None, clip: float | None = None):
@@ -166,8 +166,10 @@ class Learner:
             self._with_events(self._all_batches, "validate", CancelValidException)
 
     def _all_batches(self) -> None:
-        self.n_iter = len(self.dl)
-        for i, batch in enumerate(self.dl, getattr(self.dl, "first_batch", 0)):  # > 0 in a resumed epoch
+        self.n_iter, start = len(self.dl), 0
+        if self.training:  # a resumed epoch starts at batch `start_iter` (set in before_train by ResumeCallback)
+            start, self.start_iter = self.start_iter or 0, 0  # that epoch only
+        for i, batch in enumerate(self.dl, start):
             self.iter = i
             self.xb, self.yb = _split_batch(batch)
             self.loss = None

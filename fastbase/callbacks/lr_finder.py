@@ -10,7 +10,13 @@ from collections import namedtuple
 import numpy as np
 import torch
 
-from ..callback import Callback, CancelFitException, CancelValidException, annealing_exp
+from ..callback import (
+    Callback,
+    CancelFitException,
+    CancelValidException,
+    Order,
+    annealing_exp,
+)
 from ..core import FastbaseError
 
 __all__ = ["LRFinder", "LRFinderError", "LRSuggestions", "suggest_lrs"]
@@ -24,7 +30,7 @@ class LRFinder(Callback):
     otherwise set a best that the next ordinary one is 4x above. Weights, optimizer state (and
     hyper-parameters) and random state are copied in memory before and restored after, whatever
     happens. The Recorder keeps the sweep."""
-    order = 55  # after the Recorder, whose smoothed loss it reads
+    order = Order.LR_FINDER
 
     def __init__(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None):
         self.start_lr, self.end_lr, self.num_it, self.stop_div, self.wd = start_lr, end_lr, num_it, stop_div, wd
