@@ -50,7 +50,7 @@ SETTINGS = [  # (name, cnn_learner arguments, unfreeze, cache)
 
 
 def run(name, kwargs, unfreeze, cache, args) -> dict:
-    from fastbase.callback import Callback
+    from fastbase.callback import Callback, Order
     from fastbase.core import set_seed
     from fastbase.data import imagenet_stats
     from fastbase.metrics import accuracy
@@ -60,7 +60,7 @@ def run(name, kwargs, unfreeze, cache, args) -> dict:
     from fastbase.vision.learner import cnn_learner
 
     class Timer(Callback):
-        order = -100
+        order = Order.DISTRIBUTED - 10  # before every fastbase callback
 
         def __init__(self):
             self.steps, self.epochs, self.first_epoch = [], [], None

@@ -233,7 +233,7 @@ def child_plain(cfg) -> dict:
 def child_fastbase(cfg, own_defaults: bool) -> dict:
     import torch
 
-    from fastbase.callback import Callback
+    from fastbase.callback import Callback, Order
     from fastbase.core import set_seed
     from fastbase.data import imagenet_stats
     from fastbase.metrics import accuracy
@@ -244,7 +244,7 @@ def child_fastbase(cfg, own_defaults: bool) -> dict:
     from fastbase.vision.transforms import CenterCrop, Flip, RandomCrop, get_transforms
 
     class EpochTimer(EpochTimes, Callback):
-        order = -100
+        order = Order.DISTRIBUTED - 10  # before every fastbase callback
 
     torch.set_num_threads(cfg["threads"])
     set_seed(cfg["seed"])

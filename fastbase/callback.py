@@ -29,6 +29,7 @@ import math
 import re
 import signal
 import threading
+from enum import IntEnum
 
 import torch
 
@@ -37,7 +38,7 @@ from .core import FastbaseError, ifnone
 __all__ = [
     "EVENTS", "STEP_PARTS", "Callback", "CallbackHandler", "CancelBatchException",
     "CancelEpochException", "CancelFitException", "CancelStepException", "CancelTrainException",
-    "CancelValidException", "DeferredInterrupt", "GatherPreds", "Scheduler", "ValidationStats",
+    "CancelValidException", "DeferredInterrupt", "GatherPreds", "Order", "Scheduler", "ValidationStats",
     "annealing_cos", "annealing_exp", "annealing_linear", "annealing_no", "callback_from_fn",
 ]
 
@@ -74,15 +75,50 @@ EVENTS = ("before_fit", "before_epoch", "before_train", "before_batch", "after_p
 STEP_PARTS = ("forward", "compute_loss", "backward", "optimizer_step")
 
 
+class Order(IntEnum):
+    """When each callback runs on an event: in increasing `Callback.order`, one value per role. A
+    callback that sets no order runs at `USER`; to run elsewhere, name the neighbour it must follow,
+    e.g. `order = Order.RECORDER + 5` (the values are 10 apart). Each line says what it must come
+    after or before, on the events where two callbacks act together."""
+    DISTRIBUTED = -100  # first: shards the data and averages the loss before schedules and the Recorder read them
+    MIXUP = -90  # before_batch: mixes the batch before any other callback, or the model, sees it
+    VALIDATION_STATS = -80  # after_validate: sets learn.valid_values before anything reads them
+    BN_FREEZE = -70  # before_train: frozen BatchNorm back in eval mode right after model.train(), before yours
+    GRADIENT_ACCUMULATION = -60  # first in before_step: a step it cancels is seen by no other callback
+    MIXED_PRECISION = -50  # before_step: unscales the gradients before the NaN check, clipping and yours read them
+    TERMINATE_ON_NAN = -40  # before_step: checks the real (accumulated, unscaled) gradients before clipping scales them
+    GRADIENT_CLIPPING = -30  # before_step: clips the final gradients, last of the built-ins before yours
+    USER = 0  # a callback that sets no order: after the gradient callbacks, before the schedule and the Recorder
+    GATHER_PREDS = 10  # after_batch (get_preds): keeps the predictions once your callbacks are done with the batch
+    SCHEDULER = 20  # before_fit: sets up its schedule before RESUME loads a saved position into it
+    RECORDER = 50  # before_fit: resets before RESUME loads its history; everything after it reads what it records
+    RESUME = 60  # before_fit: loads every saved state once the callbacks above have reset; before the trackers keep it
+    LR_FINDER = 70  # after_batch: reads the Recorder's smoothed loss; stops the sweep before the bar shows the batch
+    STAGE_LOG = 80  # after_epoch: copies the row the Recorder has just made, for the report
+    OVERFIT_WATCH = 90  # before_validate: cancels overfit's validation before the progress bar opens for it
+    CSV_LOGGER = 100  # after_epoch: writes the Recorder's row to the file before the table is printed
+    TENSORBOARD_LOGGER = 110  # after_epoch: the same row and the epoch's batches, to TensorBoard, after the CSV file
+    PROGRESS = 120  # after_epoch: prints the Recorder's row before the trackers say what they did about it
+    TRACKER = 130  # a TrackerCallback of yours: after the table, before the built-in trackers act on the epoch
+    SAVE_MODEL = 140  # after_epoch: saves an improved model (and its optimizer) before REDUCE_LR changes the lr
+    REDUCE_LR = 150  # after_epoch: lowers the lr for the next epoch once this epoch's model is saved
+    RECALIBRATE_BN = 160  # after_train: recomputes BatchNorm statistics after the other after_train (DDP's buffer sync)
+    CHANNELS_LAST = 170  # before_batch: converts the final batch (after MixUp and yours), just before the model
+    EARLY_STOPPING = 900  # after_epoch: stops the fit only after tables, logs and trackers have seen the epoch
+    CHECKPOINT = 950  # after_epoch: saves once every callback whose state it saves has updated it (EARLY_STOPPING too)
+    DEFERRED_INTERRUPT = 1000  # after_batch: acts on Ctrl-C once every callback above has finished the batch
+    FEATURE_CACHE = 1010  # before_fit: may refuse the fit, after every other callback has set itself up
+
+
 class Callback:
     """Base class: define methods named after `EVENTS` (no arguments; read and write `self.learn`).
 
-    Callbacks run in increasing `order`. State a resumed run needs goes in `state_dict()`.
+    Callbacks run in increasing `order` (see `Order`). State a resumed run needs goes in `state_dict()`.
     `changes_step = True` marks a callback that changes how a training step is computed (precision,
     memory format, the batch, the gradients): probe runs (`Learner.probe`: lr_find, overfit,
     sanity_check) keep those and leave out the rest (loggers, trackers, checkpoints).
     """
-    order = 0
+    order = Order.USER
     changes_step = False
     learn = None
 
@@ -99,7 +135,8 @@ class Callback:
         pass
 
     def __repr__(self):
-        return f"{type(self).__name__}(order={self.order})"
+        order = self.order.name if isinstance(self.order, Order) else self.order
+        return f"{type(self).__name__}(order={order})"
 
 
 def callback_from_fn(fn, learn):
@@ -160,7 +197,7 @@ class ValidationStats(Callback):
     """Averages the validation loss and the metrics over the whole validation set, each batch
     weighted by its size, on the device; reads them once at the end into `learn.valid_values`
     = [loss, *metrics]. Metrics follow the protocol `reset()`, `accumulate(pred, *yb)`, `value`."""
-    order = -20
+    order = Order.VALIDATION_STATS
 
     def __init__(self, metrics=()):
         self.metrics = list(metrics)
@@ -191,6 +228,7 @@ class ValidationStats(Callback):
 class GatherPreds(Callback):
     """Keeps the predictions, targets and (with `loss_fn`, a per-item loss) losses of every batch
     on the device, for `Learner.get_preds`."""
+    order = Order.GATHER_PREDS
 
     def __init__(self, loss_fn=None):
         self.loss_fn, self.preds, self.targets, self.losses = loss_fn, [], [], []
@@ -209,7 +247,7 @@ class DeferredInterrupt(Callback):
     """Ctrl-C during fit lets the current batch finish, then stops training (the Learner turns the
     KeyboardInterrupt into a warning and a clean stop). A second Ctrl-C interrupts at once. Only
     in the main thread, where Python delivers signals; the previous handler is always restored."""
-    order = 1000  # last, so every other callback has finished the batch
+    order = Order.DEFERRED_INTERRUPT
     _previous = None  # cleanup_fit also runs when an earlier callback's before_fit raised
 
     def before_fit(self):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from .callback import Callback, CancelFitException, CancelValidException
+from .callback import Callback, CancelFitException, CancelValidException, Order
 from .core import BN_TYPES, FastbaseError
 
 __all__ = ["OverfitResult", "overfit"]
@@ -86,7 +86,7 @@ class _OverfitWatch(Callback):
     """Records the loss of every step, stops once it is below `threshold`, skips validation, and keeps
     dropout off (and BatchNorm on its running statistics when a batch holds one item, where batch
     statistics do not exist)."""
-    order = 60
+    order = Order.OVERFIT_WATCH
 
     def __init__(self, threshold: float, bn_eval: bool):
         self.threshold, self.bn_eval, self.losses = threshold, bn_eval, []

@@ -51,7 +51,7 @@ from .export import (
 from .loop import Loop, eval_grad_mode, split_batch
 from .metrics import as_metric, default_loss, loss_activation, per_item_loss
 from .optimizer import (
-    AdamW,
+    Adam,
     OptimWrapper,
     check_layer_groups,
     freeze_layer_groups,
@@ -83,7 +83,7 @@ class Learner(Loop):
     `get_preds` and `predict` run under `torch.inference_mode()` (`eval_grad_mode`).
     """
 
-    def __init__(self, data, model: nn.Module, opt_func=AdamW, loss_func=None, metrics=None, true_wd: bool = True,
+    def __init__(self, data, model: nn.Module, opt_func=Adam, loss_func=None, metrics=None, true_wd: bool = True,
                  bn_wd: bool = False, wd: float = 1e-2, train_bn: bool = True, path=None, model_dir="models",
                  callback_fns=None, callbacks=None, layer_groups=None, silent: bool | None = None,
                  freeze_bn_stats: bool | str = False, model_spec: dict | None = None, clip: float | None = None):

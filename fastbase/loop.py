@@ -30,8 +30,8 @@ from .state import copy_state, loader_generators, rng_states, set_rng_states
 
 __all__ = ["Loop", "TrainingInterrupted", "eval_grad_mode", "split_batch"]
 
-_LOOP_STATE = ("epoch", "n_epochs", "start_epoch", "training", "dl", "iter", "n_iter", "xb", "yb", "pred",
-               "loss", "loss_grad", "valid_values")  # what a callback may read (and write) during a run
+_LOOP_STATE = ("epoch", "n_epochs", "start_epoch", "start_iter", "training", "dl", "iter", "n_iter", "xb", "yb",
+               "pred", "loss", "loss_grad", "valid_values")  # what a callback may read (and write) during a run
 
 
 class TrainingInterrupted(UserWarning):
@@ -130,8 +130,10 @@ class Loop:
             self._with_events(self._all_batches, "validate", CancelValidException)
 
     def _all_batches(self) -> None:
-        self.n_iter = len(self.dl)
-        for i, batch in enumerate(self.dl, getattr(self.dl, "first_batch", 0)):  # > 0 in a resumed epoch
+        self.n_iter, start = len(self.dl), 0
+        if self.training:  # a resumed epoch starts at batch `start_iter` (set in before_train by ResumeCallback)
+            start, self.start_iter = self.start_iter or 0, 0  # that epoch only
+        for i, batch in enumerate(self.dl, start):
             self.iter = i
             self.xb, self.yb = split_batch(batch)
             self.loss = None

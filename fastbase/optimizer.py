@@ -7,7 +7,8 @@ summarises them; `OptimWrapper` optimizes them.
 Each layer group becomes two torch param groups, [decayed, not decayed]: BatchNorm and other
 normalisation parameters and every bias are not decayed unless `bn_wd=True`. Learning rate,
 momentum and weight decay are set per layer group from a float, a list, a NumPy array or a
-`slice` (fastai v1's `lr_range`). Weight decay is decoupled ("true", as AdamW) by default.
+`slice` (fastai v1's `lr_range`). Weight decay is decoupled ("true") by default: the wrapper
+decays the weights itself, so `Adam` trains as AdamW, and any torch optimizer gets the same decay.
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ from torch import nn
 
 from .core import BN_TYPES, FastbaseError, is_listy, listify
 
-__all__ = ["NORM_TYPES", "AdamW", "OptimWrapper", "check_layer_groups", "even_mults", "freeze_layer_groups",
+__all__ = ["NORM_TYPES", "Adam", "OptimWrapper", "check_layer_groups", "even_mults", "freeze_layer_groups",
            "layer_groups_summary", "lr_range", "split_no_wd_params"]
 
-# The default `opt_func`: Adam with fastai's betas. Its own weight_decay stays 0; the wrapper applies
-# decoupled decay (p -= lr * wd * p before the step), which makes it AdamW for any torch optimizer.
-AdamW = partial(torch.optim.Adam, betas=(0.9, 0.99))
+# The default `opt_func`: Adam with fastai's betas (fastai v1 names this partial `AdamW`). It is plain
+# Adam: under `true_wd=True` (the default) the wrapper keeps its weight_decay at 0 and decays the
+# weights itself (p -= lr * wd * p before the step), which is AdamW; `true_wd=False` gives Adam with L2.
+Adam = partial(torch.optim.Adam, betas=(0.9, 0.99))
 
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.LayerNorm, nn.GroupNorm)
 

@@ -7,32 +7,34 @@ import math
 import numpy as np
 import torch
 
-from .callback import Callback
+from .callback import Callback, Order
 from .core import FastbaseError
 from .figures import finish_figure, subplots
 
 __all__ = ["Recorder"]
+
+_RENAMED = {"nb_batches": "n_batches", "metrics_names": "metric_names"}  # state keys of older checkpoints
 
 
 class Recorder(Callback):
     """Records training: loss per batch (kept on the device, read in bulk at the end of each epoch
     or when asked), lr and momentum per batch, and per epoch the smoothed training loss, the
     validation loss and metrics. `plot*` methods return matplotlib Figures."""
-    order = 50
+    order = Order.RECORDER
     beta = 0.98  # smoothing of the training loss, as fastai
 
     def __init__(self):
         self.reset()
 
     def reset(self) -> None:
-        self.lrs, self.moms, self.nb_batches, self.values = [], [], [], []
+        self.lrs, self.moms, self.n_batches, self.values = [], [], [], []
         self._losses, self._smooth, self._pending, self._avg = [], [], [], 0.0
-        self.metrics_names: list[str] = []
+        self.metric_names: list[str] = []
         self.lr_suggestions = None  # set by lr_find
 
     def before_fit(self):
         self.reset()
-        self.metrics_names = list(getattr(self.learn, "metric_names", []))
+        self.metric_names = list(getattr(self.learn, "metric_names", []))
 
     def after_loss(self):  # recorded as soon as known, so a batch stopped later still counts
         learn = self.learn
@@ -44,11 +46,11 @@ class Recorder(Callback):
 
     def after_train(self):
         self._flush()
-        self.nb_batches.append(len(self._losses) - sum(self.nb_batches))
+        self.n_batches.append(len(self._losses) - sum(self.n_batches))
 
     def after_epoch(self):
         valid = getattr(self.learn, "valid_values", None)
-        valid = [math.nan] * (1 + len(self.metrics_names)) if valid is None else list(valid)
+        valid = [math.nan] * (1 + len(self.metric_names)) if valid is None else list(valid)
         train = self._smooth[-1] if self._smooth else math.nan
         self.values.append([train, *valid])
 
@@ -70,7 +72,7 @@ class Recorder(Callback):
     @property
     def value_names(self) -> list[str]:
         """What each row of `values` holds: 'train_loss', 'valid_loss', then each metric."""
-        return ["train_loss", "valid_loss", *self.metrics_names]
+        return ["train_loss", "valid_loss", *self.metric_names]
 
     # --- what was recorded, as floats -----------------------------------------------------
     @property
@@ -101,15 +103,18 @@ class Recorder(Callback):
 
     def state_dict(self) -> dict:
         self._flush()
-        return {"lrs": list(self.lrs), "moms": list(self.moms), "nb_batches": list(self.nb_batches),
+        return {"lrs": list(self.lrs), "moms": list(self.moms), "n_batches": list(self.n_batches),
                 "values": [list(v) for v in self.values], "losses": list(self._losses),
-                "smooth": list(self._smooth), "avg": self._avg, "metrics_names": list(self.metrics_names)}
+                "smooth": list(self._smooth), "avg": self._avg, "metric_names": list(self.metric_names)}
 
     def load_state_dict(self, state: dict) -> None:
+        """What `state_dict` gave; also one saved under the keys older versions wrote
+        (fastai v1's spellings 'nb_batches' and 'metrics_names')."""
+        state = {_RENAMED.get(k, k): v for k, v in state.items()}
         self.reset()
-        self.lrs, self.moms, self.nb_batches = list(state["lrs"]), list(state["moms"]), list(state["nb_batches"])
+        self.lrs, self.moms, self.n_batches = list(state["lrs"]), list(state["moms"]), list(state["n_batches"])
         self.values, self._losses = [list(v) for v in state["values"]], list(state["losses"])
-        self._smooth, self._avg, self.metrics_names = list(state["smooth"]), state["avg"], list(state["metrics_names"])
+        self._smooth, self._avg, self.metric_names = list(state["smooth"]), state["avg"], list(state["metric_names"])
 
     # --- plots (matplotlib imported here, not at import time) ------------------------------
     def plot(self, skip_start: int = 10, skip_end: int = 5, suggestion: bool = False, return_fig: bool | None = None,
@@ -142,7 +147,7 @@ class Recorder(Callback):
         losses = self.losses
         ax.plot(losses, alpha=0.3, label="train")
         ax.plot(self.smooth_losses, label="train (smoothed)")
-        ends = np.cumsum(self.nb_batches) - 1
+        ends = np.cumsum(self.n_batches) - 1
         if len(self.val_losses):
             ax.plot(ends[:len(self.val_losses)], self.val_losses, "o-", label="valid")
         ax.set(xlabel="Batches processed", ylabel="Loss")
@@ -165,11 +170,11 @@ class Recorder(Callback):
 
     def plot_metrics(self, return_fig: bool | None = None, save_to=None):
         """Each metric per epoch, one panel each."""
-        if not self.metrics_names or not self.values:
+        if not self.metric_names or not self.values:
             raise FastbaseError("No metrics recorded: pass metrics=[...] to the Learner and call fit.")
-        n = len(self.metrics_names)
+        n = len(self.metric_names)
         fig, axes = subplots(n, 1, figsize=(6, 3 * n), squeeze=False)
-        for i, (name, ax) in enumerate(zip(self.metrics_names, axes[:, 0])):
+        for i, (name, ax) in enumerate(zip(self.metric_names, axes[:, 0])):
             ax.plot(range(1, len(self.values) + 1), [m[i] for m in self.metrics], "o-")
             ax.set(xlabel="Epoch", ylabel=name)
         return finish_figure(fig, return_fig, save_to)

@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 
 from . import __version__
-from .callback import Callback
+from .callback import Callback, Order
 from .core import Path
 from .data import DatasetType
 from .figures import save_figure, subplots
@@ -37,11 +37,11 @@ def _number(value):
 class StageLog(Callback):
     """Keeps one training stage for the report: a row per epoch (train_loss, valid_loss, each metric,
     seconds) and, once the fit ends, the recorder's per-batch losses and learning rates."""
-    order = 55  # after the Recorder (50), which has just computed the epoch's values
+    order = Order.STAGE_LOG
 
     def __init__(self, name: str):
         self.stage, self.epochs = name, []
-        self.losses, self.smooth_losses, self.lrs, self.nb_batches = [], [], [], []
+        self.losses, self.smooth_losses, self.lrs, self.n_batches = [], [], [], []
 
     def before_epoch(self):
         self._start = time.perf_counter()
@@ -57,7 +57,7 @@ class StageLog(Callback):
     def after_fit(self):
         recorder = self.learn.recorder
         self.losses, self.smooth_losses = recorder.losses, recorder.smooth_losses
-        self.lrs, self.nb_batches = [float(lr) for lr in recorder.lrs], list(recorder.nb_batches)
+        self.lrs, self.n_batches = [float(lr) for lr in recorder.lrs], list(recorder.n_batches)
 
     def as_dict(self) -> dict:
         """What the summary (and `--json`) keeps: the stage's name and its epoch rows."""
@@ -99,7 +99,7 @@ def plot_training(stages: list[StageLog]) -> dict:
         x = np.arange(offset, offset + len(stage.losses))
         ax.plot(x, stage.losses, color="C0", alpha=0.3, label="train" if i == 0 else None)
         ax.plot(x, stage.smooth_losses, color="C0", label="train (smoothed)" if i == 0 else None)
-        ends = offset + np.cumsum(stage.nb_batches) - 1
+        ends = offset + np.cumsum(stage.n_batches) - 1
         valid = [(e, row.get("valid_loss")) for e, row in zip(ends, stage.epochs) if row.get("valid_loss") is not None]
         if valid:
             ax.plot(*zip(*valid), "o-", color="C1", label="valid" if i == 0 else None)

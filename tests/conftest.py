@@ -3,6 +3,9 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("FASTBASE_NO_BAR", "1")
+# subprocesses (scripts, torchrun, notebook kernels) import the fastbase under test, not another installed copy
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
 
 import pytest
 import torch

@@ -17,6 +17,7 @@ from fastbase.callback import (
     CancelFitException,
     CancelStepException,
     CancelValidException,
+    Order,
     Scheduler,
     annealing_cos,
     annealing_exp,
@@ -216,7 +217,7 @@ def test_recorder_keeps_losses_on_the_device_until_the_epoch_ends():
     seen = []
 
     class Peek(Callback):
-        order = 100
+        order = Order.RECORDER + 5
 
         def after_batch(self):
             seen.append(len(self.learn.recorder._pending))
@@ -225,7 +226,7 @@ def test_recorder_keeps_losses_on_the_device_until_the_epoch_ends():
     learn.fit(2, callbacks=[Peek()])
     assert seen[:4] == [1, 2, 3, 4] and learn.recorder._pending == []
     rec = learn.recorder
-    assert len(rec.losses) == len(rec.lrs) == len(rec.moms) == 8 and rec.nb_batches == [4, 4]
+    assert len(rec.losses) == len(rec.lrs) == len(rec.moms) == 8 and rec.n_batches == [4, 4]
     assert rec.smooth_losses[0] == pytest.approx(rec.losses[0])  # debiased
 
 
@@ -261,3 +262,80 @@ def test_scheduler_steps_to_its_end_and_round_trips():
     other = Scheduler((0.0, 1.0), 4)
     other.load_state_dict({"n": 2})
     assert other.step() == 0.75
+
+
+def builtin_callbacks_in_order():
+    """Every callback class fastbase ships, in the order `Order` documents."""
+    from fastbase.callback import DeferredInterrupt, GatherPreds, ValidationStats
+    from fastbase.callbacks import (
+        BnFreeze,
+        ChannelsLast,
+        Checkpoint,
+        CSVLogger,
+        DistributedTrainer,
+        EarlyStopping,
+        GradientAccumulation,
+        GradientClipping,
+        LRFinder,
+        MixedPrecision,
+        MixUp,
+        OneCycleScheduler,
+        ProgressCallback,
+        RecalibrateBN,
+        ReduceLROnPlateau,
+        ResumeCallback,
+        SaveModelCallback,
+        TensorBoardLogger,
+        TerminateOnNaN,
+        TrackerCallback,
+    )
+    from fastbase.debug import _OverfitWatch
+    from fastbase.report import StageLog
+    from fastbase.vision.feature_cache import FeatureCache
+
+    return [DistributedTrainer, MixUp, ValidationStats, BnFreeze,
+            GradientAccumulation, MixedPrecision, TerminateOnNaN, GradientClipping,  # before_step, in this order
+            GatherPreds, OneCycleScheduler, Recorder, ResumeCallback, LRFinder, StageLog, _OverfitWatch,
+            CSVLogger, TensorBoardLogger, ProgressCallback, TrackerCallback, SaveModelCallback, ReduceLROnPlateau,
+            RecalibrateBN, ChannelsLast, EarlyStopping, Checkpoint, DeferredInterrupt, FeatureCache]
+
+
+def test_each_builtin_callback_has_an_order_of_its_own():
+    classes = builtin_callbacks_in_order()
+    orders = [cls.order for cls in classes]
+    assert all(isinstance(order, Order) for order in orders)
+    assert len(set(orders)) == len(orders)  # no ties: the order never depends on the order of a list
+    assert set(Order) - set(orders) == {Order.USER}  # every other name belongs to one built-in
+
+
+def test_builtin_callbacks_sort_in_the_documented_order():
+    classes = builtin_callbacks_in_order()
+    assert sorted(classes, key=lambda cls: cls.order) == classes
+    names = {cls.__name__: cls for cls in classes}
+    for first, then in [("MixUp", "ChannelsLast"), ("GradientAccumulation", "GradientClipping"),
+                        ("MixedPrecision", "TerminateOnNaN"), ("Recorder", "TrackerCallback"),
+                        ("SaveModelCallback", "Checkpoint"), ("EarlyStopping", "Checkpoint"),
+                        ("DeferredInterrupt", "FeatureCache"), ("ValidationStats", "Recorder"),
+                        ("OneCycleScheduler", "ResumeCallback"), ("Recorder", "ResumeCallback")]:
+        assert names[first].order < names[then].order, (first, then)
+
+
+def test_a_callback_without_an_order_runs_between_the_gradient_callbacks_and_the_recorder():
+    assert Callback.order == Order.USER == 0
+    assert Order.GRADIENT_CLIPPING < Callback.order < Order.SCHEDULER < Order.RECORDER
+
+
+def test_repr_names_the_order():
+    class Mine(Callback):
+        order = Order.RECORDER + 5
+
+    assert repr(Recorder()) == "Recorder(order=RECORDER)" and repr(Mine()) == "Mine(order=55)"
+
+
+def test_the_recorder_loads_a_state_saved_under_its_older_keys():
+    state = {"lrs": [0.1], "moms": [0.9], "nb_batches": [1], "values": [[1.0, 2.0, 0.5]], "losses": [1.0],
+             "smooth": [1.0], "avg": 0.02, "metrics_names": ["accuracy"]}
+    rec = Recorder()
+    rec.load_state_dict(state)
+    assert rec.n_batches == [1] and rec.metric_names == ["accuracy"] and rec.metrics == [[0.5]]
+    assert set(rec.state_dict()) >= {"n_batches", "metric_names"} and "nb_batches" not in rec.state_dict()

@@ -7,7 +7,7 @@ from tiny_vision import noise_folder, tiny_arch, tiny_learner
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from fastbase.callback import Callback
+from fastbase.callback import Callback, Order
 from fastbase.callbacks.channels_last import ChannelsLast
 from fastbase.data import DataBunch
 from fastbase.learner import Learner, load_learner
@@ -38,7 +38,7 @@ def conv_learner(**kwargs) -> Learner:
 
 class InputFormats(Callback):
     """Whether each batch the model sees is channels-last, for training and validation batches."""
-    order = 200  # after ChannelsLast
+    order = Order.CHANNELS_LAST + 5  # after ChannelsLast
 
     def __init__(self):
         self.seen = {True: [], False: []}

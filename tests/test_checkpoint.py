@@ -12,7 +12,7 @@ import torch
 from tiny_models import dataset
 from torch import nn
 
-from fastbase.callback import Callback
+from fastbase.callback import Callback, Order
 from fastbase.callbacks import EarlyStopping
 from fastbase.callbacks.checkpoint import (
     Checkpoint,
@@ -27,7 +27,7 @@ from fastbase.learner import Learner
 
 class Crash(Callback):
     """Raises after training batch `batch` (0-based) of `epoch`, as a crash would."""
-    order = 960  # after Checkpoint
+    order = Order.CHECKPOINT + 5  # after Checkpoint
 
     def __init__(self, epoch: int, batch: int):
         self.at = (epoch, batch)
@@ -71,7 +71,7 @@ def test_resumed_run_is_bitwise_identical_to_the_uninterrupted_one(tmp_path, ref
     assert same_weights(resumed, reference)
     rec, ref = resumed.recorder, reference.recorder
     assert rec.values == ref.values and rec.losses == ref.losses and rec.lrs == ref.lrs and rec.moms == ref.moms
-    assert rec.nb_batches == ref.nb_batches == [6, 6, 6]
+    assert rec.n_batches == ref.n_batches == [6, 6, 6]
 
 
 def test_trackers_continue_from_their_saved_state(tmp_path):
@@ -179,7 +179,7 @@ SCRIPT = textwrap.dedent("""
     from torch import nn
     from torch.utils.data import TensorDataset
     import fastbase.callbacks.checkpoint as checkpoint
-    from fastbase.callback import Callback
+    from fastbase.callback import Callback, Order
     from fastbase.core import set_seed
     from fastbase.data import DataBunch
     from fastbase.learner import Learner
@@ -199,7 +199,7 @@ SCRIPT = textwrap.dedent("""
         return Learner(data, model, silent=True)
 
     class KillAt(Callback):
-        order = 960
+        order = Order.CHECKPOINT + 5
         def after_batch(self):
             if self.learn.training and f"{self.learn.epoch},{self.learn.iter}" == env("KILL_AT"):
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -286,3 +286,40 @@ def test_resume_is_exact_with_persistent_worker_processes(tmp_path):
         for dl in (dl for learn in learners for dl in learn.data.dls):
             if getattr(dl.dl, "_iterator", None) is not None:
                 dl.dl._iterator._shutdown_workers()
+
+
+def test_only_the_resumed_epoch_starts_past_batch_zero(tmp_path):
+    stopped = build(0, tmp_path)
+    with pytest.raises(RuntimeError):
+        stopped.fit(3, 1e-3, callbacks=[Checkpoint(every=2), Crash(1, 3)])
+
+    class Firsts(Callback):
+        """The first batch number of each training and validation pass."""
+        def before_fit(self):
+            self.firsts = []
+
+        def after_batch(self):
+            key = (self.learn.epoch, self.learn.training)
+            if not self.firsts or self.firsts[-1][0] != key:
+                self.firsts.append((key, self.learn.iter))
+
+    firsts = Firsts()
+    resumed = build(0, tmp_path)
+    resumed.fit(3, 1e-3, callbacks=[firsts], resume="checkpoint")
+    assert firsts.firsts == [((1, True), 4), ((1, False), 0), ((2, True), 0), ((2, False), 0)]
+    assert resumed.start_iter == 0
+
+
+def test_a_checkpoint_saved_with_the_recorders_older_keys_still_resumes(tmp_path, reference):
+    stopped = build(0, tmp_path)
+    with pytest.raises(RuntimeError, match="simulated"):
+        stopped.fit_one_cycle(3, 1e-2, callbacks=[Checkpoint(every=4), Crash(1, 2)])
+    file = tmp_path / "models" / "checkpoint.pth"
+    state, _ = load_checkpoint(file)
+    recorder = state["callbacks"]["recorder"]
+    recorder["nb_batches"], recorder["metrics_names"] = recorder.pop("n_batches"), recorder.pop("metric_names")
+    save_checkpoint(state, file)  # as fastbase wrote it before the keys were renamed
+    resumed = build(123, tmp_path)
+    resumed.fit_one_cycle(3, 1e-2, resume="checkpoint")
+    assert same_weights(resumed, reference) and resumed.recorder.values == reference.recorder.values
+    assert resumed.recorder.n_batches == [6, 6, 6]

@@ -63,7 +63,7 @@ learn.save("final")
 learn.export()
 torch.save(learn.model.state_dict(), os.path.join(out, f"state{{rank}}.pt"))
 with open(os.path.join(out, f"result{{rank}}.json"), "w") as f:
-    json.dump({{"values": learn.recorder.values, "nb_batches": learn.recorder.nb_batches, "seen": seen.epochs,
+    json.dump({{"values": learn.recorder.values, "n_batches": learn.recorder.n_batches, "seen": seen.epochs,
                "lr_find_iters": n_lr_find, "valley": sugg.valley, "model_type": type(learn.model).__name__,
                "train_batches_after": len(learn.data.train_dl)}}, f)
 """
@@ -125,7 +125,7 @@ def test_ddp_shards_training_data_and_reshuffles_each_epoch(ddp_run):
         assert not set(seen0[epoch]) & set(seen1[epoch])
         assert sorted(seen0[epoch] + seen1[epoch]) == pytest.approx(all_items)
     assert seen0[0] != seen0[1]  # a new shuffle in the second epoch
-    assert results[0]["nb_batches"] == [4, 4]  # per-process batch size 16: 64 items -> 4 steps per epoch
+    assert results[0]["n_batches"] == [4, 4]  # per-process batch size 16: 64 items -> 4 steps per epoch
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ class Steps(Callback):
     def after_backward(self):
         self.raw_norms.append(_norm(self.learn.model))
 
-    def before_step(self):  # order 0: only reached when accumulation lets the step happen
+    def before_step(self):  # Order.USER: only reached when accumulation lets the step happen
         self.at.append(self.learn.iter)
         self.norms.append(_norm(self.learn.model))
 

@@ -6,7 +6,7 @@ import math
 import pytest
 from tiny_models import make_data, make_learner
 
-from fastbase.callback import Callback
+from fastbase.callback import Callback, Order
 from fastbase.callbacks.loggers import CSVLogger, TensorBoardLogger
 from fastbase.metrics import accuracy
 
@@ -18,7 +18,7 @@ def read_rows(path):
 
 class ReadFileEachEpoch(Callback):
     """The number of lines in the CSV file right after each epoch's row should have been written."""
-    order = 70
+    order = Order.CSV_LOGGER + 5
 
     def __init__(self, path):
         self.path, self.lines = path, []

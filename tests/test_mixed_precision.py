@@ -104,7 +104,7 @@ def test_fp16_loss_scaling_skips_an_overflowing_step_and_halves_the_scale():
 
 
 class GradNorm(Callback):
-    """The global gradient norm that user callbacks (order 0) see before each step."""
+    """The global gradient norm that user callbacks (`Order.USER`) see before each step."""
 
     def before_fit(self):
         self.norms = []

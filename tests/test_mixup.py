@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from tiny_models import make_data, make_learner
 
-from fastbase.callback import Callback
+from fastbase.callback import Callback, Order
 from fastbase.callbacks.mixup import MixUp, MixUpLoss
 from fastbase.core import FastbaseError
 from fastbase.losses import LabelSmoothingCrossEntropy
@@ -16,8 +16,8 @@ from fastbase.metrics import loss_activation, per_item_loss
 
 
 class Before(Callback):
-    """The batch and torch's random state just before MixUp (order -30) changes the batch."""
-    order = -40
+    """The batch and torch's random state just before MixUp changes the batch."""
+    order = Order.MIXUP - 5
 
     def before_fit(self):
         self.batches = []

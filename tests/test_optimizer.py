@@ -1,6 +1,7 @@
 """The optimizer wrapper: per-layer-group hyper-parameters from floats, lists, arrays and slices;
 weight decay decoupled, and kept off BatchNorm and biases unless asked."""
 import functools
+import inspect
 
 import numpy as np
 import pytest
@@ -8,8 +9,9 @@ import torch
 from tiny_models import three_groups, tiny_mlp
 
 from fastbase.core import FastbaseError
+from fastbase.learner import Learner
 from fastbase.optimizer import (
-    AdamW,
+    Adam,
     OptimWrapper,
     even_mults,
     lr_range,
@@ -17,7 +19,7 @@ from fastbase.optimizer import (
 )
 
 
-def wrapper(opt_func=AdamW, **kwargs):
+def wrapper(opt_func=Adam, **kwargs):
     torch.manual_seed(0)
     model = tiny_mlp()
     return model, OptimWrapper(opt_func, three_groups(model), **kwargs)
@@ -115,3 +117,30 @@ def test_frozen_parameters_are_not_decayed():
     model[3].weight.grad = torch.zeros_like(model[3].weight)
     opt.step()
     assert torch.equal(model[0].weight, before)
+
+
+def adam_zero_grad_step(true_wd: bool):
+    """One step of the default optimizer (`Adam`) with zero gradients, lr 0.1, wd 0.2, weights at 2:
+    only weight decay can move them. Returns the new value of the first layer's weights."""
+    model, opt = wrapper(lr=0.1, wd=0.2, true_wd=true_wd)
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    return model[0].weight.detach()
+
+
+def test_the_default_adam_decays_decoupled_under_true_wd_as_adamw():
+    # the wrapper multiplies by 1 - lr * wd and Adam's own step with zero gradients is 0: AdamW
+    assert torch.allclose(adam_zero_grad_step(true_wd=True), torch.tensor(2.0 * (1 - 0.1 * 0.2)), rtol=0, atol=1e-7)
+
+
+def test_the_default_adam_with_true_wd_false_puts_the_decay_in_the_gradient():
+    # L2: the gradient is wd * p = 0.4, and Adam's first step moves by lr * sign(gradient), not by lr * wd * p
+    assert torch.allclose(adam_zero_grad_step(true_wd=False), torch.tensor(2.0 - 0.1), atol=1e-5)
+
+
+def test_the_learners_default_optimizer_is_adam_with_fastai_betas():
+    opt_func = inspect.signature(Learner).parameters["opt_func"].default
+    assert opt_func is Adam and opt_func.func is torch.optim.Adam and opt_func.keywords == {"betas": (0.9, 0.99)}

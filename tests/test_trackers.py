@@ -7,7 +7,7 @@ import pytest
 import torch
 from tiny_models import make_data, make_learner
 
-from fastbase.callback import Callback
+from fastbase.callback import Callback, Order
 from fastbase.callbacks.trackers import (
     EarlyStopping,
     ReduceLROnPlateau,
@@ -42,7 +42,7 @@ class ScriptedLoss(Scripted):
 
 class Snapshots(Callback):
     """The model's weights and the lr of each layer group at the end of every epoch / start of every epoch."""
-    order = 62  # after the Recorder, before SaveModelCallback (65) may reload anything
+    order = Order.RECORDER + 5  # after the Recorder, before SaveModelCallback may reload anything
 
     def __init__(self):
         self.weights, self.lrs = [], []
@@ -182,7 +182,7 @@ def test_trackers_leave_lr_find_alone(tmp_path):
 
 class LoadInBeforeFit(Callback):
     """Loads a state into `target` during before_fit, after the trackers' own before_fit (as a checkpoint does)."""
-    order = 950
+    order = Order.EARLY_STOPPING + 5
 
     def __init__(self, target, state):
         self.target, self.state = target, state

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..core import BN_TYPES
 from ..data import DatasetType
 
@@ -65,7 +65,7 @@ class RecalibrateBN(Callback):
     """After each epoch's training, recompute the statistics of the BatchNorm layers that trained over
     the training images without augmentation (`ds_type`, default the `Fix` loader), at most
     `max_batches` batches; validation and everything after it then use them."""
-    order = 80  # after the training-phase callbacks, before trackers and loggers read the validation
+    order = Order.RECALIBRATE_BN
 
     def __init__(self, ds_type: DatasetType = DatasetType.Fix, max_batches: int | None = None):
         self.ds_type, self.max_batches = DatasetType(ds_type), max_batches
@@ -86,7 +86,7 @@ class BnFreeze(Callback):
     `freeze_bn_stats="finetune"` does once the Learner is unfrozen). There, a layer of a trainable
     group that has no statistics yet (a new head's, never trained: running mean 0, variance 1, no
     batch seen) learns them in this fit, rather than keeping values no data produced."""
-    order = -10
+    order = Order.BN_FREEZE
     changes_step = True
 
     def __init__(self, all_groups: bool = False):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..callback import Callback
+from ..callback import Callback, Order
 
 __all__ = ["ChannelsLast", "to_memory_format"]
 
@@ -32,7 +32,7 @@ def _convert(x, memory_format):
 class ChannelsLast(Callback):
     """Keeps the model channels-last and makes every 4-d float input batch channels-last (3-d and
     5-d inputs, targets and integer tensors are left alone), in training and in validation."""
-    order = 100  # after callbacks that change the batch (mixup), so the model sees the final batch
+    order = Order.CHANNELS_LAST
     changes_step = True
 
     def __init__(self, memory_format=torch.channels_last):

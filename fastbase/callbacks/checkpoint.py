@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..core import FastbaseError, Path, is_main_process
 from ..files import atomic_write
 from ..state import loader_generators, rng_states, set_rng_states
@@ -195,7 +195,7 @@ class Checkpoint(Callback):
     name (`learn.path/models/<name>.pth`, default 'checkpoint') or a Path; `keep` files are kept,
     the newest under `path`. On the Learner (`callbacks=[...]`) it saves every fit, probe runs
     (`lr_find`, `overfit`, `sanity_check`) excepted. Saving does not touch the random state."""
-    order = 950  # after the callbacks whose state it saves (EarlyStopping: 900), before DeferredInterrupt (1000)
+    order = Order.CHECKPOINT
 
     def __init__(self, path=None, every="epoch", keep: int = 1):
         if every != "epoch" and not (isinstance(every, int) and every > 0):
@@ -244,10 +244,9 @@ class Checkpoint(Callback):
 class ResumeCallback(Callback):
     """Continues a fit from a checkpoint (added by `fit(..., resume=path)`): restores weights,
     optimizer, callback states and random state, starts at the saved epoch (`start_epoch`) and
-    skips the batches of that epoch already trained on. Reads and checks the file when created."""
-    # after the Recorder's before_fit (50), which resets it; before the trackers' (65, 900), which keep a
-    # loaded state; its loader sets the epoch's random state as the iteration starts, as Checkpoint saw it
-    order = 55
+    skips the batches of that epoch already trained on: its loader drops them, and `learn.start_iter`
+    tells the loop which batch number comes first. Reads and checks the file when created."""
+    order = Order.RESUME
 
     def __init__(self, path, learn=None, n_epochs: int | None = None):
         """`path`: a file, or a name in `learn.path/models`. With `learn` and `n_epochs`, checks now that the
@@ -305,19 +304,22 @@ class ResumeCallback(Callback):
             return
         self._first, learn = False, self.learn
         learn.dl = _ResumedLoader(learn.dl, self.skip, self.state["rng"] if self.skip else None, self.state["start"])
+        learn.start_iter = self.skip  # the loop numbers the batches from there, in this epoch only
 
     def cleanup_fit(self):
         self.state = None  # let go of the weights it holds
+        if self.learn is not None:
+            self.learn.start_iter = 0  # in case the resumed epoch never got to its batches
 
 
 class _ResumedLoader:
     """The training loader of the epoch a run resumes in. Mid-epoch (`after`: the random state of the
     save), it starts its iterator from the epoch's saved random state, fetches and drops the first
-    `skip` batches, restores `after` and yields the rest. `first_batch` tells the Learner where batch
-    numbering resumes; `epoch_start` is what the next Checkpoint of this epoch saves."""
+    `skip` batches, restores `after` and yields the rest. `epoch_start` is what the next Checkpoint
+    of this epoch saves."""
 
     def __init__(self, dl, skip: int, after: dict | None, start: dict):
-        self.dl, self.first_batch, self.after, self.epoch_start = dl, skip, after, start
+        self.dl, self.skip, self.after, self.epoch_start = dl, skip, after, start
 
     def __len__(self):
         return len(self.dl)
@@ -335,12 +337,12 @@ class _ResumedLoader:
             # the original run started its workers here, drawing their base seed first: draw it too
             torch.empty((), dtype=torch.int64).random_(generator=raw.generator)
         batches = iter(raw)
-        for i in range(self.first_batch):
+        for i in range(self.skip):
             try:
                 next(batches)
             except StopIteration:
                 raise CheckpointError(f"The training loader gave only {i} batches; the checkpoint was saved "
-                                      f"after batch {self.first_batch}.") from None
+                                      f"after batch {self.skip}.") from None
         if self.after is not None:
             set_rng_states(self.after, loader_generators(self.dl))
         for batch in batches:

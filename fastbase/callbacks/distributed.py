@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..core import FastbaseError
 
 __all__ = ["TORCHRUN_VARS", "DistributedError", "DistributedTrainer", "in_torchrun", "setup_distributed",
@@ -125,7 +125,7 @@ class DistributedTrainer(Callback):
     validation predictions gathered across processes, the training loss averaged (`sync_train_loss`).
     Everything it changes on the Learner and the DataBunch is restored after fit. Needs an initialised
     process group (see `to_distributed`); `find_unused_parameters` goes to DistributedDataParallel."""
-    order = -100  # first: schedules read the sharded loader's length, the Recorder the averaged loss
+    order = Order.DISTRIBUTED
     changes_step = True
 
     def __init__(self, find_unused_parameters: bool = False, sync_train_loss: bool = True):

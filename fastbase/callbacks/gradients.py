@@ -4,14 +4,15 @@ norm (`Learner(clip=...)`) and accumulating them over several batches.
 Both act in `before_step`, not right after backward: with accumulation, the step sees the sum of
 several batches, and that sum is what should be clipped; with fp16 loss scaling, the gradients are
 only real numbers once `MixedPrecision` has unscaled them. In `before_step` the callbacks run by
-`order`: accumulation (-5), unscaling (-4), the NaN check (-3), clipping (-2), then yours (0).
+`Order`: accumulation, unscaling (`MixedPrecision`), the NaN check (`TerminateOnNaN`), clipping,
+then yours (`Order.USER`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from ..callback import Callback, CancelStepException
+from ..callback import Callback, CancelStepException, Order
 from ..core import FastbaseError
 
 __all__ = ["AccumulateScheduler", "GradientAccumulation", "GradientClipping"]
@@ -20,7 +21,7 @@ __all__ = ["AccumulateScheduler", "GradientAccumulation", "GradientClipping"]
 class GradientClipping(Callback):
     """Scales the gradients down so that their global L2 norm is at most `clip` before each
     optimizer step (`nn.utils.clip_grad_norm_` over the model's parameters)."""
-    order = -2
+    order = Order.GRADIENT_CLIPPING
     changes_step = True
 
     def __init__(self, clip: float = 0.0):
@@ -43,7 +44,7 @@ class GradientAccumulation(Callback):
     incomplete group at the end of an epoch instead of stepping. Without BatchNorm the result equals
     the large batch; BatchNorm still sees the small batches. The recorded loss is the plain batch loss.
     """
-    order = -5  # the first in before_step: a step it cancels is seen by nobody else
+    order = Order.GRADIENT_ACCUMULATION
     changes_step = True
 
     def __init__(self, n_step: int = 2, drop_last: bool = False):

@@ -13,7 +13,7 @@ import pathlib
 import time
 import warnings
 
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..core import FastbaseError, is_main_process
 
 __all__ = ["CSVLogger", "TensorBoardLogger"]
@@ -26,20 +26,21 @@ def _cell(value) -> str:
 
 
 class CSVLogger(Callback):
-    """Writes `learn.path/{filename}.csv`: a header (epoch, train_loss, valid_loss, each metric,
+    """Writes `learn.path/{fname}.csv`: a header (epoch, train_loss, valid_loss, each metric,
     time) then one row per epoch, written and flushed at the end of that epoch. `epoch` counts
     from 1 as in the progress table, `time` is the epoch's seconds, losses and metrics are the
     Recorder's values at full precision ('nan' where absent). Each fit starts the file afresh, as
     in fastai v1; `append=True` keeps the rows already there (earlier fits, a resumed run) and
-    writes the header only into a new file."""
-    order = 60  # after the Recorder (50), whose values it writes
+    writes the header only into a new file. (`fname` is fastai v1's `filename`: fastbase spells a
+    file's name `fname` everywhere, as `untar_data` and `export` do.)"""
+    order = Order.CSV_LOGGER
 
-    def __init__(self, filename: str = "history", append: bool = False):
-        self.filename, self.append = filename, append
+    def __init__(self, fname: str = "history", append: bool = False):
+        self.fname, self.append = fname, append
 
     @property
     def path(self) -> pathlib.Path:
-        return pathlib.Path(self.learn.path) / f"{self.filename}.csv"
+        return pathlib.Path(self.learn.path) / f"{self.fname}.csv"
 
     def before_fit(self):
         if not is_main_process():
@@ -89,7 +90,7 @@ class TensorBoardLogger(Callback):
     the end of each epoch from the Recorder (no device read per batch). The step count goes on
     across fits and is in `state_dict()`. Needs the `tensorboard` package
     (`pip install fastbase[tensorboard]`)."""
-    order = 60
+    order = Order.TENSORBOARD_LOGGER
 
     def __init__(self, log_dir=None, name: str | None = None):
         self.log_dir, self.run_name = log_dir, name

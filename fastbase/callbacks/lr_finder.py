@@ -7,7 +7,13 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..callback import Callback, CancelFitException, CancelValidException, annealing_exp
+from ..callback import (
+    Callback,
+    CancelFitException,
+    CancelValidException,
+    Order,
+    annealing_exp,
+)
 from ..core import FastbaseError
 
 __all__ = ["LRFinder", "LRFinderError", "LRSuggestions", "suggest_lrs"]
@@ -21,7 +27,7 @@ class LRFinder(Callback):
     otherwise set a best that the next ordinary one is 4x above. `Learner.lr_find` runs it as a
     probe (`Learner.probe`): weights, optimizer and random state are put back afterwards; the
     Recorder keeps the sweep."""
-    order = 55  # after the Recorder, whose smoothed loss it reads
+    order = Order.LR_FINDER
 
     def __init__(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None):
         self.start_lr, self.end_lr, self.num_it, self.stop_div, self.wd = start_lr, end_lr, num_it, stop_div, wd

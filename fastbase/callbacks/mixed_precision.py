@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..core import FastbaseError
 
 __all__ = ["MixedPrecision", "as_fp32", "autocast_dtype", "cpu_has_native_bf16"]
@@ -84,7 +84,7 @@ class MixedPrecision(Callback):
     the loss. `dtype` None: float16 on CUDA, bfloat16 elsewhere. `loss_scale` None: dynamic loss
     scaling (GradScaler, starting at `init_scale`, doubling after `growth_interval` good steps)
     exactly when the dtype is float16. The scaler's state is in `state_dict()`."""
-    order = -4  # its before_step unscales the gradients before NaN checks, clipping and user callbacks
+    order = Order.MIXED_PRECISION
     changes_step = True
 
     def __init__(self, dtype=None, loss_scale: bool | None = None, init_scale: float = 2.0 ** 16,

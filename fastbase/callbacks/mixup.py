@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..core import FastbaseError
 from ..losses import per_item_loss
 
@@ -51,7 +51,7 @@ class MixUp(Callback):
     (y_i, y_j, lam) and mixes the losses (`MixUpLoss`); `stack_y=False` blends the targets
     themselves (class indices become one-hot), for losses that take soft targets (cross-entropy
     and BCE do). Float targets (multi-label, soft) are always blended."""
-    order = -30  # before every other callback's before_batch, so they all see the mixed batch
+    order = Order.MIXUP
     changes_step = True
 
     def __init__(self, alpha: float = 0.4, stack_x: bool = False, stack_y: bool = True):

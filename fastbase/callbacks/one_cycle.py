@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..callback import Callback, annealing_cos
+from ..callback import Callback, Order, annealing_cos
 from ..core import ifnone
 
 __all__ = ["OneCycleScheduler"]
@@ -18,7 +18,7 @@ class OneCycleScheduler(Callback):
     batches seen (`state_dict`), so a resumed run continues on the curve; `start_epoch` starts
     the count at that epoch. `tot_epochs` spreads the cycle over more epochs than this fit runs.
     """
-    order = 10
+    order = Order.SCHEDULER
 
     def __init__(self, max_lr, moms=(0.95, 0.85), div_factor: float = 25.0, pct_start: float = 0.3,
                  final_div: float | None = None, tot_epochs: int | None = None, start_epoch: int | None = None):

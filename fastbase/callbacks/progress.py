@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..core import defaults, is_main_process
 
 __all__ = ["ProgressCallback", "progress_disabled", "progress_mode"]
@@ -48,7 +48,7 @@ class ProgressCallback(Callback):
     """A master bar over epochs, a bar over batches (its comment, the smoothed loss, read at most
     every 0.2 s), and a row per epoch: epoch, train_loss, valid_loss, each metric, time (unless
     `show_table` is False, as for lr_find). `mode` None picks the backend with `progress_mode()`."""
-    order = 60  # after the Recorder, whose values it prints
+    order = Order.PROGRESS
 
     def __init__(self, mode: str | None = None, show_table: bool = True):
         if mode not in (None, "notebook", "console", "plain"):

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..callback import Callback, CancelFitException
+from ..callback import Callback, CancelFitException, Order
 from ..core import FastbaseError, is_main_process
 from .progress import progress_disabled
 
@@ -38,7 +38,7 @@ def _say(learn, message: str) -> None:
 class TrackerCallback(Callback):
     """Base of the trackers: reads `monitor` after each epoch and says whether it improved on the
     best so far by more than `min_delta`. `mode` is 'min', 'max' or 'auto'."""
-    order = 65  # after the Recorder (50), whose values it reads, and the progress table (60)
+    order = Order.TRACKER
 
     def __init__(self, monitor: str = "valid_loss", mode: str = "auto", min_delta: float = 0.0):
         if mode not in ("auto", "min", "max"):
@@ -99,7 +99,7 @@ class TrackerCallback(Callback):
 class EarlyStopping(TrackerCallback):
     """Stops training when `monitor` has not improved (by more than `min_delta`) for more than
     `patience` epochs: with `patience=0`, at the first epoch that does not improve."""
-    order = 900  # the last to see the epoch end (before Ctrl-C handling), so tables, logs and checkpoints come first
+    order = Order.EARLY_STOPPING
 
     def __init__(self, monitor: str = "valid_loss", mode: str = "auto", min_delta: float = 0.0, patience: int = 0):
         super().__init__(monitor, mode, min_delta)
@@ -121,13 +121,14 @@ class SaveModelCallback(TrackerCallback):
     """Saves the model with `learn.save`: `every='improvement'` to `name` each time `monitor`
     improves, then loads that best model at the end of fit; `every='epoch'` to `{name}_{epoch}`
     after every epoch (epochs counted from 1), and loads nothing."""
+    order = Order.SAVE_MODEL
 
     def __init__(self, monitor: str = "valid_loss", mode: str = "auto", every: str = "improvement",
                  name: str = "bestmodel", min_delta: float = 0.0):
         if every not in ("improvement", "epoch"):
             raise FastbaseError(f"every must be 'improvement' or 'epoch', got {every!r}.")
         super().__init__(monitor, mode, min_delta)
-        self.every, self.file_name, self.best_epoch = every, name, None
+        self.every, self.fname, self.best_epoch = every, name, None
 
     def before_fit(self):
         super().before_fit()
@@ -136,15 +137,15 @@ class SaveModelCallback(TrackerCallback):
     def after_epoch(self):
         learn = self.learn
         if self.every == "epoch":
-            learn.save(f"{self.file_name}_{learn.epoch + 1}")
+            learn.save(f"{self.fname}_{learn.epoch + 1}")
         elif self.improved(self.current()):
             self.best_epoch, self._saved = learn.epoch, True
-            learn.save(self.file_name)
+            learn.save(self.fname)
 
     def after_fit(self):
         super().after_fit()
         if self.every == "improvement" and getattr(self, "_saved", False):
-            self.learn.load(self.file_name)
+            self.learn.load(self.fname)
             _say(self.learn, f"Loaded the best model ({self.monitor} {self.best:.6g}, epoch {self.best_epoch + 1}).")
 
     def state_dict(self) -> dict:
@@ -159,6 +160,7 @@ class ReduceLROnPlateau(TrackerCallback):
     """Multiplies every layer group's learning rate by `factor` (not below `min_lr`) when `monitor`
     has not improved for more than `patience` epochs, then waits again. Meant for `fit` at a
     constant lr: a schedule such as one-cycle sets the lr every batch and would undo it."""
+    order = Order.REDUCE_LR
 
     def __init__(self, monitor: str = "valid_loss", mode: str = "auto", patience: int = 0, factor: float = 0.2,
                  min_delta: float = 0.0, min_lr: float = 0.0):
@@ -187,7 +189,7 @@ class TerminateOnNaN(Callback):
     KB for a resnet): lost in the noise on the CPU (bench/overhead.py), a pipeline stall on a GPU.
     Under fp16 loss scaling, infinite gradients are the scaler's business (it skips those steps),
     so only the loss is checked."""
-    order = -3  # after GradientAccumulation and MixedPrecision's unscaling, before clipping and user callbacks
+    order = Order.TERMINATE_ON_NAN
 
     def __init__(self, check_grads: bool = True):
         self.check_grads, self.stopped_at = check_grads, None

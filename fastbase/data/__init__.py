@@ -19,10 +19,11 @@ from .loader import (
     CollateThenTransform,
     DeviceDataLoader,
     Normalizer,
+    TfmOrder,
     apply_tfms,
     resolve_num_workers,
 )
 
 __all__ = ["BadFilesError", "CollateThenTransform", "DataBunch", "DataError", "DatasetType", "DeviceDataLoader",
-           "EmptyDatasetError", "LabelError", "Normalizer", "apply_tfms", "cifar_stats", "imagenet_stats",
+           "EmptyDatasetError", "LabelError", "Normalizer", "TfmOrder", "apply_tfms", "cifar_stats", "imagenet_stats",
            "mnist_stats", "resolve_num_workers"]

@@ -4,6 +4,7 @@ device, whichever is faster there; `resolve_num_workers` picks the number of wor
 from __future__ import annotations
 
 import warnings
+from enum import IntEnum
 
 import torch
 from torch.utils.data import DataLoader
@@ -12,7 +13,7 @@ from .. import core
 from ..core import default_num_workers, listify, to_device
 from .base import DataError
 
-__all__ = ["CollateThenTransform", "DeviceDataLoader", "Normalizer", "apply_tfms", "resolve_num_workers"]
+__all__ = ["CollateThenTransform", "DeviceDataLoader", "Normalizer", "TfmOrder", "apply_tfms", "resolve_num_workers"]
 
 
 def resolve_num_workers(num_workers: int | None, device=None) -> int:
@@ -31,9 +32,17 @@ def resolve_num_workers(num_workers: int | None, device=None) -> int:
     return num_workers
 
 
+class TfmOrder(IntEnum):
+    """Where a batch transform runs in a `DeviceDataLoader`: in increasing `tfm.order` (not the
+    callbacks' `Order`: these act on batches as the loader makes them, before any callback sees them)."""
+    COLLATED = 0  # a transform that sets no order: first, on the batch as collated (uint8 images, their sizes)
+    TO_FLOAT = 10  # uint8 -> float in [0, 1]: BatchAugment (training: augments on the way) or ToFloat; one per loader
+    NORMALIZE = 100  # after every augmentation, so the statistics apply to the final float images
+
+
 class Normalizer:
     """Batch transform that normalises `x` channel-wise (dim 1) with `mean`/`std`; `denorm` undoes it."""
-    order = 100  # after every augmentation
+    order = TfmOrder.NORMALIZE
 
     def __init__(self, mean, std):
         self.mean, self.std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
@@ -113,7 +122,7 @@ class DeviceDataLoader:
         self._local: DataLoader | None = None  # the in-process twin of `dl`, once its items are in memory
         self.in_process_when_cached = True  # False: keep the workers even then (see `in_memory`)
         self.collate_fn = dl.collate_fn.collate_fn if isinstance(dl.collate_fn, CollateThenTransform) else dl.collate_fn
-        self.tfms = sorted(listify(tfms), key=lambda t: getattr(t, "order", 0))
+        self.tfms = sorted(listify(tfms), key=lambda t: getattr(t, "order", TfmOrder.COLLATED))
         self._place_tfms()
 
     def __len__(self):
@@ -166,7 +175,7 @@ class DeviceDataLoader:
         return DataLoader(dataset, **args)
 
     def add_tfm(self, tfm) -> None:
-        self.tfms = sorted([*self.tfms, tfm], key=lambda t: getattr(t, "order", 0))
+        self.tfms = sorted([*self.tfms, tfm], key=lambda t: getattr(t, "order", TfmOrder.COLLATED))
         self._place_tfms()
 
     def remove_tfm(self, tfm) -> None:

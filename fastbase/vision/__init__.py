@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..callbacks import (
     AccumulateScheduler,
     BnFreeze,
@@ -69,7 +69,7 @@ __all__ = [  # sorted; see the module docstring for what they are
     "AccumulateScheduler", "BnFreeze", "Brightness", "CSVLogger", "Callback", "Checkpoint",
     "ClassificationInterpretation", "Contrast", "DataBunch", "DatasetType", "Dihedral", "EarlyStopping", "F",
     "FastbaseError", "Flip", "GradientAccumulation", "GradientClipping", "Image", "ImageDataBunch", "LRFinder",
-    "LabelSmoothingCrossEntropy", "Learner", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler", "Path",
+    "LabelSmoothingCrossEntropy", "Learner", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler", "Order", "Path",
     "ProgressCallback", "RecalibrateBN", "Recorder", "ReduceLROnPlateau", "ResizeMethod", "Rotate", "SaveModelCallback",
     "TensorBoardLogger", "TerminateOnNaN", "URLs", "Warp", "Zoom", "accuracy", "accuracy_thresh", "cifar_stats",
     "cnn_learner", "compare_archs", "create_body", "create_cnn", "create_head", "defaults", "doc", "download_data",

@@ -93,7 +93,7 @@ class ImageDataBunch(DataBunch):
 
     @classmethod
     def from_name_func(cls, path, fnames, label_func, valid_pct: float = 0.2, seed: int | None = None, **kwargs):
-        """Labels from `label_func(file_name)`."""
+        """Labels from `label_func(fname)`."""
         labels = []
         for fn in fnames:
             try:

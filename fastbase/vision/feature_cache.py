@@ -28,7 +28,7 @@ import weakref
 import torch
 from torch import nn
 
-from ..callback import Callback
+from ..callback import Callback, Order
 from ..callbacks.progress import progress_disabled
 from ..core import BN_TYPES, FastbaseError
 from ..data import Normalizer
@@ -152,7 +152,7 @@ class FeatureCache(Callback):
     The cache is kept between fits while the body's weights and the data stay the same.
     It replaces the step's `forward`, so it cannot run beside another callback that does.
     """
-    order = 1001  # last: it may refuse the fit in before_fit, after every other callback has set itself up
+    order = Order.FEATURE_CACHE
 
     def __init__(self, n_views: int | None = None, auto: bool = False, cache_valid: bool = True,
                  verbose: bool = True):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
-from ..data import DataError
+from ..data import DataError, TfmOrder
 from .image import PADDING_MODES, ResizeMethod
 
 __all__ = ["BatchAugment", "Brightness", "CenterCrop", "Contrast", "Dihedral", "Flip", "GeometricTransform",
@@ -30,7 +30,6 @@ _EPS = 1e-5  # lighting clamps to [_EPS, 1 - _EPS] before the logit, so black an
 
 class Transform:
     """A random transform that each image gets with probability `p`."""
-    order = 0
 
     def __init__(self, p: float = 1.0, **params):
         if not 0 <= p <= 1:
@@ -157,7 +156,6 @@ def homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 class LightingTransform(Transform):
     """A change of intensities in logit space, as fastai does it: `x -> sigmoid(scale * logit(x) + shift)`,
     which keeps every value inside (0, 1) without clipping; `scale_shift(n, generator)` gives both, (n,)."""
-    order = 20
 
     def scale_shift(self, n: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         scale, shift = self._scale_shift(n, generator)
@@ -305,7 +303,7 @@ class BatchAugment:
     [0,1] (n,3,*size), y)`. One resample for crop window + geometry, then lighting (brightness,
     contrast) in place in logit space, then any other callables in `tfms` (float batch -> float
     batch). Random draws use `generator` (CPU)."""
-    order = 10  # before Normalizer (100)
+    order = TfmOrder.TO_FLOAT
 
     def __init__(self, tfms, size=None, resize_method=ResizeMethod.CROP, padding_mode: str = "reflection",
                  generator: torch.Generator | None = None):
@@ -365,7 +363,7 @@ class BatchAugment:
 
 class ToFloat:
     """Device transform of validation/test batches: `(x uint8, y, src_hw)` -> `(x float in [0, 1], y)`."""
-    order = 10
+    order = TfmOrder.TO_FLOAT
     makes_new_batch = True  # its x is a new tensor (see `data.apply_tfms`)
 
     def __call__(self, batch):
