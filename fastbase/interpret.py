@@ -237,7 +237,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: nn
     was_training = model.training
     model.eval()
     try:
-        with hook_output(layer, detach=False) as hook, torch.enable_grad():  # the maps stay in the graph
+        with hook_output(layer, detach=False) as hook, torch.enable_grad():  # stored maps stay in the graph
             out = model(x.detach().requires_grad_(True))  # so the feature maps are in the graph, even when frozen
             if not isinstance(hook.stored, torch.Tensor) or hook.stored.dim() != 4:
                 raise InterpretationError(f"Grad-CAM needs a 4-d feature map (n, channels, h, w) from {type(layer).__name__}"

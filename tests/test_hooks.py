@@ -216,6 +216,9 @@ def test_activation_stats_plot_draws_means_and_stds(tmp_path):
     assert type(fig).__name__ == "Figure" and (tmp_path / "stats.png").stat().st_size > 0
     means, stds = fig.axes[:2]
     assert len(means.lines) == len(stds.lines) == 3 and len(means.lines[0].get_ydata()) == 4
+    assert len(stats.plot(layers=[2]).axes[0].lines) == 1
+    with pytest.raises(FastbaseError, match="from 0 to 2"):
+        stats.plot(layers=[3])
 
 
 def test_probe_runs_leave_activation_stats_out():

@@ -202,6 +202,7 @@ class HookCallback(Callback):
         self.hooks, self.hooked = None, []
 
     def hooked_modules(self) -> list[nn.Module]:
+        """`modules` if given, else the leaf layers of the model that have a `weight`."""
         if self.modules is not None:
             return self.modules
         found = [m for m in flatten_model(self.learn.model) if hasattr(m, "weight")]
@@ -278,7 +279,11 @@ class ActivationStats(HookCallback):
         if self.stats is None:
             raise FastbaseError("ActivationStats has no statistics yet: pass it to a fit first, e.g. "
                                 "`learn.fit(1, callbacks=[stats])`.")
-        layers = list(range(self.stats.shape[1])) if layers is None else list(layers)
+        n_layers = self.stats.shape[1]
+        layers = list(range(n_layers)) if layers is None else list(layers)
+        outside = [i for i in layers if not -n_layers <= i < n_layers]
+        if outside:
+            raise FastbaseError(f"layers={outside}: {n_layers} layers were hooked, so indexes go from 0 to {n_layers - 1}.")
         fig, axes = subplots(1, 2, figsize=(10, 3.5))
         for ax, row, title in zip(axes, self.stats, ("mean", "std")):
             for i in layers:
