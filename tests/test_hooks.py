@@ -21,7 +21,7 @@ from fastbase.callbacks.hooks import (
 )
 from fastbase.core import FastbaseError
 from fastbase.interpret import InterpretationError, grad_cam
-from fastbase.layers import Flatten, NormType, conv_layer, res_block
+from fastbase.layers import Flatten, NormType, conv_layer, requires_grad, res_block
 from fastbase.optimizer import layer_groups_summary
 
 matplotlib.use("Agg")
@@ -107,6 +107,21 @@ def test_grad_hook_stores_the_gradient_of_the_output_even_before_an_inplace_relu
     rest(y)[:, 1].sum().backward()
     assert isinstance(hook.stored, list) and torch.allclose(hook.stored[0], y.grad, atol=1e-6)
     assert n_hooks(model) == 0
+
+
+def test_grad_hook_on_a_frozen_body_still_gets_its_gradient():
+    model = small_cnn()
+    requires_grad(model, False)
+    model.eval()
+    x = torch.randn(2, 3, 16, 16)
+    with hook_output(model[1], grad=True) as hook:
+        model(x)[0, 1].backward()
+    body = model[1](model[0](x)).requires_grad_()
+    model[2:](body)[0, 1].backward()
+    assert torch.allclose(hook.stored[0], body.grad, atol=1e-6)
+    with hook_output(model[1], grad=True) as hook, torch.no_grad():  # nothing to track: output unchanged
+        assert not model(x).requires_grad
+    assert hook.stored is None
 
 
 def test_hook_and_hooks_with_a_function():

@@ -35,13 +35,20 @@ def _detach(x):
     return x
 
 
+def _can_track(t: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and not torch.is_inference_mode_enabled() and t.is_floating_point()
+
+
 class Hook:
     """Calls `hook_func(module, input, output)` after every forward pass of `m` and keeps what it
     returns in `.stored` (None until `m` runs). `detach`: the function gets tensors cut from the graph.
 
     With `is_forward=False` it calls `hook_func(module, input, grads)` when the gradients with
     respect to `m`'s outputs arrive in a backward pass: `grads` is a tuple with one entry per output
-    tensor (None for one whose gradient has not arrived). Use as a context manager or call `remove()`."""
+    tensor (None for one whose gradient has not arrived). When the outputs do not require a gradient
+    (a frozen module on an input without one) while autograd is on, the forward pass goes on from a
+    copy of them that does, so lesson 6's recipe works on a frozen body too. Use as a context
+    manager or call `remove()`."""
 
     def __init__(self, m: nn.Module, hook_func: Callable, is_forward: bool = True, detach: bool = True):
         self.hook_func, self.detach, self.is_forward = hook_func, detach, is_forward
@@ -54,7 +61,7 @@ class Hook:
             input, output = _detach(input), _detach(output)
         self.stored = self.hook_func(module, input, output)
 
-    def _watch_grads(self, module: nn.Module, input, output) -> None:
+    def _watch_grads(self, module: nn.Module, input, output):
         outputs = list(output) if isinstance(output, (list, tuple)) else [output]
         grads = [None] * len(outputs)
         input = _detach(input) if self.detach else input
@@ -65,9 +72,16 @@ class Hook:
             grads[i] = grad.detach() if self.detach else grad
             self.stored = self.hook_func(module, input, tuple(grads))
 
+        replaced = False
         for i, out in enumerate(outputs):
-            if isinstance(out, torch.Tensor) and out.requires_grad:
-                out.register_hook(lambda grad, i=i: arrived(i, grad))
+            if not isinstance(out, torch.Tensor) or not (out.requires_grad or _can_track(out)):
+                continue
+            if not out.requires_grad:  # a frozen module on an input without gradient: start tracking here
+                outputs[i], replaced = out.detach().requires_grad_(), True
+            outputs[i].register_hook(lambda grad, i=i: arrived(i, grad))
+        if replaced:  # the same values; returning them makes the forward pass use the tracked ones
+            return outputs[0] if isinstance(output, torch.Tensor) else type(output)(outputs)
+        return None
 
     def remove(self) -> None:
         """Remove the hook from the model (again: nothing happens)."""
