@@ -246,3 +246,21 @@ def test_lesson7_resnet_mnist_model_trains_with_a_learner():
     losses = [float(v) for v in learn.recorder.losses]
     assert len(losses) == 9 and all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_lr_find_restores_normalised_and_attention_layers():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(48, 3, 8, 8, generator=g), torch.randint(0, 2, (48,), generator=g)
+    data = DataBunch.create(TensorDataset(x[:32], y[:32]), TensorDataset(x[32:], y[32:]), bs=16, num_workers=0,
+                            device="cpu", seed=0)
+    model = nn.Sequential(conv_layer(3, 8, norm_type=NormType.Weight, self_attention=True), PixelShuffle_ICNR(8, 4),
+                          conv_layer(4, 8, stride=2, norm_type=NormType.Spectral), nn.AdaptiveAvgPool2d(1), Flatten(),
+                          nn.Linear(8, 2))
+    learn = Learner(data, model, loss_func=nn.CrossEntropyLoss(), silent=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert any(k.endswith("original0") for k in before) and any(k.endswith("_u") for k in before)
+    learn.lr_find(num_it=6)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    learn.fit(1, 1e-2)
+    assert not torch.equal(before["0.0.parametrizations.weight.original1"],
+                           model.state_dict()["0.0.parametrizations.weight.original1"])
