@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
+from .callbacks.hooks import hook_output
 from .core import FastbaseError, ifnone
 from .data import DatasetType
 from .figures import finish_figure, subplots
@@ -233,26 +234,19 @@ def grad_cam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: nn
     Runs the model in eval mode; parameters' `.grad` are left untouched (the gradient is taken with
     respect to the feature maps only), and the model's training mode is restored."""
     layer = ifnone(layer, cam_layer(model))
-    store = {}
-
-    def keep_output(module, inputs, output):
-        store["acts"] = output
-
-    handle = layer.register_forward_hook(keep_output)
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad():
+        with hook_output(layer, detach=False) as hook, torch.enable_grad():  # stored maps stay in the graph
             out = model(x.detach().requires_grad_(True))  # so the feature maps are in the graph, even when frozen
-            if "acts" not in store or not isinstance(store["acts"], torch.Tensor) or store["acts"].dim() != 4:
+            if not isinstance(hook.stored, torch.Tensor) or hook.stored.dim() != 4:
                 raise InterpretationError(f"Grad-CAM needs a 4-d feature map (n, channels, h, w) from {type(layer).__name__}"
                                           "; pass layer= (a convolutional layer of the model).")
             score = out.gather(1, targets.long().view(-1, 1)).sum()
-            grads = torch.autograd.grad(score, store["acts"])[0]
+            grads = torch.autograd.grad(score, hook.stored)[0]
     finally:
-        handle.remove()
         model.train(was_training)
-    acts = store["acts"].detach()
+    acts = hook.stored.detach()
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False).clamp_min(0)

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .callbacks.hooks import Hooks
 from .core import BN_TYPES, FastbaseError, is_listy, listify
+from .layers import flatten_model
 
 __all__ = ["NORM_TYPES", "Adam", "OptimWrapper", "check_layer_groups", "even_mults", "freeze_layer_groups",
            "layer_groups_summary", "lr_range", "split_no_wd_params"]
@@ -90,27 +92,22 @@ def _shape(out):
 def layer_groups_summary(model: nn.Module, groups, xb=None) -> str:
     """A table of the model's leaf layers (output shape from running `xb` in eval mode without the
     batch dimension, parameters, trainable), then totals for the model and each layer group."""
-    leaves = [(name, m) for name, m in model.named_modules() if not any(m.children())]
-    shapes = {}
-
-    def record(module, inputs, out):  # returns None, so the output is left alone
-        shapes.setdefault(id(module), _shape(out))
-
-    hooks = [module.register_forward_hook(record) for _, module in leaves]
+    leaf_ids = {id(m) for m in flatten_model(model)}  # a weight-normalised conv is one layer
+    leaves = [(name, m) for name, m in model.named_modules() if id(m) in leaf_ids]
     was_training = model.training
     try:
-        if xb is not None:
-            model.eval()
-            with torch.no_grad():
-                model(*xb)
+        with Hooks([m for _, m in leaves], lambda module, inputs, out: _shape(out)) as hooks:
+            if xb is not None:
+                model.eval()
+                with torch.no_grad():
+                    model(*xb)
     finally:
-        for hook in hooks:
-            hook.remove()
         model.train(was_training)
+    shapes = {id(m): shape for (_, m), shape in zip(leaves, hooks.stored) if shape is not None}
     lines = [f"{type(model).__name__} (output shapes without the batch dimension)",
              f"{'Layer (type)':<40} {'Output shape':<20} {'Params':>10}  Trainable"]
     for name, module in leaves:
-        params = list(module.parameters(recurse=False))
+        params = list(module.parameters())  # a leaf's own, with those of its weight/spectral norm
         trainable = str(any(p.requires_grad for p in params)) if params else "-"
         lines.append(f"{f'{name} ({type(module).__name__})':<40} {shapes.get(id(module), '-')!s:<20} "
                      f"{_count(params):>10,}  {trainable}")

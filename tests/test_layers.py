@@ -19,6 +19,7 @@ LAYERS = {
     "fastbase.figures": 0,
     "fastbase.files": 0,
     "fastbase.state": 0,
+    "fastbase.layers": 0,  # model building blocks: they need only torch and core
     "fastbase.datasets": 1,
     "fastbase.archives": 1,
     "fastbase.download": 1,

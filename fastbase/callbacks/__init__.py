@@ -1,10 +1,23 @@
 """Layer 4: the optional parts of training, each a callback: one-cycle schedule, LR finder,
-trackers, mixed precision, mixup, loggers, checkpoints, BatchNorm recalibration."""
+trackers, mixed precision, mixup, loggers, checkpoints, BatchNorm recalibration; and hooks on
+layers (`hook_output`, `ActivationStats`)."""
 from .bn_stats import BnFreeze, RecalibrateBN, recompute_bn_stats
 from .channels_last import ChannelsLast, to_memory_format
 from .checkpoint import Checkpoint, CheckpointError, ResumeCallback
 from .distributed import DistributedError, DistributedTrainer
 from .gradients import AccumulateScheduler, GradientAccumulation, GradientClipping
+from .hooks import (
+    ActivationStats,
+    Hook,
+    HookCallback,
+    Hooks,
+    dummy_batch,
+    dummy_eval,
+    hook_output,
+    hook_outputs,
+    model_sizes,
+    num_features_model,
+)
 from .loggers import CSVLogger, TensorBoardLogger
 from .lr_finder import LRFinder, LRFinderError, LRSuggestions, suggest_lrs
 from .mixed_precision import MixedPrecision, as_fp32, autocast_dtype
@@ -20,8 +33,10 @@ from .trackers import (
     TrainingDiverged,
 )
 
-__all__ = ["AccumulateScheduler", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint", "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "GradientAccumulation", "GradientClipping",
+__all__ = ["AccumulateScheduler", "ActivationStats", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint", "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "GradientAccumulation", "GradientClipping",
+           "Hook", "HookCallback", "Hooks",
            "LRFinder", "LRFinderError", "LRSuggestions", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler",
            "ProgressCallback", "RecalibrateBN", "ReduceLROnPlateau", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger", "TerminateOnNaN",
-           "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "progress_disabled", "progress_mode",
+           "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "dummy_batch", "dummy_eval",
+           "hook_output", "hook_outputs", "model_sizes", "num_features_model", "progress_disabled", "progress_mode",
            "recompute_bn_stats", "suggest_lrs", "to_memory_format"]

@@ -22,12 +22,15 @@ from torch import nn
 from ..callback import Callback, Order
 from ..callbacks import (
     AccumulateScheduler,
+    ActivationStats,
     BnFreeze,
     Checkpoint,
     CSVLogger,
     EarlyStopping,
     GradientAccumulation,
     GradientClipping,
+    Hook,
+    Hooks,
     LRFinder,
     MixedPrecision,
     MixUp,
@@ -39,10 +42,38 @@ from ..callbacks import (
     SaveModelCallback,
     TensorBoardLogger,
     TerminateOnNaN,
+    dummy_eval,
+    hook_output,
+    hook_outputs,
+    model_sizes,
+    num_features_model,
 )
 from ..core import FastbaseError, Path, defaults, set_seed
 from ..data import DataBunch, DatasetType, cifar_stats, imagenet_stats, mnist_stats
 from ..datasets import URLs, download_data, untar_data
+from ..layers import (
+    AdaptiveConcatPool2d,
+    Flatten,
+    Lambda,
+    MergeLayer,
+    NormType,
+    PixelShuffle_ICNR,
+    PoolFlatten,
+    SelfAttention,
+    SequentialEx,
+    batchnorm_2d,
+    bn_drop_lin,
+    children,
+    conv_layer,
+    flatten_model,
+    icnr,
+    in_channels,
+    init_default,
+    relu,
+    requires_grad,
+    res_block,
+    simple_cnn,
+)
 from ..learner import Learner, load_learner
 from ..losses import LabelSmoothingCrossEntropy
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
@@ -76,6 +107,12 @@ __all__ = [  # sorted; see the module docstring for what they are
     "error_rate", "fbeta", "get_image_files", "get_transforms", "grad_cam", "imagenet_stats", "load_learner",
     "math", "mnist_stats", "models", "nn", "np", "open_image", "os", "partial", "plot_compare", "plt", "re",
     "set_seed", "show_activations", "show_filters", "top_k_accuracy", "torch", "untar_data", "verify_images",
+]
+__all__ += [  # hooks and model building blocks (fastbase.callbacks.hooks, fastbase.layers); sorted
+    "ActivationStats", "AdaptiveConcatPool2d", "Flatten", "Hook", "Hooks", "Lambda", "MergeLayer", "NormType",
+    "PixelShuffle_ICNR", "PoolFlatten", "SelfAttention", "SequentialEx", "batchnorm_2d", "bn_drop_lin", "children",
+    "conv_layer", "dummy_eval", "flatten_model", "hook_output", "hook_outputs", "icnr", "in_channels", "init_default",
+    "model_sizes", "num_features_model", "relu", "requires_grad", "res_block", "simple_cnn",
 ]
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
     __all__ += ["pd"]

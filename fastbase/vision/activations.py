@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from ..callbacks.hooks import hook_outputs
 from ..core import FastbaseError
 
 __all__ = ["body_of", "show_activations", "show_filters", "stage_outputs"]
@@ -43,18 +44,15 @@ def stage_outputs(model: nn.Module, x: torch.Tensor, modules=None) -> list[tuple
     body = body_of(model)
     targets = body if modules is None else [body[m] if isinstance(m, int) else m for m in modules]
     names = {id(m): n for n, m in model.named_modules()}
-    found: dict[int, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out: found.setdefault(id(mod), out))
-             for target in targets for m in _last_chain(target)]
+    watched = [m for target in targets for m in _last_chain(target)]
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with hook_outputs(watched) as hooks, torch.inference_mode():
             model(x)
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    found = {id(m): out for m, out in zip(watched, hooks.stored) if out is not None}
     outputs = []
     for target in targets:
         out = next((found[id(m)] for m in _last_chain(target) if id(m) in found), None)

@@ -11,7 +11,9 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from ..callbacks.hooks import num_features_model
 from ..core import FastbaseError, ifnone, import_ref, listify, object_ref
+from ..layers import AdaptiveConcatPool2d, bn_drop_lin
 from ..learner import Learner
 from .models import arch_meta, arch_name
 
@@ -25,17 +27,6 @@ __all__ = [
     "create_head",
     "num_features_model",
 ]
-
-
-class AdaptiveConcatPool2d(nn.Module):
-    """Average and max pooling side by side: (B, C, H, W) -> (B, 2C, 1, 1)."""
-
-    def __init__(self, size: int = 1):
-        super().__init__()
-        self.avg, self.max = nn.AdaptiveAvgPool2d(size), nn.AdaptiveMaxPool2d(size)
-
-    def forward(self, x):
-        return torch.cat([self.max(x), self.avg(x)], 1)
 
 
 def _is_pool(module: nn.Module) -> bool:
@@ -65,19 +56,6 @@ def create_body(arch: Callable, pretrained: bool | str = True, cut: int | Callab
     return nn.Sequential(*list(model.children())[:cut])
 
 
-def num_features_model(body: nn.Module, size: int = 64) -> int:
-    """Channels the body outputs, from one dummy forward pass (eval mode, state untouched)."""
-    was_training = body.training
-    param = next(body.parameters(), None)
-    device = param.device if param is not None else "cpu"
-    body.eval()
-    try:
-        with torch.no_grad():
-            return body(torch.zeros(1, 3, size, size, device=device)).shape[1]
-    finally:
-        body.train(was_training)
-
-
 def create_head(nf: int, nc: int, lin_ftrs: list[int] | None = None, ps: float | list[float] = 0.5,
                 concat_pool: bool = True, bn_final: bool = False) -> nn.Sequential:
     """Pooling, flatten, then BatchNorm-Dropout-Linear blocks from `nf` body features to `nc` outputs.
@@ -94,9 +72,7 @@ def create_head(nf: int, nc: int, lin_ftrs: list[int] | None = None, ps: float |
         raise FastbaseError(f"`ps` needs one dropout per linear layer ({len(sizes) - 1}), got {ps}.")
     layers: list[nn.Module] = [AdaptiveConcatPool2d() if concat_pool else nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     for i, (n_in, n_out, p) in enumerate(zip(sizes[:-1], sizes[1:], ps)):
-        layers += [nn.BatchNorm1d(n_in)] + ([nn.Dropout(p)] if p else []) + [nn.Linear(n_in, n_out)]
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU(inplace=True))
+        layers += bn_drop_lin(n_in, n_out, p=p, actn=nn.ReLU(inplace=True) if i < len(sizes) - 2 else None)
     if bn_final:
         layers.append(nn.BatchNorm1d(sizes[-1], momentum=0.01))
     return nn.Sequential(*layers)
