@@ -329,3 +329,23 @@ def simple_cnn(actns: Sequence[int], kernel_szs: Sequence[int] | None = None, st
     layers = [conv_layer(actns[i], actns[i + 1], kernel_szs[i], stride=strides[i],
                          norm_type=NormType.Batch if bn and i < n - 1 else None) for i in range(n)]
     return nn.Sequential(*layers, PoolFlatten())
+
+
+__all__ += ["SigmoidRange"]
+
+
+class SigmoidRange(nn.Module):
+    """Squash the input into (`low`, `high`) with a sigmoid: a regression output that cannot leave
+    its range (U-Net image outputs, ratings)."""
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        if not low < high:
+            raise FastbaseError(f"SigmoidRange needs low < high, got ({low}, {high}).")
+        self.low, self.high = float(low), float(high)
+
+    def forward(self, x):
+        return torch.sigmoid(x) * (self.high - self.low) + self.low
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}"

@@ -302,7 +302,7 @@ class Learner(Loop):
             return self.data.decode_preds(probs[None], thresh)[0], (probs > thresh).float(), probs
         if self.data.classes is None and self.data.c is None:
             return probs, probs, probs
-        return self.data.decode_preds(probs[None])[0], probs.argmax(), probs
+        return self.data.decode_preds(probs[None])[0], probs.argmax(0), probs  # dim 0: the classes
 
     def predict_folder(self, items, bs: int = 64, thresh: float = 0.5, progress: bool | None = None):
         """`Predictions(files, classes, probs)` for a folder of images or a list of items, in batches

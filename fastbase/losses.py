@@ -66,3 +66,45 @@ class LabelSmoothingCrossEntropy(nn.Module):
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}, reduction={self.reduction!r}"
+
+
+__all__ += ["CrossEntropyFlat"]
+
+
+class CrossEntropyFlat(nn.Module):
+    """Cross-entropy with the class scores along `axis` of the input, every other position a separate
+    prediction: fastai v1's `CrossEntropyFlat(axis=1)` for segmentation, where the input is
+    (bs, c, H, W) logits and the target (bs, H, W) class indices (or (bs, 1, H, W), as masks load).
+    The mean is over all pixels, as if both were flattened to (bs*H*W, c) and (bs*H*W,).
+
+    `reduction='none'` keeps one loss per position in the target's shape, (bs, H, W) (v1 flattened
+    them), so `get_preds(with_loss=True)` averages them into one loss per image. `weight` (one per
+    class) and `ignore_index` (a void code) are `F.cross_entropy`'s. The default `axis` is 1 (v1's was
+    -1; the same for (bs, c) input): an exported Learner rebuilds its loss with the defaults, so they
+    are the segmentation ones."""
+
+    def __init__(self, axis: int = 1, weight: torch.Tensor | None = None, ignore_index: int = -100,
+                 reduction: str = "mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise FastbaseError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+        self.axis, self.ignore_index, self.reduction = axis, ignore_index, reduction
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        scores = output.movedim(self.axis, 1) if output.dim() > 2 else output  # F.cross_entropy wants classes at dim 1
+        if target.dim() == scores.dim() and target.shape[1] == 1:
+            target = target.squeeze(1)
+        if target.shape != scores.shape[:1] + scores.shape[2:]:
+            raise FastbaseError(f"CrossEntropyFlat(axis={self.axis}): the output {tuple(output.shape)} has "
+                                f"{output.shape[self.axis]} class scores at axis {self.axis}, so the target should "
+                                f"have shape {tuple(scores.shape[:1] + scores.shape[2:])}, but it is {tuple(target.shape)}.")
+        return F.cross_entropy(scores.float(), target.long(), weight=self.weight, ignore_index=self.ignore_index,
+                               reduction=self.reduction)
+
+    def activation(self, output: torch.Tensor) -> torch.Tensor:
+        """Probabilities along the class axis (what `get_preds` and `predict` return)."""
+        return F.softmax(output, dim=self.axis)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, reduction={self.reduction!r}"

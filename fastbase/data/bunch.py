@@ -228,13 +228,16 @@ class DataBunch:
 
     def decode_preds(self, probs: torch.Tensor, thresh: float = 0.5) -> list:
         """The label of each row of `probs` (n, c): the class name of the highest probability (its index
-        when the data have no class names); for multi-label data, the list of the labels above `thresh`.
+        when the data have no class names); for multi-label data, the list of the labels above `thresh`;
+        for per-pixel probabilities (n, c, H, W), the (H, W) map of class indexes.
         The one rule `Learner.predict`, `predict_folder` and `fastbase predict` decode with."""
         names = self.classes
 
         def name(i: int):
             return names[i] if names is not None else i
 
+        if probs.dim() > 2:  # per-pixel probabilities (n, c, H, W), segmentation: a class-index map per item
+            return list(probs.argmax(dim=1))
         if self.multi_label:
             return [[name(i) for i in (row > thresh).nonzero().view(-1).tolist()] for row in probs]
         return [name(int(row.argmax())) for row in probs]

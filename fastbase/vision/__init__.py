@@ -61,6 +61,7 @@ from ..layers import (
     PoolFlatten,
     SelfAttention,
     SequentialEx,
+    SigmoidRange,
     batchnorm_2d,
     bn_drop_lin,
     children,
@@ -75,8 +76,18 @@ from ..layers import (
     simple_cnn,
 )
 from ..learner import Learner, load_learner
-from ..losses import LabelSmoothingCrossEntropy
-from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
+from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy
+from ..metrics import (
+    MeanIoU,
+    acc_segmentation,
+    accuracy,
+    accuracy_thresh,
+    dice,
+    error_rate,
+    fbeta,
+    foreground_acc,
+    top_k_accuracy,
+)
 from ..recorder import Recorder
 from . import models
 from .activations import show_activations, show_filters
@@ -93,6 +104,7 @@ from .transforms import (
     Zoom,
     get_transforms,
 )
+from .unet import DynamicUnet, UnetBlock, unet_learner
 
 _HAS_PANDAS = importlib.util.find_spec("pandas") is not None
 
@@ -113,6 +125,10 @@ __all__ += [  # hooks and model building blocks (fastbase.callbacks.hooks, fastb
     "PixelShuffle_ICNR", "PoolFlatten", "SelfAttention", "SequentialEx", "batchnorm_2d", "bn_drop_lin", "children",
     "conv_layer", "dummy_eval", "flatten_model", "hook_output", "hook_outputs", "icnr", "in_channels", "init_default",
     "model_sizes", "num_features_model", "relu", "requires_grad", "res_block", "simple_cnn",
+]
+__all__ += [  # segmentation models, loss and metrics (fastbase.vision.unet, fastbase.losses, fastbase.metrics); sorted
+    "CrossEntropyFlat", "DynamicUnet", "MeanIoU", "SigmoidRange", "UnetBlock", "acc_segmentation", "dice",
+    "foreground_acc", "unet_learner",
 ]
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
     __all__ += ["pd"]

@@ -1,0 +1,256 @@
+"""U-Nets for segmentation (and other image-to-image tasks): `DynamicUnet` builds a decoder for any
+encoder cut from a classifier, and `unet_learner` (fastai v1's name and arguments) wraps one in a
+Learner the way `cnn_learner` does for a classifier: pretrained body, frozen at first, layer groups
+for discriminative learning rates, the same BatchNorm defaults, and a `model_spec` for `export`.
+
+The decoder is sized by probing: one dummy batch through the encoder (`model_sizes`, with hooks)
+gives each child's output shape, and every child whose output is the last at its resolution (the
+next child changes the spatial size) becomes a skip connection. Unlike fastai v1, the model keeps no
+hooks afterwards: `forward` runs the encoder's children itself and keeps the skip outputs, so the
+model copies, pickles, runs under DDP and in several threads like any other module.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..callbacks.hooks import model_sizes
+from ..core import FastbaseError, ifnone, import_ref, object_ref
+from ..layers import (
+    NormType,
+    PixelShuffle_ICNR,
+    SigmoidRange,
+    batchnorm_2d,
+    conv_layer,
+    in_channels,
+    relu,
+    res_block,
+)
+from ..learner import Learner
+from ..losses import CrossEntropyFlat
+from .learner import _check_normalization, cnn_layer_groups, create_body
+from .models import arch_meta, arch_name
+
+__all__ = ["DynamicUnet", "UnetBlock", "build_unet_model", "unet_layer_groups", "unet_learner"]
+
+
+def _size_hw(size) -> tuple[int, int]:
+    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise FastbaseError(f"img_size should be an int or (height, width), got {size!r}.")
+    return size
+
+
+def skip_indices(sizes: Sequence[torch.Size]) -> list[int]:
+    """Indexes of the encoder children whose output is the last at its resolution: the next child's
+    output has another spatial size. `sizes` are the children's output shapes (`model_sizes`)."""
+    spatial = [tuple(s[-2:]) for s in sizes]
+    return [i for i in range(len(spatial) - 1) if spatial[i] != spatial[i + 1]]
+
+
+class UnetBlock(nn.Module):
+    """One decoder step: upsample `up_in_c` channels to twice the size and half the channels
+    (`PixelShuffle_ICNR`), join the skip connection (`x_in_c` channels, BatchNorm first), ReLU, two
+    `conv_layer`s. (bs, up_in_c, h, w), (bs, x_in_c, H, W) -> (bs, n_out, H, W): the upsampled map
+    is resized to the skip's size when they differ (odd sizes). `final_div` (fastai v1's name) keeps
+    the joined channels, `up_in_c // 2 + x_in_c`; False halves them (the last block).
+
+    fastai v1's block read the skip from a hook stored in it; here it is `forward`'s second argument."""
+
+    def __init__(self, up_in_c: int, x_in_c: int, final_div: bool = True, blur: bool = False,
+                 leaky: float | None = None, self_attention: bool = False, norm_type: NormType | None = None):
+        super().__init__()
+        self.shuf = PixelShuffle_ICNR(up_in_c, up_in_c // 2, blur=blur, leaky=leaky, norm_type=norm_type)
+        self.bn = batchnorm_2d(x_in_c)
+        ni = up_in_c // 2 + x_in_c
+        self.n_out = ni if final_div else ni // 2
+        self.conv1 = conv_layer(ni, self.n_out, leaky=leaky, norm_type=norm_type)
+        self.conv2 = conv_layer(self.n_out, self.n_out, leaky=leaky, norm_type=norm_type,
+                                self_attention=self_attention)
+        self.relu = relu(leaky=leaky)
+
+    def forward(self, up_in: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = self.shuf(up_in)
+        if up.shape[-2:] != skip.shape[-2:]:
+            up = F.interpolate(up, size=skip.shape[-2:], mode="nearest")
+        return self.conv2(self.conv1(self.relu(torch.cat([up, self.bn(skip)], dim=1))))
+
+
+class DynamicUnet(nn.Module):
+    """A U-Net on `encoder` (an `nn.Sequential`, e.g. from `create_body`) with `n_classes` output
+    channels at the input's size: (bs, c_in, H, W) -> (bs, n_classes, H, W).
+
+    The encoder is probed once at `img_size` to find its skip connections (see the module
+    docstring); the decoder is BatchNorm + ReLU, a middle pair of convolutions, one `UnetBlock` per
+    skip from the deepest up, a last `PixelShuffle_ICNR` when the shallowest skip is smaller than
+    the image, then (`last_cross`) the input joined again and a `res_block` (`bottle`: through half
+    the channels), and a 1x1 convolution to the classes; `y_range` squashes the output into a range
+    (`SigmoidRange`) for image-to-image regression. `blur` adds blurring to the upsamplings
+    (`blur_final=False`: not to the last block's); `self_attention` puts `SelfAttention` in the third
+    block from the end; `norm_type` goes to the decoder's convolutions (None: none, as in v1's default).
+
+    Any input size works at run time (each upsampling is resized to its skip, the output to the
+    input); `img_size` only fixes the layout, so use the training size.
+    """
+
+    def __init__(self, encoder: nn.Sequential, n_classes: int, img_size=(256, 256), blur: bool = False,
+                 blur_final: bool = True, self_attention: bool = False, y_range: tuple[float, float] | None = None,
+                 last_cross: bool = True, bottle: bool = False, norm_type: NormType | None = None):
+        super().__init__()
+        if not isinstance(encoder, nn.Sequential):
+            raise FastbaseError(f"DynamicUnet needs the encoder as an nn.Sequential of its stages (it reads the output "
+                                f"of each child), got {type(encoder).__name__}. Use create_body(arch), or wrap the "
+                                "stages: nn.Sequential(stem, stage1, stage2, ...).")
+        img_size = _size_hw(img_size)
+        sizes = model_sizes(encoder, size=img_size)
+        if any(s is None or len(s) != 4 for s in sizes):
+            raise FastbaseError(f"DynamicUnet: every child of the encoder must return a (bs, c, h, w) feature map; got "
+                                f"shapes {[None if s is None else tuple(s) for s in sizes]} for a {img_size} input.")
+        skips = skip_indices(sizes)
+        if not skips:
+            raise FastbaseError(f"DynamicUnet: no child of the encoder changes the spatial size of a {img_size} input "
+                                f"(shapes {[tuple(s) for s in sizes]}), so there is nothing to upsample from.")
+        self.encoder, self.skip_idxs, self.img_size = encoder, skips, img_size
+        ni = sizes[-1][1]
+        self.middle = nn.Sequential(batchnorm_2d(ni), nn.ReLU(),
+                                    conv_layer(ni, ni * 2, norm_type=norm_type),
+                                    conv_layer(ni * 2, ni, norm_type=norm_type))
+        blocks, up_c = [], ni
+        for i, idx in enumerate(reversed(skips)):
+            last = i == len(skips) - 1
+            block = UnetBlock(up_c, sizes[idx][1], final_div=not last, blur=blur and (not last or blur_final),
+                              self_attention=self_attention and i == len(skips) - 3, norm_type=norm_type)
+            blocks.append(block)
+            up_c = block.n_out
+        self.blocks = nn.ModuleList(blocks)
+        self.upsample = (PixelShuffle_ICNR(up_c, norm_type=norm_type) if tuple(sizes[skips[0]][-2:]) != img_size
+                         else nn.Identity())
+        self.cross = None
+        if last_cross:
+            up_c += in_channels(encoder)
+            self.cross = res_block(up_c, bottle=bottle, norm_type=norm_type)
+        final = [conv_layer(up_c, n_classes, ks=1, use_activ=False, norm_type=norm_type)]
+        if y_range is not None:
+            final.append(SigmoidRange(*y_range))
+        self.final = nn.Sequential(*final)
+
+    @property
+    def decoder(self) -> nn.ModuleList:
+        """Every part after the encoder, in order (the last layer group of `unet_learner`)."""
+        parts = [self.middle, self.blocks, self.upsample, *([self.cross] if self.cross is not None else []), self.final]
+        return nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips, wanted, h = [], set(self.skip_idxs), x
+        for i, layer in enumerate(self.encoder):
+            h = layer(h)
+            if i in wanted:
+                skips.append(h)
+        h = self.middle(h)
+        for block, skip in zip(self.blocks, reversed(skips)):
+            h = block(h, skip)
+        h = self.upsample(h)
+        if h.shape[-2:] != x.shape[-2:]:
+            h = F.interpolate(h, size=x.shape[-2:], mode="nearest")
+        if self.cross is not None:
+            h = self.cross(torch.cat([h, x], dim=1))
+        return self.final(h)
+
+
+def _norm_type(norm_type) -> NormType | None:
+    if norm_type is None or isinstance(norm_type, NormType):
+        return norm_type
+    try:
+        return NormType[norm_type]
+    except KeyError:
+        raise FastbaseError(f"norm_type={norm_type!r}: use one of {[t.name for t in NormType]} or None.") from None
+
+
+def build_unet_model(arch: Callable | str, n_classes: int, img_size, pretrained: bool | str = False, cut=None,
+                     blur: bool = False, blur_final: bool = True, self_attention: bool = False, y_range=None,
+                     last_cross: bool = True, bottle: bool = False, norm_type: NormType | str | None = None
+                     ) -> DynamicUnet:
+    """A `DynamicUnet` on `create_body(arch, pretrained, cut)`, from plain arguments: `arch` may be a
+    'module:qualname' reference and `norm_type` a `NormType` name (how an export names them)."""
+    arch = import_ref(arch) if isinstance(arch, str) else arch
+    return DynamicUnet(create_body(arch, pretrained, cut), n_classes, img_size, blur=blur, blur_final=blur_final,
+                       self_attention=self_attention, y_range=None if y_range is None else tuple(y_range),
+                       last_cross=last_cross, bottle=bottle, norm_type=_norm_type(norm_type))
+
+
+def unet_layer_groups(model: DynamicUnet, split: tuple[int, ...] | None) -> list[nn.Module]:
+    """The encoder cut at each index of `split` (as `cnn_layer_groups` cuts a body), then the decoder."""
+    return cnn_layer_groups([model.encoder, model.decoder], split)
+
+
+def _image_size(data) -> tuple[int, int]:
+    """The training images' size: `data.size` when the data know it, else the size of one batch."""
+    size = getattr(data, "size", None)
+    if size is not None:
+        return _size_hw(size)
+    x = data.one_batch()[0]
+    if x.dim() != 4:
+        raise FastbaseError(f"unet_learner needs image batches (bs, c, H, W); this data's batches are "
+                            f"{tuple(x.shape)}.")
+    return tuple(x.shape[-2:])
+
+
+def unet_learner(data, arch: Callable, pretrained: bool | str = True, blur_final: bool = True,
+                 norm_type: NormType | None = None, split_on=None, blur: bool = False, self_attention: bool = False,
+                 y_range: tuple[float, float] | None = None, last_cross: bool = True, bottle: bool = False,
+                 cut=None, channels_last: bool | None = None, train_bn: bool | None = None,
+                 freeze_bn_stats: bool | str | None = None, **learn_kwargs) -> Learner:
+    """A Learner for segmentation on `data` with a `DynamicUnet` on `arch`'s body (pretrained by
+    default): `data.c` output channels, laid out for the training images' size (`data.size`, else
+    one batch's).
+
+    As `cnn_learner`: the body is frozen when pretrained, so the first fit trains the decoder; a
+    pretrained body keeps its BatchNorm (`train_bn=False`, `freeze_bn_stats="finetune"`); unnormalised
+    data get the architecture's stats; layer groups are the encoder split by the architecture's
+    metadata (`split_on`: other indexes, or a function model -> groups) and the decoder, so `slice`
+    learning rates reach each; channels-last on the CPU for the families measured faster that way.
+    The loss defaults to the data's `loss_func`, else `CrossEntropyFlat(axis=1)` (cross-entropy per
+    pixel); `learn_kwargs` go to the Learner (`metrics`, `wd`, `loss_func`, `callback_fns`...).
+    `export()` works unless `cut` or `split_on` is a function.
+    """
+    if data.c is None:
+        raise FastbaseError("unet_learner needs data with classes (or `c` output channels); this DataBunch has "
+                            "neither. Set `classes` on the training dataset (the mask codes) or `c`.")
+    meta = arch_meta(arch)
+    if meta is not None and not isinstance(arch, type) and pretrained:
+        _check_normalization(data, meta.stats, arch_name(arch))
+    img_size = _image_size(data)
+    flags = {"blur": blur, "blur_final": blur_final, "self_attention": self_attention,
+             "y_range": None if y_range is None else list(y_range), "last_cross": last_cross, "bottle": bottle,
+             "norm_type": None if norm_type is None else _norm_type(norm_type).name}
+    model = build_unet_model(arch, data.c, img_size, pretrained, cut, **flags)
+    split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
+    groups = split(model) if callable(split) else unet_layer_groups(model, split)
+    loss_func = learn_kwargs.pop("loss_func", None)
+    loss_func = ifnone(loss_func, getattr(data, "loss_func", None)) or CrossEntropyFlat(axis=1)
+    train_bn = ifnone(train_bn, not pretrained)
+    freeze_bn_stats = ifnone(freeze_bn_stats, "finetune" if pretrained else False)
+    learn = Learner(data, model, loss_func=loss_func, layer_groups=groups, train_bn=train_bn,
+                    freeze_bn_stats=freeze_bn_stats, **learn_kwargs)
+    if not callable(cut) and not callable(split):
+        learn.model_spec = _model_spec(arch, data.c, img_size, cut, flags, split)
+    if pretrained:
+        learn.freeze()
+    if channels_last is None:
+        channels_last = meta is not None and meta.channels_last_cpu and data.device.type == "cpu"
+    return learn.to_channels_last() if channels_last else learn
+
+
+def _model_spec(arch, n_classes: int, img_size, cut, flags: dict, split) -> dict | None:
+    """How `load_learner` rebuilds the model (random weights, then the exported ones); None for an
+    architecture that cannot be imported by name (a lambda, a function in __main__)."""
+    try:
+        arch_ref = object_ref(arch)
+    except FastbaseError:
+        return None
+    return {"factory": object_ref(build_unet_model),
+            "kwargs": {"arch": arch_ref, "n_classes": n_classes, "img_size": list(img_size), "cut": cut, **flags},
+            "layer_group_split": list(split)}
