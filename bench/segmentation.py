@@ -18,7 +18,8 @@ threads:
 
 Columns: seconds per epoch (the fit's wall time over its epochs, validation included), then pixel
 accuracy and mean IoU over the validation set, both computed here from `get_preds` with one function
-(void pixels left out, mean over the classes that occur), so the rows are measured alike.
+(void pixels left out, mean over the classes that occur), so the rows are measured alike; and the
+1-minute load average when the row ended (other processes on the machine slow a row down).
 
     python bench/segmentation.py [--data camvid_tiny|digits] [--size 64] [--epochs 2] [--bs 8]
         [--lr 3e-3] [--threads 2] [--n-train N] [--seed 0] [--skip-fastai] [--quick]
@@ -156,6 +157,7 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     result = run_fastbase(args) if args.row == "fastbase" else run_fastai(args)
+    result["load"] = os.getloadavg()[0]  # the machine's 1-minute load when the row ended: other work slows a row
     print("RESULT " + json.dumps(result))
 
 
@@ -208,12 +210,13 @@ def main(argv=None) -> None:
         rows.append(run_row(args.fastai_python, "fastai", passed))
     print(f"U-Net, resnet18 encoder from random weights; data {args.data}, size {args.size}, bs {args.bs}, "
           f"{args.epochs} epochs at lr {args.lr}, {args.threads} threads, seed {args.seed}")
-    print(f"{'row':<12} {'s/epoch':>8} {'pixel acc':>10} {'mean IoU':>9}")
+    print(f"{'row':<12} {'s/epoch':>8} {'pixel acc':>10} {'mean IoU':>9} {'load':>5}")
     for r in rows:
         if "error" in r:
             print(f"{r['row']:<12} {' '.join(r['error'])}")
         else:
-            print(f"{r['row']:<12} {r['s_per_epoch']:>8.1f} {r['pixel_acc']:>10.3f} {r['mean_iou']:>9.3f}")
+            print(f"{r['row']:<12} {r['s_per_epoch']:>8.1f} {r['pixel_acc']:>10.3f} {r['mean_iou']:>9.3f} "
+                  f"{r['load']:>5.1f}")
 
 
 if __name__ == "__main__":
