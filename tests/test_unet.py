@@ -186,3 +186,12 @@ def test_unet_learner_needs_classes():
     data = DataBunch.create(NoClasses(path / "train", 8), NoClasses(path / "valid", 8), bs=4, num_workers=0, device="cpu")
     with pytest.raises(FastbaseError, match="classes"):
         unet_learner(data, tiny_arch, pretrained=False)
+
+
+def test_lr_find_restores_a_unet_and_summary_lists_its_groups():
+    learn = unet_learner(digit_data(n_train=32, n_valid=8), tiny_arch, pretrained=False)
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    learn.lr_find(num_it=5, stop_div=False)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
+    summary = learn.summary()
+    assert summary.startswith("DynamicUnet") and "blocks.1.relu" in summary

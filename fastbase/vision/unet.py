@@ -65,12 +65,12 @@ class UnetBlock(nn.Module):
         super().__init__()
         self.shuf = PixelShuffle_ICNR(up_in_c, up_in_c // 2, blur=blur, leaky=leaky, norm_type=norm_type)
         self.bn = batchnorm_2d(x_in_c)
+        self.relu = relu(leaky=leaky)  # registered in the order forward uses them, as summary() lists them
         ni = up_in_c // 2 + x_in_c
         self.n_out = ni if final_div else ni // 2
         self.conv1 = conv_layer(ni, self.n_out, leaky=leaky, norm_type=norm_type)
         self.conv2 = conv_layer(self.n_out, self.n_out, leaky=leaky, norm_type=norm_type,
                                 self_attention=self_attention)
-        self.relu = relu(leaky=leaky)
 
     def forward(self, up_in: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         up = self.shuf(up_in)
