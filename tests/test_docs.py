@@ -85,6 +85,7 @@ def run_page(request: dict) -> dict:
     """Execute a page's runnable blocks in order in one namespace, in `request['cwd']` with
     FASTBASE_HOME=`request['home']`. Line numbers in tracebacks are the Markdown file's."""
     import contextlib
+    import gc
     import io
     import time
 
@@ -110,13 +111,17 @@ def run_page(request: dict) -> dict:
         os.environ.update(environ)
         if "matplotlib.pyplot" in sys.modules:
             sys.modules["matplotlib.pyplot"].close("all")
+        namespace.clear()
+        gc.collect()  # the page's loaders stop their worker processes now, not during the next page
     return {"ok": True, "seconds": time.perf_counter() - start, "output": output.getvalue()[-3000:]}
 
 
 def worker_main() -> None:
     import torch
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))  # tiny examples: more threads only add contention
+    # One thread: the examples' tiny models gain little from a second one, and on a shared machine a
+    # 2-thread OpenMP region waits for a descheduled thread, which made the pages several times slower.
+    torch.set_num_threads(1)
     channel = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # output of the pages' own child processes and C code goes to stderr, not the channel
     sys.stdout = sys.stderr
