@@ -131,7 +131,13 @@ def worker_main() -> None:
 
 
 class Worker:
+    """The worker process, seen from the test: `run(page, tmp)` sends a page and waits for its result.
+    It imports this checkout's fastbase (PYTHONPATH), whatever `pip install -e` points at."""
+
     def __init__(self):
+        self.proc = None
+
+    def start(self):
         env = {k: v for k, v in os.environ.items() if k not in ("FASTBASE_CONFIG", "FASTBASE_MIRROR", "FASTBASE_OFFLINE")}
         env.update(FASTBASE_NO_BAR="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1",
                    PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])]))
@@ -139,6 +145,8 @@ class Worker:
                                      stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir())
 
     def run(self, page: Path, tmp: Path) -> dict:
+        if self.proc is None or self.proc.poll() is not None:  # first page, or the last one killed it
+            self.start()
         (tmp / "work").mkdir(parents=True, exist_ok=True)
         blocks = [{"line": b.line, "code": b.code} for b in code_blocks(page.read_text(), rel(page)) if b.runnable]
         request = {"page": rel(page), "blocks": blocks, "cwd": str(tmp / "work"), "home": str(tmp / "fastbase_home")}
@@ -150,6 +158,8 @@ class Worker:
         raise RuntimeError(f"the docs worker died (exit code {self.proc.wait()}) while running {rel(page)}")
 
     def close(self):
+        if self.proc is None:
+            return
         self.proc.stdin.close()
         try:
             self.proc.wait(timeout=30)
