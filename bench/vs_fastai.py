@@ -54,8 +54,8 @@ nothing. fastai runs in --fastai-python (default /tmp/fastai-venv/bin/python; sk
 message when absent: `python -m venv --system-site-packages /tmp/fastai-venv &&
 /tmp/fastai-venv/bin/pip install fastai`).
 
-Runtime: 18.1 minutes on 2 idle cores with the defaults (2026-12-01, all 8 rows; README "Benchmark
-against fastai"); 22.8-24.5 minutes on 2026-11-23, before channels-last and in-process loading, with 1
+Runtime: 18.1 minutes on 2 idle cores with the defaults (2026-12-01, all 8 rows; bench/RESULTS.md,
+"vs_fastai.py"); 22.8-24.5 minutes on 2026-11-23, before channels-last and in-process loading, with 1
 scratch epoch. --only runs a part; --lr-find-iters 0 saves about a third.
 """
 from __future__ import annotations
