@@ -83,6 +83,7 @@ from .activations import show_activations, show_filters
 from .data import ImageDataBunch
 from .image import Image, ResizeMethod, get_image_files, open_image, verify_images
 from .learner import cnn_learner, create_body, create_cnn, create_head
+from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (
     Brightness,
     Contrast,
@@ -114,6 +115,7 @@ __all__ += [  # hooks and model building blocks (fastbase.callbacks.hooks, fastb
     "conv_layer", "dummy_eval", "flatten_model", "hook_output", "hook_outputs", "icnr", "in_channels", "init_default",
     "model_sizes", "num_features_model", "relu", "requires_grad", "res_block", "simple_cnn",
 ]
+__all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
     __all__ += ["pd"]
 
