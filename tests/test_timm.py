@@ -213,6 +213,16 @@ def test_data_normalised_with_other_stats_get_a_warning(offline_cache):
         cnn_learner(data, VIT(), silent=True)
 
 
+def test_feature_cache_trains_the_head_of_a_frozen_timm_convnext(offline_cache):
+    from fastbase.vision.feature_cache import FeatureCache
+
+    save_weights("test_convnext", timm_weights_file("test_convnext"))
+    learn = cnn_learner(tiny_data(), CONVNEXT, silent=True)  # pretrained: frozen, BatchNorm defaults
+    body_before = {k: v.clone() for k, v in learn.model[0].state_dict().items()}
+    learn.fit(1, 1e-2, callbacks=[FeatureCache()])  # raises FeatureCacheError where it does not apply
+    assert all(torch.equal(v, learn.model[0].state_dict()[k]) for k, v in body_before.items())
+
+
 # --- export ---------------------------------------------------------------------------------------------
 def test_export_records_the_timm_name_and_version_and_reloads(tmp_path):
     learn = cnn_learner(tiny_data(), CONVNEXT, pretrained=False, silent=True, path=tmp_path)
