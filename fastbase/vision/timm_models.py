@@ -210,9 +210,9 @@ def _partition(module: nn.Module, prefix: str, cuts: list[str], state: list[int]
 
 
 def timm_body(model: nn.Module, name: str | None = None) -> TimmBody:
-    """A timm classifier as a `TimmBody`: classifier removed (and global pool, for a convnet)."""
-    if getattr(model, "num_classes", 0) or (_spatial(model.pretrained_cfg) and getattr(model, "global_pool", None)):
-        model.reset_classifier(0, "" if _spatial(model.pretrained_cfg) else None)
+    """A timm classifier (from any function) as a `TimmBody`: classifier removed, and the global pool
+    for a convnet. `TimmArch` builds its models that way already, so it skips this."""
+    model.reset_classifier(0, "" if _spatial(model.pretrained_cfg) else None)
     return TimmBody(model, name)
 
 
@@ -238,7 +238,7 @@ class TimmArch:
     def meta(self) -> ArchMeta:
         stats = ([float(v) for v in self.cfg.get("mean", (0.485, 0.456, 0.406))],
                  [float(v) for v in self.cfg.get("std", (0.229, 0.224, 0.225))])
-        return ArchMeta(self.arch_name, functools.partial(timm_body, name=self.name), (), stats, weights="timm",
+        return ArchMeta(self.arch_name, functools.partial(TimmBody, name=self.name), (), stats, weights="timm",
                         channels_last_cpu=self.name.startswith(models.CHANNELS_LAST_CPU_FAMILIES))
 
     def __call__(self, pretrained: bool | str = False) -> nn.Module:
