@@ -11,7 +11,8 @@ the families measured faster that way). For each backbone:
                size 1 and --bs (random input at --size, `fastbase.compare.measure_latency`)
   params       parameters of the whole model (body and head)
 
-Backbones take turns epoch by epoch and round by round, so they share the machine's noise. The
+Backbones take turns epoch by epoch and round by round, in an order that reverses each time (the
+first of a round ran up to 30% slower here), so they share the machine's noise. The
 last lines compare timm's resnet18 with torchvision's (same architecture): timm's implementation
 overhead, expected within 5%. Needs timm (pip install "fastbase[timm]").
 
@@ -84,12 +85,12 @@ def main() -> int:
         learners[arch] = cnn_learner(data, arch, pretrained=False, silent=True, callbacks=[timers[arch]])
         learners[arch].fit(1, 1e-3)  # warm-up epoch
         timers[arch].seconds.clear()
-    for _ in range(args.epochs):
-        for arch in args.archs:
+    for i in range(args.epochs):  # the order reverses every epoch: the first of a round runs slower here
+        for arch in args.archs if i % 2 == 0 else args.archs[::-1]:
             learners[arch].fit(1, 1e-3)
     latency = {arch: {1: [], args.bs: []} for arch in args.archs}
-    for _ in range(args.rounds):
-        for arch in args.archs:
+    for i in range(args.rounds):
+        for arch in args.archs if i % 2 == 0 else args.archs[::-1]:
             for bs, ms in measure_latency(learners[arch].model, (3, args.size, args.size), (1, args.bs),
                                           runs=args.runs, warmup=2).items():
                 latency[arch][bs].append(ms)
