@@ -270,6 +270,24 @@ def test_compare_archs_takes_torchvision_and_timm_names():
     assert all(not r["error"] and 0 <= r["accuracy"] <= 1 for r in rows), rows
 
 
+@pytest.mark.slow
+def test_cli_compare_takes_timm_names(tmp_path):
+    import csv
+
+    from tiny_vision import noise_folder
+
+    from fastbase.cli import main
+
+    folder, out = noise_folder(tmp_path / "images"), tmp_path / "out"
+    code = main(["compare", str(folder), "--archs", "squeezenet1_1,timm:test_resnet,test_convnext", "--modes", "scratch",
+                 "--epochs", "1", "--size", "32", "--bs", "8", "--lr", "0.001", "--workers", "0", "--out", str(out)])
+    assert code == 0
+    with open(out / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["arch"] for r in rows] == ["squeezenet1_1", "timm:test_resnet", "test_convnext"]
+    assert all(r["error"] == "" and float(r["latency_bs1_ms"]) > 0 for r in rows), rows
+
+
 @pytest.mark.parametrize("arch", [RESNET, CONVNEXT])
 def test_grad_cam_uses_the_last_stage_of_a_timm_convnet(arch):
     learn = cnn_learner(tiny_data(), arch, pretrained=False, silent=True)
