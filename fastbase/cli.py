@@ -219,8 +219,8 @@ def _data_flags(cmd, size: int | None, training: bool = True) -> None:
 
 
 def _model_flags(cmd) -> None:
-    cmd.add_argument("--arch", default="resnet34", help="architecture in fastbase.vision.models, or module:function "
-                     "(default: %(default)s)")
+    cmd.add_argument("--arch", default="resnet34", help="architecture in fastbase.vision.models, timm:NAME (needs timm), or "
+                     "module:function (default: %(default)s)")
     cmd.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                      help="start from ImageNet weights (default: yes; they come from the torch hub cache)")
     cmd.add_argument("--lr-find-iters", type=_positive, default=100, help="lr_find iterations (default: %(default)s)")
@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("data", metavar="DATA", help="image folder with train/<class>/ and valid/ (or val/) "
                          "<class>/ folders, an archive, a URL or a catalogue name")
     compare.add_argument("--archs", default="resnet18,mobilenet_v2,squeezenet1_1",
-                         help="comma-separated architectures (names in fastbase.vision.models or module:function)")
+                         help="comma-separated architectures (names in fastbase.vision.models, timm:NAME "
+                         "with timm installed, or module:function)")
     compare.add_argument("--modes", default="head,full", help="comma-separated modes: head, full, scratch "
                          "(default: %(default)s)")
     compare.add_argument("--scratch-only", default="", help="comma-separated archs without pretrained weights here: "

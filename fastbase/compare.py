@@ -23,13 +23,13 @@ import time
 import torch
 
 from .callback import Callback
-from .core import FastbaseError, Path, import_ref, set_seed
+from .core import FastbaseError, Path, set_seed
 from .data import DatasetType, imagenet_stats
 from .figures import save_figure
 from .metrics import accuracy, accuracy_thresh
-from .vision import models
 from .vision.learner import cnn_learner
 from .vision.models import arch_meta, arch_name
+from .vision.timm_models import resolve_arch
 
 __all__ = ["COLUMNS", "MODES", "compare_archs", "learner_for", "markdown_table",
            "measure_latency", "pareto_front", "plot_compare", "resolve_arch", "save_compare", "table_records"]
@@ -40,20 +40,6 @@ COLUMNS = ("arch", "mode", "pretrained", "lr", "accuracy", "error_rate", "valid_
            "model_mb", "error")
 MODES_HELP = ("Modes: head = new head on the frozen pretrained body; full = whole pretrained network with "
               "discriminative learning rates; scratch = random weights.")
-
-
-def resolve_arch(arch):
-    """An architecture function from a name in `fastbase.vision.models` ('resnet18') or a
-    'package.module:function' reference; functions pass through."""
-
-    if not isinstance(arch, str):
-        return arch
-    if ":" in arch:
-        return import_ref(arch)
-    if arch not in models.model_meta:
-        raise FastbaseError(f"Unknown architecture {arch!r}. Known: {', '.join(sorted(models.model_meta))}; or "
-                            "give your own as 'package.module:function' (a function pretrained=False -> nn.Module).")
-    return getattr(models, arch)
 
 
 def learner_for(data, arch, mode: str, **learn_kwargs):

@@ -21,6 +21,7 @@ from .core import FastbaseError, ifnone
 from .data import DatasetType
 from .figures import finish_figure, subplots
 from .vision.data import ImageDataBunch
+from .vision.timm_models import TimmBody
 
 __all__ = ["ClassificationInterpretation", "InterpretationError", "TopLosses", "cam_layer", "grad_cam"]
 
@@ -215,7 +216,14 @@ class ClassificationInterpretation:
 # --- Grad-CAM ---------------------------------------------------------------------------------------
 def cam_layer(model: nn.Module) -> nn.Module:
     """The layer whose output Grad-CAM weighs: the body (`model[0]`) of a cnn_learner model
-    (`nn.Sequential(body, head)`), else the last `nn.Conv2d` of the model."""
+    (`nn.Sequential(body, head)`), else the last `nn.Conv2d` of the model. A timm body's output is its
+    last stage's map; a ViT-like timm body has no map, so it gets an error that says so."""
+    if isinstance(model, nn.Sequential) and len(model) >= 2 and isinstance(model[0], TimmBody):
+        if not model[0].spatial:
+            raise InterpretationError(f"timm's {model[0].name} is a transformer: its body gives pooled tokens, not a "
+                                      "spatial feature map, so Grad-CAM does not apply. Use heatmap=False (or pass "
+                                      "layer= a module whose output is (n, channels, h, w)).")
+        return model[0]
     if isinstance(model, nn.Sequential) and len(model) >= 2 and len(list(model[0].children())) > 0 \
             and any(isinstance(m, nn.Conv2d) for m in model[0].modules()):
         return model[0]

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from .core import FastbaseError, Path, import_ref, set_seed
+from .core import FastbaseError, Path, set_seed
 from .data import BadFilesError
 from .figures import save_figure
 
@@ -127,18 +127,16 @@ def describe_data(data, path, layout: str) -> dict:
 
 # --- the workflow's steps -------------------------------------------------------------------------------
 def make_learner(data, arch: str, pretrained: bool, out: Path):
-    """cnn_learner with `arch` (a name in fastbase.vision.models or 'module:function'), accuracy and error_rate."""
+    """cnn_learner with `arch` (a name in fastbase.vision.models, 'timm:NAME' or another timm model name,
+    or 'module:function'), accuracy and error_rate."""
     from .metrics import accuracy, error_rate
-    from .vision import models
     from .vision.learner import cnn_learner
+    from .vision.timm_models import resolve_arch
 
-    if ":" in arch:
-        arch_fn = import_ref(arch)
-    elif arch in models.model_meta:
-        arch_fn = getattr(models, arch)
-    else:
-        raise UsageError(f"Unknown architecture {arch!r}; choose one of {', '.join(models.model_meta)}, or give "
-                         "'package.module:function'.")
+    try:
+        arch_fn = resolve_arch(arch)
+    except FastbaseError as e:
+        raise UsageError(str(e)) from e
     return cnn_learner(data, arch_fn, pretrained=pretrained, metrics=[accuracy, error_rate], path=out)
 
 

@@ -39,6 +39,7 @@ LAYERS = {
     "fastbase.vision": 6,
     "fastbase.vision.feature_cache": 6,
     "fastbase.vision.unet": 6,
+    "fastbase.vision.timm_models": 6,
     "fastbase.interpret": 7,
     "fastbase.compare": 7,
     "fastbase.cli": 8,

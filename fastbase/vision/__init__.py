@@ -94,6 +94,7 @@ from .activations import show_activations, show_filters
 from .data import ImageDataBunch
 from .image import Image, ResizeMethod, get_image_files, open_image, verify_images
 from .learner import cnn_learner, create_body, create_cnn, create_head
+from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (
     Brightness,
     Contrast,
@@ -130,6 +131,7 @@ __all__ += [  # segmentation models, loss and metrics (fastbase.vision.unet, fas
     "CrossEntropyFlat", "DynamicUnet", "MeanIoU", "SigmoidRange", "UnetBlock", "acc_segmentation", "dice",
     "foreground_acc", "unet_learner",
 ]
+__all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
     __all__ += ["pd"]
 

@@ -14,13 +14,16 @@ from torch import nn
 
 from ..callbacks.hooks import hook_outputs
 from ..core import FastbaseError
+from .timm_models import TimmBody
 
 __all__ = ["body_of", "show_activations", "show_filters", "stage_outputs"]
 
 
 def body_of(model: nn.Module) -> list[nn.Module]:
     """The body's modules in order: the children of `model[0]` for a `cnn_learner` model (body, head),
-    else the model's own children."""
+    else the model's own children; for a timm body, its stages (`TimmBody.stages`)."""
+    if isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[0], TimmBody):
+        return model[0].stages()
     if isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[0], nn.Sequential):
         return list(model[0].children())
     return list(model.children()) or [model]

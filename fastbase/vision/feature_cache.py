@@ -101,7 +101,7 @@ def cache_blockers(learn, n_views: int | None = None) -> list[str]:
     if body_bn and not (learn.freeze_bn_stats and all(id(m) in frozen for m in body_bn)):
         reasons.append("the body's BatchNorm layers run in training mode, so each batch changes their "
                        "statistics and their outputs: pass freeze_bn_stats=True (with a frozen body)")
-    if any(isinstance(m, _RANDOM) for m in body.modules()):
+    if any(isinstance(m, _RANDOM) and m.p > 0 for m in body.modules()):  # timm keeps Dropout(p=0) layers
         reasons.append("the body holds Dropout layers, which are random while training")
     if n_views is None:
         random = _random_tfms(learn.data)

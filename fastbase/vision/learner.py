@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from ..callbacks.hooks import num_features_model
-from ..core import FastbaseError, ifnone, import_ref, listify, object_ref
+from ..core import FastbaseError, ifnone, listify
 from ..layers import AdaptiveConcatPool2d, bn_drop_lin
 from ..learner import Learner
 from .models import arch_meta, arch_name
+from .timm_models import TimmBody, arch_ref, is_timm_model, resolve_arch, timm_body
 
 __all__ = [
     "AdaptiveConcatPool2d",
@@ -46,10 +47,14 @@ def _default_cut(model: nn.Module) -> int:
 
 def create_body(arch: Callable, pretrained: bool | str = True, cut: int | Callable | None = None) -> nn.Sequential:
     """The feature extractor of `arch(pretrained)`: cut by `cut` (index into the model's children, or a
-    function model -> body), by the architecture's metadata, or at the last pooling layer."""
+    function model -> body), by the architecture's metadata, or at the last pooling layer. A timm model
+    (from a timm name, `TimmArch` or any function returning one) becomes a `TimmBody`."""
+    arch = resolve_arch(arch)
     model = arch(pretrained=pretrained)
     if cut is None:
         meta = arch_meta(arch)
+        if meta is None and is_timm_model(model):
+            return timm_body(model)
         return meta.body(model) if meta is not None else nn.Sequential(*list(model.children())[:_default_cut(model)])
     if callable(cut):
         return cut(model)
@@ -82,13 +87,12 @@ def build_cnn_model(arch: Callable, nc: int, pretrained: bool | str = False, cut
                     concat_pool: bool = True, bn_final: bool = False, custom_head: nn.Module | None = None,
                     init: Callable | None = nn.init.kaiming_normal_) -> nn.Sequential:
     """`nn.Sequential(body, head)` for `nc` outputs; the head's linear layers initialised with `init`.
-    `arch` may be a 'module:qualname' reference (how an exported model names it)."""
-    arch = import_ref(arch) if isinstance(arch, str) else arch
+    `arch` may be a name or reference that `resolve_arch` takes (how an exported model names it)."""
     body = create_body(arch, pretrained, cut)
     if custom_head is not None:
         head = custom_head
     else:
-        nf = num_features_model(body) * (2 if concat_pool else 1)
+        nf = (body.num_features if isinstance(body, TimmBody) else num_features_model(body)) * (2 if concat_pool else 1)
         head = create_head(nf, nc, lin_ftrs, ps, concat_pool, bn_final)
         if init is not None:
             for m in head.modules():
@@ -99,8 +103,11 @@ def build_cnn_model(arch: Callable, nc: int, pretrained: bool | str = False, cut
 
 
 def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> list[nn.Module]:
-    """Body pieces starting at each index in `split`, then the head: [body[:s0], body[s0:s1], ..., head]."""
+    """Body pieces starting at each index in `split`, then the head: [body[:s0], body[s0:s1], ..., head].
+    For a `TimmBody`, `split` indexes its stages (`TimmBody.layer_groups`)."""
     body, head = model[0], model[1]
+    if isinstance(body, TimmBody):
+        return [*body.layer_groups(split or ()), head]
     bounds = [0, *(split or ()), len(body)]
     if sorted(bounds) != bounds or len(set(bounds)) != len(bounds):
         raise FastbaseError(f"Split points {split} must increase inside the body's {len(body)} children.")
@@ -113,6 +120,10 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
                 channels_last: bool | None = None, train_bn: bool | None = None,
                 freeze_bn_stats: bool | str | None = None, **learn_kwargs) -> Learner:
     """A Learner for `data` with `base_arch`'s body (pretrained by default) and a new head.
+
+    `base_arch`: a function `pretrained -> model`, or a name `resolve_arch` takes: torchvision's under
+    fastbase's names ('resnet34'), timm's as 'timm:NAME' or any timm model name ('convnext_atto'),
+    `partial(timm.create_model, NAME, ...)` or `timm_arch(NAME, **kwargs)` (docs/timm.md).
 
     The body is frozen when pretrained, so training starts with the head. BatchNorm, unlike fastai:
     a pretrained body keeps its BatchNorm as ImageNet trained it (`train_bn=False`: weights frozen
@@ -131,6 +142,7 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     """
     if data.c is None:
         raise FastbaseError("cnn_learner needs data with classes (or `c` outputs); this DataBunch has neither.")
+    base_arch = resolve_arch(base_arch)
     meta = arch_meta(base_arch)
     if meta is not None and not isinstance(base_arch, type) and pretrained:
         _check_normalization(data, meta.stats, arch_name(base_arch))
@@ -144,7 +156,7 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
                     **learn_kwargs)
     if custom_head is None and cut is None and not callable(split):
         learn.model_spec = {"factory": f"{build_cnn_model.__module__}:{build_cnn_model.__qualname__}",
-                            "kwargs": {"arch": object_ref(base_arch), "nc": data.c, "lin_ftrs": lin_ftrs, "ps": ps,
+                            "kwargs": {"arch": arch_ref(base_arch), "nc": data.c, "lin_ftrs": lin_ftrs, "ps": ps,
                                        "concat_pool": concat_pool, "bn_final": bn_final, "init": None},
                             "layer_group_split": list(split)}
     if pretrained:

@@ -80,10 +80,10 @@ _TABLE = {
 # Families whose training step is faster channels-last on a CPU (`python bench/cpu_speed.py
 # --train-only`; figures in bench/RESULTS.md). Left contiguous: convnext (slower that way) and the
 # families not measured.
-_CHANNELS_LAST_CPU = ("mobilenet", "efficientnet", "regnet", "densenet", "resnet")
+CHANNELS_LAST_CPU_FAMILIES = ("mobilenet", "efficientnet", "regnet", "densenet", "resnet")  # timm's names too
 
 model_meta: dict[str, ArchMeta] = {
-    name: ArchMeta(name, body, split, channels_last_cpu=name.startswith(_CHANNELS_LAST_CPU))
+    name: ArchMeta(name, body, split, channels_last_cpu=name.startswith(CHANNELS_LAST_CPU_FAMILIES))
     for name, (body, split) in _TABLE.items()
 }
 
@@ -94,8 +94,10 @@ def arch_name(arch) -> str:
 
 
 def arch_meta(arch) -> ArchMeta | None:
-    """Metadata for a known architecture, None for an unknown one (which gets the default cut/split)."""
-    return model_meta.get(arch_name(arch))
+    """Metadata for a known architecture, None for an unknown one (which gets the default cut/split).
+    An architecture object may carry its own (`meta`, as timm's do: `timm_models.TimmArch`)."""
+    own = getattr(arch, "meta", None)
+    return own if isinstance(own, ArchMeta) else model_meta.get(arch_name(arch))
 
 
 def weights_file(weights) -> Path:
