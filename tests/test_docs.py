@@ -101,8 +101,8 @@ def run_page(request: dict) -> dict:
             code = compile("\n" * (block["line"] - 1) + block["code"], request["page"], "exec")
             try:
                 with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-                    exec(code, namespace)
-            except BaseException as e:  # SystemExit from a CLI call too: the page failed
+                    exec(code, namespace)  # noqa: S102 -- running the page's own code blocks is the test
+            except BaseException as e:  # noqa: BLE001 -- SystemExit from a CLI call too: the page failed
                 tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
                 return {"ok": False, "line": block["line"], "error": tb, "output": output.getvalue()[-3000:],
                         "seconds": time.perf_counter() - start}
@@ -232,7 +232,7 @@ if pytest is not None:
                                       ROOT / "nbs" / "README.md"], ids=rel)
     def test_links_lead_somewhere(page):
         """Relative links name an existing file, and an anchor names a heading of the Markdown page."""
-        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
         for target in LINK.findall(text):
             if re.match(r"^[a-z]+:", target):  # http:, https:, mailto:
                 continue
