@@ -8,6 +8,7 @@ frozen BatchNorm statistics) are callbacks. Nothing is read from the device per 
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import math
 import pathlib
@@ -56,6 +57,7 @@ from .core import (
     object_ref,
 )
 from .data import DatasetType
+from .data.items import prediction_item
 from .metrics import as_metric, default_loss, loss_activation, per_item_loss
 from .optimizer import (
     AdamW,
@@ -410,22 +412,32 @@ class Learner:
         return result
 
     def predict(self, item, thresh: float = 0.5):
-        """(decoded label, class index tensor, probabilities) for one raw item. Multi-label: (labels
-        above `thresh`, multi-hot tensor, probabilities)."""
+        """(label item, decoded tensor, probabilities) for one raw item, as fastai v1: a `Category` and
+        its class index; multi-label: a `MultiCategory` of the classes above `thresh` and its multi-hot
+        tensor; regression (no classes, not cross-entropy): a `FloatItem` and the raw outputs."""
         x = self.data.one_item(item)
         self.model.eval()
         with eval_grad_mode(self.model):
             pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
         probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu().clone()  # a normal tensor
         classes = self.data.classes
-        if self.data.multi_label:
-            hot = (probs > thresh).float()
-            found = hot.nonzero().view(-1).tolist()
-            return [classes[i] if classes is not None else i for i in found], hot, probs
-        if classes is None and self.data.c is None:
-            return probs, probs, probs
-        idx = probs.argmax()
-        return (classes[int(idx)] if classes is not None else int(idx)), idx, probs
+        regression = classes is None and not self.data.multi_label and not isinstance(self.loss_func,
+                                                                                       nn.CrossEntropyLoss)
+        label, decoded = prediction_item(probs, classes, self.data.multi_label, thresh, regression)
+        return label, decoded, probs
+
+    def show_results(self, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs):
+        """Draw items of one `ds_type` batch titled with their prediction and target; the DataBunch
+        draws (`data.show_results`), so it works for single-label, multi-label and regression alike."""
+        return self.data.show_results(self, ds_type=ds_type, rows=rows, **kwargs)
+
+    def destroy(self) -> None:
+        """Free what this Learner holds (model, optimizer, data, and so GPU memory); it cannot train or
+        predict afterwards. For notebooks that try several models in a row."""
+        self.model = self.opt = self.data = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def predict_folder(self, items, bs: int = 64, thresh: float = 0.5, progress: bool | None = None):
         """`Predictions(files, classes, probs)` for a folder of images or a list of items, in batches

@@ -40,7 +40,7 @@ NO_LIGHT = {"max_lighting": 0.0}  # colours must survive: geometry only
 def contents(data, ds_type):
     """{(file, label)} of a loader's dataset."""
     ds = data.dl(ds_type).dataset
-    return {(str(fn), ds.label_text(y)) for fn, y in zip(ds.items, ds.y)}
+    return {(str(fn), ds.label_text(y)) for fn, y in zip(ds.items, ds.targets)}
 
 
 def test_from_folder_on_the_digits(digits):
@@ -108,8 +108,8 @@ def test_multi_label_with_label_delim(tmp_path):
     assert data.multi_label and data.classes == ["blue", "red", "round"] and data.c == 3
     ds = data.train_ds
     row = ds.items.index(tmp_path / "imgs" / "c.png")
-    assert ds.y.dtype == torch.float32 and ds.y[row].tolist() == [1.0, 1.0, 0.0]
-    assert ds.label_text(ds.y[row]) == "blue;red"
+    assert ds.targets.dtype == torch.float32 and ds.targets[row].tolist() == [1.0, 1.0, 0.0]
+    assert ds.label_text(ds.targets[row]) == "blue;red"
     _, y = data.one_batch()
     assert y.shape == (5, 3) and y.dtype == torch.float32
 
@@ -238,7 +238,7 @@ def test_tta_loader_zooms_the_items_in_order(color_folder):
     data = ImageDataBunch.from_folder(color_folder, ds_tfms=get_transforms(), size=8, bs=4, **FAST)
     tta = data.tta_dl(DatasetType.Valid, scale=1.5)
     ys = torch.cat([y for _, y in tta])
-    assert torch.equal(ys, data.valid_ds.y) and tta.tfms[0].tfms[-1].params["min_zoom"] == 1.5
+    assert torch.equal(ys, data.valid_ds.targets) and tta.tfms[0].tfms[-1].params["min_zoom"] == 1.5
 
 
 def test_get_image_files_is_sorted_recursive_and_skips_hidden(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["Category", "EmptyLabel", "FloatItem", "ItemBase", "MultiCategory"]
+__all__ = ["Category", "EmptyLabel", "FloatItem", "ItemBase", "MultiCategory", "prediction_item"]
 
 
 class ItemBase:
@@ -74,3 +74,18 @@ class EmptyLabel(ItemBase):
 
     def __init__(self):
         super().__init__(torch.tensor(0), "")
+
+
+def prediction_item(out: torch.Tensor, classes=None, multi_label: bool = False, thresh: float = 0.5,
+                    regression: bool = False):
+    """`(item, decoded tensor)` of one prediction `out` (after the loss's activation): a Category and
+    its index, a MultiCategory and its multi-hot vector (classes above `thresh`), or, for
+    `regression`, a FloatItem and the values."""
+    if regression:
+        return FloatItem(out.reshape(-1)[0] if out.numel() == 1 else out), out
+    if multi_label:
+        hot = (out > thresh).float()
+        found = hot.nonzero().view(-1).tolist()
+        return MultiCategory(hot, [classes[i] if classes is not None else i for i in found], found), hot
+    idx = out.argmax()
+    return Category(idx, classes[int(idx)] if classes is not None else int(idx)), idx

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
-from ..core import Path, atomic_write, import_ref, object_ref
+from ..core import Path, atomic_write, import_ref, is_listy, object_ref
 from .base import DataError, EmptyDatasetError
 from .items import ItemBase
 from .labels import EmptyLabelList, LabelItemList
@@ -81,8 +81,8 @@ class ItemLists:
         self.train_idx, self.valid_idx = train_idx, valid_idx
         self.test = None
         if not len(train):
-            raise EmptyDatasetError(f"The split leaves the training set empty ({len(valid)} items in valid, "
-                                    f"under {path}): check the folder names, the file list or the split arguments.")
+            raise EmptyDatasetError(f"The training set is empty ({path}; {len(valid)} items in the validation set): "
+                                    "check the folder names, the file pattern, the labels or the split.")
 
     @property
     def lists(self):
@@ -140,8 +140,9 @@ class LabelLists(ItemLists):
         """Keep `tfms` ((train transforms, valid transforms), as `get_transforms()` returns) and their
         settings (`size`, `resize_method`, `padding_mode`, `tfm_y`...) for the DataBunch."""
         self.tfms, self.tfm_kwargs = tfms, dict(kwargs)
+        pair = is_listy(tfms) and len(tfms) == 2 and all(is_listy(t) for t in tfms)  # else the builder says why
         for i, ll in enumerate((self.train, self.valid)):
-            ll.transform(None if tfms is None else tfms[i], **kwargs)
+            ll.transform(tfms[i] if pair else None, **kwargs)
         return self
 
     def add_test(self, items, label=None, tfms=None, tfm_y=None) -> LabelLists:

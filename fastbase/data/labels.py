@@ -58,7 +58,11 @@ class LabelItemList:
         raise NotImplementedError
 
     def get(self, i: int):
-        return self.item_cls(self.targets[i], self.classes[int(self.targets[i])])
+        return self.reconstruct(self.targets[i])
+
+    def reconstruct(self, t: torch.Tensor):
+        """The item of one target tensor (one row of `targets`, or of a batch, or a prediction)."""
+        return self.item_cls(t, self.classes[int(t)])
 
     def __getitem__(self, idx):
         if isinstance(idx, (int, np.integer)):
@@ -112,10 +116,9 @@ class MultiCategoryList(LabelItemList):
             self.targets[row, [index[lbl] for lbl in item]] = 1.0
         return self
 
-    def get(self, i):
-        hot = self.targets[i]
-        found = torch.nonzero(hot > 0.5).flatten().tolist()
-        return MultiCategory(hot, [self.classes[k] for k in found], found)
+    def reconstruct(self, t):
+        found = torch.nonzero(t > 0.5).flatten().tolist()
+        return MultiCategory(t, [self.classes[k] for k in found], found)
 
 
 class FloatList(LabelItemList):
@@ -147,8 +150,8 @@ class FloatList(LabelItemList):
         self.targets = values
         return self
 
-    def get(self, i):
-        return FloatItem(self.targets[i] if self.targets.shape[1] > 1 else self.targets[i, 0])
+    def reconstruct(self, t):
+        return FloatItem(t.reshape(-1)[0] if t.numel() == 1 else t)
 
 
 class EmptyLabelList(LabelItemList):
@@ -160,7 +163,7 @@ class EmptyLabelList(LabelItemList):
         self.targets = torch.zeros(len(self.items), dtype=torch.long)
         return self
 
-    def get(self, i):
+    def reconstruct(self, t):
         return EmptyLabel()
 
 

@@ -14,9 +14,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core import Path
-from ..data import BadFilesError, DataError, EmptyDatasetError, LabelError
+from ..data import BadFilesError, DataError, EmptyDatasetError, LabelError, format_list
+from ..data.labels import EmptyLabelList, label_list_from_targets
 from .image import (
     PADDING_MODES,
+    Image,
     ResizeMethod,
     cover_image,
     load_image,
@@ -33,19 +35,14 @@ __all__ = ["CANVAS_SCALE", "ImageDataset", "check_files", "encode_labels", "form
 CANVAS_SCALE = 4 / 3
 
 
-def format_list(things, n: int = 5) -> str:
-    """The first `n` of `things`, then how many more: for error messages that name files."""
-    things = [str(t) for t in things]
-    more = f" and {len(things) - n} more" if len(things) > n else ""
-    return ", ".join(things[:n]) + more
-
-
 class ImageDataset(Dataset):
     """Image files and their labels: fastai v1's ImageList, with plain tensors.
 
-    `ds[i]` is `(x, y)`: x float `3 x H x W` in [0, 1], resized to `size` (a deterministic centre crop,
-    pad or squish), y an int64 class index, a float multi-hot vector `(c,)` when `multi_label`, or 0
-    for unlabelled (test) items. DataLoaders fetch whole batches through `__getitems__` instead, which
+    `ds[i]` is `(x, y)` as items: x an `Image` (float `3 x H x W` in [0, 1], resized to `size` by a
+    deterministic centre crop, pad or squish), y a `Category`, a `MultiCategory` when `multi_label`, a
+    `FloatItem` for regression targets (float, no classes) or an `EmptyLabel` for unlabelled (test)
+    items. `targets` holds them all as one tensor (int64 class indices, float multi-hot `(n, c)` or
+    float values `(n, k)`), and `y` as a label list (`y[i]` an item, `y.classes`). DataLoaders fetch whole batches through `__getitems__` instead, which
     gives `(x uint8, y, src_hw)` per item: uint8 is 4x cheaper to collate and to move to the device,
     and `src_hw` (the extent of the picture, see `transforms.crop_matrices`) lets the batch transforms
     place the crop window. With `canvas=True` (training with augmentation) items keep more than the
@@ -78,7 +75,8 @@ class ImageDataset(Dataset):
             self.labelled = True
         if len(y) != len(self.items):
             raise LabelError(f"{len(self.items)} items but {len(y)} labels.")
-        self.y = y
+        self.targets = y
+        self._labels = None
         # decoded, resized items shared with the loader's workers (see `item_cache`): fixed-size items only
         self.cache = ItemCache(len(self.items), self.item_shape) if cache and self.size is not None else None
 
@@ -102,14 +100,31 @@ class ImageDataset(Dataset):
 
     @property
     def c(self) -> int | None:
-        return None if self.classes is None else len(self.classes)
+        """Number of model outputs: the classes, or the width of float regression targets."""
+        if self.classes is None:
+            floats = self.labelled and self.targets.is_floating_point()
+            return self.targets.view(len(self.targets), -1).shape[1] if floats and len(self.targets) else None
+        return len(self.classes)
+
+    @property
+    def y(self):
+        """The labels as a label list (`y[i]` a `Category`, `MultiCategory` or `FloatItem`)."""
+        if self._labels is None:
+            self._labels = (label_list_from_targets(self.targets, self.classes, self.multi_label) if self.labelled
+                            else EmptyLabelList([0] * len(self)).process())
+        return self._labels
+
+    @property
+    def x(self) -> list:
+        """The image files, as fastai's `ds.x.items`."""
+        return _Files(self.items)
 
     def __len__(self):
         return len(self.items)
 
     def new(self, **changes) -> ImageDataset:
         """A copy with some settings changed (e.g. `canvas=False` for the Fix loader), sharing the items."""
-        args = {"items": self.items, "y": self.y if self.labelled else None, "classes": self.classes,
+        args = {"items": self.items, "y": self.targets if self.labelled else None, "classes": self.classes,
                 "multi_label": self.multi_label, "size": self.size, "resize_method": self.resize_method,
                 "padding_mode": self.padding_mode, "canvas": self.canvas, "cache": self.cache is not None}
         return type(self)(**{**args, **changes})
@@ -129,7 +144,7 @@ class ImageDataset(Dataset):
         cache = self.cache if canvas == self.canvas else None
         hit = None if cache is None else cache.get(i)
         if hit is not None:
-            return hit[0], self.y[i], torch.tensor(hit[1])
+            return hit[0], self.targets[i], torch.tensor(hit[1])
         try:
             if canvas and self.size is not None and self.resize_method == ResizeMethod.CROP:
                 x, _ = load_image(fn, self.size, ResizeMethod.CROP)
@@ -150,7 +165,7 @@ class ImageDataset(Dataset):
         src_hw = tuple(src_hw) if canvas else tuple(x.shape[-2:])
         if cache is not None:
             cache.put(i, x, src_hw)
-        return x, self.y[i], torch.tensor(src_hw)
+        return x, self.targets[i], torch.tensor(src_hw)
 
     def __getitems__(self, indices) -> list:
         """The items of one batch for a DataLoader (see the class docstring); all of one size."""
@@ -163,22 +178,27 @@ class ImageDataset(Dataset):
         return out
 
     def __getitem__(self, i: int):
-        x, y, _ = self.raw_item(i, canvas=False)
-        return x.float().div_(255), y
+        """`(Image, label item)` of item `i`, resized as validation images are."""
+        x, _, _ = self.raw_item(i, canvas=False)
+        return Image(x.float().div_(255)), self.y.get(i)
 
     def label_text(self, y: torch.Tensor) -> str:
         """A target as text: the class name, or the names of a multi-hot vector joined by ';'."""
-        if not self.labelled or self.classes is None:
-            return ""
-        if self.multi_label:
-            return ";".join(str(self.classes[i]) for i in torch.nonzero(y > 0.5).flatten().tolist())
-        return str(self.classes[int(y)])
+        return "" if not self.labelled else str(self.y.reconstruct(y))
 
     def __repr__(self):
         kind = "multi-label " if self.multi_label else ""
         classes = "" if self.classes is None else f", {len(self.classes)} {kind}classes"
         cached = "" if self.cache is None else f", cached {self.cache.n_filled}/{len(self)}"
         return f"{type(self).__name__}({len(self)} items{classes}, size={self.size}{cached})"
+
+
+class _Files(list):
+    """The files of an ImageDataset as fastai's `ds.x`: a list with `items`."""
+
+    @property
+    def items(self):
+        return list(self)
 
 
 def size_hw(size) -> tuple[int, int] | None:
