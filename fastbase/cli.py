@@ -255,7 +255,7 @@ def predict_files(learn, files, bs: int = 64) -> list[dict]:
     for fn in files:
         results.append({"file": str(fn)})
         try:
-            batch.append((len(results) - 1, learn.data.one_item(fn)))
+            batch.append((len(results) - 1, learn.data.one_item(fn)[0]))
         except (FastbaseError, OSError, ValueError) as e:  # this file is unreadable: say so, go on with the rest
             results[-1]["error"] = str(e)
         if len(batch) == bs:

@@ -415,7 +415,7 @@ class Learner:
         """(label item, decoded tensor, probabilities) for one raw item, as fastai v1: a `Category` and
         its class index; multi-label: a `MultiCategory` of the classes above `thresh` and its multi-hot
         tensor; regression (no classes, not cross-entropy): a `FloatItem` and the raw outputs."""
-        x = self.data.one_item(item)
+        x, _ = self.data.one_item(item)
         self.model.eval()
         with eval_grad_mode(self.model):
             pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)

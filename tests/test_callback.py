@@ -25,8 +25,8 @@ from fastbase.callback import (
 )
 from fastbase.core import FastbaseError
 from fastbase.learner import TrainingInterrupted
-from fastbase.recorder import Recorder
 from fastbase.metrics import accuracy
+from fastbase.recorder import Recorder
 
 
 class EventLog(Callback):

@@ -215,7 +215,7 @@ def test_one_item_matches_the_validation_pipeline(color_folder):
     fn = data.valid_ds.items[0]
     expected = data.one_batch(DatasetType.Valid)[0][:1]
     for item in (fn, str(fn), PIL.Image.open(fn), open_image(fn), open_image(fn).data):
-        x = data.one_item(item)
+        x, _ = data.one_item(item)
         assert x.shape == (1, 3, 8, 8) and torch.allclose(x, expected, atol=1e-5), type(item)
     with pytest.raises(DataError, match="3 x H x W"):
         data.one_item(torch.zeros(2, 4, 4, 4))
@@ -231,7 +231,7 @@ def test_export_state_round_trip_for_prediction(color_folder):
     loaded = ImageDataBunch.load_export_state(torch.load(color_folder / "state.pt", weights_only=True), "cpu")
     assert loaded.inference_only and loaded.classes == data.classes and loaded.c == 3
     fn = data.valid_ds.items[4]
-    assert torch.allclose(loaded.one_item(fn), data.one_item(fn))
+    assert torch.allclose(loaded.one_item(fn)[0], data.one_item(fn)[0])
 
 
 def test_tta_loader_zooms_the_items_in_order(color_folder):

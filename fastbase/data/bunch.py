@@ -15,6 +15,7 @@ from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, defaults, ifnone, listify, seed_worker, to_device
 from .base import DataError, DatasetType, EmptyDatasetError
+from .items import ItemBase
 from .loader import DeviceDataLoader, Normalizer, resolve_num_workers
 
 __all__ = ["DataBunch"]
@@ -99,9 +100,16 @@ class DataBunch:
 
     @property
     def c(self) -> int | None:
-        """Number of model outputs: the dataset's `c`, else the number of classes."""
+        """Number of model outputs: the dataset's `c`, else the number of classes. Settable, as in
+        fastai v1 (e.g. `data.c = 2` for a custom head)."""
+        if getattr(self, "_c", None) is not None:
+            return self._c
         c = self._inference_state.get("c") if self.inference_only else getattr(self.train_ds, "c", None)
         return c if c is not None else (len(self.classes) if self.classes is not None else None)
+
+    @c.setter
+    def c(self, value: int | None) -> None:
+        self._c = value
 
     @property
     def multi_label(self) -> bool:
@@ -219,12 +227,13 @@ class DataBunch:
         return x if self.norm is None else self.norm.denorm(x)
 
     # --- inference and export --------------------------------------------------------------
-    def one_item(self, item) -> torch.Tensor:
-        """A batch of one input for `Learner.predict`, on the device and normalised. The generic
-        DataBunch takes a tensor `x` as its datasets yield it; subclasses open files, resize, etc."""
-        x = torch.as_tensor(item)
+    def one_item(self, item) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(xb, yb)`: a batch of one input for `Learner.predict`, on the device and normalised, and a
+        dummy target, as fastai v1. The generic DataBunch takes a tensor `x` (or an item, by its
+        `data`) as its datasets yield it; subclasses open files, resize, etc."""
+        x = torch.as_tensor(item.data if isinstance(item, ItemBase) else item)
         x = to_device(x.unsqueeze(0), self.device)
-        return x if self.norm is None else self.norm.norm(x)
+        return (x if self.norm is None else self.norm.norm(x)), torch.zeros(1, dtype=torch.long, device=self.device)
 
     def export_state(self) -> dict:
         """Plain data (str, numbers, lists, dicts) that rebuilds an inference-only DataBunch of this
@@ -248,6 +257,11 @@ class DataBunch:
     # --- display ---------------------------------------------------------------------------
     def show_batch(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train, **kwargs):
         """Draw a batch; needs a DataBunch that knows its kind of item (e.g. `ImageDataBunch`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw its items; use a DataBunch made for them, "
+                                  "such as ImageDataBunch.")
+
+    def show_results(self, learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs):
+        """Draw items with `learn`'s predictions; needs a DataBunch that knows its kind of item."""
         raise NotImplementedError(f"{type(self).__name__} cannot draw its items; use a DataBunch made for them, "
                                   "such as ImageDataBunch.")
 

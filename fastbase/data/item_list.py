@@ -119,7 +119,7 @@ class ItemList(SplitMixin):
         file = Path(path) / csv_name
         if not file.is_file():
             raise DataError(f"No table {file}: pass the folder as `path` and the file's name inside it as `csv_name`.")
-        df = pd.read_csv(file, delimiter=delimiter, header=header)
+        df = pd.read_csv(file, delimiter=delimiter or ",", header=header)
         return cls.from_df(df, path=path, cols=cols, **kwargs)
 
     # --- keeping some of the items ----------------------------------------------------------

@@ -280,10 +280,10 @@ class ImageDataBunch(DataBunch):
         return loader.new(tfms=[augment, *norm], dataset=dataset, shuffle=False, drop_last=False)
 
     # --- inference ------------------------------------------------------------------------------
-    def one_item(self, item) -> torch.Tensor:
-        """A normalised batch of one `(1, 3, *size)` on the device from a file name, a PIL image, an
-        `Image`, or a tensor (`3 x H x W` or `H x W`, float in [0, 1] or uint8), resized as validation
-        images are. Runs in the calling process (no workers)."""
+    def one_item(self, item) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(xb, yb)`: a normalised batch of one `(1, 3, *size)` on the device from a file name, a PIL
+        image, an `Image`, or a tensor (`3 x H x W` or `H x W`, float in [0, 1] or uint8), resized as
+        validation images are, and a dummy target. Runs in the calling process (no workers)."""
         if isinstance(item, Image):
             item = item.data
         if isinstance(item, torch.Tensor):
@@ -300,7 +300,7 @@ class ImageDataBunch(DataBunch):
         if self.size is not None:
             x = resize_image(x, self.size, self.resize_method, self.padding_mode)
         x = to_device(x.float().div(255).unsqueeze(0), self.device)
-        return x if self.norm is None else self.norm.norm(x)
+        return (x if self.norm is None else self.norm.norm(x)), torch.zeros(1, dtype=torch.long, device=self.device)
 
     def export_state(self) -> dict:
         """The DataBunch's export state plus the image settings `one_item` needs: `size` ([h, w] or None),
