@@ -166,11 +166,15 @@ def test_skip_bad_in_the_chain_drops_the_file_with_its_label(digits, tmp_path):
 
 def test_save_and_load_data_as_plain_json(digits, tmp_path):
     lls = (ImageList.from_folder(digits / "valid").split_by_rand_pct(0.3, seed=0)
-           .label_from_func(tags, label_delim=" "))
+           .label_from_func(tags, label_delim=" ").transform(get_transforms(max_rotate=5.0), size=8))
     lls.path = tmp_path
     file = lls.save("data.json")
     assert file.read_text().startswith("{")
-    data = load_data(tmp_path, "data.json", bs=8, size=8, device="cpu", num_workers=0)
+    data = load_data(tmp_path, "data.json", bs=8, device="cpu", num_workers=0)
+    assert data.size == (8, 8) and [repr(t) for t in data.ds_tfms[0]] == [repr(t) for t in lls.tfms[0]]
+    data.path = tmp_path / "again"
+    again = load_data(tmp_path / "again", data.save().name, bs=8, device="cpu", num_workers=0)
+    assert again.train_ds.items == data.train_ds.items
     assert isinstance(data, ImageDataBunch) and data.multi_label and data.classes == lls.train.y.classes
     assert data.train_ds.items == lls.train.x.items and torch.equal(data.valid_ds.targets, lls.valid.y.targets)
     with pytest.raises(Exception, match="No saved data"):

@@ -254,6 +254,16 @@ class DataBunch:
         self._inference_state = dict(state)
         return self
 
+    def save(self, fname="data_save.json"):
+        """Write the labelled lists this DataBunch was built from (by the data block chain or a factory)
+        as plain JSON to `path/fname`; `load_data(path, fname)` builds it again."""
+        lists = getattr(self, "label_lists", None)
+        if lists is None:
+            raise DataError(f"This {type(self).__name__} was not built from item lists, so it has nothing to save; "
+                            "build it with the data block API (e.g. ImageList.from_folder(...)...databunch()).")
+        lists.path = self.path
+        return lists.save(fname)
+
     # --- display ---------------------------------------------------------------------------
     def show_batch(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train, **kwargs):
         """Draw a batch; needs a DataBunch that knows its kind of item (e.g. `ImageDataBunch`)."""

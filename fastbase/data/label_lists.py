@@ -176,7 +176,8 @@ class LabelLists(ItemLists):
         return {"x_cls": object_ref(type(self.train.x)), "y_cls": object_ref(type(self.train.y)),
                 "path": str(self.path), "x_settings": _plain(self.train.x.settings),
                 "y_settings": _plain({**self.train.y.kwargs, "classes": self.train.y.classes}),
-                "train": one(self.train), "valid": one(self.valid),
+                "train": one(self.train), "valid": one(self.valid), "tfms": _tfms_state(self.tfms),
+                "tfm_kwargs": _plain(self.tfm_kwargs),
                 "test": None if self.test is None else [str(o) for o in self.test.x.items]}
 
     def save(self, fname="data_save.json") -> Path:
@@ -195,13 +196,15 @@ class LabelLists(ItemLists):
         lls = cls(path, one(state["train"]), one(state["valid"]))
         if state.get("test"):
             lls.add_test(x_cls(state["test"], path=path, **state["x_settings"]))
+        if state.get("tfms") is not None or state.get("tfm_kwargs"):
+            lls.transform(_tfms_from_state(state.get("tfms")), **state.get("tfm_kwargs", {}))
         return lls
 
 
 def load_data(path, fname="data_save.json", bs: int = 64, val_bs: int | None = None, num_workers: int | None = None,
               device=None, tfms=None, **kwargs):
-    """Rebuild the DataBunch of lists that `save` wrote to `path/fname`; `tfms` and `kwargs` (`size`,
-    ...) as for `transform`, the loader settings as for `databunch`."""
+    """Rebuild the DataBunch of lists that `save` wrote to `path/fname`, with the transforms saved with
+    them, or `tfms` and `kwargs` (`size`, ...) as for `transform`; the loader settings as for `databunch`."""
     file = Path(path) / fname
     if not file.is_file():
         raise DataError(f"No saved data {file}: write it with `data.save('{fname}')` (or `label_lists.save`).")
@@ -220,6 +223,28 @@ def _valid_labels(train_y: LabelItemList, valid_y: LabelItemList) -> LabelItemLi
     if type(valid_y) is type(train_y) or not len(valid_y):
         return valid_y if type(valid_y) is type(train_y) else train_y.new(valid_y.items)
     return train_y.new(valid_y.items)
+
+
+def _tfms_state(tfms):
+    """(train, valid) transforms as plain data: each one's class reference, `p` and `params`."""
+    if tfms is None:
+        return None
+
+    def one(t):
+        if not hasattr(t, "params"):
+            raise DataError(f"Cannot save the transform {t!r} as plain data (it has no `params`); save the lists "
+                            "before `transform`, and pass `tfms=` to load_data.")
+        return {"ref": object_ref(type(t)), "p": getattr(t, "p", 1.0), "params": _plain(t.params)}
+    return [[one(t) for t in part] for part in tfms]
+
+
+def _tfms_from_state(state):
+    if state is None:
+        return None
+    try:
+        return tuple([import_ref(t["ref"])(p=t["p"], **t["params"]) for t in part] for part in state)
+    except (TypeError, KeyError) as e:
+        raise DataError(f"Cannot rebuild the saved transforms {state}: {e}. Pass `tfms=` to load_data.") from e
 
 
 def _plain(obj):
