@@ -20,8 +20,14 @@ from .trackers import (
     TrainingDiverged,
 )
 
-__all__ = ["AccumulateScheduler", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint", "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "GradientAccumulation", "GradientClipping",
-           "LRFinder", "LRFinderError", "LRSuggestions", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler",
-           "ProgressCallback", "RecalibrateBN", "ReduceLROnPlateau", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger", "TerminateOnNaN",
+# fastai v1's names for the same callbacks, so course code such as
+# `callback_fns=[partial(SaveModelCallback, monitor='accuracy')]` runs unchanged
+EarlyStoppingCallback = EarlyStopping
+ReduceLROnPlateauCallback = ReduceLROnPlateau
+MixUpCallback = MixUp
+
+__all__ = ["AccumulateScheduler", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint", "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "EarlyStoppingCallback", "GradientAccumulation", "GradientClipping",
+           "LRFinder", "LRFinderError", "LRSuggestions", "MixUp", "MixUpCallback", "MixUpLoss", "MixedPrecision", "OneCycleScheduler",
+           "ProgressCallback", "RecalibrateBN", "ReduceLROnPlateau", "ReduceLROnPlateauCallback", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger", "TerminateOnNaN",
            "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "progress_disabled", "progress_mode",
            "recompute_bn_stats", "suggest_lrs", "to_memory_format"]

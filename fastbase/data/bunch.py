@@ -125,7 +125,7 @@ class DataBunch:
         """The loader for `ds_type`; a clear error for a test set that was never added."""
         loader = {DatasetType.Train: self.train_dl, DatasetType.Valid: self.valid_dl,
                   DatasetType.Fix: self.fix_dl, DatasetType.Test: self.test_dl}.get(DatasetType(ds_type))
-        if self.inference_only:
+        if self.inference_only and loader is None:
             raise DataError("This DataBunch was loaded for inference (load_learner): it has no data sets. "
                             "Use `predict`, or build a DataBunch from your data to train or validate.")
         if loader is None:

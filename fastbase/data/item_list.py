@@ -81,6 +81,10 @@ class ItemList(SplitMixin):
     def __iter__(self):
         return (self.get(i) for i in range(len(self)))
 
+    def add(self, other: ItemList) -> ItemList:
+        """The items of this list, then those of `other` (e.g. two folders of test images)."""
+        return self.new([*self.items, *other.items])
+
     def __repr__(self):
         shown = ", ".join(str(self.items[i]) for i in range(min(5, len(self))))
         return f"{type(self).__name__} ({len(self)} items)\n{shown}{', ...' if len(self) > 5 else ''}\nPath: {self.path}"

@@ -13,6 +13,7 @@ import os
 import re
 
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, ifnone, is_listy, to_device
@@ -254,12 +255,18 @@ class ImageDataBunch(DataBunch):
         self.size, self.resize_method, self.padding_mode = size_hw(size), ResizeMethod(resize_method), padding_mode
 
     def add_test(self, items, check_images: bool = True, skip_bad: bool = False) -> ImageDataBunch:
-        """Add (or replace) the test set: image files (a list, or a folder to search), or a dataset."""
-        if isinstance(items, (str, os.PathLike)):
-            items = get_image_files(items)
+        """Add (or replace) the test set: image files (a list, an ImageList, or a folder to search), or a
+        dataset. Also on a DataBunch loaded for inference (`load_learner(..., test=)`)."""
+        items = get_image_files(items) if isinstance(items, (str, os.PathLike)) else getattr(items, "items", items)
         if not isinstance(items, ImageDataset):
             items, _ = check_files(list(items), None, "test", check_images, skip_bad)
-            items = self.valid_ds.new(items=items, y=None)
+            items = ImageDataset(items, classes=self.classes, multi_label=self.multi_label, size=self.size,
+                                 resize_method=self.resize_method, padding_mode=self.padding_mode) \
+                if self.inference_only else self.valid_ds.new(items=items, y=None)
+        if self.inference_only:  # no validation loader to copy: one in this process, as `one_item` reads
+            self.test_dl = DeviceDataLoader(DataLoader(items, batch_size=64), self.device,
+                                            [ToFloat(), *([] if self.norm is None else [self.norm])])
+            return self
         return super().add_test(items)
 
     def _take(self, ds, indices):

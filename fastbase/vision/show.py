@@ -1,6 +1,7 @@
 """Layer 6: drawing image batches through their items: `show_batch` (inputs and targets) and
 `show_results` (inputs, targets and a Learner's predictions). Each cell is an `Image` titled by its
-label item, so single-label, multi-label and regression data draw with the same calls."""
+label item, so single-label, multi-label and regression data draw with the same calls. Also fastai
+v1's `show_image` and `plot_multi` for notebooks."""
 from __future__ import annotations
 
 import torch
@@ -52,3 +53,28 @@ def _grid(items, rows, figsize, return_fig, save_to, **kwargs):
             img.show(ax=ax, title=f"{pred}\n{target}", color="green" if good else "red", **kwargs)
     fig.tight_layout()
     return finish_figure(fig, return_fig, save_to)
+
+
+def show_image(img, ax=None, figsize=(3, 3), hide_axis: bool = True, cmap=None, title: str | None = None, **kwargs):
+    """Draw an `Image` or an image tensor (`3 x H x W` or `H x W`, floats in [0, 1]) on `ax`; returns
+    the axes, as fastai v1's `show_image`."""
+    data = img.data if isinstance(img, Image) else torch.as_tensor(img).detach().float().cpu()
+    if data.dim() == 3 and data.shape[0] == 3:
+        return Image(data).show(ax=ax, figsize=figsize, hide_axis=hide_axis, cmap=cmap, title=title, **kwargs)
+    if ax is None:  # one channel (e.g. a feature map): drawn as it is, through the colour map
+        _, ax = subplots(figsize=figsize)
+    ax.imshow(data.reshape(data.shape[-2:]).numpy(), cmap=cmap)
+    if hide_axis:
+        ax.axis("off")
+    if title is not None:
+        ax.set_title(title, **kwargs)
+    return ax
+
+
+def plot_multi(func, r: int = 1, c: int = 1, figsize=(12, 6)):
+    """Call `func(i, j, ax)` for each cell of an `r` x `c` grid of axes; returns the Figure."""
+    fig, axes = subplots(r, c, figsize=figsize, squeeze=False)
+    for i in range(r):
+        for j in range(c):
+            func(i, j, axes[i, j])
+    return fig
