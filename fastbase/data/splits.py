@@ -73,13 +73,13 @@ class SplitMixin:
         return self.split_by_files([line.strip() for line in file.read_text().splitlines() if line.strip()])
 
     def split_by_folder(self, train: str = "train", valid: str = "valid") -> ItemLists:
-        """Items under `path/train` for training and under `path/valid` for validation (others left out)."""
-        firsts = [_first_folder(o, self.path) for o in self.items]
-        train_idx = [i for i, f in enumerate(firsts) if f == train]
-        valid_idx = [i for i, f in enumerate(firsts) if f == valid]
+        """Items under `path/train` for training and under `path/valid` for validation (others left out);
+        a validation folder without items gives an empty validation set."""
+        parts = [_parts(o, self.path) for o in self.items]
+        train_idx, valid_idx = ([i for i, p in enumerate(parts) if p[:len(f)] == f] for f in (_parts(train), _parts(valid)))
         for name, idx, what in ((train, train_idx, "training"), (valid, valid_idx, "validation")):
-            if not idx:
-                found = sorted(set(firsts))
+            if not idx and (what == "training" or not (self.path / name).is_dir()):
+                found = sorted({p[0] for p in parts if p})
                 raise DataError(f"No items under the {what} folder {self.path / name} (the items lie in "
                                 f"{format_list(found, 10) or 'no folder'} under {self.path}). Pass "
                                 f"{'train' if what == 'training' else 'valid'}='<folder>'.")
@@ -103,6 +103,17 @@ def _first_folder(o, path: Path) -> str:
         return p.relative_to(path).parts[0]
     except (ValueError, IndexError):
         return p.parts[0] if p.parts else ""
+
+
+def _parts(o, path: Path | None = None) -> tuple:
+    """The parts of `o`'s path (relative to `path` when under it)."""
+    p = Path(str(o))
+    if path is not None:
+        try:
+            p = p.relative_to(path)
+        except ValueError:
+            pass
+    return tuple(x for x in p.parts if x != ".")
 
 
 def _rng(seed):

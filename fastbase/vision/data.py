@@ -98,9 +98,9 @@ class ImageDataBunch(DataBunch):
         train_dir = _folder(path, train, "training")
         items = get_image_files(train_dir)
         _check_class_folders(train_dir, items, kwargs.get("skip_bad", False))
-        if valid_pct is None:
-            _folder(path, valid, "validation", hint=True)
-            src = ImageList.from_folder(path, include=[train, valid]).split_by_folder(train, valid)
+        if valid_pct is None:  # the files found once: the training ones, then the validation ones
+            valid_items = get_image_files(_folder(path, valid, "validation", hint=True))
+            src = ImageList([*items, *valid_items], path=path).split_by_folder(train, valid)
         else:
             src = ImageList(items, path=path).split_by_rand_pct(valid_pct, seed)
         return cls._finish(src.label_from_folder(classes=classes), seed=seed, **kwargs)
