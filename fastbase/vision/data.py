@@ -180,14 +180,14 @@ class ImageDataBunch(DataBunch):
 
     # --- the common path ----------------------------------------------------------------------
     @classmethod
-    def create_from_items(cls, path, train_items, train_labels, valid_items, valid_labels, classes=None,
+    def create_from_items(cls, path, train_items, train_labels, valid_items, valid_labels, test=None, classes=None,
                           label_delim: str | None = None, **kwargs) -> ImageDataBunch:
         """Labelled training and validation files as lists, through the data block chain: `ImageList`,
         `split_by_idxs`, `label_from_lists`, then `_finish` (transforms, test set, DataBunch)."""
         items, n = [*train_items, *valid_items], len(train_items)
         src = ImageList(items, path=path).split_by_idxs(range(n), range(n, len(items)))
         return cls._finish(src.label_from_lists(train_labels, valid_labels, label_delim=label_delim, classes=classes),
-                           **kwargs)
+                           test=test, **kwargs)
 
     @classmethod
     def _finish(cls, lls, ds_tfms=None, size=None, resize_method: ResizeMethod | None = None,
