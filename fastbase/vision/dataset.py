@@ -1,5 +1,5 @@
-"""Layer 6: a labelled list of image files as a torch Dataset, and the labelling helpers behind the
-ImageDataBunch factories (classes, multi-hot targets, random splits, checks that name the files).
+"""Layer 6: a labelled list of image files as a torch Dataset, and the check of its files that names
+the unreadable ones (classes, targets and splits come from the data block API in `fastbase.data`).
 
 Labels are carried as plain tensors: an int64 class index per item, or a float multi-hot vector
 when an item may have several labels (`multi_label`). Class names live on the dataset, not on tensors.
@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core import Path
-from ..data import BadFilesError, DataError, EmptyDatasetError, LabelError, format_list
+from ..data import BadFilesError, DataError, LabelError, format_list
 from ..data.labels import EmptyLabelList, label_list_from_targets
 from .image import (
     PADDING_MODES,
@@ -27,8 +27,7 @@ from .image import (
 )
 from .item_cache import ItemCache, cache_nbytes
 
-__all__ = ["CANVAS_SCALE", "ImageDataset", "check_files", "encode_labels", "format_list", "make_classes",
-           "split_by_pct"]
+__all__ = ["CANVAS_SCALE", "ImageDataset", "check_files", "format_list", "size_hw"]
 
 # training canvases for CROP are this much larger than `size` (see ImageDataset): 4/3 holds the whole
 # long side of a 4:3 photo, so a crop window can reach its edges as the validation centre crop cannot
@@ -211,45 +210,7 @@ def size_hw(size) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
-# --- labelling helpers -----------------------------------------------------------------------
-def split_by_pct(n: int, valid_pct: float, seed: int | None = None) -> tuple[list[int], list[int]]:
-    """Random (train, valid) index lists with `int(valid_pct * n)` validation items; the same `seed`
-    gives the same split, without touching the global random state."""
-    if not 0 <= valid_pct < 1:
-        raise DataError(f"valid_pct must be in [0, 1), got {valid_pct}.")
-    order = np.random.default_rng(seed).permutation(n)
-    cut = int(valid_pct * n)
-    return sorted(order[cut:].tolist()), sorted(order[:cut].tolist())
-
-
-def make_classes(labels, multi_label: bool) -> list:
-    """Sorted unique labels (of every item's labels when `multi_label`), as fastai's CategoryList."""
-    flat = [lbl for item in labels for lbl in item] if multi_label else list(labels)
-    unique = set(flat)
-    try:
-        return sorted(unique)
-    except TypeError:  # mixed types: sort by their text
-        return sorted(unique, key=str)
-
-
-def encode_labels(labels, classes, multi_label: bool, items=()) -> torch.Tensor:
-    """int64 class indices (n,), or float multi-hot (n, c); a LabelError names unknown labels."""
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = [(lbl, fn) for item, fn in zip(labels, list(items) or [None] * len(labels))
-               for lbl in (item if multi_label else [item]) if lbl not in index]
-    if unknown:
-        names = sorted({str(lbl) for lbl, _ in unknown})
-        files = format_list(fn for _, fn in unknown if fn is not None)
-        raise LabelError(f"Label(s) {format_list(names)} are not among the classes {format_list(classes, 10)}"
-                         f"{' (e.g. ' + files + ')' if files else ''}. Add them to `classes`, or remove those items.")
-    if multi_label:
-        y = torch.zeros(len(labels), len(classes))
-        for row, item in enumerate(labels):
-            y[row, [index[lbl] for lbl in item]] = 1.0
-        return y
-    return torch.tensor([index[lbl] for lbl in labels], dtype=torch.long)
-
-
+# --- checking files ---------------------------------------------------------------------------
 def check_files(items: list, labels: list | None, what: str, check_images: bool, skip_bad: bool):
     """Drop or report unreadable files among `items` (with their `labels`): a BadFilesError listing them,
     or with `skip_bad`, one warning. Missing files are always looked for (it costs a `stat`)."""
@@ -269,26 +230,3 @@ def check_files(items: list, labels: list | None, what: str, check_images: bool,
     drop = {str(fn) for fn, _ in bad}
     keep = [i for i, fn in enumerate(items) if str(Path(fn)) not in drop]
     return [items[i] for i in keep], None if labels is None else [labels[i] for i in keep]
-
-
-def check_valid_classes(train_labels, valid_labels, valid_items, multi_label: bool, given_classes) -> None:
-    """A LabelError when the validation set has classes that the training set lacks (and that the user
-    did not name in `classes`): a model cannot learn them."""
-    known = set(given_classes) if given_classes is not None else set(make_classes(train_labels, multi_label))
-    extra = {}
-    for item, fn in zip(valid_labels, valid_items):
-        for lbl in (item if multi_label else [item]):
-            if lbl not in known:
-                extra.setdefault(lbl, fn)
-    if extra:
-        names = sorted(extra, key=str)
-        raise LabelError(f"The validation set has class(es) {format_list(names)} that the training set lacks "
-                         f"(e.g. {format_list(extra[n] for n in names)}). A model cannot learn them: add training "
-                         "images of them, drop them from the validation set, use another `seed`/`valid_pct` for a "
-                         "random split, or name every class with `classes=`.")
-
-
-def check_not_empty(items, what: str, where) -> None:
-    if not items:
-        raise EmptyDatasetError(f"The {what} set is empty ({where}): check the folder names, the file pattern "
-                                "or the labels.")
