@@ -42,6 +42,7 @@ LAYERS = {
     "fastbase.vision.feature_cache": 6,
     "fastbase.vision.label_table": 6,
     "fastbase.vision.show": 6,
+    "fastbase.vision.rand_pad": 6,
     "fastbase.vision.web_images": 6,
     "fastbase.vision.inference": 6,
     "fastbase.interpret": 7,

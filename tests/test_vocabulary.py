@@ -149,3 +149,26 @@ def test_show_image_and_plot_multi_draw():
     assert cells == [(i, j) for i in range(2) for j in range(3)] and len(fig.axes) == 6
     matplotlib.pyplot.close("all")
     assert np is vision.np
+
+
+def test_rand_pad_shifts_by_whole_pixels(tmp_path):
+    from fastbase.vision.data import ImageDataBunch
+    from fastbase.vision.image import ResizeMethod
+    from fastbase.vision.rand_pad import rand_pad
+
+    files = []
+    for i in range(8):
+        pixels = np.zeros((16, 16, 3), dtype=np.uint8)
+        pixels[8, 8] = 255
+        files.append(save_image(tmp_path / "dots" / f"{i}.png", array=pixels))
+    data = ImageDataBunch.from_lists(tmp_path, files, ["a", "b"] * 4, valid_pct=0.25, seed=0, size=16,
+                                     ds_tfms=([*rand_pad(3, 16, mode="zeros")], []), padding_mode="zeros",
+                                     resize_method=ResizeMethod.SQUISH, bs=6, num_workers=0, device="cpu")
+    x, _ = data.one_batch()
+    shifts = set()
+    for img in x[:, 0]:
+        assert torch.isclose(img.max(), torch.tensor(1.0), atol=1e-3) and int((img > 0.01).sum()) == 1
+        row, col = divmod(int(img.argmax()), 16)
+        assert abs(row - 8) <= 3 and abs(col - 8) <= 3
+        shifts.add((row, col))
+    assert len(shifts) > 1

@@ -87,6 +87,7 @@ from .data import ImageDataBunch, ImageList
 from .image import Image, ResizeMethod, get_image_files, open_image
 from .inference import load_learner
 from .learner import cnn_learner, create_body, create_cnn, create_head
+from .rand_pad import RandPad, rand_pad
 from .show import plot_multi, show_image
 from .transforms import (
     Brightness,
@@ -109,13 +110,13 @@ __all__ = [  # sorted; see the module docstring for what they are
     "GradientAccumulation", "GradientClipping", "Image", "ImageDataBunch", "ImageList", "ItemBase", "ItemList",
     "ItemLists", "LRFinder", "LabelList", "LabelLists", "LabelSmoothingCrossEntropy", "Learner", "MixUp",
     "MixUpCallback", "MixUpLoss", "MixedPrecision", "MultiCategory", "MultiCategoryList", "OneCycleScheduler", "Path",
-    "ProgressCallback", "RecalibrateBN", "Recorder", "ReduceLROnPlateau", "ReduceLROnPlateauCallback", "ResizeMethod",
+    "ProgressCallback", "RandPad", "RecalibrateBN", "Recorder", "ReduceLROnPlateau", "ReduceLROnPlateauCallback", "ResizeMethod",
     "Rotate", "SaveModelCallback", "TensorBoardLogger", "TensorDataset", "TerminateOnNaN", "URLs", "Warp", "Zoom",
     "accuracy", "accuracy_thresh", "array", "cifar_stats", "cnn_learner", "compare_archs", "create_body", "create_cnn",
     "create_head", "defaults", "doc", "download_data", "download_images", "error_rate", "fbeta", "gc", "get_files",
     "get_image_files", "get_transforms", "grad_cam", "gzip", "imagenet_stats", "itemgetter", "load_data",
     "load_learner", "lr_find", "math", "mnist_stats", "models", "nn", "noop", "np", "open_image", "optim", "os",
-    "partial", "pickle", "plot_compare", "plot_multi", "plt", "re", "set_seed", "show_activations", "show_filters",
+    "partial", "pickle", "plot_compare", "plot_multi", "plt", "rand_pad", "re", "set_seed", "show_activations", "show_filters",
     "show_image", "tensor", "top_k_accuracy", "torch", "untar_data", "verify_images",
 ]
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
