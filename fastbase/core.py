@@ -102,6 +102,11 @@ def listify(p=None, q=None) -> list:
     return p
 
 
+def noop(x=None, *args, **kwargs):
+    """Give back `x`: a do-nothing default for a function argument (fastai v1's `noop`)."""
+    return x
+
+
 def ifnone(a, b):
     """`a` unless it is None, then `b`."""
     return b if a is None else a
@@ -285,6 +290,27 @@ def import_ref(ref: str):
     return obj
 
 
+class _CallablePath(Path):
+    """A Path that calling gives back, so `Config().data_path()` (fastai v1) and `cfg.data_path / x` both work."""
+
+    def __call__(self) -> Path:
+        return Path(self)
+
+
+class _FolderPath:
+    """One of Config's folders: `cfg.data_path` is the Path of that Config (callable as fastai v1's
+    `Config().data_path()`); `Config.data_path()`, on the class, the Path the current environment and
+    config file give."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __get__(self, obj, owner):
+        if obj is None:
+            return lambda: owner().path(self.kind)
+        return _CallablePath(obj.path(self.kind))
+
+
 class Config:
     """Where fastbase keeps data, models and archives, and how it reaches the network.
 
@@ -327,17 +353,9 @@ class Config:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.home / p
 
-    @property
-    def data_path(self) -> Path:
-        return self.path("data")
-
-    @property
-    def model_path(self) -> Path:
-        return self.path("models")
-
-    @property
-    def archive_path(self) -> Path:
-        return self.path("archive")
+    data_path = _FolderPath("data")
+    model_path = _FolderPath("models")
+    archive_path = _FolderPath("archive")
 
     @property
     def mirror(self) -> str | None:

@@ -278,7 +278,7 @@ def item_files(data, items) -> list:
 def _load(data, item):
     """(batch of one, None), or (None, why it cannot be read): one bad file must not stop the others."""
     try:
-        return data.one_item(item), None
+        return data.one_item(item)[0], None
     except Exception as e:  # noqa: BLE001 -- decoders raise OSError, ValueError, SyntaxError, struct.error...
         return None, f"{type(e).__name__}: {e}"
 

@@ -8,6 +8,7 @@ frozen BatchNorm statistics) are callbacks. Nothing is read from the device per 
 """
 from __future__ import annotations
 
+import gc
 import math
 import pathlib
 import warnings
@@ -41,6 +42,7 @@ from .core import (
     num_distrib,
 )
 from .data import DatasetType
+from .data.items import prediction_item
 from .export import (
     export_state,
     read_export,
@@ -77,10 +79,8 @@ class Learner(Loop):
     `freeze_bn_stats="finetune"` also fixes those of every group once none is frozen (see `BnFreeze`):
     fine-tuning a pretrained body on a small set, only the new head learns statistics, while the
     body is frozen. `model_spec` = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild
-    the model, for `export`.
-    `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns progress output off.
-    `clip` bounds the gradients' global norm before each step (`GradientClipping`). Validation,
-    `get_preds` and `predict` run under `torch.inference_mode()` (`eval_grad_mode`).
+    the model, for `export`. `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns
+    progress output off. `clip` bounds the gradients' global norm before each step.
     """
 
     def __init__(self, data, model: nn.Module, opt_func=Adam, loss_func=None, metrics=None, true_wd: bool = True,
@@ -291,18 +291,32 @@ class Learner(Loop):
         return result
 
     def predict(self, item, thresh: float = 0.5):
-        """(decoded label, class index tensor, probabilities) for one raw item. Multi-label: (labels
-        above `thresh`, multi-hot tensor, probabilities)."""
-        x = self.data.one_item(item)
+        """(label item, decoded tensor, probabilities) for one raw item, as fastai v1: a `Category` and
+        its class index; multi-label: a `MultiCategory` of the classes above `thresh` and its multi-hot
+        tensor; regression (no classes, not cross-entropy): a `FloatItem` and the raw outputs."""
+        x, _ = self.data.one_item(item)
         self.model.eval()
         with eval_grad_mode(self.model):
             pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
         probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu().clone()  # a normal tensor
-        if self.data.multi_label:
-            return self.data.decode_preds(probs[None], thresh)[0], (probs > thresh).float(), probs
-        if self.data.classes is None and self.data.c is None:
-            return probs, probs, probs
-        return self.data.decode_preds(probs[None])[0], probs.argmax(0), probs  # dim 0: the classes
+        classes = self.data.classes
+        regression = classes is None and not self.data.multi_label and not isinstance(self.loss_func,
+                                                                                       nn.CrossEntropyLoss)
+        label, decoded = prediction_item(probs, classes, self.data.multi_label, thresh, regression)
+        return label, decoded, probs
+
+    def show_results(self, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs):
+        """Draw items of one `ds_type` batch titled with their prediction and target; the DataBunch
+        draws (`data.show_results`), so it works for single-label, multi-label and regression alike."""
+        return self.data.show_results(self, ds_type=ds_type, rows=rows, **kwargs)
+
+    def destroy(self) -> None:
+        """Free what this Learner holds (model, optimizer, data, and so GPU memory); it cannot train or
+        predict afterwards. For notebooks that try several models in a row."""
+        self.model = self.opt = self.data = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def predict_folder(self, items, bs: int = 64, thresh: float = 0.5, progress: bool | None = None):
         """`Predictions(files, classes, probs)` for a folder of images or a list of items, in batches

@@ -139,17 +139,20 @@ class Recorder(Callback):
             ax.legend()
         return finish_figure(fig, return_fig, save_to)
 
-    def plot_losses(self, return_fig: bool | None = None, save_to=None):
-        """Training loss per batch (raw and smoothed) and validation loss at the end of each epoch."""
+    def plot_losses(self, skip_start: int = 0, skip_end: int = 0, return_fig: bool | None = None, save_to=None):
+        """Training loss per batch (raw and smoothed) and validation loss at the end of each epoch,
+        leaving out the first `skip_start` and the last `skip_end` batches (as fastai v1)."""
         if not self._losses and not self._pending:
             raise FastbaseError("No training loss recorded yet: call fit first.")
         fig, ax = subplots()
-        losses = self.losses
-        ax.plot(losses, alpha=0.3, label="train")
-        ax.plot(self.smooth_losses, label="train (smoothed)")
-        ends = np.cumsum(self.n_batches) - 1
-        if len(self.val_losses):
-            ax.plot(ends[:len(self.val_losses)], self.val_losses, "o-", label="valid")
+        losses = np.asarray(self.losses)
+        keep = np.arange(len(losses))[skip_start:len(losses) - skip_end]
+        ax.plot(keep, losses[keep], alpha=0.3, label="train")
+        ax.plot(keep, np.asarray(self.smooth_losses)[keep], label="train (smoothed)")
+        ends = (np.cumsum(self.n_batches) - 1)[:len(self.val_losses)]
+        shown = [(e, v) for e, v in zip(ends, self.val_losses) if len(keep) and keep[0] <= e <= keep[-1]]
+        if shown:
+            ax.plot(*zip(*shown), "o-", label="valid")
         ax.set(xlabel="Batches processed", ylabel="Loss")
         ax.legend()
         return finish_figure(fig, return_fig, save_to)

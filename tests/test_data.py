@@ -183,8 +183,8 @@ def test_export_state_is_plain_data_and_rebuilds_an_inference_bunch():
     loaded = DataBunch.load_export_state(state, device="cpu")
     assert loaded.inference_only and loaded.classes == ["a", "b"] and loaded.stats == bunch.stats
     item = IndexedDataset(4).item(1)
-    assert torch.allclose(loaded.one_item(item), bunch.one_item(item))
-    assert loaded.one_item(item).shape == (1, 3, 2, 2)
+    assert torch.allclose(loaded.one_item(item)[0], bunch.one_item(item)[0])
+    assert loaded.one_item(item)[0].shape == (1, 3, 2, 2)
     with pytest.raises(DataError, match="inference"):
         loaded.dl(DatasetType.Valid)
 

@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
     root = noise_folder(tmp_path_factory.mktemp("images"))
     learn = tiny_learner(root)
     learn.fit(1, 1e-2)
-    raw = torch.stack([x for x, _ in learn.data.valid_ds])
+    raw = torch.stack([x.data for x, _ in learn.data.valid_ds])
     return learn, raw, learn.get_preds()[0]
 
 

@@ -12,7 +12,7 @@ NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
 
 
 def test_the_course_notebooks_are_there():
-    assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation"]
+    assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation", "04_data_block"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -34,6 +34,8 @@ def test_notebook_runs_without_errors(path, tmp_path):
     # The kernel's environment: a private fastbase home, no progress bars, headless plots.
     env = {k: v for k, v in os.environ.items() if k not in ("FASTBASE_CONFIG", "FASTBASE_MIRROR", "FASTBASE_OFFLINE")}
     env.update(FASTBASE_HOME=str(tmp_path / "fastbase_home"), FASTBASE_NO_BAR="1", MPLBACKEND="Agg")
+    # the kernel runs in tmp_path: it imports this checkout's fastbase, not another installed one
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NBS.parent), env.get("PYTHONPATH", "")) if p)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute(env=env)  # raises CellExecutionError, naming the cell and its traceback, on any error

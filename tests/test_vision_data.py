@@ -40,7 +40,7 @@ NO_LIGHT = {"max_lighting": 0.0}  # colours must survive: geometry only
 def contents(data, ds_type):
     """{(file, label)} of a loader's dataset."""
     ds = data.dl(ds_type).dataset
-    return {(str(fn), ds.label_text(y)) for fn, y in zip(ds.items, ds.y)}
+    return {(str(fn), ds.label_text(y)) for fn, y in zip(ds.items, ds.targets)}
 
 
 def test_from_folder_on_the_digits(digits):
@@ -108,8 +108,8 @@ def test_multi_label_with_label_delim(tmp_path):
     assert data.multi_label and data.classes == ["blue", "red", "round"] and data.c == 3
     ds = data.train_ds
     row = ds.items.index(tmp_path / "imgs" / "c.png")
-    assert ds.y.dtype == torch.float32 and ds.y[row].tolist() == [1.0, 1.0, 0.0]
-    assert ds.label_text(ds.y[row]) == "blue;red"
+    assert ds.targets.dtype == torch.float32 and ds.targets[row].tolist() == [1.0, 1.0, 0.0]
+    assert ds.label_text(ds.targets[row]) == "blue;red"
     _, y = data.one_batch()
     assert y.shape == (5, 3) and y.dtype == torch.float32
 
@@ -215,7 +215,7 @@ def test_one_item_matches_the_validation_pipeline(color_folder):
     fn = data.valid_ds.items[0]
     expected = data.one_batch(DatasetType.Valid)[0][:1]
     for item in (fn, str(fn), PIL.Image.open(fn), open_image(fn), open_image(fn).data):
-        x = data.one_item(item)
+        x, _ = data.one_item(item)
         assert x.shape == (1, 3, 8, 8) and torch.allclose(x, expected, atol=1e-5), type(item)
     with pytest.raises(DataError, match="3 x H x W"):
         data.one_item(torch.zeros(2, 4, 4, 4))
@@ -231,14 +231,14 @@ def test_export_state_round_trip_for_prediction(color_folder):
     loaded = ImageDataBunch.load_export_state(torch.load(color_folder / "state.pt", weights_only=True), "cpu")
     assert loaded.inference_only and loaded.classes == data.classes and loaded.c == 3
     fn = data.valid_ds.items[4]
-    assert torch.allclose(loaded.one_item(fn), data.one_item(fn))
+    assert torch.allclose(loaded.one_item(fn)[0], data.one_item(fn)[0])
 
 
 def test_tta_loader_zooms_the_items_in_order(color_folder):
     data = ImageDataBunch.from_folder(color_folder, ds_tfms=get_transforms(), size=8, bs=4, **FAST)
     tta = data.tta_dl(DatasetType.Valid, scale=1.5)
     ys = torch.cat([y for _, y in tta])
-    assert torch.equal(ys, data.valid_ds.y) and tta.tfms[0].tfms[-1].params["min_zoom"] == 1.5
+    assert torch.equal(ys, data.valid_ds.targets) and tta.tfms[0].tfms[-1].params["min_zoom"] == 1.5
 
 
 def test_get_image_files_is_sorted_recursive_and_skips_hidden(tmp_path):

@@ -33,10 +33,18 @@ from .trackers import (
     TrainingDiverged,
 )
 
-__all__ = ["AccumulateScheduler", "ActivationStats", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint", "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "GradientAccumulation", "GradientClipping",
-           "Hook", "HookCallback", "Hooks",
-           "LRFinder", "LRFinderError", "LRSuggestions", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler",
-           "ProgressCallback", "RecalibrateBN", "ReduceLROnPlateau", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger", "TerminateOnNaN",
-           "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "dummy_batch", "dummy_eval",
-           "hook_output", "hook_outputs", "model_sizes", "num_features_model", "progress_disabled", "progress_mode",
-           "recompute_bn_stats", "suggest_lrs", "to_memory_format"]
+# fastai v1's names for the same callbacks, so course code such as
+# `callback_fns=[partial(SaveModelCallback, monitor='accuracy')]` runs unchanged
+EarlyStoppingCallback = EarlyStopping
+ReduceLROnPlateauCallback = ReduceLROnPlateau
+MixUpCallback = MixUp
+
+__all__ = ["AccumulateScheduler", "ActivationStats", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint",
+           "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "EarlyStoppingCallback",
+           "GradientAccumulation", "GradientClipping", "Hook", "HookCallback", "Hooks", "LRFinder",
+           "LRFinderError", "LRSuggestions", "MixUp", "MixUpCallback", "MixUpLoss", "MixedPrecision",
+           "OneCycleScheduler", "ProgressCallback", "RecalibrateBN", "ReduceLROnPlateau",
+           "ReduceLROnPlateauCallback", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger",
+           "TerminateOnNaN", "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "dummy_batch",
+           "dummy_eval", "hook_output", "hook_outputs", "model_sizes", "num_features_model", "progress_disabled",
+           "progress_mode", "recompute_bn_stats", "suggest_lrs", "to_memory_format"]

@@ -2,7 +2,10 @@
 loader and its batch transforms, the data errors. Task packages (`fastbase.vision`) build on it.
 
 Modules: `base` (DatasetType, errors, normalisation statistics), `loader` (DeviceDataLoader,
-Normalizer, worker count), `bunch` (DataBunch). This namespace gathers their public names.
+Normalizer, worker count), `bunch` (DataBunch); the data block API: `items` (Category, MultiCategory,
+FloatItem), `labels` (CategoryList, MultiCategoryList, FloatList), `item_list` (ItemList), `splits`
+(its split methods), `label_lists` (ItemLists, LabelList, LabelLists). This namespace gathers their
+public names.
 """
 from .base import (
     BadFilesError,
@@ -11,10 +14,15 @@ from .base import (
     EmptyDatasetError,
     LabelError,
     cifar_stats,
+    format_list,
     imagenet_stats,
     mnist_stats,
 )
 from .bunch import DataBunch
+from .item_list import ItemList, get_files
+from .items import Category, EmptyLabel, FloatItem, ItemBase, MultiCategory
+from .label_lists import ItemLists, LabelList, LabelLists, data_collate, load_data
+from .labels import CategoryList, EmptyLabelList, FloatList, MultiCategoryList
 from .loader import (
     CollateThenTransform,
     DeviceDataLoader,
@@ -24,6 +32,4 @@ from .loader import (
     resolve_num_workers,
 )
 
-__all__ = ["BadFilesError", "CollateThenTransform", "DataBunch", "DataError", "DatasetType", "DeviceDataLoader",
-           "EmptyDatasetError", "LabelError", "Normalizer", "TfmOrder", "apply_tfms", "cifar_stats", "imagenet_stats",
-           "mnist_stats", "resolve_num_workers"]
+__all__ = ["BadFilesError", "Category", "CategoryList", "CollateThenTransform", "DataBunch", "DataError", "DatasetType", "DeviceDataLoader", "EmptyDatasetError", "EmptyLabel", "EmptyLabelList", "FloatItem", "FloatList", "ItemBase", "ItemList", "ItemLists", "LabelError", "LabelList", "LabelLists", "MultiCategory", "MultiCategoryList", "Normalizer", "TfmOrder", "apply_tfms", "cifar_stats", "data_collate", "format_list", "get_files", "imagenet_stats", "load_data", "mnist_stats", "resolve_num_workers"]

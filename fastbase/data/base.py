@@ -7,7 +7,7 @@ from enum import IntEnum
 from ..core import FastbaseError
 
 __all__ = ["BadFilesError", "DataError", "DatasetType", "EmptyDatasetError", "LabelError", "cifar_stats",
-           "imagenet_stats", "mnist_stats"]
+           "format_list", "imagenet_stats", "mnist_stats"]
 
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 cifar_stats = ([0.491, 0.482, 0.447], [0.247, 0.243, 0.261])
@@ -44,3 +44,10 @@ class BadFilesError(DataError):
         super().__init__(message)
         self.bad = list(bad)
 
+
+
+def format_list(things, n: int = 5) -> str:
+    """The first `n` of `things`, then how many more: for error messages that name files or values."""
+    things = [str(t) for t in things]
+    more = f" and {len(things) - n} more" if len(things) > n else ""
+    return ", ".join(things[:n]) + more

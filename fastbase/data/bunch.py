@@ -15,6 +15,7 @@ from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, defaults, ifnone, listify, seed_worker, to_device
 from .base import DataError, DatasetType, EmptyDatasetError
+from .items import ItemBase, prediction_item
 from .loader import DeviceDataLoader, Normalizer, resolve_num_workers
 
 __all__ = ["DataBunch"]
@@ -99,9 +100,16 @@ class DataBunch:
 
     @property
     def c(self) -> int | None:
-        """Number of model outputs: the dataset's `c`, else the number of classes."""
+        """Number of model outputs: the dataset's `c`, else the number of classes. Settable, as in
+        fastai v1 (e.g. `data.c = 2` for a custom head)."""
+        if getattr(self, "_c", None) is not None:
+            return self._c
         c = self._inference_state.get("c") if self.inference_only else getattr(self.train_ds, "c", None)
         return c if c is not None else (len(self.classes) if self.classes is not None else None)
+
+    @c.setter
+    def c(self, value: int | None) -> None:
+        self._c = value
 
     @property
     def multi_label(self) -> bool:
@@ -117,7 +125,7 @@ class DataBunch:
         """The loader for `ds_type`; a clear error for a test set that was never added."""
         loader = {DatasetType.Train: self.train_dl, DatasetType.Valid: self.valid_dl,
                   DatasetType.Fix: self.fix_dl, DatasetType.Test: self.test_dl}.get(DatasetType(ds_type))
-        if self.inference_only:
+        if self.inference_only and loader is None:
             raise DataError("This DataBunch was loaded for inference (load_learner): it has no data sets. "
                             "Use `predict`, or build a DataBunch from your data to train or validate.")
         if loader is None:
@@ -219,28 +227,20 @@ class DataBunch:
         return x if self.norm is None else self.norm.denorm(x)
 
     # --- inference and export --------------------------------------------------------------
-    def one_item(self, item) -> torch.Tensor:
-        """A batch of one input for `Learner.predict`, on the device and normalised. The generic
-        DataBunch takes a tensor `x` as its datasets yield it; subclasses open files, resize, etc."""
-        x = torch.as_tensor(item)
+    def one_item(self, item) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(xb, yb)`: a batch of one input for `Learner.predict`, on the device and normalised, and a
+        dummy target, as fastai v1. The generic DataBunch takes a tensor `x` (or an item, by its
+        `data`) as its datasets yield it; subclasses open files, resize, etc."""
+        x = torch.as_tensor(item.data if isinstance(item, ItemBase) else item)
         x = to_device(x.unsqueeze(0), self.device)
-        return x if self.norm is None else self.norm.norm(x)
+        return (x if self.norm is None else self.norm.norm(x)), torch.zeros(1, dtype=torch.long, device=self.device)
 
     def decode_preds(self, probs: torch.Tensor, thresh: float = 0.5) -> list:
-        """The label of each row of `probs` (n, c): the class name of the highest probability (its index
-        when the data have no class names); for multi-label data, the list of the labels above `thresh`;
-        for per-pixel probabilities (n, c, H, W), the (H, W) map of class indexes.
-        The one rule `Learner.predict`, `predict_folder` and `fastbase predict` decode with."""
-        names = self.classes
-
-        def name(i: int):
-            return names[i] if names is not None else i
-
-        if probs.dim() > 2:  # per-pixel probabilities (n, c, H, W), segmentation: a class-index map per item
-            return list(probs.argmax(dim=1))
-        if self.multi_label:
-            return [[name(i) for i in (row > thresh).nonzero().view(-1).tolist()] for row in probs]
-        return [name(int(row.argmax())) for row in probs]
+        """What a person reads of each prediction in `probs` (n, c) (after the loss's activation): the
+        class name of the highest probability (its index when the data have no class names); for
+        multi-label data, the list of the labels above `thresh`; for per-pixel probabilities
+        (n, c, H, W), the (H, W) map of class indexes. `prediction_item` is the rule."""
+        return [prediction_item(row, self.classes, self.multi_label, thresh)[0].obj for row in probs]
 
     def item_files(self, path) -> list[Path]:
         """The files of folder `path` (and its subfolders) that are items of this kind of data, sorted;
@@ -268,9 +268,24 @@ class DataBunch:
         self._inference_state = dict(state)
         return self
 
+    def save(self, fname="data_save.json"):
+        """Write the labelled lists this DataBunch was built from (by the data block chain or a factory)
+        as plain JSON to `path/fname`; `load_data(path, fname)` builds it again."""
+        lists = getattr(self, "label_lists", None)
+        if lists is None:
+            raise DataError(f"This {type(self).__name__} was not built from item lists, so it has nothing to save; "
+                            "build it with the data block API (e.g. ImageList.from_folder(...)...databunch()).")
+        lists.path = self.path
+        return lists.save(fname)
+
     # --- display ---------------------------------------------------------------------------
     def show_batch(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train, **kwargs):
         """Draw a batch; needs a DataBunch that knows its kind of item (e.g. `ImageDataBunch`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw its items; use a DataBunch made for them, "
+                                  "such as ImageDataBunch.")
+
+    def show_results(self, learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs):
+        """Draw items with `learn`'s predictions; needs a DataBunch that knows its kind of item."""
         raise NotImplementedError(f"{type(self).__name__} cannot draw its items; use a DataBunch made for them, "
                                   "such as ImageDataBunch.")
 

@@ -2,22 +2,31 @@
 
 This package's namespace is also the public one for notebooks: `from fastbase.vision import *`
 gives what course-v3 lessons use (the API from `untar_data` to `ClassificationInterpretation`,
-plus `np`, `torch`, `nn`, `F`, `plt`, `pd`, `Path`, `re` and `doc`), through the explicit
+plus `np`, `torch`, `nn`, `F`, `plt`, `pd`, `Path`, `re` and `doc`; the data block API from
+`ImageList` to `LabelLists`; and the rest of fastai v1's notebook vocabulary: `gc`, `gzip`,
+`pickle`, `PIL`, `array`, `tensor`, `optim`, `TensorDataset`, `itemgetter`, `noop`...), through the explicit
 `__all__` below. Library code never star-imports; it imports from the modules themselves.
 `plt` and `pd` are loaded on first use (PEP 562 `__getattr__`), so `import fastbase.vision`
 does not pay for matplotlib's pyplot or pandas; `import *` asks for them, and then gets them.
 """
+import gc
+import gzip
 import importlib.util
 import inspect
 import math
 import os
+import pickle
 import re
 from functools import partial
+from operator import itemgetter
 
 import numpy as np
+import PIL
 import torch
 import torch.nn.functional as F
-from torch import nn
+from numpy import array
+from torch import nn, optim, tensor
+from torch.utils.data import TensorDataset
 
 from ..callback import Callback, Order
 from ..callbacks import (
@@ -27,6 +36,7 @@ from ..callbacks import (
     Checkpoint,
     CSVLogger,
     EarlyStopping,
+    EarlyStoppingCallback,
     GradientAccumulation,
     GradientClipping,
     Hook,
@@ -34,11 +44,13 @@ from ..callbacks import (
     LRFinder,
     MixedPrecision,
     MixUp,
+    MixUpCallback,
     MixUpLoss,
     OneCycleScheduler,
     ProgressCallback,
     RecalibrateBN,
     ReduceLROnPlateau,
+    ReduceLROnPlateauCallback,
     SaveModelCallback,
     TensorBoardLogger,
     TerminateOnNaN,
@@ -48,8 +60,27 @@ from ..callbacks import (
     model_sizes,
     num_features_model,
 )
-from ..core import FastbaseError, Path, defaults, set_seed
-from ..data import DataBunch, DatasetType, cifar_stats, imagenet_stats, mnist_stats
+from ..core import Config, FastbaseError, Path, defaults, noop, set_seed
+from ..data import (
+    Category,
+    CategoryList,
+    DataBunch,
+    DatasetType,
+    FloatItem,
+    FloatList,
+    ItemBase,
+    ItemList,
+    ItemLists,
+    LabelList,
+    LabelLists,
+    MultiCategory,
+    MultiCategoryList,
+    cifar_stats,
+    get_files,
+    imagenet_stats,
+    load_data,
+    mnist_stats,
+)
 from ..datasets import URLs, download_data, untar_data
 from ..layers import (
     AdaptiveConcatPool2d,
@@ -75,7 +106,7 @@ from ..layers import (
     res_block,
     simple_cnn,
 )
-from ..learner import Learner, load_learner
+from ..learner import Learner
 from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy
 from ..metrics import (
     MeanIoU,
@@ -89,11 +120,15 @@ from ..metrics import (
     top_k_accuracy,
 )
 from ..recorder import Recorder
+from ..train import lr_find
 from . import models
 from .activations import show_activations, show_filters
-from .data import ImageDataBunch
-from .image import Image, ResizeMethod, get_image_files, open_image, verify_images
+from .data import ImageDataBunch, ImageList
+from .image import Image, ResizeMethod, get_image_files, open_image
+from .inference import load_learner
 from .learner import cnn_learner, create_body, create_cnn, create_head
+from .rand_pad import RandPad, rand_pad
+from .show import plot_multi, show_image
 from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (
     Brightness,
@@ -106,20 +141,25 @@ from .transforms import (
     get_transforms,
 )
 from .unet import DynamicUnet, UnetBlock, unet_learner
+from .web_images import download_images, verify_images
 
 _HAS_PANDAS = importlib.util.find_spec("pandas") is not None
 
 __all__ = [  # sorted; see the module docstring for what they are
-    "AccumulateScheduler", "BnFreeze", "Brightness", "CSVLogger", "Callback", "Checkpoint",
-    "ClassificationInterpretation", "Contrast", "DataBunch", "DatasetType", "Dihedral", "EarlyStopping", "F",
-    "FastbaseError", "Flip", "GradientAccumulation", "GradientClipping", "Image", "ImageDataBunch", "LRFinder",
-    "LabelSmoothingCrossEntropy", "Learner", "MixUp", "MixUpLoss", "MixedPrecision", "OneCycleScheduler", "Order", "Path",
-    "ProgressCallback", "RecalibrateBN", "Recorder", "ReduceLROnPlateau", "ResizeMethod", "Rotate", "SaveModelCallback",
-    "TensorBoardLogger", "TerminateOnNaN", "URLs", "Warp", "Zoom", "accuracy", "accuracy_thresh", "cifar_stats",
-    "cnn_learner", "compare_archs", "create_body", "create_cnn", "create_head", "defaults", "doc", "download_data",
-    "error_rate", "fbeta", "get_image_files", "get_transforms", "grad_cam", "imagenet_stats", "load_learner",
-    "math", "mnist_stats", "models", "nn", "np", "open_image", "os", "partial", "plot_compare", "plt", "re",
-    "set_seed", "show_activations", "show_filters", "top_k_accuracy", "torch", "untar_data", "verify_images",
+    "PIL", "AccumulateScheduler", "BnFreeze", "Brightness", "CSVLogger", "Callback", "Category", "CategoryList",
+    "Checkpoint", "ClassificationInterpretation", "Config", "Contrast", "DataBunch", "DatasetType", "Dihedral",
+    "EarlyStopping", "EarlyStoppingCallback", "F", "FastbaseError", "Flip", "FloatItem", "FloatList",
+    "GradientAccumulation", "GradientClipping", "Image", "ImageDataBunch", "ImageList", "ItemBase", "ItemList",
+    "ItemLists", "LRFinder", "LabelList", "LabelLists", "LabelSmoothingCrossEntropy", "Learner", "MixUp",
+    "MixUpCallback", "MixUpLoss", "MixedPrecision", "MultiCategory", "MultiCategoryList", "OneCycleScheduler", "Order", "Path",
+    "ProgressCallback", "RandPad", "RecalibrateBN", "Recorder", "ReduceLROnPlateau", "ReduceLROnPlateauCallback", "ResizeMethod",
+    "Rotate", "SaveModelCallback", "TensorBoardLogger", "TensorDataset", "TerminateOnNaN", "URLs", "Warp", "Zoom",
+    "accuracy", "accuracy_thresh", "array", "cifar_stats", "cnn_learner", "compare_archs", "create_body", "create_cnn",
+    "create_head", "defaults", "doc", "download_data", "download_images", "error_rate", "fbeta", "gc", "get_files",
+    "get_image_files", "get_transforms", "grad_cam", "gzip", "imagenet_stats", "itemgetter", "load_data",
+    "load_learner", "lr_find", "math", "mnist_stats", "models", "nn", "noop", "np", "open_image", "optim", "os",
+    "partial", "pickle", "plot_compare", "plot_multi", "plt", "rand_pad", "re", "set_seed", "show_activations", "show_filters",
+    "show_image", "tensor", "top_k_accuracy", "torch", "untar_data", "verify_images",
 ]
 __all__ += [  # hooks and model building blocks (fastbase.callbacks.hooks, fastbase.layers); sorted
     "ActivationStats", "AdaptiveConcatPool2d", "Flatten", "Hook", "Hooks", "Lambda", "MergeLayer", "NormType",

@@ -79,7 +79,7 @@ def show_activations(learn, img, layer_groups=None, n_channels: int = 6, figsize
 
     if n_channels < 1:
         raise FastbaseError(f"n_channels must be at least 1, got {n_channels}.")
-    x = learn.data.one_item(img)
+    x, _ = learn.data.one_item(img)
     stages = stage_outputs(learn.model, x, layer_groups)
     cols = n_channels + 1
     fig, axes = plt.subplots(len(stages), cols, squeeze=False,

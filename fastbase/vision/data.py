@@ -1,42 +1,51 @@
 """Layer 6: ImageDataBunch, labelled image data in one line, with fastai v1's factories.
 
-`from_folder`, `from_name_re`, `from_name_func`, `from_csv`, `from_df` and `from_lists` only find
-the files and their labels; `create_from_items` does the rest for all of them: check the files,
-pick the classes, build the datasets and loaders, and attach the batch transforms (augmentation on
-the training loader, conversion to float on the others; `normalize` adds normalisation after both).
+`ImageList` is the data block chain's list of image files; its chain ends in `create_from_ll`,
+which checks the files, builds the datasets and loaders, and attaches the batch transforms
+(augmentation on the training loader, conversion to float on the others; `normalize` adds
+normalisation after both). The factories `from_folder`, `from_name_re`, `from_name_func`,
+`from_csv`, `from_df` and `from_lists` are thin wrappers: they find the files and their labels and
+run the equivalent chain (`ImageList...split_by_*...label_from_*`, then `_finish`).
 """
 from __future__ import annotations
 
-import csv
 import os
 import re
 
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, ifnone, is_listy, to_device
-from ..data import DataBunch, DataError, DatasetType, DeviceDataLoader, LabelError
-from ..figures import finish_figure, subplots
+from ..data import (
+    DataBunch,
+    DataError,
+    DatasetType,
+    DeviceDataLoader,
+    ItemList,
+    LabelError,
+    LabelList,
+    LabelLists,
+)
 from .dataset import (
     ImageDataset,
     check_files,
-    check_not_empty,
-    check_valid_classes,
-    encode_labels,
     format_list,
-    make_classes,
     size_hw,
-    split_by_pct,
 )
 from .image import (
     Image,
     ResizeMethod,
     check_image,
     get_image_files,
+    image_extensions,
     load_image,
+    open_image,
     resize_image,
 )
 from .item_cache import cache_budget
+from .label_table import df_table, read_csv_table
+from .show import show_image_batch, show_image_results
 from .transforms import (
     BatchAugment,
     CenterCrop,
@@ -49,6 +58,30 @@ from .transforms import (
 )
 
 __all__ = ["ImageDataBunch"]
+
+
+class ImageList(ItemList):
+    """Image files for the data block chain: `il[i]` opens an `Image`, `from_folder` finds image files,
+    `from_df`/`from_csv` make `path/folder/<name><suffix>`, and the chain ends in an ImageDataBunch."""
+
+    def get(self, i: int) -> Image:
+        return open_image(self.items[i])
+
+    @classmethod
+    def from_folder(cls, path=".", extensions=None, recurse: bool = True, include=None, presort: bool = False,
+                    **kwargs) -> ImageList:
+        """The image files under `path` (`extensions`: PIL's image suffixes when None), sorted."""
+        exts = image_extensions() if extensions is None else extensions
+        return super().from_folder(path, exts, recurse=recurse, include=include, presort=presort, **kwargs)
+
+    @classmethod
+    def _df_items(cls, values, path, folder, suffix):
+        base = path if folder is None else path / str(folder)
+        return [base / f"{v}{suffix}" for v in values]
+
+    @classmethod
+    def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> ImageDataBunch:
+        return (bunch_cls or ImageDataBunch).create_from_ll(lls, **kwargs)
 
 
 class ImageDataBunch(DataBunch):
@@ -64,15 +97,13 @@ class ImageDataBunch(DataBunch):
         path = Path(path)
         train_dir = _folder(path, train, "training")
         items = get_image_files(train_dir)
-        skip_bad = kwargs.get("skip_bad", False)
-        _check_class_folders(train_dir, items, skip_bad)
-        if valid_pct is None:
+        _check_class_folders(train_dir, items, kwargs.get("skip_bad", False))
+        if valid_pct is None:  # the files found once: the training ones, then the validation ones
             valid_items = get_image_files(_folder(path, valid, "validation", hint=True))
+            src = ImageList([*items, *valid_items], path=path).split_by_folder(train, valid)
         else:
-            train_idx, valid_idx = split_by_pct(len(items), valid_pct, seed)
-            items, valid_items = [items[i] for i in train_idx], [items[i] for i in valid_idx]
-        return cls.create_from_items(path, items, [fn.parent.name for fn in items], valid_items,
-                                     [fn.parent.name for fn in valid_items], classes=classes, seed=seed, **kwargs)
+            src = ImageList(items, path=path).split_by_rand_pct(valid_pct, seed)
+        return cls._finish(src.label_from_folder(classes=classes), seed=seed, **kwargs)
 
     @classmethod
     def from_name_re(cls, path, fnames, pat, valid_pct: float = 0.2, seed: int | None = None, **kwargs):
@@ -111,37 +142,14 @@ class ImageDataBunch(DataBunch):
         column names, None means there is none. Several labels per cell with `label_delim`."""
         path = Path(path)
         csv_path = path / csv_labels
-        if not csv_path.is_file():
-            raise DataError(f"No label file {csv_path}; pass csv_labels= with its name inside {path}.")
-        with open(csv_path, newline="") as f:
-            rows = [r for r in csv.reader(f, delimiter=delimiter or ",") if r]
-        skip = 0 if header is None else (1 if header == "infer" else int(header) + 1)
-        names = rows[skip - 1] if skip else None
-        fn_i, label_i = (_column(c, names, csv_path) for c in (fn_col, label_col))
-        short = [k + skip + 1 for k, r in enumerate(rows[skip:]) if len(r) <= max(fn_i, label_i)]
-        if short:
-            raise LabelError(f"Rows {format_list(short)} of {csv_path} have fewer than {max(fn_i, label_i) + 1} "
-                             "columns; check `delimiter`, `fn_col` and `label_col`.")
-        table = [(r[fn_i], r[label_i]) for r in rows[skip:]]
+        table = read_csv_table(csv_path, fn_col, label_col, delimiter, header)
         return cls._from_table(path, table, folder, suffix, label_delim, valid_pct, seed, str(csv_path), **kwargs)
 
     @classmethod
     def from_df(cls, path, df, folder=".", label_delim: str | None = None, valid_pct: float = 0.2,
                 seed: int | None = None, fn_col=0, label_col=1, suffix: str = "", **kwargs):
         """As `from_csv`, from a pandas DataFrame; columns by position or name."""
-        try:
-            import pandas as pd
-        except ImportError as e:
-            raise DataError("from_df needs pandas (`pip install pandas`); from_csv and from_lists work without "
-                            "it.") from e
-        if not isinstance(df, pd.DataFrame):
-            raise DataError(f"from_df expects a pandas DataFrame, got {type(df).__name__}.")
-        cols = [df.columns[c] if isinstance(c, int) and c not in df.columns else c for c in (fn_col, label_col)]
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise DataError(f"The DataFrame has no column {missing[0]!r}; its columns: {list(df.columns)}.")
-        labels = ["" if pd.isna(v) else str(v) for v in df[cols[1]]]
-        table = list(zip((str(v) for v in df[cols[0]]), labels))
+        table = df_table(df, fn_col, label_col)
         return cls._from_table(path, table, folder, suffix, label_delim, valid_pct, seed, "the DataFrame", **kwargs)
 
     @classmethod
@@ -160,57 +168,78 @@ class ImageDataBunch(DataBunch):
                               label_delim=label_delim, **kwargs)
 
     @classmethod
-    def from_lists(cls, path, fnames, labels, valid_pct: float = 0.2, seed: int | None = None, **kwargs):
+    def from_lists(cls, path, fnames, labels, valid_pct: float = 0.2, seed: int | None = None,
+                   label_delim: str | None = None, classes=None, **kwargs):
         """Files and their labels as two lists (a list of labels per file for multi-label data)."""
         path, fnames, labels = Path(path), [_resolve(path, fn) for fn in fnames], list(labels)
         if len(fnames) != len(labels):
             raise LabelError(f"from_lists got {len(fnames)} file names but {len(labels)} labels.")
-        train_idx, valid_idx = split_by_pct(len(fnames), valid_pct, seed)
-        pick = lambda idx, seq: [seq[i] for i in idx]
-        return cls.create_from_items(path, pick(train_idx, fnames), pick(train_idx, labels), pick(valid_idx, fnames),
-                                     pick(valid_idx, labels), seed=seed, **kwargs)
+        src = ImageList(fnames, path=path).split_by_rand_pct(valid_pct, seed)
+        return cls._finish(src.label_from_lists([labels[i] for i in src.train_idx], [labels[i] for i in src.valid_idx],
+                                                label_delim=label_delim, classes=classes), seed=seed, **kwargs)
 
     # --- the common path ----------------------------------------------------------------------
     @classmethod
     def create_from_items(cls, path, train_items, train_labels, valid_items, valid_labels, test=None, classes=None,
-                          label_delim: str | None = None, ds_tfms=None, size=None, bs: int = 64,
-                          val_bs: int | None = None, num_workers: int | None = None,
-                          resize_method: ResizeMethod | None = None, padding_mode: str = "reflection", device=None,
-                          check_images: bool = True, skip_bad: bool = False, seed: int | None = None, dl_tfms=None,
-                          collate_fn=default_collate, cache_items: bool | None = None) -> ImageDataBunch:
-        """Check the files, choose the classes, build the datasets, loaders and batch transforms.
+                          label_delim: str | None = None, **kwargs) -> ImageDataBunch:
+        """Labelled training and validation files as lists, through the data block chain: `ImageList`,
+        `split_by_idxs`, `label_from_lists`, then `_finish` (transforms, test set, DataBunch)."""
+        items, n = [*train_items, *valid_items], len(train_items)
+        src = ImageList(items, path=path).split_by_idxs(range(n), range(n, len(items)))
+        return cls._finish(src.label_from_lists(train_labels, valid_labels, label_delim=label_delim, classes=classes),
+                           test=test, **kwargs)
 
-        `ds_tfms` is (train, valid) from `get_transforms()`; `size` an int or (h, w); `test` a folder
-        (relative to `path`) or a list of files of unlabelled images. Classes are sorted, as fastai's.
-        `cache_items`: keep each decoded, resized image in shared memory after its first epoch
-        (`item_cache`; the results are the same). None (default) does it when `size` is set and the
-        training and validation items fit in an eighth of the machine's memory; `data.train_ds`
-        shows it."""
-        path = Path(path)
-        train_items, train_labels = check_files(train_items, train_labels, "training", check_images, skip_bad)
-        check_not_empty(train_items, "training", path)
-        valid_items, valid_labels = check_files(valid_items, valid_labels, "validation", check_images, skip_bad)
-        multi = label_delim is not None or any(is_listy(lbl) for lbl in train_labels)
-        if multi:
-            train_labels, valid_labels = (_split_labels(ls, label_delim) for ls in (train_labels, valid_labels))
-        check_valid_classes(train_labels, valid_labels, valid_items, multi, classes)
-        classes = list(classes) if classes is not None else make_classes(train_labels, multi)
-        train_tfms, valid_tfms = _split_tfms(ds_tfms)
-        method = ResizeMethod(ifnone(resize_method, ResizeMethod.CROP))
-        common = {"classes": classes, "multi_label": multi, "size": size, "resize_method": method,
-                  "padding_mode": padding_mode}
-        train_ds = ImageDataset(train_items, encode_labels(train_labels, classes, multi, train_items),
-                                canvas=needs_canvas(train_tfms), **common)
-        valid_ds = ImageDataset(valid_items, encode_labels(valid_labels, classes, multi, valid_items), **common)
+    @classmethod
+    def _finish(cls, lls, ds_tfms=None, size=None, resize_method: ResizeMethod | None = None,
+                padding_mode: str = "reflection", test=None, **kwargs) -> ImageDataBunch:
+        """The end of every factory's chain: `.transform(ds_tfms, size=...)`, `add_test(test)` (a folder
+        relative to `path`, or a list of files) and `.databunch(**kwargs)` into this class."""
+        lls = lls.transform(ds_tfms, size=size, resize_method=resize_method, padding_mode=padding_mode)
+        if test is not None:
+            lls.add_test(ImageList.from_folder(lls.path / test) if isinstance(test, (str, os.PathLike))
+                         else ImageList(list(test), path=lls.path))
+        return lls.databunch(bunch_cls=cls, **kwargs)
+
+    @classmethod
+    def create_from_ll(cls, lls, path=None, bs: int = 64, val_bs: int | None = None, num_workers: int | None = None,
+                       dl_tfms=None, device=None, collate_fn=default_collate, no_check: bool = False,
+                       check_images: bool = True, skip_bad: bool = False, seed: int | None = None,
+                       cache_items: bool | None = None) -> ImageDataBunch:
+        """The DataBunch of labelled lists (`LabelLists.databunch` of an ImageList ends here): check the
+        files, build the datasets, loaders and batch transforms.
+
+        The transforms and their settings come from `lls.transform(tfms, size=, resize_method=,
+        padding_mode=)`: `tfms` is (train, valid) from `get_transforms()`, `size` an int or (h, w).
+        `check_images`: find unreadable files up front (a BadFilesError lists them; `skip_bad` leaves
+        them out). `seed`: the shuffling and augmentation draws. `cache_items`: keep each decoded,
+        resized image in shared memory after its first epoch (`item_cache`; the results are the same).
+        None (default) does it when `size` is set and the training and validation items fit in an
+        eighth of the machine's memory; `data.train_ds` shows it."""
+        path = Path(ifnone(path, lls.path))
+        settings = dict(lls.tfm_kwargs)
+        size, padding_mode = settings.pop("size", None), settings.pop("padding_mode", "reflection")
+        method = ResizeMethod(ifnone(settings.pop("resize_method", None), ResizeMethod.CROP))
+        if settings.pop("tfm_y", False):
+            raise DataError("tfm_y=True (transforming the targets with the images, as segmentation needs) is not "
+                            "supported by ImageList yet; transform the images only.")
+        if settings:
+            raise DataError(f"Unknown transform setting(s) {sorted(settings)}; ImageList takes size, "
+                            "resize_method, padding_mode.")
+        lls = _without_bad_files(lls, check_images, skip_bad)
+        train_tfms, valid_tfms = _split_tfms(lls.tfms)
+        train_y = lls.train.y
+        common = {"classes": train_y.classes, "multi_label": train_y.multi_label, "size": size,
+                  "resize_method": method, "padding_mode": padding_mode}
+        train_ds = ImageDataset(lls.train.x.items, train_y.targets, canvas=needs_canvas(train_tfms), **common)
+        valid_ds = ImageDataset(lls.valid.x.items, lls.valid.y.targets, **common)
         if cache_items is None:
             cache_items = size is not None and train_ds.cache_nbytes + valid_ds.cache_nbytes <= cache_budget()
         if cache_items:
             train_ds, valid_ds = train_ds.new(cache=True), valid_ds.new(cache=True)
             common["cache"] = True  # for the test set
         test_ds = None
-        if test is not None:
-            test_items = get_image_files(path / test) if isinstance(test, (str, os.PathLike)) else list(test)
-            test_items, _ = check_files(test_items, None, "test", check_images, skip_bad)
+        if lls.test is not None:
+            test_items, _ = check_files(list(lls.test.x.items), None, "test", check_images, skip_bad)
             test_ds = ImageDataset(test_items, **common)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         augment = BatchAugment(train_tfms, size_hw(size), method, padding_mode, generator) if train_tfms else ToFloat()
@@ -218,6 +247,7 @@ class ImageDataBunch(DataBunch):
                           dl_tfms=dl_tfms, device=device, collate_fn=collate_fn, seed=seed,
                           fix_ds=train_ds.new(canvas=False), train_tfms=[augment], valid_tfms=[ToFloat()])
         data.ds_tfms = (train_tfms, valid_tfms)
+        data.label_lists, data.loss_func = lls, train_y.loss_func
         data._set_image_settings(size, method, padding_mode)
         return data
 
@@ -225,19 +255,25 @@ class ImageDataBunch(DataBunch):
         self.size, self.resize_method, self.padding_mode = size_hw(size), ResizeMethod(resize_method), padding_mode
 
     def add_test(self, items, check_images: bool = True, skip_bad: bool = False) -> ImageDataBunch:
-        """Add (or replace) the test set: image files (a list, or a folder to search), or a dataset."""
-        if isinstance(items, (str, os.PathLike)):
-            items = get_image_files(items)
+        """Add (or replace) the test set: image files (a list, an ImageList, or a folder to search), or a
+        dataset. Also on a DataBunch loaded for inference (`load_learner(..., test=)`)."""
+        items = get_image_files(items) if isinstance(items, (str, os.PathLike)) else getattr(items, "items", items)
         if not isinstance(items, ImageDataset):
             items, _ = check_files(list(items), None, "test", check_images, skip_bad)
-            items = self.valid_ds.new(items=items, y=None)
+            items = ImageDataset(items, classes=self.classes, multi_label=self.multi_label, size=self.size,
+                                 resize_method=self.resize_method, padding_mode=self.padding_mode) \
+                if self.inference_only else self.valid_ds.new(items=items, y=None)
+        if self.inference_only:  # no validation loader to copy: one in this process, as `one_item` reads
+            self.test_dl = DeviceDataLoader(DataLoader(items, batch_size=64), self.device,
+                                            [ToFloat(), *([] if self.norm is None else [self.norm])])
+            return self
         return super().add_test(items)
 
     def _take(self, ds, indices):
         """Some items of an ImageDataset as an ImageDataset (`subset`), so it still names files and labels."""
         if not isinstance(ds, ImageDataset):
             return super()._take(ds, indices)
-        return ds.new(items=[ds.items[i] for i in indices], y=ds.y[list(indices)] if ds.labelled else None)
+        return ds.new(items=[ds.items[i] for i in indices], y=ds.targets[list(indices)] if ds.labelled else None)
 
     def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35) -> DeviceDataLoader:
         """The `ds_type` items in order, through the training augmentation with a zoom of exactly `scale`
@@ -255,10 +291,10 @@ class ImageDataBunch(DataBunch):
         """The image files under folder `path` (`get_image_files`: what training reads as images)."""
         return get_image_files(path)
 
-    def one_item(self, item) -> torch.Tensor:
-        """A normalised batch of one `(1, 3, *size)` on the device from a file name, a PIL image, an
-        `Image`, or a tensor (`3 x H x W` or `H x W`, float in [0, 1] or uint8), resized as validation
-        images are. Runs in the calling process (no workers)."""
+    def one_item(self, item) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(xb, yb)`: a normalised batch of one `(1, 3, *size)` on the device from a file name, a PIL
+        image, an `Image`, or a tensor (`3 x H x W` or `H x W`, float in [0, 1] or uint8), resized as
+        validation images are, and a dummy target. Runs in the calling process (no workers)."""
         if isinstance(item, Image):
             item = item.data
         if isinstance(item, torch.Tensor):
@@ -275,7 +311,7 @@ class ImageDataBunch(DataBunch):
         if self.size is not None:
             x = resize_image(x, self.size, self.resize_method, self.padding_mode)
         x = to_device(x.float().div(255).unsqueeze(0), self.device)
-        return x if self.norm is None else self.norm.norm(x)
+        return (x if self.norm is None else self.norm.norm(x)), torch.zeros(1, dtype=torch.long, device=self.device)
 
     def export_state(self) -> dict:
         """The DataBunch's export state plus the image settings `one_item` needs: `size` ([h, w] or None),
@@ -295,16 +331,12 @@ class ImageDataBunch(DataBunch):
                    return_fig: bool | None = None, save_to=None, **kwargs):
         """Draw up to `rows` x `rows` images of one batch, denormalised, titled with their labels.
         Returns the matplotlib Figure (`save_to`, `return_fig`: see `fastbase.figures.finish_figure`)."""
-        x, y = self.one_batch(ds_type, denorm=True)
-        ds = self.dl(ds_type).dataset
-        fig, axes = subplots(rows, rows, figsize=figsize or (3 * rows, 3 * rows), squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if i < len(x):
-                ax.imshow(x[i].permute(1, 2, 0).clamp(0, 1).numpy())
-                ax.set_title(ds.label_text(y[i]), **kwargs)
-        fig.tight_layout()
-        return finish_figure(fig, return_fig, save_to)
+        return show_image_batch(self, rows, figsize, ds_type, return_fig, save_to, **kwargs)
+
+    def show_results(self, learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None,
+                     **kwargs):
+        """Draw images of one `ds_type` batch titled with `learn`'s prediction and the target."""
+        return show_image_results(learn, ds_type, rows, figsize, **kwargs)
 
 
 # --- helpers for the factories -------------------------------------------------------------------
@@ -325,24 +357,25 @@ def _check_class_folders(train_dir: Path, items, skip_bad: bool) -> None:
     if loose:
         raise LabelError(f"{len(loose)} image(s) lie directly in {train_dir} ({format_list(loose)}), outside any "
                          "class folder: move them into a folder named after their class.")
-    used = {fn.parent.name for fn in items}
+    used = {fn.relative_to(train_dir).parts[0] for fn in items}  # class folders may hold subfolders
     empty = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in used)
     if empty and not skip_bad:
         raise DataError(f"Class folder(s) {format_list(empty)} in {train_dir} hold no images: add images or "
                         "remove the folder(s) (skip_bad=True leaves them out).")
 
 
-def _column(col, names, where) -> int:
-    if isinstance(col, int):
-        return col
-    if names is None or col not in names:
-        raise DataError(f"No column {col!r} in {where}" + (f"; its columns: {names}." if names else
-                                                          " (it has no header row; give the column's number)."))
-    return names.index(col)
-
-
-def _split_labels(labels, delim):
-    return [list(lbl) if is_listy(lbl) else ([] if lbl == "" else str(lbl).split(delim)) for lbl in labels]
+def _without_bad_files(lls, check_images: bool, skip_bad: bool):
+    """`lls`, or (with `skip_bad`) new LabelLists without the unreadable training and validation files;
+    a BadFilesError names them otherwise. Classes are chosen again from what is left."""
+    lists = (lls.train, lls.valid)
+    kept = [check_files(list(ll.x.items), list(range(len(ll))), what, check_images, skip_bad)[1]
+            for ll, what in zip(lists, ("training", "validation"))]
+    if all(len(idx) == len(ll) for idx, ll in zip(kept, lists)):
+        return lls
+    parts = [LabelList(ll.x[idx], ll.y.new([ll.y.items[i] for i in idx])) for ll, idx in zip(lists, kept)]
+    new = LabelLists(lls.path, *parts).transform(lls.tfms, **lls.tfm_kwargs)
+    new.test = lls.test
+    return new
 
 
 def _split_tfms(ds_tfms):

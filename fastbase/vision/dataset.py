@@ -1,5 +1,5 @@
-"""Layer 6: a labelled list of image files as a torch Dataset, and the labelling helpers behind the
-ImageDataBunch factories (classes, multi-hot targets, random splits, checks that name the files).
+"""Layer 6: a labelled list of image files as a torch Dataset, and the check of its files that names
+the unreadable ones (classes, targets and splits come from the data block API in `fastbase.data`).
 
 Labels are carried as plain tensors: an int64 class index per item, or a float multi-hot vector
 when an item may have several labels (`multi_label`). Class names live on the dataset, not on tensors.
@@ -14,9 +14,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..core import Path
-from ..data import BadFilesError, DataError, EmptyDatasetError, LabelError
+from ..data import BadFilesError, DataError, LabelError, format_list
+from ..data.labels import EmptyLabelList, label_list_from_targets
 from .image import (
     PADDING_MODES,
+    Image,
     ResizeMethod,
     cover_image,
     load_image,
@@ -25,27 +27,21 @@ from .image import (
 )
 from .item_cache import ItemCache, cache_nbytes
 
-__all__ = ["CANVAS_SCALE", "ImageDataset", "check_files", "encode_labels", "format_list", "make_classes",
-           "split_by_pct"]
+__all__ = ["CANVAS_SCALE", "ImageDataset", "check_files", "format_list", "size_hw"]
 
 # training canvases for CROP are this much larger than `size` (see ImageDataset): 4/3 holds the whole
 # long side of a 4:3 photo, so a crop window can reach its edges as the validation centre crop cannot
 CANVAS_SCALE = 4 / 3
 
 
-def format_list(things, n: int = 5) -> str:
-    """The first `n` of `things`, then how many more: for error messages that name files."""
-    things = [str(t) for t in things]
-    more = f" and {len(things) - n} more" if len(things) > n else ""
-    return ", ".join(things[:n]) + more
-
-
 class ImageDataset(Dataset):
     """Image files and their labels: fastai v1's ImageList, with plain tensors.
 
-    `ds[i]` is `(x, y)`: x float `3 x H x W` in [0, 1], resized to `size` (a deterministic centre crop,
-    pad or squish), y an int64 class index, a float multi-hot vector `(c,)` when `multi_label`, or 0
-    for unlabelled (test) items. DataLoaders fetch whole batches through `__getitems__` instead, which
+    `ds[i]` is `(x, y)` as items: x an `Image` (float `3 x H x W` in [0, 1], resized to `size` by a
+    deterministic centre crop, pad or squish), y a `Category`, a `MultiCategory` when `multi_label`, a
+    `FloatItem` for regression targets (float, no classes) or an `EmptyLabel` for unlabelled (test)
+    items. `targets` holds them all as one tensor (int64 class indices, float multi-hot `(n, c)` or
+    float values `(n, k)`), and `y` as a label list (`y[i]` an item, `y.classes`). DataLoaders fetch whole batches through `__getitems__` instead, which
     gives `(x uint8, y, src_hw)` per item: uint8 is 4x cheaper to collate and to move to the device,
     and `src_hw` (the extent of the picture, see `transforms.crop_matrices`) lets the batch transforms
     place the crop window. With `canvas=True` (training with augmentation) items keep more than the
@@ -78,7 +74,8 @@ class ImageDataset(Dataset):
             self.labelled = True
         if len(y) != len(self.items):
             raise LabelError(f"{len(self.items)} items but {len(y)} labels.")
-        self.y = y
+        self.targets = y
+        self._labels = None
         # decoded, resized items shared with the loader's workers (see `item_cache`): fixed-size items only
         self.cache = ItemCache(len(self.items), self.item_shape) if cache and self.size is not None else None
 
@@ -102,14 +99,31 @@ class ImageDataset(Dataset):
 
     @property
     def c(self) -> int | None:
-        return None if self.classes is None else len(self.classes)
+        """Number of model outputs: the classes, or the width of float regression targets."""
+        if self.classes is None:
+            floats = self.labelled and self.targets.is_floating_point()
+            return self.targets.view(len(self.targets), -1).shape[1] if floats and len(self.targets) else None
+        return len(self.classes)
+
+    @property
+    def y(self):
+        """The labels as a label list (`y[i]` a `Category`, `MultiCategory` or `FloatItem`)."""
+        if self._labels is None:
+            self._labels = (label_list_from_targets(self.targets, self.classes, self.multi_label) if self.labelled
+                            else EmptyLabelList([0] * len(self)).process())
+        return self._labels
+
+    @property
+    def x(self) -> list:
+        """The image files, as fastai's `ds.x.items`."""
+        return _Files(self.items)
 
     def __len__(self):
         return len(self.items)
 
     def new(self, **changes) -> ImageDataset:
         """A copy with some settings changed (e.g. `canvas=False` for the Fix loader), sharing the items."""
-        args = {"items": self.items, "y": self.y if self.labelled else None, "classes": self.classes,
+        args = {"items": self.items, "y": self.targets if self.labelled else None, "classes": self.classes,
                 "multi_label": self.multi_label, "size": self.size, "resize_method": self.resize_method,
                 "padding_mode": self.padding_mode, "canvas": self.canvas, "cache": self.cache is not None}
         return type(self)(**{**args, **changes})
@@ -129,7 +143,7 @@ class ImageDataset(Dataset):
         cache = self.cache if canvas == self.canvas else None
         hit = None if cache is None else cache.get(i)
         if hit is not None:
-            return hit[0], self.y[i], torch.tensor(hit[1])
+            return hit[0], self.targets[i], torch.tensor(hit[1])
         try:
             if canvas and self.size is not None and self.resize_method == ResizeMethod.CROP:
                 x, _ = load_image(fn, self.size, ResizeMethod.CROP)
@@ -150,7 +164,7 @@ class ImageDataset(Dataset):
         src_hw = tuple(src_hw) if canvas else tuple(x.shape[-2:])
         if cache is not None:
             cache.put(i, x, src_hw)
-        return x, self.y[i], torch.tensor(src_hw)
+        return x, self.targets[i], torch.tensor(src_hw)
 
     def __getitems__(self, indices) -> list:
         """The items of one batch for a DataLoader (see the class docstring); all of one size."""
@@ -163,22 +177,27 @@ class ImageDataset(Dataset):
         return out
 
     def __getitem__(self, i: int):
-        x, y, _ = self.raw_item(i, canvas=False)
-        return x.float().div_(255), y
+        """`(Image, label item)` of item `i`, resized as validation images are."""
+        x, _, _ = self.raw_item(i, canvas=False)
+        return Image(x.float().div_(255)), self.y.get(i)
 
     def label_text(self, y: torch.Tensor) -> str:
         """A target as text: the class name, or the names of a multi-hot vector joined by ';'."""
-        if not self.labelled or self.classes is None:
-            return ""
-        if self.multi_label:
-            return ";".join(str(self.classes[i]) for i in torch.nonzero(y > 0.5).flatten().tolist())
-        return str(self.classes[int(y)])
+        return "" if not self.labelled else str(self.y.reconstruct(y))
 
     def __repr__(self):
         kind = "multi-label " if self.multi_label else ""
         classes = "" if self.classes is None else f", {len(self.classes)} {kind}classes"
         cached = "" if self.cache is None else f", cached {self.cache.n_filled}/{len(self)}"
         return f"{type(self).__name__}({len(self)} items{classes}, size={self.size}{cached})"
+
+
+class _Files(list):
+    """The files of an ImageDataset as fastai's `ds.x`: a list with `items`."""
+
+    @property
+    def items(self):
+        return list(self)
 
 
 def size_hw(size) -> tuple[int, int] | None:
@@ -191,45 +210,7 @@ def size_hw(size) -> tuple[int, int] | None:
     return int(h), int(w)
 
 
-# --- labelling helpers -----------------------------------------------------------------------
-def split_by_pct(n: int, valid_pct: float, seed: int | None = None) -> tuple[list[int], list[int]]:
-    """Random (train, valid) index lists with `int(valid_pct * n)` validation items; the same `seed`
-    gives the same split, without touching the global random state."""
-    if not 0 <= valid_pct < 1:
-        raise DataError(f"valid_pct must be in [0, 1), got {valid_pct}.")
-    order = np.random.default_rng(seed).permutation(n)
-    cut = int(valid_pct * n)
-    return sorted(order[cut:].tolist()), sorted(order[:cut].tolist())
-
-
-def make_classes(labels, multi_label: bool) -> list:
-    """Sorted unique labels (of every item's labels when `multi_label`), as fastai's CategoryList."""
-    flat = [lbl for item in labels for lbl in item] if multi_label else list(labels)
-    unique = set(flat)
-    try:
-        return sorted(unique)
-    except TypeError:  # mixed types: sort by their text
-        return sorted(unique, key=str)
-
-
-def encode_labels(labels, classes, multi_label: bool, items=()) -> torch.Tensor:
-    """int64 class indices (n,), or float multi-hot (n, c); a LabelError names unknown labels."""
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = [(lbl, fn) for item, fn in zip(labels, list(items) or [None] * len(labels))
-               for lbl in (item if multi_label else [item]) if lbl not in index]
-    if unknown:
-        names = sorted({str(lbl) for lbl, _ in unknown})
-        files = format_list(fn for _, fn in unknown if fn is not None)
-        raise LabelError(f"Label(s) {format_list(names)} are not among the classes {format_list(classes, 10)}"
-                         f"{' (e.g. ' + files + ')' if files else ''}. Add them to `classes`, or remove those items.")
-    if multi_label:
-        y = torch.zeros(len(labels), len(classes))
-        for row, item in enumerate(labels):
-            y[row, [index[lbl] for lbl in item]] = 1.0
-        return y
-    return torch.tensor([index[lbl] for lbl in labels], dtype=torch.long)
-
-
+# --- checking files ---------------------------------------------------------------------------
 def check_files(items: list, labels: list | None, what: str, check_images: bool, skip_bad: bool):
     """Drop or report unreadable files among `items` (with their `labels`): a BadFilesError listing them,
     or with `skip_bad`, one warning. Missing files are always looked for (it costs a `stat`)."""
@@ -249,26 +230,3 @@ def check_files(items: list, labels: list | None, what: str, check_images: bool,
     drop = {str(fn) for fn, _ in bad}
     keep = [i for i, fn in enumerate(items) if str(Path(fn)) not in drop]
     return [items[i] for i in keep], None if labels is None else [labels[i] for i in keep]
-
-
-def check_valid_classes(train_labels, valid_labels, valid_items, multi_label: bool, given_classes) -> None:
-    """A LabelError when the validation set has classes that the training set lacks (and that the user
-    did not name in `classes`): a model cannot learn them."""
-    known = set(given_classes) if given_classes is not None else set(make_classes(train_labels, multi_label))
-    extra = {}
-    for item, fn in zip(valid_labels, valid_items):
-        for lbl in (item if multi_label else [item]):
-            if lbl not in known:
-                extra.setdefault(lbl, fn)
-    if extra:
-        names = sorted(extra, key=str)
-        raise LabelError(f"The validation set has class(es) {format_list(names)} that the training set lacks "
-                         f"(e.g. {format_list(extra[n] for n in names)}). A model cannot learn them: add training "
-                         "images of them, drop them from the validation set, use another `seed`/`valid_pct` for a "
-                         "random split, or name every class with `classes=`.")
-
-
-def check_not_empty(items, what: str, where) -> None:
-    if not items:
-        raise EmptyDatasetError(f"The {what} set is empty ({where}): check the folder names, the file pattern "
-                                "or the labels.")

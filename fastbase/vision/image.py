@@ -261,15 +261,34 @@ class Image:
         """(height, width) in pixels, as fastai v1's `Image.size`."""
         return tuple(self.data.shape[-2:])
 
-    def show(self, ax=None, figsize=(3, 3), title: str | None = None):
-        """Draw on `ax` (a new figure when None) with matplotlib; returns the axes."""
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.data.dtype
+
+    def resize(self, size, method: ResizeMethod = ResizeMethod.SQUISH) -> Image:
+        """A new Image of `size` (an int, (h, w) or fastai's (c, h, w)), squished (or cropped/padded
+        to fit, with `method`) as the loaders resize."""
+        hw = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+        x = (self.data.clamp(0, 1) * 255).round().to(torch.uint8)
+        return Image(resize_image(x, hw, method).float().div_(255))
+
+    def show(self, ax=None, figsize=(3, 3), title: str | None = None, y=None, hide_axis: bool = True,
+             cmap=None, **kwargs):
+        """Draw on `ax` (a new figure when None) with matplotlib, titled with `title` or with the label
+        item `y` (a Category, MultiCategory or FloatItem); returns the axes."""
         if ax is None:
             import matplotlib.pyplot as plt
             _, ax = plt.subplots(figsize=figsize)
-        ax.imshow(self.data.permute(1, 2, 0).clamp(0, 1).numpy())
-        ax.axis("off")
-        if title is not None:
-            ax.set_title(title)
+        pixels = self.data.permute(1, 2, 0).clamp(0, 1).numpy()
+        if cmap is not None and self.data.shape[0] in (1, 3):
+            pixels = pixels[..., 0]  # one channel, drawn with the colour map (gray digits are R = G = B)
+        ax.imshow(pixels, cmap=cmap)
+        if hide_axis:
+            ax.axis("off")
+        if y is not None:
+            y.show(ax, **kwargs)
+        elif title is not None:
+            ax.set_title(title, **kwargs)
         return ax
 
     def __repr__(self):
