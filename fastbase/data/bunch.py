@@ -240,7 +240,8 @@ class DataBunch:
         class name of the highest probability (its index when the data have no class names); for
         multi-label data, the list of the labels above `thresh`; for per-pixel probabilities
         (n, c, H, W), the (H, W) map of class indexes. `prediction_item` is the rule."""
-        return [prediction_item(row, self.classes, self.multi_label, thresh)[0].obj for row in probs]
+        items = [prediction_item(row, self.classes, self.multi_label, thresh)[0] for row in probs]
+        return [getattr(item, "obj", item) for item in items]
 
     def item_files(self, path) -> list[Path]:
         """The files of folder `path` (and its subfolders) that are items of this kind of data, sorted;

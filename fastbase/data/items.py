@@ -85,9 +85,9 @@ def prediction_item(out: torch.Tensor, classes=None, multi_label: bool = False, 
     labels: `Learner.predict`, `DataBunch.decode_preds` (`predict_folder`, `fastbase predict`) use it."""
     if regression:
         return FloatItem(out.reshape(-1)[0] if out.numel() == 1 else out), out
-    if out.dim() > 1 and not multi_label:  # segmentation: one class per pixel
+    if out.dim() > 1 and not multi_label:  # segmentation: one class per pixel, the map is the item
         idx = out.argmax(0)
-        return ItemBase(idx), idx
+        return idx, idx
     if multi_label:
         hot = (out > thresh).float()
         found = hot.nonzero().view(-1).tolist()
