@@ -51,20 +51,10 @@ def main() -> int:
     os.environ.setdefault("FASTBASE_NO_BAR", "1")
     import torch
 
-    from fastbase.callback import Callback
+    from fastbase.compare import TrainTimer as EpochTimer
     from fastbase.compare import measure_latency
     from fastbase.core import set_seed
     from fastbase.vision import ImageDataBunch, cnn_learner, imagenet_stats
-
-    class EpochTimer(Callback):
-        def __init__(self):
-            self.seconds = []
-
-        def before_train(self):
-            self._start = time.perf_counter()
-
-        def after_train(self):
-            self.seconds.append(time.perf_counter() - self._start)
 
     torch.set_num_threads(args.threads)
     set_seed(0)

@@ -31,7 +31,7 @@ from .vision.learner import cnn_learner
 from .vision.models import arch_meta, arch_name
 from .vision.timm_models import resolve_arch
 
-__all__ = ["COLUMNS", "MODES", "compare_archs", "learner_for", "markdown_table",
+__all__ = ["COLUMNS", "MODES", "TrainTimer", "compare_archs", "learner_for", "markdown_table",
            "measure_latency", "pareto_front", "plot_compare", "resolve_arch", "save_compare", "table_records"]
 
 MODES = ("head", "full", "scratch")
@@ -140,7 +140,7 @@ def _maxrss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
 
 
-class _TrainTimer(Callback):
+class TrainTimer(Callback):
     """Seconds of each epoch's training phase (without validation)."""
 
     def __init__(self):
@@ -235,7 +235,7 @@ def _run_pair(data, arch, mode, epochs, lr, seed, lr_find_iters, input_shape, la
         start = time.perf_counter()
         lr = learn.lr_find(num_it=lr_find_iters).valley
         row["lr_find_s"] = time.perf_counter() - start
-    timer = _TrainTimer()
+    timer = TrainTimer()
     learn.fit_one_cycle(epochs, slice(lr / 100, lr) if mode == "full" else lr, callbacks=[timer])
     row["peak_mem_mb"] = memory.stop()
     valid_loss, acc = learn.validate()[:2]
