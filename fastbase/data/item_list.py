@@ -22,7 +22,7 @@ from .label_lists import LabelList, data_collate
 from .labels import EmptyLabelList, MultiCategoryList, _indices, choose_label_cls
 from .splits import SplitMixin, _first_folder, _rng
 
-__all__ = ["ItemList", "get_files"]
+__all__ = ["ItemList", "get_files", "labels_from_re"]
 
 
 def get_files(path, extensions=None, recurse: bool = True, include=None) -> list[Path]:
@@ -182,19 +182,9 @@ class ItemList(SplitMixin):
     def label_from_re(self, pat: str, full_path: bool = False, label_cls=None, process: bool = True,
                       **kwargs) -> LabelList:
         """The first group of `pat`, searched in each item's path (with '/'; `full_path`: joined to `path`)."""
-        regex = re.compile(pat)
-        if regex.groups < 1:
-            raise LabelError(f"The pattern {pat!r} has no group: put the label part in parentheses, "
-                             r"e.g. r'/([^/]+)_\d+.jpg$'.")
         texts = [(self.path / o if full_path else Path(o)).as_posix() for o in self.items]
-        found = [regex.search(t) for t in texts]
-        missed = [t for t, m in zip(texts, found) if m is None]
-        if missed:
-            what = "no item, e.g." if len(missed) == len(texts) else \
-                f"only some items: {len(missed)} of {len(texts)} do not match, like"
-            raise LabelError(f"The pattern {pat!r} matches {what} {format_list(missed)}. Fix the pattern (it is "
-                             "searched in the whole path, with '/'), or filter those items out first.")
-        return self.label_from_list([m.group(1) for m in found], label_cls, process, **kwargs)
+        labels = labels_from_re(pat, texts, "item", "filter those items out first")
+        return self.label_from_list(labels, label_cls, process, **kwargs)
 
     def label_from_df(self, cols=1, label_cls=None, process: bool = True, **kwargs) -> LabelList:
         """Labels from column(s) `cols` of the table the items came from. Several columns: a FloatList
@@ -254,3 +244,19 @@ def _df_column(df, cols):
         raise DataError(f"The table has no column {missing[0]!r}; its columns: {list(df.columns)}.")
     return df[names] if is_listy(cols) else df[names[0]]
 
+
+def labels_from_re(pat: str, texts: list, noun: str = "item", fix: str = "filter those items out first") -> list:
+    """The first group of `pat` searched in each of `texts`; a LabelError naming the ones it misses
+    (`noun`: what a text is, for the message; `fix`: what the user can do besides fixing the pattern)."""
+    regex = re.compile(pat)
+    if regex.groups < 1:
+        raise LabelError(f"The pattern {pat!r} has no group: put the label part in parentheses, "
+                         r"e.g. r'/([^/]+)_\d+.jpg$'.")
+    found = [regex.search(text) for text in texts]
+    missed = [text for text, m in zip(texts, found) if m is None]
+    if missed:
+        what = f"no {noun}, e.g." if len(missed) == len(texts) else \
+            f"only some {noun}s: {len(missed)} of {len(texts)} do not match, like"
+        raise LabelError(f"The pattern {pat!r} matches {what} {format_list(missed)}. Fix the pattern (it is "
+                         f"searched in the whole path, with '/'), or {fix}.")
+    return [m.group(1) for m in found]

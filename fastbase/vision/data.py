@@ -10,7 +10,6 @@ run the equivalent chain (`ImageList...split_by_*...label_from_*`, then `_finish
 from __future__ import annotations
 
 import os
-import re
 
 import torch
 from torch.utils.data import DataLoader
@@ -27,6 +26,7 @@ from ..data import (
     LabelList,
     LabelLists,
 )
+from ..data.item_list import labels_from_re
 from .dataset import (
     ImageDataset,
     check_files,
@@ -108,19 +108,9 @@ class ImageDataBunch(DataBunch):
     @classmethod
     def from_name_re(cls, path, fnames, pat, valid_pct: float = 0.2, seed: int | None = None, **kwargs):
         """Labels from the first group of the regular expression `pat`, searched in each file's path."""
-        regex = re.compile(pat)
-        if regex.groups < 1:
-            raise LabelError(f"The pattern {pat!r} has no group: put the label part in parentheses, "
-                             r"e.g. r'/([^/]+)_\d+.jpg$'.")
         fnames = [Path(fn) for fn in fnames]
-        found = [regex.search(fn.as_posix()) for fn in fnames]
-        missed = [fn for fn, m in zip(fnames, found) if m is None]
-        if missed:
-            what = "no file name, e.g." if len(missed) == len(fnames) else \
-                f"only some file names: {len(missed)} of {len(fnames)} do not match, like"
-            raise LabelError(f"The pattern {pat!r} matches {what} {format_list(missed)}. Fix the pattern (it is "
-                             "searched in the whole path, with '/'), or leave those files out of `fnames`.")
-        return cls.from_lists(path, fnames, [m.group(1) for m in found], valid_pct=valid_pct, seed=seed, **kwargs)
+        labels = labels_from_re(pat, [fn.as_posix() for fn in fnames], "file name", "leave those files out of `fnames`")
+        return cls.from_lists(path, fnames, labels, valid_pct=valid_pct, seed=seed, **kwargs)
 
     @classmethod
     def from_name_func(cls, path, fnames, label_func, valid_pct: float = 0.2, seed: int | None = None, **kwargs):
