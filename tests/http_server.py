@@ -41,8 +41,10 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.behaviour = Behaviour()
         self.requests: list[Request] = []
-        self.bytes_sent = 0
+        self._bytes_sent = 0
+        self._active = 0  # handlers still running: the client may finish reading before they record
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.owner = self
@@ -55,6 +57,13 @@ class FileServer:
         """Serve `data` at `path` ('/dir/name.tgz'); returns its full URL."""
         self.files[path] = data
         return self.url + path
+
+    @property
+    def bytes_sent(self) -> int:
+        """Body bytes sent, once every handler in flight has finished (waits up to 5 s)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=5)
+            return self._bytes_sent
 
     def count(self, path: str | None = None) -> int:
         return sum(1 for r in self.requests if path is None or r.path == path)
@@ -69,7 +78,16 @@ class FileServer:
         with self._lock:
             if request is not None:
                 self.requests.append(request)
-            self.bytes_sent += nbytes
+            self._bytes_sent += nbytes
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._active += 1
+
+    def _leave(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -80,6 +98,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         owner: FileServer = self.server.owner
+        owner._enter()
+        try:
+            self._serve(owner)
+        finally:
+            owner._leave()
+
+    def _serve(self, owner: FileServer):
         b = owner.behaviour
         request = Request(self.path, dict(self.headers.items()))
         owner._record(request)
