@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -33,6 +34,9 @@ from .workflow import (
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a command whose reader closed the pipe
+
+
 def _data_options(args) -> dict:
     names = ("size", "bs", "valid_pct", "label_re", "csv", "seed", "workers", "flip", "limit")
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
@@ -319,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except (KeyboardInterrupt, TrainingInterrupted):
         code, message = EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
+    except BrokenPipeError:
+        # The reader of stdout went away (`fastbase predict DIR --json | head`): stop quietly, as a
+        # command killed by SIGPIPE would, and keep Python from failing again when it flushes stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except FastbaseError as e:
         code, message = (EXIT_USAGE if _is_data_error(e) else EXIT_ERROR), str(e)
     except Exception as e:  # noqa: BLE001 -- a failure while running: exit 1, with the traceback for a bug report

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -136,6 +137,19 @@ def test_report_images_load_in_headless_chromium(trained, tmp_path):
     found = re.search(r'<div id="img-check">loaded (\d+) of (\d+)</div>', result.stdout)
     assert found, f"chromium exited {result.returncode}: {result.stderr[-2000:]}"
     assert found.group(1) == found.group(2) == str(len(FIGURES))
+
+
+def test_predict_into_a_closed_pipe_stops_quietly(trained, images_with_a_corrupt_one):
+    """`fastbase predict DIR --json | head -c0`: the reader is gone before the result is written; the
+    command exits as a SIGPIPE'd one would (141), without a traceback."""
+    export = trained["out"] / "export.pkl"
+    script = "import sys; from fastbase.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", script, "predict", str(export), str(images_with_a_corrupt_one),
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # nothing will read the result
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
 
 
 # --- the other commands ----------------------------------------------------------------------------------------
