@@ -4,18 +4,25 @@ toggles and buttons, and cleaned.csv is read back and trained on with ImageDataB
 import csv
 import importlib.util
 import shutil
+import subprocess
 import sys
 
 import pytest
 import torch
 from tiny_vision import noise_folder, noise_image, tiny_arch, tiny_learner
 
+from fastbase.core import FastbaseError
 from fastbase.data import DatasetType, imagenet_stats
 from fastbase.interpret import ClassificationInterpretation
 from fastbase.vision.data import ImageDataBunch
 from fastbase.vision.learner import cnn_learner
-from fastbase.core import FastbaseError
-from fastbase.widgets import CleanedTable, CleaningError, CleaningSet, DatasetFormatter, ImageCleaner
+from fastbase.widgets import (
+    CleanedTable,
+    CleaningError,
+    CleaningSet,
+    DatasetFormatter,
+    ImageCleaner,
+)
 from fastbase.widgets.formatter import most_similar_pairs
 
 needs_ipywidgets = pytest.mark.skipif(importlib.util.find_spec("ipywidgets") is None,
@@ -245,3 +252,10 @@ def test_without_ipywidgets_the_cleaner_says_what_to_install(learn, folder, monk
     ds, idxs = DatasetFormatter().from_toplosses(learn)
     with pytest.raises(FastbaseError, match=r"pip install 'fastbase\[widgets\]'"):
         ImageCleaner(ds, idxs, folder)
+
+
+def test_star_import_gives_the_lesson_2_names_without_loading_ipywidgets():
+    code = ("import sys\nfrom fastbase.widgets import *\n"
+            "assert DatasetFormatter and ImageCleaner and 'ipywidgets' not in sys.modules\nprint('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
