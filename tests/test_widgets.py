@@ -3,10 +3,13 @@ through forward hooks), ImageCleaner shows them; the widget is driven headless t
 toggles and buttons, and cleaned.csv is read back and trained on with ImageDataBunch.from_csv."""
 import csv
 import importlib.util
+import io
 import shutil
 import subprocess
 import sys
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from tiny_vision import noise_folder, noise_image, tiny_arch, tiny_learner
@@ -24,6 +27,7 @@ from fastbase.widgets import (
     ImageCleaner,
 )
 from fastbase.widgets.formatter import most_similar_pairs
+from fastbase.widgets.image_cleaner import thumbnail
 
 needs_ipywidgets = pytest.mark.skipif(importlib.util.find_spec("ipywidgets") is None,
                                       reason="ImageCleaner needs ipywidgets (pip install -e '.[widgets]')")
@@ -78,7 +82,7 @@ def test_from_similars_puts_a_copy_across_the_split_first(learn, folder):
 
 
 def test_from_similars_on_one_set_with_raw_activations(learn):
-    ds, idxs = DatasetFormatter().from_similars(learn, LAST_BODY_LAYER, ds_type=DatasetType.Valid, pool=None)
+    ds, idxs = DatasetFormatter().from_similars(learn, LAST_BODY_LAYER, ds_type="valid", pool=None)
     assert ds.items == list(learn.data.valid_ds.items) and len(idxs) == 2 * len(ds)
     assert all(a < b for a, b in zip(idxs[::2], idxs[1::2]))
 
@@ -259,3 +263,10 @@ def test_star_import_gives_the_lesson_2_names_without_loading_ipywidgets():
             "assert DatasetFormatter and ImageCleaner and 'ipywidgets' not in sys.modules\nprint('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_thumbnails_keep_the_aspect_and_enlarge_tiny_images(tmp_path):
+    PIL.Image.fromarray(np.zeros((600, 800, 3), np.uint8)).save(tmp_path / "photo.jpg")
+    PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "digit.png")
+    assert PIL.Image.open(io.BytesIO(thumbnail(tmp_path / "photo.jpg"))).size == (150, 112)
+    assert PIL.Image.open(io.BytesIO(thumbnail(tmp_path / "digit.png", size=96))).size == (96, 96)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..callbacks.hooks import Hook
 from ..data import DatasetType
-from ..interpret import ClassificationInterpretation
+from ..interpret import ClassificationInterpretation, _as_ds_type
 from ..layers import AdaptiveConcatPool2d
 from .cleaning import CleaningError, CleaningSet, cleaning_set
 
@@ -46,9 +46,10 @@ class DatasetFormatter:
         (`None`: the raw activations). `ds_type` None compares training and validation images together,
         so that a copy in each set is found; DatasetType.Train or .Valid look at one set."""
         module = layer_at(learn.model, layer_ls)
+        ds_type = None if ds_type is None else _as_ds_type(ds_type)
         ds = cleaning_set(learn.data, ds_type)
         types = [DatasetType.Fix, DatasetType.Valid] if ds_type is None else \
-            [DatasetType.Fix if DatasetType(ds_type) == DatasetType.Train else DatasetType(ds_type)]
+            [DatasetType.Fix if ds_type == DatasetType.Train else ds_type]
         pooling = None if pool is None else pool(pool_dim)
         features = torch.cat([_activations(learn, module, t, pooling, layer_ls) for t in types])
         if len(features) != len(ds):

@@ -33,6 +33,7 @@ def thumbnail(fn, size: int = 150) -> bytes:
     """JPEG bytes of image file `fn` scaled so that its longer side is `size` pixels (tiny images are
     enlarged with square pixels, so that an 8x8 digit stays readable)."""
     with PIL.Image.open(fn) as img:
+        img.draft("RGB", (size, size))  # a JPEG decodes at a fraction of its size when that is enough
         img = img.convert("RGB")
         scale = size / max(img.size)
         new_size = tuple(max(1, round(side * scale)) for side in img.size)
@@ -51,7 +52,7 @@ class ImageCard:
         self.file, self.cleaner = file, cleaner
         try:
             self.image = w.Image(value=thumbnail(file, cleaner.img_size), format="jpg")
-        except (OSError, ValueError, SyntaxError) as e:
+        except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
             self.image = w.HTML(f"<b>cannot read this file</b><br>{html.escape(f'{type(e).__name__}: {e}')}")
         label = table.label(file)
         options = [*cleaner.classes, *([label] if label not in cleaner.classes else [])]
