@@ -38,13 +38,13 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for a command wh
 
 
 def _data_options(args) -> dict:
-    names = ("size", "bs", "valid_pct", "label_re", "csv", "seed", "workers", "flip", "limit")
+    names = ("size", "bs", "valid_pct", "label_re", "csv", "seed", "workers", "flip", "limit", "skip_bad")
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 # --- the commands -----------------------------------------------------------------------------------------
 def _settings(args) -> dict:
-    skip = {"func", "own_stdout", "results", "json", "command"}
+    skip = {"func", "own_stdout", "results", "json", "command", "command_parser"}
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
             for k, v in vars(args).items() if k not in skip}
 
@@ -162,7 +162,7 @@ def _cmd_compare(args) -> int:
     valid = args.valid or next((v for v in ("valid", "val") if (path / v).is_dir()), None)
     data = ImageDataBunch.from_folder(path, train=args.train, valid=valid or "valid",
                                       valid_pct=None if valid else 0.2, seed=args.seed, ds_tfms=get_transforms(),
-                                      size=args.size, bs=args.bs, num_workers=args.workers)
+                                      size=args.size, bs=args.bs, num_workers=args.workers, skip_bad=args.skip_bad)
     table = compare_archs(data, split(args.archs), split(args.modes), epochs=args.epochs, lr=args.lr,
                           scratch_only=split(args.scratch_only), seed=args.seed, lr_find_iters=args.lr_find_iters)
     files = save_compare(table, args.out)
@@ -179,7 +179,8 @@ _EXAMPLES = {
     "train": ["fastbase train digits --arch resnet18 --size 32 --no-flip --out digits_run",
               "fastbase train ~/data/hymenoptera --epochs 3 --out bees    # train/ and val/ folders",
               "fastbase train pets --label-re '/([^/]+)_\\d+.jpg$' --out pets_run",
-              "fastbase train mnist_sample --csv labels.csv --lr 3e-3 --json > summary.json"],
+              "fastbase train mnist_sample --csv labels.csv --lr 3e-3 --json > summary.json",
+              "fastbase train ~/data/bears --csv cleaned.csv --skip-bad --out bears_clean"],
     "lr-find": ["fastbase lr-find digits --arch resnet18 --size 32 --out lr", "fastbase lr-find ~/data/flowers --json"],
     "interpret": ["fastbase interpret digits_run/export.pkl digits --out digits_interp"],
     "compare": ["fastbase compare ~/data/hymenoptera --archs resnet18,mobilenet_v2 --modes head,full --out cmp",
@@ -200,7 +201,7 @@ def _command(commands, name: str, func, help: str):
     cmd = commands.add_parser(name, help=help, description=func.__doc__ or help,
                               epilog="examples:\n" + "\n".join(f"  {e}" for e in _EXAMPLES[name]),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    cmd.set_defaults(func=func, own_stdout=True)
+    cmd.set_defaults(func=func, own_stdout=True, command_parser=cmd)
     cmd.add_argument("--json", action="store_true", help="print one JSON document on stdout (nothing else goes there)")
     return cmd
 
@@ -217,9 +218,15 @@ def _data_flags(cmd, size: int | None, training: bool = True) -> None:
     add("--csv", metavar="FILE", help="labels from a CSV file in DATA: a file name (relative to DATA) and a label per row")
     add("--seed", type=int, default=42, help="random seed for the split, augmentation and weights (default: %(default)s)")
     add("--workers", type=int, default=None, help="data-loading processes (default: automatic)")
+    _skip_bad_flag(cmd)
     if training:
         add("--no-flip", dest="flip", action="store_false", help="no horizontal flips (for digits, text, ...)")
         add("--limit", type=_positive, help="train on only this many images (a quick check)")
+
+
+def _skip_bad_flag(cmd) -> None:
+    cmd.add_argument("--skip-bad", action="store_true", help="leave unreadable or missing image files out, with a "
+                     "warning naming them (default: stop and name them)")
 
 
 def _model_flags(cmd) -> None:
@@ -300,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--valid", default=None, help="validation folder name (default: valid, else val, else a "
                          "random 20%% of the training images)")
     compare.add_argument("--workers", type=int, default=None, help="data-loading processes (default: automatic)")
+    _skip_bad_flag(compare)
     compare.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     compare.add_argument("--out", default="fastbase_compare", help="output folder (default: %(default)s)")
     return parser
@@ -329,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except FastbaseError as e:
-        code, message = (EXIT_USAGE if _is_data_error(e) else EXIT_ERROR), str(e)
+        code, message = (EXIT_USAGE if _is_data_error(e) else EXIT_ERROR), _message(e, args.command_parser)
     except Exception as e:  # noqa: BLE001 -- a failure while running: exit 1, with the traceback for a bug report
         traceback.print_exc()
         code, message = EXIT_ERROR, f"{type(e).__name__}: {e}"
@@ -337,6 +345,20 @@ def main(argv: list[str] | None = None) -> int:
     if own and args.json:
         print(json.dumps({"error": message, "exit_code": code}), file=args.results)
     return code
+
+
+def _message(e: FastbaseError, command: argparse.ArgumentParser) -> str:
+    """`e`'s message with the settings it suggests spelt as `command`'s flags (`skip_bad=True` becomes
+    `--skip-bad`); a setting without a flag keeps its Python spelling."""
+    def flag(name, value):
+        action = next((a for a in command._actions if a.dest == name and a.option_strings), None)
+        if action is None:
+            return None
+        if action.nargs == 0:  # an on/off flag: the spelling that sets `value`, if there is one
+            return action.option_strings[0] if action.const == value else None
+        return f"{action.option_strings[0]} {value}"
+
+    return e.message_for(flag) if hasattr(e, "message_for") else str(e)
 
 
 def _is_data_error(e: FastbaseError) -> bool:

@@ -71,9 +71,11 @@ def detect_layout(path: Path, label_re: str | None = None, csv: str | None = Non
 
 def load_data(path: Path, size=224, bs: int = 64, valid_pct: float = 0.2, label_re: str | None = None,
               csv: str | None = None, seed: int = 42, workers: int | None = None, flip: bool = True,
-              limit: int | None = None, augment: bool = True, classes=None, stats=None, resize_method=None):
+              limit: int | None = None, augment: bool = True, classes=None, stats=None, resize_method=None,
+              skip_bad: bool = False):
     """(ImageDataBunch normalised with `stats` (default ImageNet's), layout) for the images in `path`;
-    `limit` keeps that many training images, `augment` False skips get_transforms (for evaluation)."""
+    `limit` keeps that many training images, `augment` False skips get_transforms (for evaluation),
+    `skip_bad` leaves unreadable or missing files out (with a warning) instead of stopping."""
     from .data import imagenet_stats
     from .vision.data import ImageDataBunch
     from .vision.image import get_image_files
@@ -81,7 +83,7 @@ def load_data(path: Path, size=224, bs: int = 64, valid_pct: float = 0.2, label_
 
     layout, factory_args = detect_layout(path, label_re, csv)
     common = {"ds_tfms": get_transforms(do_flip=flip) if augment else None, "size": size, "bs": bs, "seed": seed,
-              "num_workers": workers, "classes": classes, "resize_method": resize_method}
+              "num_workers": workers, "classes": classes, "resize_method": resize_method, "skip_bad": skip_bad}
     if layout == "csv":
         data = ImageDataBunch.from_csv(path, valid_pct=valid_pct, **factory_args, **common)
     elif layout == "name_re":

@@ -285,6 +285,59 @@ def test_undetectable_layout_exits_2_naming_folder_and_flags(tmp_path, capsys):
     assert str(root) in err and "--label-re" in err and "--csv" in err
 
 
+@pytest.fixture
+def folder_with_a_corrupt_image(tmp_path):
+    root = make_images(tmp_path / "pets", [f"{s}/{c}/{i}.png" for s in ("train", "valid") for c in ("cat", "dog")
+                                           for i in range(4)])
+    (root / "train" / "cat" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_bad_files_error_names_the_flag_on_the_command_line(folder_with_a_corrupt_image):
+    code, out, err = run_cli(["train", str(folder_with_a_corrupt_image), *QUICK, "--json"])
+    assert code == 2 and "broken.png" in err
+    assert "pass --skip-bad to leave them out" in err and "skip_bad=True" not in err
+    assert "--skip-bad" in json.loads(out)["error"]
+
+
+def test_bad_files_error_names_the_argument_in_python(folder_with_a_corrupt_image):
+    from fastbase.data import BadFilesError
+
+    with pytest.raises(BadFilesError) as err:
+        load_data(folder_with_a_corrupt_image, size=16, workers=0)
+    assert "pass skip_bad=True to leave them out" in str(err.value) and "--skip-bad" not in str(err.value)
+
+
+def test_train_skip_bad_leaves_the_file_out_and_trains(folder_with_a_corrupt_image, tmp_path):
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="broken.png"):
+        code, stdout, err = run_cli(["train", str(folder_with_a_corrupt_image), *QUICK, "--skip-bad", "--epochs", "1",
+                                     "--unfreeze-epochs", "0", "--out", str(out), "--json"])
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["data"]["train_images"] == 8 and summary["settings"]["skip_bad"] is True
+    assert (out / "export.pkl").is_file()
+
+
+def test_missing_csv_files_and_empty_class_folders_name_the_flag_too(tmp_path):
+    root = make_images(tmp_path / "flat", [f"{c}_{i}.png" for c in ("cat", "dog") for i in range(4)])
+    (root / "labels.csv").write_text("name,label\ncat_0.png,cat\nghost.png,dog\n")
+    code, _, err = run_cli(["lr-find", str(root), "--csv", "labels.csv"])
+    assert code == 2 and "ghost.png" in err and "--skip-bad" in err and "skip_bad" not in err
+    classes = make_images(tmp_path / "classes", [f"{c}/{i}.png" for c in ("cat", "dog") for i in range(4)])
+    (classes / "empty").mkdir()
+    code, _, err = run_cli(["train", str(classes), "--epochs", "1"])
+    assert code == 2 and "empty" in err and "(--skip-bad leaves them out)" in err
+
+
+def test_a_setting_without_a_flag_keeps_its_python_spelling():
+    from fastbase.data import DataError
+
+    error = DataError("use check_images=True and skip_bad=True", options={"check_images": True, "skip_bad": True})
+    train = cli.build_parser().parse_args(["train", "digits"]).command_parser
+    assert cli._message(error, train) == "use check_images=True and --skip-bad"
+
+
 def test_missing_model_exits_2(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "export.pkl"), str(tmp_path)]) == 2
     assert "No model file" in capsys.readouterr().err

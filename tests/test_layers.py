@@ -54,6 +54,7 @@ LAYERS = {
     "fastbase.vision.inference": 6,
     "fastbase.interpret": 7,
     "fastbase.compare": 7,
+    "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks
     "fastbase.cli": 8,
     "fastbase.workflow": 8,
     "fastbase.report": 8,

@@ -25,7 +25,25 @@ class DatasetType(IntEnum):
 
 
 class DataError(FastbaseError, ValueError):
-    """Data that cannot be trained on: the message names the file or value and what to do."""
+    """Data that cannot be trained on: the message names the file or value and what to do.
+
+    A message that suggests a setting spells it as a Python argument (`skip_bad=True`) and lists it in
+    `options` ({"skip_bad": True}), so that `message_for` can spell it as the user's context does (the
+    command line: `--skip-bad`)."""
+
+    def __init__(self, *args, options: dict | None = None):
+        super().__init__(*args)
+        self.options = dict(options or {})
+
+    def message_for(self, spell) -> str:
+        """The message with each option's Python spelling replaced by `spell(name, value)` (kept where
+        that returns None)."""
+        message = str(self)
+        for name, value in self.options.items():
+            other = spell(name, value)
+            if other is not None:
+                message = message.replace(f"{name}={value!r}", other)
+        return message
 
 
 class EmptyDatasetError(DataError):
@@ -40,8 +58,8 @@ class LabelError(DataError):
 class BadFilesError(DataError):
     """Files that cannot be read as items; `bad` lists `(path, reason)` for every one found."""
 
-    def __init__(self, message: str, bad=()):
-        super().__init__(message)
+    def __init__(self, message: str, bad=(), options: dict | None = None):
+        super().__init__(message, options=options)
         self.bad = list(bad)
 
 

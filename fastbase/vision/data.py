@@ -150,7 +150,8 @@ class ImageDataBunch(DataBunch):
         if missing and not kwargs.get("skip_bad", False):
             raise LabelError(f"{len(missing)} of the {len(files)} files named in {source} do not exist: "
                              f"{format_list(missing)}. Check `folder` and `suffix` (files are "
-                             f"path/folder/<name><suffix>), or pass skip_bad=True to leave them out.")
+                             f"path/folder/<name><suffix>), or pass skip_bad=True to leave them out.",
+                             options={"skip_bad": True})
         unlabelled = [name for name, label in table if label == "" and label_delim is None]
         if unlabelled:
             raise LabelError(f"{len(unlabelled)} rows of {source} have no label: {format_list(unlabelled)}.")
@@ -351,7 +352,7 @@ def _check_class_folders(train_dir: Path, items, skip_bad: bool) -> None:
     empty = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in used)
     if empty and not skip_bad:
         raise DataError(f"Class folder(s) {format_list(empty)} in {train_dir} hold no images: add images or "
-                        "remove the folder(s) (skip_bad=True leaves them out).")
+                        "remove the folder(s) (skip_bad=True leaves them out).", options={"skip_bad": True})
 
 
 def _without_bad_files(lls, check_images: bool, skip_bad: bool):

@@ -157,7 +157,7 @@ class ImageDataset(Dataset):
         except (OSError, SyntaxError, ValueError, RuntimeError) as e:
             raise DataError(f"Cannot read image {fn}: {type(e).__name__}: {e}. Create the DataBunch with "
                             "check_images=True to find every unreadable file up front, and skip_bad=True to "
-                            "leave them out.") from e
+                            "leave them out.", options={"check_images": True, "skip_bad": True}) from e
         # src_hw (see `transforms.crop_matrices`): for CROP the picture's extent inside x (the canvas
         # region, or all of x when already cropped, so the batch augmentation never crops an item
         # twice); for PAD and SQUISH canvases the whole image's (H, W), which x holds squished
@@ -224,7 +224,8 @@ def check_files(items: list, labels: list | None, what: str, check_images: bool,
     more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
     if not skip_bad:
         raise BadFilesError(f"{len(bad)} of the {len(items)} {what} files cannot be used:\n{listing}{more}\n"
-                            "Delete or replace them, or pass skip_bad=True to leave them out.", bad)
+                            "Delete or replace them, or pass skip_bad=True to leave them out.", bad,
+                            options={"skip_bad": True})
     warnings.warn(f"Leaving out {len(bad)} unreadable {what} file(s) (skip_bad=True):\n{listing}{more}",
                   stacklevel=4)
     drop = {str(fn) for fn, _ in bad}
