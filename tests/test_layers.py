@@ -55,6 +55,7 @@ LAYERS = {
     "fastbase.interpret": 7,
     "fastbase.compare": 7,
     "fastbase.cli": 8,
+    "fastbase.serve": 8,
     "fastbase.workflow": 8,
     "fastbase.report": 8,
 }

@@ -1,0 +1,187 @@
+"""`fastbase serve`: the real server in a subprocess on 127.0.0.1, talked to over HTTP. Its answers
+equal `load_learner(...).predict` on the same files (batched or not), every kind of bad input gets
+its 4xx JSON error and the server keeps answering, a bad export is refused at start, and the page
+predicts an image uploaded through its form in headless Chromium."""
+import hashlib
+import io
+import shutil
+import subprocess
+import threading
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from fastbase.vision import ImageDataBunch, cnn_learner, load_learner, models
+from image_fixtures import digits_fixture  # noqa: F401 -- `digits` is a fixture
+
+pytest.importorskip("starlette", reason="fastbase serve needs pip install 'fastbase[serve]'")
+pytest.importorskip("uvicorn", reason="fastbase serve needs pip install 'fastbase[serve]'")
+requests = pytest.importorskip("requests", reason="the tests talk HTTP with requests")
+
+from serve_helpers import ServerProcess, child_env, serve_command  # noqa: E402
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def export(digits, tmp_path_factory):
+    """squeezenet1_1 at 24 px from random weights, one short epoch on 100 digits, exported."""
+    root = tmp_path_factory.mktemp("serve_data")
+    for split, n in (("train", 7), ("valid", 3)):
+        for folder in sorted((digits / split).iterdir()):
+            (root / split / folder.name).mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:n]:
+                shutil.copy(image, root / split / folder.name / image.name)
+    torch.manual_seed(0)
+    data = ImageDataBunch.from_folder(root, size=24, bs=16, num_workers=0)
+    learn = cnn_learner(data, models.squeezenet1_1, pretrained=False, silent=True)
+    learn.fit_one_cycle(1, 1e-2)
+    return learn.export(root / "export.pkl")
+
+
+@pytest.fixture(scope="module")
+def server(export):
+    server = ServerProcess(export, "--max-body-mb", "1", "--max-wait-ms", "50", "--threads", "1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def images(export, tmp_path_factory):
+    """Some validation digits as they are (8x8 gray PNG), and two as larger RGB JPEG and PNG files."""
+    files = sorted(export.parent.glob("valid/*/*.png"))[::3]
+    out = tmp_path_factory.mktemp("serve_images")
+    for i, fn in enumerate(files[:2]):
+        img = PIL.Image.open(fn).convert("RGB").resize((40, 30))
+        img.save(out / f"big_{i}.jpg", quality=90)
+        img.save(out / f"big_{i}.png")
+    return files + sorted(out.iterdir())
+
+
+def expected(learn, fn) -> tuple[str, list]:
+    label, _, probs = learn.predict(fn)
+    return str(label), probs.tolist()
+
+
+def check_answer(answer, learn, fn):
+    label, probs = expected(learn, fn)
+    assert answer["label"] == label, fn
+    assert list(answer["probabilities"]) == [str(c) for c in learn.data.classes]
+    assert np.allclose(list(answer["probabilities"].values()), probs, atol=2e-5), fn
+    assert answer["probability"] == pytest.approx(max(probs), abs=2e-5)
+
+
+def post_file(url, fn, field="file"):
+    with open(fn, "rb") as f:
+        return requests.post(url + "/predict", files={field: (fn.name, f)}, timeout=60)
+
+
+def test_predictions_equal_load_learner_predict(server, export, images):
+    learn = load_learner(export)
+    for fn in images:
+        answer = post_file(server.url, fn)
+        assert answer.status_code == 200, answer.text
+        check_answer(answer.json(), learn, fn)
+        kind = "image/jpeg" if fn.suffix == ".jpg" else "image/png"
+        raw = requests.post(server.url + "/predict", data=fn.read_bytes(), headers={"Content-Type": kind}, timeout=60)
+        assert raw.status_code == 200, raw.text
+        check_answer(raw.json(), learn, fn)
+
+
+def test_concurrent_requests_are_batched_and_answered_each_their_own(server, export, images):
+    learn = load_learner(export)
+    before = requests.get(server.url + "/health", timeout=10).json()
+    answers = [None] * len(images) * 2
+    barrier = threading.Barrier(len(answers))
+
+    def client(i):
+        barrier.wait()
+        answers[i] = post_file(server.url, images[i % len(images)])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(answers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, answer in enumerate(answers):
+        assert answer.status_code == 200, answer.text
+        check_answer(answer.json(), learn, images[i % len(images)])
+    after = requests.get(server.url + "/health", timeout=10).json()
+    assert after["predictions"] - before["predictions"] == len(answers)
+    assert after["batches"] - before["batches"] < len(answers)  # some requests shared a forward pass
+
+
+def test_info_and_health(server, export):
+    info = requests.get(server.url + "/info", timeout=10).json()
+    assert info["classes"] == [str(c) for c in load_learner(export).data.classes]
+    assert info["input_size"] == [24, 24]
+    assert info["model"]["sha256"] == hashlib.sha256(export.read_bytes()).hexdigest()
+    assert "squeezenet1_1" in str(info["model"]["kwargs"]) and info["model"]["exported_by_fastbase"]
+    assert info["server"]["max_batch"] == 32 and info["server"]["max_body_mb"] == 1
+    assert requests.get(server.url + "/health", timeout=10).json()["status"] == "ok"
+    page = requests.get(server.url + "/", timeout=10)
+    assert page.headers["content-type"].startswith("text/html") and 'name="file"' in page.text
+
+
+def png_bytes(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bad_requests(images):
+    """(what, request kwargs, status, words the error names)."""
+    noise = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    jpeg = io.BytesIO()
+    noise.save(jpeg, format="JPEG")
+    png = png_bytes(noise)
+    bomb = png_bytes(PIL.Image.new("1", (7072, 7072)))  # 50 megapixels in a few kB
+    good = images[0].read_bytes()
+    return [
+        ("not an image", {"files": {"file": ("notes.png", b"these are words, not pixels")}}, 422, "notes.png"),
+        ("truncated PNG", {"files": {"file": ("cut.png", png[: len(png) // 2])}}, 422, "truncated"),
+        ("truncated JPEG", {"data": jpeg.getvalue()[:800], "headers": {"Content-Type": "image/jpeg"}}, 422,
+         "truncated"),
+        ("zero-byte body", {"data": b"", "headers": {"Content-Type": "image/png"}}, 422, "empty"),
+        ("zero-byte upload", {"files": {"file": ("empty.jpg", b"")}}, 422, "empty"),
+        ("50 megapixels", {"files": {"file": ("bomb.png", bomb)}}, 413, "megapixels"),
+        ("body over the limit", {"data": good + bytes(1_200_000), "headers": {"Content-Type": "image/png"}}, 413,
+         "limit"),
+        ("upload over the limit", {"files": {"file": ("big.png", good + bytes(1_200_000))}}, 413, "limit"),
+        ("chunked body over the limit", {"data": (bytes(100_000) for _ in range(15)),
+                                         "headers": {"Content-Type": "image/png"}}, 413, "limit"),
+        ("wrong content type", {"data": good, "headers": {"Content-Type": "text/plain"}}, 415, "text/plain"),
+        ("no content type", {"data": good}, 415, "multipart/form-data"),
+        ("missing field", {"files": {"image": ("x.png", good)}}, 422, "'image'"),
+        ("a text field, not a file", {"data": {"file": "x.png"}, "files": {"other": ("x.png", good)}}, 422, "'file'"),
+    ]
+
+
+def test_bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving(server, export, images):
+    learn = load_learner(export)
+    for what, kwargs, status, words in bad_requests(images):
+        answer = requests.post(server.url + "/predict", timeout=60, **kwargs)
+        assert answer.status_code == status, f"{what}: {answer.status_code} {answer.text}"
+        error = answer.json()["error"]
+        assert words in error, f"{what}: {error}"
+        assert server.alive(), server.output()
+        good = post_file(server.url, images[1])
+        assert good.status_code == 200, f"after {what}: {good.text}"
+        check_answer(good.json(), learn, images[1])
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "No export"),
+    ({"weights": [1, 2]}, "not a fastbase export"),
+    ({"state": torch.nn.Linear(1, 1)}, "Refused to load"),  # a pickled object: could run code
+])
+def test_a_bad_export_is_refused_at_start_with_the_reason(tmp_path, content, words):
+    file = tmp_path / "export.pkl"
+    if content is not None:
+        torch.save(content, file)
+    proc = subprocess.run(serve_command(file, "--port", "1"), env=child_env(), capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode != 0
+    assert words in proc.stderr and "fastbase serve: error:" in proc.stderr, proc.stderr[-2000:]
