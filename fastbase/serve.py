@@ -107,7 +107,7 @@ class ServedModel:
                 w, h = img.size
         except PIL.Image.DecompressionBombError as e:
             raise ClientError(413, f"{name} is too large to decode ({e}).") from e
-        except Exception as e:  # noqa: BLE001 -- PIL raises UnidentifiedImageError, OSError, SyntaxError...
+        except Exception as e:
             raise ClientError(422, f"{name} is not an image PIL can read ({len(body)} bytes starting "
                                    f"{body[:16]!r}).") from e
         if w * h > self.max_pixels:
@@ -159,7 +159,7 @@ class Batcher:
                         break
                     try:
                         batch.append(await asyncio.wait_for(self.queue.get(), left))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
             batch = [(x, f) for x, f in batch if not f.done()]  # a client that went away is not served
             if not batch:
@@ -218,7 +218,7 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
             async with request.form(max_files=1, max_fields=20, max_part_size=limit) as form:
                 upload = form.get("file")
                 if upload is None or isinstance(upload, str):
-                    got = ", ".join(repr(k) for k in form.keys()) or "none"
+                    got = ", ".join(repr(k) for k in form) or "none"
                     raise ClientError(422, f"The form has no file in the field 'file' (fields sent: {got}); "
                                            "send the image as file=@photo.jpg.")
                 return await upload.read(), f"upload {upload.filename or 'file'!r}"

@@ -2,6 +2,7 @@
 equal `load_learner(...).predict` on the same files (batched or not), every kind of bad input gets
 its 4xx JSON error and the server keeps answering, a bad export is refused at start, and the page
 predicts an image uploaded through its form in headless Chromium."""
+import base64
 import hashlib
 import io
 import shutil
@@ -12,15 +13,16 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-
-from fastbase.vision import ImageDataBunch, cnn_learner, load_learner, models
 from image_fixtures import digits_fixture  # noqa: F401 -- `digits` is a fixture
+
+from fastbase.cli import main
+from fastbase.vision import ImageDataBunch, cnn_learner, load_learner, models
 
 pytest.importorskip("starlette", reason="fastbase serve needs pip install 'fastbase[serve]'")
 pytest.importorskip("uvicorn", reason="fastbase serve needs pip install 'fastbase[serve]'")
 requests = pytest.importorskip("requests", reason="the tests talk HTTP with requests")
 
-from serve_helpers import ServerProcess, child_env, serve_command  # noqa: E402
+from serve_helpers import Chromium, ServerProcess, child_env, serve_command
 
 CHROMIUM = shutil.which("chromium")
 
@@ -177,11 +179,57 @@ def test_bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving(server, ex
     ({"weights": [1, 2]}, "not a fastbase export"),
     ({"state": torch.nn.Linear(1, 1)}, "Refused to load"),  # a pickled object: could run code
 ])
-def test_a_bad_export_is_refused_at_start_with_the_reason(tmp_path, content, words):
+def test_a_bad_export_is_refused_at_start_with_the_reason(tmp_path, capsys, content, words):
     file = tmp_path / "export.pkl"
     if content is not None:
         torch.save(content, file)
-    proc = subprocess.run(serve_command(file, "--port", "1"), env=child_env(), capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert proc.returncode != 0
-    assert words in proc.stderr and "fastbase serve: error:" in proc.stderr, proc.stderr[-2000:]
+    assert main(["serve", str(file), "--port", "1"]) != 0  # refused before it listens (port 1 would fail)
+    err = capsys.readouterr().err
+    assert words in err and "fastbase serve: error:" in err, err[-2000:]
+
+
+def test_a_bad_export_stops_the_command_with_a_non_zero_exit(tmp_path):
+    file = tmp_path / "export.pkl"
+    torch.save({"weights": [1, 2]}, file)
+    proc = subprocess.run(serve_command(file), env=child_env(), capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 1 and "not a fastbase export" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (/usr/bin/chromium, Debian package chromium)")
+def test_the_page_predicts_an_uploaded_and_a_dropped_image_in_headless_chromium(server, export, images, tmp_path):
+    learn = load_learner(export)
+    browser = Chromium(CHROMIUM, tmp_path / "profile")
+    try:
+        browser.open(server.url + "/")
+        browser.wait_for("document.readyState === 'complete' && !!document.getElementById('file')")
+        # an upload through the form's file input, as a user picking a file
+        root = browser.send("DOM.getDocument")["root"]["nodeId"]
+        node = browser.send("DOM.querySelector", nodeId=root, selector="input[type=file][name=file]")["nodeId"]
+        browser.send("DOM.setFileInputFiles", nodeId=node, files=[str(images[0])])
+        shown = browser.wait_for("(t => /%/.test(t) && t)(document.getElementById('result').textContent)")
+        assert shown.startswith(expected(learn, images[0])[0] + " ("), shown
+        assert browser.evaluate("document.getElementById('probs').rows.length") == 5
+        assert browser.evaluate("!document.getElementById('preview').hidden")
+        # a file dropped on the drop zone
+        data = base64.b64encode(images[-1].read_bytes()).decode()
+        browser.evaluate(f"""(() => {{
+            const bytes = Uint8Array.from(atob("{data}"), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "{images[-1].name}", {{type: "image/png"}}));
+            document.getElementById("result").textContent = "";
+            document.getElementById("drop").dispatchEvent(new DragEvent("drop", {{dataTransfer: dt, bubbles: true,
+                                                                                  cancelable: true}}));
+        }})()""")
+        shown = browser.wait_for("(t => /%/.test(t) && t)(document.getElementById('result').textContent)")
+        assert shown.startswith(expected(learn, images[-1])[0] + " ("), shown
+        # a file that is not an image: the page shows the server's error
+        browser.evaluate("""(() => {
+            const dt = new DataTransfer();
+            dt.items.add(new File(["not pixels"], "notes.png", {type: "image/png"}));
+            document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true}));
+        })()""")
+        shown = browser.wait_for("(t => t.startsWith('error') && t)(document.getElementById('result').textContent)")
+        assert "notes.png" in shown and "not an image" in shown
+    finally:
+        browser.close()
