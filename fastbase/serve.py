@@ -5,10 +5,11 @@ The export is loaded once per server process and checked before the server liste
 `POST /predict` takes one image (a multipart upload in the field `file`, or the raw bytes with an
 `image/*` content type) and answers `{label, probability, probabilities}`. Requests are decoded in
 threads off the event loop, with `DataBunch.one_item` (the decoding `Learner.predict` uses), then
-queued: one task takes up to `max_batch` of them, waiting at most `max_wait_ms` for more, and runs
-them through the model in one forward pass (`deploy.predict_batch`, under `torch.inference_mode`)
-on an inference thread, so concurrent clients share batches. Bad input gets a 4xx JSON
-`{"error": ...}` and the server keeps serving. Needs `pip install 'fastbase[serve]'`.
+queued: one task takes up to `max_batch` of them (waiting at most `max_wait_ms` for more while
+others are still being decoded) and runs them through the model in one forward pass
+(`deploy.predict_batch`, under `torch.inference_mode`) on an inference thread, so concurrent
+clients share batches. Bad input gets a 4xx JSON `{"error": ...}` and the server keeps serving.
+Needs `pip install 'fastbase[serve]'`.
 """
 from __future__ import annotations
 
@@ -131,16 +132,23 @@ class ServedModel:
 
 
 class Batcher:
-    """Collects decoded requests into batches of up to `max_batch`, waiting at most `max_wait_ms`
-    after the first, and runs each batch on one inference thread."""
+    """Collects decoded requests into batches of up to `max_batch` and runs each batch on one
+    inference thread. After the first request of a batch it waits for more only while other
+    requests are still being decoded (so a lone client is not delayed), and at most `max_wait_ms`."""
 
     def __init__(self, model: ServedModel, max_batch: int, max_wait_ms: float):
         self.model, self.max_batch, self.max_wait = model, max_batch, max_wait_ms / 1000
         self.queue: asyncio.Queue | None = None
         self.infer = ThreadPoolExecutor(1, thread_name_prefix="fastbase-infer")
-        self.batches = self.items = 0
+        self.batches = self.items = self.decoding = 0
 
-    async def submit(self, x: torch.Tensor) -> dict:
+    async def submit(self, decode) -> dict:
+        """The answer for the input that awaiting `decode` gives, predicted in a batch."""
+        self.decoding += 1
+        try:
+            x = await decode
+        finally:
+            self.decoding -= 1
         future = asyncio.get_running_loop().create_future()
         await self.queue.put((x, future))
         return await future
@@ -155,7 +163,7 @@ class Batcher:
                     batch.append(self.queue.get_nowait())
                 except asyncio.QueueEmpty:
                     left = deadline - loop.time()
-                    if left <= 0:
+                    if left <= 0 or not self.decoding:  # nothing more is on its way
                         break
                     try:
                         batch.append(await asyncio.wait_for(self.queue.get(), left))
@@ -230,8 +238,8 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
     async def predict(request):
         try:
             body, name = await read_upload(request)
-            x = await asyncio.get_running_loop().run_in_executor(decoders, model.decode, body, name)
-            return JSONResponse(await batcher.submit(x))
+            decode = asyncio.get_running_loop().run_in_executor(decoders, model.decode, body, name)
+            return JSONResponse(await batcher.submit(decode))
         except ClientError as e:
             return error(e.status, str(e))
         except _BodyTooLarge:
