@@ -310,7 +310,9 @@ def serve(config: ServeConfig) -> None:
         return
     del model  # the workers load their own
     os.environ[CONFIG_ENV] = json.dumps(asdict(config))
-    uvicorn.run("fastbase.serve:create_app_from_env", factory=True, workers=config.workers, **options)
+    # a worker answers uvicorn's health check only once it has imported fastbase and loaded the model
+    uvicorn.run("fastbase.serve:create_app_from_env", factory=True, workers=config.workers,
+                timeout_worker_healthcheck=120, **options)
 
 
 def add_serve_flags(cmd) -> None:

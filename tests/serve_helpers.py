@@ -55,8 +55,9 @@ class ServerProcess:
             except requests.ConnectionError:
                 pass
             if time.monotonic() > deadline:
+                output = self.output()
                 self.stop()
-                raise RuntimeError(f"fastbase serve did not answer within {timeout} s:\n{self.output()}")
+                raise RuntimeError(f"fastbase serve did not answer within {timeout} s:\n{output}")
             time.sleep(0.1)
 
     def output(self) -> str:

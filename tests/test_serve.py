@@ -233,3 +233,17 @@ def test_the_page_predicts_an_uploaded_and_a_dropped_image_in_headless_chromium(
         assert "notes.png" in shown and "not an image" in shown
     finally:
         browser.close()
+
+
+def test_workers_each_load_the_model_and_answer(export, images):
+    """`--workers 2`: uvicorn's worker processes (started afresh, so slow to import) each serve."""
+    learn = load_learner(export)
+    server = ServerProcess(export, "--workers", "2", "--threads", "1", timeout=240)
+    try:
+        for fn in images[:4]:
+            answer = post_file(server.url, fn)
+            assert answer.status_code == 200, answer.text
+            check_answer(answer.json(), learn, fn)
+        assert requests.get(server.url + "/info", timeout=10).json()["server"]["workers"] == 2
+    finally:
+        server.stop()
