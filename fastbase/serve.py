@@ -33,7 +33,7 @@ from .data.items import prediction_item
 from .deploy import predict_batch
 from .metrics import loss_activation
 
-__all__ = ["ServeConfig", "ServedModel", "add_serve_flags", "create_app", "serve"]
+__all__ = ["ServeConfig", "ServedModel", "add_serve_flags", "answer", "config_from_args", "create_app", "serve"]
 
 CONFIG_ENV = "FASTBASE_SERVE_CONFIG"  # how `--workers N` hands the settings to each worker process
 
@@ -122,13 +122,16 @@ class ServedModel:
     def predict(self, xs: list[torch.Tensor]) -> list[dict]:
         """One answer per input of `xs`, from one forward pass over all of them."""
         probs = predict_batch(self.learn.model, self.activation, xs)
-        return [self.answer(row) for row in probs]
+        return [answer(row, self.classes, bool(self.data.multi_label)) for row in probs]
 
-    def answer(self, row: torch.Tensor) -> dict:
-        item, _ = prediction_item(row, self.classes, bool(self.data.multi_label))
-        values = [round(float(p), 6) for p in row]
-        top = max(values) if not self.data.multi_label else [values[i] for i in item.data.nonzero().view(-1).tolist()]
-        return {"label": item.obj, "probability": top, "probabilities": dict(zip(self.classes, values))}
+
+def answer(row: torch.Tensor, classes: list[str], multi_label: bool = False, thresh: float = 0.5) -> dict:
+    """The JSON answer for one row of probabilities: the label as `prediction_item` decides it, its
+    probability, and every class's. Multi-label: the labels above `thresh` and their probabilities."""
+    item, _ = prediction_item(row, classes, multi_label, thresh)
+    values = [round(float(p), 6) for p in row]
+    top = [values[i] for i in item.data.nonzero().view(-1).tolist()] if multi_label else max(values)
+    return {"label": item.obj, "probability": top, "probabilities": dict(zip(classes, values))}
 
 
 class Batcher:

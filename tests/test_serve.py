@@ -247,3 +247,24 @@ def test_workers_each_load_the_model_and_answer(export, images):
         assert requests.get(server.url + "/info", timeout=10).json()["server"]["workers"] == 2
     finally:
         server.stop()
+
+
+def test_serve_help_has_examples_and_bad_settings_are_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["serve", "--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "fastbase serve" in text.split("examples:")[1] and "--max-wait-ms" in text
+    assert main(["serve", str(tmp_path / "export.pkl"), "--max-batch", "0"]) == 2
+    assert "--max-batch must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_answers_for_single_and_multi_label_rows():
+    from fastbase.serve import answer
+
+    row = torch.tensor([0.1, 0.7, 0.2])
+    assert answer(row, ["a", "b", "c"]) == {"label": "b", "probability": pytest.approx(0.7),
+                                            "probabilities": {"a": 0.1, "b": 0.7, "c": 0.2}}
+    multi = answer(torch.tensor([0.9, 0.2, 0.6]), ["a", "b", "c"], multi_label=True)
+    assert multi["label"] == ["a", "c"] and multi["probability"] == pytest.approx([0.9, 0.6])
+    assert answer(torch.tensor([0.1, 0.2]), ["a", "b"], multi_label=True)["label"] == []
