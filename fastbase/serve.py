@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import html
 import io
 import json
 import os
@@ -35,6 +36,7 @@ from .metrics import loss_activation
 
 __all__ = ["ServeConfig", "ServedModel", "add_serve_flags", "answer", "config_from_args", "create_app", "serve"]
 
+PAGE = Path(__file__).with_name("serve.html")  # the page of `GET /`: a form and a drop zone
 CONFIG_ENV = "FASTBASE_SERVE_CONFIG"  # how `--workers N` hands the settings to each worker process
 
 
@@ -254,7 +256,7 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
             return error(500, f"Prediction failed: {type(e).__name__}: {e}")
 
     async def page(request):
-        return HTMLResponse(PAGE.replace("__CLASSES__", ", ".join(model.classes)))
+        return HTMLResponse(PAGE.read_text().replace("__CLASSES__", html.escape(", ".join(model.classes))))
 
     async def health(request):
         return JSONResponse({"status": "ok", "uptime_s": round(time.time() - started, 3),
@@ -345,59 +347,3 @@ def config_from_args(args) -> ServeConfig:
     if config.max_wait_ms < 0 or config.max_body_mb <= 0 or config.max_megapixels <= 0:
         raise DataError("--max-wait-ms must be 0 or more, --max-body-mb and --max-megapixels more than 0.")
     return config
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>fastbase classifier</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; }
-#drop { border: 2px dashed #888; border-radius: 8px; padding: 2rem; text-align: center; }
-#drop.over { background: #eef; }
-#preview { max-width: 100%; max-height: 16rem; display: block; margin: 1rem auto; }
-#result.error { color: #b00; }
-table { border-collapse: collapse; } td { padding: 0 1rem 0 0; }
-</style></head>
-<body>
-<h1>What is in this image?</h1>
-<p>Classes: __CLASSES__</p>
-<form id="form" method="post" action="predict" enctype="multipart/form-data">
-  <div id="drop">Drop an image here, or <input id="file" type="file" name="file" accept="image/*">
-  <noscript><button type="submit">Predict</button></noscript></div>
-</form>
-<img id="preview" alt="" hidden>
-<p id="result" aria-live="polite"></p>
-<table id="probs"></table>
-<script>
-const drop = document.getElementById("drop"), input = document.getElementById("file");
-const result = document.getElementById("result"), probs = document.getElementById("probs");
-async function predict(file) {
-  const preview = document.getElementById("preview");
-  preview.src = URL.createObjectURL(file); preview.hidden = false;
-  result.className = ""; result.textContent = "predicting..."; probs.innerHTML = "";
-  const body = new FormData(); body.append("file", file);
-  try {
-    const answer = await fetch("predict", {method: "POST", body});
-    const json = await answer.json();
-    if (!answer.ok) throw new Error(json.error || answer.statusText);
-    const label = Array.isArray(json.label) ? json.label.join(", ") || "(none)" : json.label;
-    const p = Array.isArray(json.probability) ? "" : ` (${(100 * json.probability).toFixed(1)}%)`;
-    result.textContent = `${label}${p}`;
-    const top = Object.entries(json.probabilities).sort((a, b) => b[1] - a[1]).slice(0, 5);
-    for (const [name, value] of top) {
-      const row = probs.insertRow();
-      row.insertCell().textContent = name;
-      row.insertCell().textContent = `${(100 * value).toFixed(1)}%`;
-    }
-  } catch (e) { result.className = "error"; result.textContent = `error: ${e.message}`; }
-}
-input.addEventListener("change", () => input.files.length && predict(input.files[0]));
-drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", e => {
-  e.preventDefault(); drop.classList.remove("over");
-  if (e.dataTransfer.files.length) predict(e.dataTransfer.files[0]);
-});
-</script>
-</body></html>
-"""
