@@ -83,6 +83,11 @@ class ServedModel:
                             "answers class probabilities.")
         self.data, self.classes = data, [str(c) for c in data.classes]
         self.activation = loss_activation(self.learn.loss_func)
+        blank = data.one_item(torch.zeros(3, *data.size, dtype=torch.uint8))[0]  # also warms the model up
+        shape = tuple(predict_batch(self.learn.model, self.activation, [blank]).shape)
+        if shape != (1, len(self.classes)):
+            raise DataError(f"{self.file} gives outputs of shape {shape[1:]} per image, not one probability per class "
+                            f"({len(self.classes)}); fastbase serve answers image classifiers.")
         self.max_pixels = int(max_megapixels * 1e6)
         digest = hashlib.sha256()
         with open(self.file, "rb") as f:

@@ -268,3 +268,15 @@ def test_answers_for_single_and_multi_label_rows():
     multi = answer(torch.tensor([0.9, 0.2, 0.6]), ["a", "b", "c"], multi_label=True)
     assert multi["label"] == ["a", "c"] and multi["probability"] == pytest.approx([0.9, 0.6])
     assert answer(torch.tensor([0.1, 0.2]), ["a", "b"], multi_label=True)["label"] == []
+
+
+def test_a_model_that_does_not_answer_one_probability_per_class_is_refused(export, monkeypatch):
+    """A per-pixel (segmentation) output, here faked, is not served."""
+    from fastbase import serve
+    from fastbase.data import DataError
+
+    monkeypatch.setattr(serve, "predict_batch", lambda model, act, xs: torch.zeros(1, 10, 4, 4))
+    with pytest.raises(DataError, match=r"outputs of shape \(10, 4, 4\) per image, not one probability per class"):
+        serve.ServedModel(export)
+    monkeypatch.undo()
+    assert serve.ServedModel(export).info()["input_size"] == [24, 24]
