@@ -173,6 +173,16 @@ def _cmd_compare(args) -> int:
     return _emit(args, {"rows": rows, "files": [str(f) for f in files]}, lines, code)
 
 
+def _cmd_serve(args) -> int:
+    """Serve an exported classifier over HTTP: POST /predict (an image upload or raw image bytes) answers
+    {label, probability, probabilities}; GET / is a page to drop an image on; GET /health, GET /info.
+    Concurrent requests are batched (--max-batch, --max-wait-ms). Needs pip install 'fastbase[serve]'."""
+    from .serve import config_from_args, serve
+
+    serve(config_from_args(args))
+    return EXIT_OK
+
+
 # --- the parser -----------------------------------------------------------------------------------------------
 _EXAMPLES = {
     "demo": ["fastbase demo", "fastbase demo --out /tmp/demo --epochs 1 --unfreeze-epochs 1 --json"],
@@ -187,6 +197,9 @@ _EXAMPLES = {
                 "fastbase compare digits --archs resnet18 --modes scratch --size 32 --epochs 1 --json"],
     "predict": ["fastbase predict digits_run/export.pkl img1.png img2.png",
                 "fastbase predict digits_run ~/scans/ --json    # a folder: every image in it"],
+    "serve": ["fastbase serve digits_run/export.pkl --port 8000    # then open http://127.0.0.1:8000/",
+              "curl -F file=@photo.jpg http://127.0.0.1:8000/predict",
+              "fastbase serve run1 --host 0.0.0.0 --workers 2 --max-batch 16 --max-wait-ms 5"],
 }
 
 
@@ -286,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", metavar="MODEL", help="export.pkl, or the folder holding it")
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of images")
     predict.add_argument("--bs", type=_positive, default=64, help="images per batch (default: %(default)s)")
+    from .serve import add_serve_flags
+
+    add_serve_flags(_command(commands, "serve", _cmd_serve, "serve an exported classifier over HTTP (a web page "
+                             "and POST /predict)"))
     compare = _command(commands, "compare", _cmd_compare, "compare architectures and retraining depths on an "
                        "image folder")
     compare.add_argument("data", metavar="DATA", help="image folder with train/<class>/ and valid/ (or val/) "

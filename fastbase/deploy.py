@@ -38,7 +38,7 @@ from .files import atomic_write
 from .metrics import loss_activation
 
 __all__ = ["DeployError", "DeployModel", "Predictions", "deploy_metadata", "export_onnx", "export_torchscript",
-           "item_files", "predict_items", "read_metadata"]
+           "item_files", "predict_batch", "predict_items", "read_metadata"]
 
 METADATA_FILE = "metadata.json"  # the TorchScript extra file that holds the metadata
 
@@ -283,6 +283,14 @@ def _load(data, item):
         return None, f"{type(e).__name__}: {e}"
 
 
+def predict_batch(model: nn.Module, activation, xs: list) -> torch.Tensor:
+    """The probabilities `(n, c)`, float on the CPU, of the inputs `xs` (batches of one, as
+    `DataBunch.one_item` makes them) in one forward pass of `model` under `torch.inference_mode`;
+    `activation` is the loss's (`metrics.loss_activation`). `predict_items` and `fastbase serve` use it."""
+    with torch.inference_mode():
+        return activation(model(torch.cat(xs))).float().cpu()
+
+
 def predict_items(learn, items, bs: int = 64, thresh: float = 0.5, progress: bool | None = None,
                   num_threads: int | None = None, errors: dict | None = None) -> Predictions:
     """Predictions for every item (see `item_files`) in batches of `bs`, as `Learner.predict` makes
@@ -308,8 +316,7 @@ def predict_items(learn, items, bs: int = 64, thresh: float = 0.5, progress: boo
             ok = [i for i, (x, _) in enumerate(loaded) if x is not None]
             unread.update({k * bs + i: why for i, (x, why) in enumerate(loaded) if x is None})
             if ok:
-                with torch.inference_mode():
-                    out = activation(model(torch.cat([loaded[i][0] for i in ok]))).float().cpu()
+                out = predict_batch(model, activation, [loaded[i][0] for i in ok])
                 for i, row in zip(ok, out):
                     probs[k * bs + i] = row
             if bar is not None:

@@ -56,6 +56,7 @@ LAYERS = {
     "fastbase.compare": 7,
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks
     "fastbase.cli": 8,
+    "fastbase.serve": 8,
     "fastbase.workflow": 8,
     "fastbase.report": 8,
 }

@@ -283,9 +283,10 @@ class ImageDataBunch(DataBunch):
         return get_image_files(path)
 
     def one_item(self, item) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(xb, yb)`: a normalised batch of one `(1, 3, *size)` on the device from a file name, a PIL
-        image, an `Image`, or a tensor (`3 x H x W` or `H x W`, float in [0, 1] or uint8), resized as
-        validation images are, and a dummy target. Runs in the calling process (no workers)."""
+        """`(xb, yb)`: a normalised batch of one `(1, 3, *size)` on the device from a file name, the
+        bytes of an image file (decoded as the file would be), a PIL image, an `Image`, or a tensor
+        (`3 x H x W` or `H x W`, float in [0, 1] or uint8), resized as validation images are, and a
+        dummy target. Runs in the calling process (no workers)."""
         if isinstance(item, Image):
             item = item.data
         if isinstance(item, torch.Tensor):
@@ -294,10 +295,12 @@ class ImageDataBunch(DataBunch):
             if x.dim() != 3 or x.shape[0] != 3:
                 raise DataError(f"one_item expects an image tensor 3 x H x W or H x W, got shape {tuple(item.shape)}.")
         else:
-            if not hasattr(item, "mode"):  # a file, not a PIL image
+            if not hasattr(item, "mode"):  # a file or its bytes, not a PIL image
                 reason = check_image(item)
                 if reason is not None:
-                    raise DataError(f"Cannot predict on {item}: it {reason}.")
+                    what = f"the {len(item)} bytes given" if isinstance(item, (bytes, bytearray)) else item
+                    raise DataError(f"Cannot predict on {what}: it {reason}.")
+                item = bytes(item) if isinstance(item, bytearray) else item
             x, _ = load_image(item, self.size, self.resize_method)
         if self.size is not None:
             x = resize_image(x, self.size, self.resize_method, self.padding_mode)

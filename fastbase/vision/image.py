@@ -82,22 +82,28 @@ def _subfolders(path) -> str:
 
 # --- checking --------------------------------------------------------------------------------
 def check_image(fn) -> str | None:
-    """Why `fn` cannot be used as an image, or None when it can. Cheap: reads the header and
-    verifies the stream (PNG checksums; a JPEG without its end marker is fully decoded to be sure)."""
-    fn = Path(fn)
-    if not fn.is_file():
-        return "does not exist"
-    if fn.stat().st_size == 0:
+    """Why `fn` (a path, or the bytes of an image file) cannot be used as an image, or None when it
+    can. Cheap: reads the header and verifies the stream (PNG checksums; a JPEG without its end
+    marker is fully decoded to be sure)."""
+    if isinstance(fn, (bytes, bytearray)):
+        data = bytes(fn)
+        source, size, tail = (lambda: io.BytesIO(data)), len(data), data[-1024:]
+    else:
+        fn = Path(fn)
+        if not fn.is_file():
+            return "does not exist"
+        source, size, tail = (lambda: fn), fn.stat().st_size, None
+    if size == 0:
         return "is empty (0 bytes)"
     try:
-        with PIL.Image.open(fn) as img:
+        with PIL.Image.open(source()) as img:
             w, h = img.size
             fmt = img.format
             img.verify()
         if min(w, h) < MIN_SIDE:
             return f"is only {w}x{h} pixels"
-        if fmt == "JPEG" and not _has_jpeg_end(fn):
-            with PIL.Image.open(fn) as img:
+        if fmt == "JPEG" and b"\xff\xd9" not in (_jpeg_tail(fn) if tail is None else tail):
+            with PIL.Image.open(source()) as img:
                 img.load()
     except PIL.UnidentifiedImageError:
         return "is not an image PIL can read"
@@ -106,10 +112,11 @@ def check_image(fn) -> str | None:
     return None
 
 
-def _has_jpeg_end(fn: Path) -> bool:
+def _jpeg_tail(fn: Path) -> bytes:
+    """The last 1024 bytes of `fn`, where a complete JPEG has its end marker."""
     with open(fn, "rb") as f:
         f.seek(max(0, fn.stat().st_size - 1024))
-        return b"\xff\xd9" in f.read()
+        return f.read()
 
 
 def verify_images(fns) -> list[tuple[Path, str]]:
