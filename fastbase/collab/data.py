@@ -43,11 +43,9 @@ def encode(values, classes: list | None = None) -> tuple[torch.Tensor, list]:
     With `classes=None` they are learnt from `values`: '#na#', then the distinct values sorted."""
     pd = require_pandas()
     if classes is None:
-        cats = pd.Categorical(values)  # categories: the distinct values, sorted, NaN left out
-        classes = [UNKNOWN, *cats.categories.tolist()]
-    else:
-        cats = pd.Categorical(values, categories=classes[1:])
-    return torch.from_numpy(np.asarray(cats.codes, dtype=np.int64) + 1), classes
+        classes = [UNKNOWN, *pd.Categorical(values).categories.tolist()]  # distinct values sorted, NaN left out
+    positions = pd.Index(classes[1:]).get_indexer(values)  # -1 for a name not there, or NaN
+    return torch.from_numpy(positions.astype(np.int64) + 1), classes
 
 
 class RatingsDataset(Dataset):
@@ -203,7 +201,7 @@ def _column_names(df, user_name, item_name, rating_name) -> list[str]:
     names = [ifnone(user_name, columns[0]), ifnone(item_name, columns[1]), ifnone(rating_name, columns[2])]
     missing = [n for n in names if n not in columns]
     if missing:
-        raise DataError(f"Column {format_list(missing)} is not in the ratings; its columns are {format_list(columns, 20)}.")
+        raise DataError(f"Column {format_list([repr(m) for m in missing])} is not in the ratings; its columns are {format_list(columns, 20)}.")
     if len(df) == 0:
         raise DataError("The ratings DataFrame has no rows.")
     return names
