@@ -1,0 +1,204 @@
+"""Benchmark: collaborative filtering (lesson 4) in fastbase, fastai 2.8 and a plain PyTorch loop.
+
+Data: `../shared/data/movie_lens_sample/ratings.csv` (fastai's ML_SAMPLE: 6,031 ratings, 100 users x
+100 movies), 20% of the rows for validation (each framework's own random split with seed 42: 4,825
+training and 1,206 validation rows in each). Model: the dot product of 50 user and 50 item factors
+plus biases, through a sigmoid into (0, 5.5) (`EmbeddingDotBias`); 3 epochs of the one-cycle schedule
+at 5e-3 (cosine, pct_start 0.3, div 25, momentum 0.95-0.85), Adam(0.9, 0.99) with decoupled weight
+decay 1e-2, mean squared error, batch size 64, validation after every epoch. Rows, each in its own
+child process, one after the other:
+
+  plain      hand-written PyTorch: the codes and ratings as tensors, one randperm per epoch, batches by
+             tensor indexing, fastbase's EmbeddingDotBias module (same layers and initialisation),
+             torch.optim.AdamW + OneCycleLR, validation under torch.inference_mode.
+  fastbase   CollabDataBunch.from_df(ratings, seed=42) and collab_learner(data, n_factors=50,
+             y_range=(0, 5.5)); silent (no progress output).
+  fastbase+bar  the same with the default progress output (one line per epoch in a console).
+  fastai     fastai 2.8: CollabDataLoaders.from_df(ratings, valid_pct=0.2, seed=42, bs=64) and
+             collab_learner(dls, n_factors=50, y_range=(0, 5.5)), inside learn.no_bar() and
+             learn.no_logging().
+
+Each child first trains one untimed epoch (imports, allocator and first-call costs, which are the
+same in every row), then --runs times a fresh model for the 3 epochs. Columns: median seconds per
+epoch (training and validation, data building excluded), training rows per second (epochs x 4,825
+rows / fit time), the validation MSE after the last epoch (median over runs), and the child's peak
+resident memory (whole process: imports included). Ratios against the plain loop and fastai follow,
+with the goals of issue 21 (>= 3x fastai's rows/s at equal MSE; <= 1.1x the plain loop's time).
+
+    python bench/collab.py [--runs 5] [--threads 1] [--data PATH] [--fastai-python PY] [--only ROWS]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FASTBASE_SHARED", ROOT.parent / "shared"))
+DATA = SHARED / "data" / "movie_lens_sample" / "ratings.csv"
+ROWS = ("plain", "fastbase", "fastbase+bar", "fastai")
+EPOCHS, LR, BS, N_FACTORS, Y_RANGE, WD = 3, 5e-3, 64, 50, (0.0, 5.5), 1e-2
+
+
+def _plain(ratings, runs):
+    import numpy as np
+    import torch
+    from torch.nn import functional as F
+
+    sys.path.insert(0, str(ROOT))
+    from fastbase.collab.data import encode
+    from fastbase.collab.models import EmbeddingDotBias
+
+    order = np.random.default_rng(42).permutation(len(ratings))
+    cut = int(0.2 * len(ratings))
+    train_idx, valid_idx = np.sort(order[cut:]), np.sort(order[:cut])
+    users, user_classes = encode(ratings.iloc[train_idx, 0].to_numpy())
+    items, item_classes = encode(ratings.iloc[train_idx, 1].to_numpy())
+    codes, y = torch.stack([users, items]), torch.tensor(ratings.iloc[train_idx, 2].to_numpy(), dtype=torch.float32)
+    valid_codes = torch.stack([encode(ratings.iloc[valid_idx, c].to_numpy(), cls)[0]
+                               for c, cls in ((0, user_classes), (1, item_classes))])
+    valid_y = torch.tensor(ratings.iloc[valid_idx, 2].to_numpy(), dtype=torch.float32)
+    n_batches = len(y) // BS
+
+    def fit(epochs):
+        model = EmbeddingDotBias(N_FACTORS, len(user_classes), len(item_classes), Y_RANGE)
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.99), weight_decay=WD)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, LR, total_steps=epochs * n_batches, pct_start=0.3,
+                                                    div_factor=25, final_div_factor=1e4, base_momentum=0.85,
+                                                    max_momentum=0.95)
+        for _ in range(epochs):
+            model.train()
+            perm = torch.randperm(len(y))
+            for b in range(n_batches):
+                idx = perm[b * BS:(b + 1) * BS]
+                u, i = codes[:, idx]
+                loss = F.mse_loss(model(u, i), y[idx])
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                sched.step()
+            model.eval()
+            with torch.inference_mode():
+                total = sum(F.mse_loss(model(*valid_codes[:, s:s + BS]), valid_y[s:s + BS], reduction="sum")
+                            for s in range(0, len(valid_y), BS))
+        return float(total) / len(valid_y)
+
+    fit(1)
+    return _timed(lambda: fit(EPOCHS), runs), len(y)
+
+
+def _fastbase(ratings, runs, silent=True):
+    sys.path.insert(0, str(ROOT))
+    from fastbase.collab import CollabDataBunch, collab_learner
+
+    data = CollabDataBunch.from_df(ratings, seed=42, bs=BS, device="cpu")
+
+    def fit(epochs):
+        learn = collab_learner(data, n_factors=N_FACTORS, y_range=Y_RANGE, silent=silent, wd=WD)
+        learn.fit_one_cycle(epochs, LR)
+        return learn.recorder.val_losses[-1]
+
+    fit(1)
+    return _timed(lambda: fit(EPOCHS), runs), len(data.train_ds)
+
+
+def _fastai(ratings, runs):
+    from fastai.collab import CollabDataLoaders, collab_learner
+
+    dls = CollabDataLoaders.from_df(ratings, valid_pct=0.2, seed=42, bs=BS)
+
+    def fit(epochs):
+        learn = collab_learner(dls, n_factors=N_FACTORS, y_range=Y_RANGE, wd=WD)
+        with learn.no_bar(), learn.no_logging():
+            learn.fit_one_cycle(epochs, LR)
+        return float(learn.recorder.values[-1][1])
+
+    fit(1)
+    return _timed(lambda: fit(EPOCHS), runs), len(dls.train_ds)
+
+
+def _timed(fit, runs):
+    """[(seconds, valid MSE)] for `runs` fits."""
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        mse = fit()
+        out.append((time.perf_counter() - start, float(mse)))
+    return out
+
+
+def child(row: str, runs: int, threads: int, data: Path) -> dict:
+    import pandas as pd
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _memory import peak_rss_mb
+
+    torch.set_num_threads(threads)
+    ratings = pd.read_csv(data)
+    run = {"plain": _plain, "fastbase": _fastbase, "fastai": _fastai,
+           "fastbase+bar": lambda r, n: _fastbase(r, n, silent=False)}[row]
+    results, n_train = run(ratings, runs)
+    return {"row": row, "fits": results, "n_train": n_train, "peak_rss_mb": peak_rss_mb(),
+            "torch": torch.__version__}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="timed fits per row (median reported)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in every row")
+    parser.add_argument("--data", type=Path, default=DATA, help="ratings.csv (user, item, rating, ...)")
+    parser.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
+    parser.add_argument("--only", default=",".join(ROWS), help=f"comma-separated rows of {ROWS}")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, args.runs, args.threads, args.data)))
+        return
+    if not args.data.is_file():
+        sys.exit(f"No {args.data}: pass --data path/to/ratings.csv (fastai's ML_SAMPLE).")
+    results = {}
+    for row in args.only.split(","):
+        python = args.fastai_python if row == "fastai" else sys.executable
+        if not Path(python).exists():
+            print(f"{row}: skipped, no {python}")
+            continue
+        cmd = [python, __file__, "--child", row, "--runs", str(args.runs), "--threads", str(args.threads),
+               "--data", str(args.data)]
+        env = {**os.environ, "FASTBASE_NO_BAR": "0"} if row == "fastbase+bar" else dict(os.environ)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            print(f"{row}: failed\n{proc.stderr[-3000:]}")
+            continue
+        results[row] = json.loads(lines[-1][len("RESULT "):])
+        results[row]["load"] = os.getloadavg()[0]
+    report(results)
+
+
+def report(results: dict) -> None:
+    print(f"{'row':14} {'s/epoch':>8} {'rows/s':>9} {'valid MSE':>10} {'MSE range':>15} {'peak RSS MiB':>13} {'load':>5}")
+    summary = {}
+    for row, r in results.items():
+        seconds = statistics.median(t for t, _ in r["fits"]) / EPOCHS
+        mses = [m for _, m in r["fits"]]
+        summary[row] = (seconds, r["n_train"] / seconds, statistics.median(mses))
+        print(f"{row:14} {seconds:8.4f} {summary[row][1]:9.0f} {summary[row][2]:10.4f} "
+              f"{min(mses):7.4f}-{max(mses):.4f} {r['peak_rss_mb']:13.0f} {r['load']:5.2f}")
+    if "fastbase" in summary and "plain" in summary:
+        ratio = summary["fastbase"][0] / summary["plain"][0]
+        print(f"fastbase time / plain loop time: {ratio:.2f}x (goal <= 1.1x: {'PASS' if ratio <= 1.1 else 'MISS'})")
+    if "fastbase" in summary and "fastai" in summary:
+        speed = summary["fastbase"][1] / summary["fastai"][1]
+        print(f"fastbase rows/s / fastai rows/s: {speed:.1f}x (goal >= 3x: {'PASS' if speed >= 3 else 'MISS'}); "
+              f"valid MSE {summary['fastbase'][2]:.4f} vs {summary['fastai'][2]:.4f}")
+
+
+if __name__ == "__main__":
+    main()
