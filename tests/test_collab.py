@@ -12,6 +12,8 @@ import torch
 
 pd = pytest.importorskip("pandas", reason="collaborative filtering reads pandas DataFrames (the tabular extra)")
 
+from conftest import shared_path
+
 from fastbase.collab import (
     UNKNOWN,
     CollabDataBunch,
@@ -224,10 +226,8 @@ def test_namespace_gives_the_lesson_names_and_loads_pandas_only_when_asked():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT.parent, "shared", "data", "movie_lens_sample")),
-                    reason="needs ../shared/data/movie_lens_sample (fastai's ML_SAMPLE)")
 def test_lesson4_cells_on_movie_lens_sample():
-    ratings = pd.read_csv(ROOT.parent / "shared" / "data" / "movie_lens_sample" / "ratings.csv")
+    ratings = pd.read_csv(Path(shared_path("data", "movie_lens_sample")) / "ratings.csv")
     data = CollabDataBunch.from_df(ratings, seed=42, device="cpu")
     learn = collab_learner(data, n_factors=50, y_range=[0, 5.5], silent=True)
     with warnings.catch_warnings():
