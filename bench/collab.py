@@ -13,21 +13,26 @@ child process, one after the other:
              torch.optim.AdamW + OneCycleLR, validation under torch.inference_mode.
   fastbase   CollabDataBunch.from_df(ratings, seed=42) and collab_learner(data, n_factors=50,
              y_range=(0, 5.5)); silent (no progress output).
+  fb-torch-it  fastbase with batches read through torch's DataLoader iterator, as before the loader
+             read batch-gathering datasets itself (`DeviceDataLoader.fetches_batches_here` off): what
+             that change takes off each epoch.
   fastai     fastai 2.8 defaults (one loader worker here): CollabDataLoaders.from_df(ratings,
              valid_pct=0.2, seed=42, bs=64) and
              collab_learner(dls, n_factors=50, y_range=(0, 5.5)), inside learn.no_bar() and
              learn.no_logging().
 
 Each child first trains one untimed epoch (imports, allocator and first-call costs, which are the
-same in every row), then --runs times a fresh model for the 3 epochs. Columns: median seconds per
+same in every row), then --runs times a fresh model for the 3 epochs; the rows take turns, --rounds
+children each, so that the machine's changing load falls on all of them. Columns: median seconds per
 epoch (training and validation, data building excluded), wall-clock and CPU time (on a machine
 shared with other jobs, CPU time is the steadier figure; it includes fastai's loader worker, which
 ends with each epoch), training rows per second (epochs x 4,825 rows / fit time),
-the validation MSE after the last epoch (median over runs), and the child's peak resident memory
+the validation MSE after the last epoch (median over all fits), and the children's peak resident memory
 (whole process: imports included). Ratios against the plain loop and fastai follow,
 with the goals of issue 21 (>= 3x fastai's rows/s at equal MSE; <= 1.1x the plain loop's time).
 
-    python bench/collab.py [--runs 5] [--threads 1] [--data PATH] [--fastai-python PY] [--only ROWS]
+    python bench/collab.py [--runs 3] [--rounds 3] [--threads 1] [--data PATH] [--fastai-python PY] [--only ROWS]
+    python bench/collab.py --profile     # cProfile of one fastbase fit: the per-batch overhead
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FASTBASE_SHARED", ROOT.parent / "shared"))
 DATA = SHARED / "data" / "movie_lens_sample" / "ratings.csv"
-ROWS = ("plain", "fastbase", "fastai")
+ROWS = ("plain", "fastbase", "fb-torch-it", "fastai")
 EPOCHS, LR, BS, N_FACTORS, Y_RANGE, WD = 3, 5e-3, 64, 50, (0.0, 5.5), 1e-2
 
 
@@ -94,9 +99,13 @@ def _plain(ratings, runs):
     return _timed(lambda: fit(EPOCHS), runs), len(y)
 
 
-def _fastbase(ratings, runs):
+def _fastbase(ratings, runs, torch_iterator=False):
     sys.path.insert(0, str(ROOT))
     from fastbase.collab import CollabDataBunch, collab_learner
+    from fastbase.data.loader import DeviceDataLoader
+
+    if torch_iterator:
+        DeviceDataLoader.fetches_batches_here = property(lambda self: False)
 
     data = CollabDataBunch.from_df(ratings, seed=42, bs=BS, device="cpu")
 
@@ -126,9 +135,9 @@ def _fastai(ratings, runs):
 
 def _timed(fit, runs):
     """[(wall seconds, CPU seconds of this process, valid MSE)] for `runs` fits."""
-    def cpu_seconds():  # this process and its reaped children (fastai's loader workers end with each epoch)
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
+    def cpu_seconds():  # this process (fine-grained) and its reaped children (fastai's loader workers end
+        t = os.times()  # with each epoch; os.times counts in clock ticks, 10 ms)
+        return time.process_time() + t.children_user + t.children_system
 
     out = []
     for _ in range(runs):
@@ -147,54 +156,88 @@ def child(row: str, runs: int, threads: int, data: Path) -> dict:
 
     torch.set_num_threads(threads)
     ratings = pd.read_csv(data)
-    run = {"plain": _plain, "fastbase": _fastbase, "fastai": _fastai}[row]
+    run = {"plain": _plain, "fastbase": _fastbase, "fastai": _fastai,
+           "fb-torch-it": lambda r, n: _fastbase(r, n, torch_iterator=True)}[row]
     results, n_train = run(ratings, runs)
     return {"row": row, "fits": results, "n_train": n_train, "peak_rss_mb": peak_rss_mb(),
             "torch": torch.__version__}
 
 
+def profile(data: Path, threads: int) -> None:
+    """Where a fastbase fit spends its time: the functions with the most time of their own."""
+    import cProfile
+    import pstats
+
+    import pandas as pd
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from fastbase.collab import CollabDataBunch, collab_learner
+
+    torch.set_num_threads(threads)
+    bunch = CollabDataBunch.from_df(pd.read_csv(data), seed=42, bs=BS, device="cpu")
+    collab_learner(bunch, n_factors=N_FACTORS, y_range=Y_RANGE, silent=True).fit_one_cycle(1, LR)  # warm-up
+    learn = collab_learner(bunch, n_factors=N_FACTORS, y_range=Y_RANGE, silent=True, wd=WD)
+    with cProfile.Profile() as prof:
+        learn.fit_one_cycle(EPOCHS, LR)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5, help="timed fits per row (median reported)")
+    parser.add_argument("--runs", type=int, default=3, help="timed fits per child process")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="child processes per row, the rows taking turns (median over rounds x runs fits)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in every row")
     parser.add_argument("--data", type=Path, default=DATA, help="ratings.csv (user, item, rating, ...)")
     parser.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
     parser.add_argument("--only", default=",".join(ROWS), help=f"comma-separated rows of {ROWS}")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: cProfile one 3-epoch fastbase fit (after a warm-up) and print where the time goes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.profile:
+        profile(args.data, args.threads)
+        return
     if args.child:
         print("RESULT " + json.dumps(child(args.child, args.runs, args.threads, args.data)))
         return
     if not args.data.is_file():
         sys.exit(f"No {args.data}: pass --data path/to/ratings.csv (fastai's ML_SAMPLE).")
-    results = {}
-    for row in args.only.split(","):
-        python = args.fastai_python if row == "fastai" else sys.executable
-        if not Path(python).exists():
-            print(f"{row}: skipped, no {python}")
-            continue
-        cmd = [python, __file__, "--child", row, "--runs", str(args.runs), "--threads", str(args.threads),
-               "--data", str(args.data)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            print(f"{row}: failed\n{proc.stderr[-3000:]}")
-            continue
-        results[row] = json.loads(lines[-1][len("RESULT "):])
-        results[row]["load"] = os.getloadavg()[0]
+    results, rows = {}, args.only.split(",")
+    for _ in range(args.rounds):  # rows take turns, so that a change in the machine's load hits them all
+        for row in rows:
+            python = args.fastai_python if row == "fastai" else sys.executable
+            if not Path(python).exists():
+                print(f"{row}: skipped, no {python}")
+                continue
+            cmd = [python, __file__, "--child", row, "--runs", str(args.runs), "--threads", str(args.threads),
+                   "--data", str(args.data)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                print(f"{row}: failed\n{proc.stderr[-3000:]}")
+                continue
+            result = json.loads(lines[-1][len("RESULT "):])
+            seen = results.setdefault(row, {**result, "fits": [], "loads": []})
+            seen["fits"] += result["fits"]
+            seen["loads"].append(os.getloadavg()[0])
+            seen["peak_rss_mb"] = max(seen["peak_rss_mb"], result["peak_rss_mb"])
+    for seen in results.values():
+        seen["load"] = statistics.mean(seen["loads"])
     report(results)
 
 
 def report(results: dict) -> None:
-    print(f"{'row':9} {'s/epoch':>8} {'CPU s/epoch':>11} {'rows/s':>8} {'rows/CPU s':>10} {'valid MSE':>9} "
-          f"{'MSE range':>13} {'peak RSS MiB':>12} {'load':>5}")
+    print(f"{'row':11} {'s/epoch':>8} {'CPU s/epoch':>11} {'rows/s':>8} {'rows/CPU s':>10} {'valid MSE':>9} "
+          f"{'MSE range':>13} {'peak RSS MiB':>12} {'load':>5}")  # load: mean 1-minute load average as the row's children ended
     summary = {}
     for row, r in results.items():
         wall, cpu = (statistics.median(f[k] for f in r["fits"]) / EPOCHS for k in (0, 1))
         mses = [f[2] for f in r["fits"]]
         summary[row] = {"wall": wall, "cpu": cpu, "mse": statistics.median(mses)}
-        print(f"{row:9} {wall:8.4f} {cpu:11.4f} {r['n_train'] / wall:8.0f} {r['n_train'] / cpu:10.0f} "
+        print(f"{row:11} {wall:8.4f} {cpu:11.4f} {r['n_train'] / wall:8.0f} {r['n_train'] / cpu:10.0f} "
               f"{summary[row]['mse']:9.4f} {min(mses):6.4f}-{max(mses):.4f} {r['peak_rss_mb']:12.0f} {r['load']:5.2f}")
     fb, plain, fastai = (summary.get(k) for k in ("fastbase", "plain", "fastai"))
     for clock in ("wall", "cpu"):
