@@ -233,3 +233,37 @@ def test_normalizer_writes_in_place_only_into_a_batch_a_transform_just_made():
     handed = Spy(then=stored)  # returns a tensor it holds: nothing may write in it
     x, _ = apply_tfms((raw, None), [ToFloat(), handed, norm])
     assert torch.equal(stored, kept) and torch.allclose(x, expected)
+
+
+class _BatchGatherer(Dataset):
+    """Items `i` as floats, fetched a batch at a time through `__getitems__`."""
+
+    def __init__(self, n):
+        self.x = torch.arange(n, dtype=torch.float32)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.x[i] * 2
+
+    def __getitems__(self, positions):
+        idx = torch.as_tensor(positions)
+        return [(self.x[i], self.x[i] * 2) for i in idx]
+
+
+def test_batch_gathering_datasets_are_read_here_in_torchs_order():
+    """Without workers, a `__getitems__` dataset is read without torch's iterator: the same batches in
+    the same order, and the loader's generator left where torch's iterator leaves it."""
+    bunch = DataBunch.create(_BatchGatherer(50), _BatchGatherer(10), bs=8, num_workers=0, seed=3, device="cpu")
+    dl = bunch.train_dl
+    assert dl.fetches_batches_here
+    state = dl.dl.generator.get_state()
+    ours = [b for _ in range(2) for b in dl]
+    after_ours = dl.dl.generator.get_state()
+    dl.dl.generator.set_state(state)
+    torchs = [dl.proc_batch(b) for _ in range(2) for b in dl.dl]
+    assert len(ours) == len(torchs) == 12
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ours, torchs))
+    assert torch.equal(after_ours, dl.dl.generator.get_state())
+    assert not bunch.train_dl.new(num_workers=1).fetches_batches_here

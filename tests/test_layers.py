@@ -52,6 +52,7 @@ LAYERS = {
     "fastbase.vision.rand_pad": 6,
     "fastbase.vision.web_images": 6,
     "fastbase.vision.inference": 6,
+    "fastbase.collab": 6,  # collaborative filtering (lesson 4); its namespace gathers basics (layer 5) and itself
     "fastbase.interpret": 7,
     "fastbase.compare": 7,
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks

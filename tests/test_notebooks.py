@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 
 NBS = Path(__file__).resolve().parent.parent / "nbs"
 NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
@@ -13,14 +14,15 @@ NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
 
 def test_the_course_notebooks_are_there():
     assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation", "04_data_block",
-                                                 "08_cleaning"]
+                                             "05_segmentation", "06_tabular", "07_collab", "08_cleaning"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_committed_without_outputs_and_starts_with_the_import(path):
     cells = json.loads(path.read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
-    assert "".join(code[0]["source"]).startswith("from fastbase.vision import *")
+    namespace = "collab" if path.stem.endswith("collab") else "vision"
+    assert "".join(code[0]["source"]).startswith(f"from fastbase.{namespace} import *")
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
 
 
@@ -35,6 +37,8 @@ def test_notebook_runs_without_errors(path, tmp_path):
     # The kernel's environment: a private fastbase home, no progress bars, headless plots.
     env = {k: v for k, v in os.environ.items() if k not in ("FASTBASE_CONFIG", "FASTBASE_MIRROR", "FASTBASE_OFFLINE")}
     env.update(FASTBASE_HOME=str(tmp_path / "fastbase_home"), FASTBASE_NO_BAR="1", MPLBACKEND="Agg")
+    if os.path.isdir(SHARED):  # notebooks read data from ../shared when present (07_collab: movie_lens_sample)
+        env.setdefault("FASTBASE_SHARED", os.path.abspath(SHARED))
     # the kernel runs in tmp_path: it imports this checkout's fastbase, not another installed one
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NBS.parent), env.get("PYTHONPATH", "")) if p)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",

@@ -190,7 +190,29 @@ class DeviceDataLoader:
             batch = apply_tfms(batch, self.tfms)
         return batch
 
+    @property
+    def fetches_batches_here(self) -> bool:
+        """True when batches are read in this process from a dataset that gathers a whole batch at
+        once (`__getitems__`, e.g. tensors in memory) and nothing is pinned: `__iter__` then runs the
+        batch sampler itself, without torch's per-batch iterator bookkeeping (a large share of a batch's
+        time for tiny models: bench/RESULTS.md, "collab.py")."""
+        dl = self.dl
+        return (dl.num_workers == 0 and not dl.pin_memory and dl.batch_sampler is not None
+                and callable(getattr(dl.dataset, "__getitems__", None)))
+
+    def _fetched_here(self):
+        """The batches torch's single-process iterator gives, in the same order: the same draw from the
+        loader's generator first (the iterator's base seed), then the batch sampler's positions."""
+        dl = self.dl
+        torch.empty((), dtype=torch.int64).random_(generator=dl.generator)
+        fetch, collate = dl.dataset.__getitems__, dl.collate_fn
+        for positions in dl.batch_sampler:
+            yield self.proc_batch(collate(fetch(positions)), in_workers=False)
+
     def __iter__(self):
+        if self.fetches_batches_here:
+            yield from self._fetched_here()
+            return
         if not self.in_memory:
             for batch in self.dl:
                 yield self.proc_batch(batch)
