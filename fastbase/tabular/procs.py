@@ -171,7 +171,7 @@ class Categorify(TabularProc):
                 bad = df[name].dropna().unique()[:3].tolist()
                 raise TabularError(f"Column {name!r} is categorical with {expected} values in the training data, "
                                    f"but holds {found} values here (e.g. {bad}). Convert it to the training type.")
-            codes = pd.Categorical(df[name], categories=self.categories[name]).codes
+            codes = pd.Index(self.categories[name]).get_indexer(df[name])
             df[name] = np.asarray(codes, dtype=np.int64) + 1  # -1 (missing or unseen) becomes 0, `#na#`
 
     def state(self) -> dict:
