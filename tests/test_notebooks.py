@@ -12,14 +12,16 @@ NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
 
 
 def test_the_course_notebooks_are_there():
-    assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation", "04_data_block"]
+    assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation", "04_data_block",
+                                             "06_tabular"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_is_committed_without_outputs_and_starts_with_the_import(path):
     cells = json.loads(path.read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
-    assert "".join(code[0]["source"]).startswith("from fastbase.vision import *")
+    namespace = "tabular" if "tabular" in path.stem else "vision"
+    assert "".join(code[0]["source"]).startswith(f"from fastbase.{namespace} import *")
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
 
 
