@@ -14,7 +14,7 @@ from ..layers import SigmoidRange, bn_drop_lin
 from ..learner import Learner
 from ..metrics import Metric
 
-__all__ = ["TabularModel", "emb_sz_rule", "exp_rmspe", "tabular_learner"]
+__all__ = ["TabularModel", "emb_sz_rule", "exp_rmspe", "fused_adam", "tabular_learner"]
 
 
 def emb_sz_rule(n_cat: int) -> int:
@@ -65,11 +65,23 @@ class TabularModel(nn.Module):
         return x if self.y_range is None else self.y_range(x)
 
 
+def fused_adam(params, **kwargs) -> torch.optim.Adam:
+    """Adam with fastai's betas (0.9, 0.99), as fastbase's default `opt_func`, computed by torch's fused
+    kernel where the device has one (the CPU since torch 2.4): for a small model, whose step is many
+    small tensors, the per-parameter Python loop of the plain implementation is most of the step's
+    time (bench/RESULTS.md, tabular.py). Falls back to the plain implementation elsewhere."""
+    try:
+        return torch.optim.Adam(params, betas=(0.9, 0.99), fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, betas=(0.9, 0.99), **kwargs)
+
+
 def tabular_learner(data, layers=(200, 100), emb_szs=None, metrics=None, ps=None, emb_drop: float = 0.0,
                     y_range=None, use_bn: bool = True, bn_final: bool = False, **learn_kwargs) -> Learner:
     """A Learner with a `TabularModel` for a TabularDataBunch: embedding widths by `emb_sz_rule`
     unless `emb_szs` ({column: width}) says, one output per class (or per regression target).
-    Other keyword arguments go to `Learner` (`loss_func`, `wd`, `callback_fns`...)."""
+    Other keyword arguments go to `Learner` (`loss_func`, `wd`, `callback_fns`...); `opt_func`
+    defaults to `fused_adam` (Adam, one fused kernel per step: small models step much faster)."""
     if not hasattr(data, "get_emb_szs"):
         raise FastbaseError(f"tabular_learner needs a TabularDataBunch (TabularList...databunch() or "
                             f"TabularDataBunch.from_df); got a {type(data).__name__}.")
@@ -86,6 +98,7 @@ def tabular_learner(data, layers=(200, 100), emb_szs=None, metrics=None, ps=None
               "bn_final": bool(bn_final)}
     model = TabularModel(**kwargs)
     spec = {"factory": "fastbase.tabular.models:TabularModel", "kwargs": kwargs}
+    learn_kwargs.setdefault("opt_func", fused_adam)
     return Learner(data, model, metrics=metrics, model_spec=spec, **learn_kwargs)
 
 
