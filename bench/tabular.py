@@ -66,7 +66,13 @@ def timed(func) -> tuple[float, float]:
 # --- the methods, each run in a child process ------------------------------------------------------
 def run_fastbase(df, train_idx, valid_idx, args) -> dict:
     from fastbase.metrics import accuracy
-    from fastbase.tabular import Categorify, FillMissing, Normalize, TabularList, tabular_learner
+    from fastbase.tabular import (
+        Categorify,
+        FillMissing,
+        Normalize,
+        TabularList,
+        tabular_learner,
+    )
 
     start = time.perf_counter()
     data = (TabularList.from_df(df, cat_names=CAT_NAMES, cont_names=CONT_NAMES,
@@ -105,7 +111,14 @@ def run_plain(df, train_idx, valid_idx, args) -> dict:
     from torch import nn
 
     from fastbase.optimizer import split_no_wd_params
-    from fastbase.tabular import Categorify, FillMissing, Normalize, TabularProcessor, TabularModel, emb_sz_rule
+    from fastbase.tabular import (
+        Categorify,
+        FillMissing,
+        Normalize,
+        TabularModel,
+        TabularProcessor,
+        emb_sz_rule,
+    )
 
     start = time.perf_counter()
     proc = TabularProcessor(CAT_NAMES, CONT_NAMES, [FillMissing, Categorify, Normalize]).fit(df.iloc[train_idx])

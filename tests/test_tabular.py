@@ -12,10 +12,10 @@ import torch
 
 pd = pytest.importorskip("pandas", reason="fastbase.tabular needs pandas (pip install -e '.[tabular]')")
 
-from fastbase.data import DatasetType, FloatItem  # noqa: E402
-from fastbase.learner import load_learner  # noqa: E402
-from fastbase.metrics import accuracy  # noqa: E402
-from fastbase.tabular import (  # noqa: E402
+from fastbase.data import DatasetType, FloatItem
+from fastbase.learner import load_learner
+from fastbase.metrics import accuracy
+from fastbase.tabular import (
     Categorify,
     FillMissing,
     Normalize,
@@ -108,7 +108,7 @@ def test_databunch_from_df_gives_the_same_tensors_as_the_block_api():
 def test_batches_are_slices_of_whole_tensors():
     data = make_data(bs=32)
     assert isinstance(data.train_dl.dl, TabularDataLoader)
-    (cats, conts), y = next(iter(data.train_dl))
+    (cats, conts), _y = next(iter(data.train_dl))
     assert cats.dtype == torch.long and cats.shape == (32, 3) and conts.dtype == torch.float32 and conts.shape == (32, 2)
     assert len(data.train_dl) == 300 // 32  # the last partial batch is dropped in training
     seen = torch.cat([b[0][0] for b in data.valid_dl])
@@ -141,7 +141,7 @@ def test_embedding_sizes_follow_fastais_rule():
 
 
 def test_tabular_learner_learns_the_rule(trained):
-    loss, acc = trained.validate()
+    _loss, acc = trained.validate()
     assert acc > 0.85
     assert isinstance(trained.model, TabularModel) and trained.model.embeds[0].num_embeddings == 4
 
@@ -179,7 +179,7 @@ def test_export_keeps_the_processors_and_loads_with_weights_only(trained, tmp_pa
     row = make_frame().iloc[42]
     row = row.copy()
     row["shape"] = "triangle"  # unseen after loading too
-    label, idx, probs = loaded.predict(row)
+    label, _idx, probs = loaded.predict(row)
     assert torch.allclose(probs, trained.predict(row)[2], atol=1e-6) and label == trained.predict(row)[0]
     assert loaded.data.cat_names == ["color", "shape", "size_na"]
 

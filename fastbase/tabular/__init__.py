@@ -13,7 +13,7 @@ from .. import basics
 from .data import TabularDataBunch, TabularLine, TabularList
 from .importance import permutation_importance, plot_importance
 from .loader import TabularDataLoader, TabularDataset
-from .models import TabularModel, emb_sz_rule, exp_rmspe, tabular_learner
+from .models import TabularModel, emb_sz_rule, exp_rmspe, fused_adam, tabular_learner
 from .procs import (
     NA_CATEGORY,
     Categorify,
@@ -26,13 +26,33 @@ from .procs import (
 )
 from .transform import add_cyclic_datepart, add_datepart, cont_cat_split
 
-_OWN = [  # sorted
-    "Categorify", "ClassificationInterpretation", "FillMissing", "FillStrategy", "NA_CATEGORY", "Normalize",
-    "TabularDataBunch", "TabularDataLoader", "TabularDataset", "TabularError", "TabularLine", "TabularList",
-    "TabularModel", "TabularProc", "TabularProcessor", "add_cyclic_datepart", "add_datepart", "cont_cat_split",
-    "emb_sz_rule", "exp_rmspe", "permutation_importance", "plot_importance", "tabular_learner",
+__all__ = [  # sorted; then fastbase.basics' names
+    "NA_CATEGORY",
+    "Categorify",
+    "ClassificationInterpretation",
+    "FillMissing",
+    "FillStrategy",
+    "Normalize",
+    "TabularDataBunch",
+    "TabularDataLoader",
+    "TabularDataset",
+    "TabularError",
+    "TabularLine",
+    "TabularList",
+    "TabularModel",
+    "TabularProc",
+    "TabularProcessor",
+    "add_cyclic_datepart",
+    "add_datepart",
+    "cont_cat_split",
+    "emb_sz_rule",
+    "exp_rmspe",
+    "fused_adam",
+    "permutation_importance",
+    "plot_importance",
+    "tabular_learner",
 ]
-__all__ = [*basics.__all__, *(n for n in _OWN if n not in basics.__all__)]  # noqa: PLE0604
+__all__ += basics.__all__
 
 _LAZY = {"ClassificationInterpretation": ("fastbase.interpret", "ClassificationInterpretation")}
 

@@ -102,7 +102,7 @@ def tabular_learner(data, layers=(200, 100), emb_szs=None, metrics=None, ps=None
     return Learner(data, model, metrics=metrics, model_spec=spec, **learn_kwargs)
 
 
-class exp_rmspe(Metric):  # noqa: N801 -- fastai v1's name, used as `metrics=exp_rmspe`
+class exp_rmspe(Metric):
     """Root mean squared percentage error of exp(prediction) against exp(target), for a model trained
     on log values (lesson 6, Rossmann): sqrt(mean(((exp(t) - exp(p)) / exp(t))**2)) over the whole
     validation set (not an average of per-batch roots)."""

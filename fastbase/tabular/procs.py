@@ -18,8 +18,16 @@ import torch
 from ..core import import_ref, object_ref
 from ..data import DataError, format_list
 
-__all__ = ["Categorify", "FillMissing", "FillStrategy", "Normalize", "TabularError", "TabularProc",
-           "TabularProcessor", "NA_CATEGORY"]
+__all__ = [
+    "NA_CATEGORY",
+    "Categorify",
+    "FillMissing",
+    "FillStrategy",
+    "Normalize",
+    "TabularError",
+    "TabularProc",
+    "TabularProcessor",
+]
 
 NA_CATEGORY = "#na#"  # the name of code 0 of every categorical column: missing, or unseen in training
 
