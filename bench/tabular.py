@@ -23,8 +23,13 @@ alternate between methods. The table gives medians over `--runs`: the fit's seco
 the time to build the data (processors and tensors), and peak RSS; then the ratios the goals
 name: fastbase's rows/s against fastai's, and its epoch time against the plain loop's.
 
+With `--same-process`, fastbase and the plain loop instead run alternately in this process after a
+warm-up, and only the ratio of their CPU time per epoch is printed: on a shared machine it is
+steadier than the ratio of separate processes.
+
     python bench/tabular.py [--runs 3] [--epochs 3] [--bs 64] [--lr 1e-2] [--threads 1]
                             [--csv ../shared/data/adult_sample/adult.csv] [--methods fastbase,fastai,plain]
+    python bench/tabular.py --same-process --runs 6 --epochs 1
 """
 from __future__ import annotations
 
@@ -183,6 +188,29 @@ def child(args) -> None:
     print(json.dumps(result))
 
 
+def same_process(args) -> None:
+    """fastbase and the plain loop alternately in one process (after one warm-up fit each), so both
+    share the machine's drift: the ratio of their median CPU time per epoch is the Learner's cost."""
+    import pandas as pd
+    import torch
+
+    sys.path.insert(0, str(HERE.parent))  # this checkout's fastbase, as the children get it
+    torch.set_num_threads(args.threads)
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])  # see `child`
+    df = pd.read_csv(args.csv)
+    train_idx, valid_idx = split(len(df), args.seed)
+    times = {"fastbase": [], "plain": []}
+    for run in range(args.runs + 1):
+        for method in ("fastbase", "plain") if run % 2 == 0 else ("plain", "fastbase"):
+            torch.manual_seed(args.seed)
+            result = METHODS[method](df, train_idx, valid_idx, args)
+            if run:  # the first round is the warm-up
+                times[method].append(result["cpu_s"] / args.epochs)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    print(f"same process, {args.runs} alternating runs of {args.epochs} epoch(s), CPU s/epoch: fastbase "
+          f"{med['fastbase']:.3f}, plain {med['plain']:.3f}; fastbase / plain {med['fastbase'] / med['plain']:.3f}")
+
+
 def run_child(method: str, args, run: int) -> dict:
     python = args.fastai_python if method == "fastai" else sys.executable
     cmd = [python, __file__, "--child", method, "--csv", str(args.csv), "--epochs", str(args.epochs), "--bs",
@@ -206,10 +234,14 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="adult.csv of ADULT_SAMPLE")
     parser.add_argument("--methods", default="fastbase,fastai,plain")
     parser.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
+    parser.add_argument("--same-process", action="store_true",
+                        help="fastbase and plain alternately in this process after a warm-up (steadier ratio)")
     parser.add_argument("--child", choices=sorted(METHODS))
     args = parser.parse_args()
     if args.child:
         return child(args)
+    if args.same_process:
+        return same_process(args)
     if not args.csv.is_file():
         raise SystemExit(f"No {args.csv}: pass --csv (adult.csv of untar_data(URLs.ADULT_SAMPLE)).")
     methods = args.methods.split(",")

@@ -9,11 +9,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..data import EmptyLabelList
+from ..data.label_lists import LabelledMixin
 
 __all__ = ["TabularDataLoader", "TabularDataset"]
 
 
-class TabularDataset(Dataset):
+class TabularDataset(LabelledMixin, Dataset):
     """Rows of a processed table as tensors: `cats` int64 `(n, n_cat)`, `conts` float32 `(n, n_cont)`,
     `targets` (the label list's: int64 `(n,)` classes or float `(n, k)` values). `ds[i]` is
     `((cats, conts), label item)`; `batch(idx)` is `((cats, conts), targets)` for an index tensor.
@@ -22,18 +23,6 @@ class TabularDataset(Dataset):
     def __init__(self, cats: torch.Tensor, conts: torch.Tensor, y, frame=None, processor=None):
         self.cats, self.conts, self.y, self.frame, self.processor = cats, conts, y, frame, processor
         self.targets = y.targets
-
-    @property
-    def classes(self):
-        return self.y.classes
-
-    @property
-    def c(self):
-        return self.y.c
-
-    @property
-    def multi_label(self) -> bool:
-        return self.y.multi_label
 
     @property
     def labelled(self) -> bool:
