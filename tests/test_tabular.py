@@ -237,3 +237,35 @@ def test_importing_vision_loads_neither_pandas_nor_the_tabular_package():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])})
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def test_add_datepart_adds_the_parts_in_place_and_drops_the_date():
+    from fastbase.tabular import add_datepart
+    df = pd.DataFrame({"saleDate": ["2015-12-31", "2016-02-29", None], "x": [1, 2, 3]})
+    out = add_datepart(df, "saleDate")
+    assert out is df and "saleDate" not in df.columns
+    assert df["saleYear"].tolist()[:2] == [2015, 2016] and df["saleDayofweek"].tolist()[:2] == [3, 0]
+    assert df["saleIs_year_end"].tolist()[:2] == [True, False] and df["saleWeek"].tolist()[:2] == [53, 9]
+    assert df["saleElapsed"][0] == 1451520000 and math.isnan(df["saleElapsed"][2])
+
+
+def test_add_cyclic_datepart_puts_the_end_of_a_cycle_next_to_its_start():
+    from fastbase.tabular import add_cyclic_datepart
+    df = pd.DataFrame({"Date": pd.to_datetime(["2015-12-31 23:00", "2016-01-01 00:00"])})
+    add_cyclic_datepart(df, "Date", time=True, add_linear=True)
+    assert {"weekday_cos", "day_year_sin", "hour_cos", "clock_sin", "year_part"} <= set(df.columns)
+    assert abs(df["day_year_cos"][0] - df["day_year_cos"][1]) < 1e-3 and df["year_part"][1] == 0.0
+
+
+def test_cont_cat_split_by_type_and_cardinality():
+    from fastbase.tabular import cont_cat_split
+    df = pd.DataFrame({"f": np.linspace(0, 1, 30), "many": np.arange(30), "few": np.arange(30) % 3,
+                       "text": ["a"] * 30, "y": np.zeros(30)})
+    assert cont_cat_split(df, max_card=20, dep_var="y") == (["f", "many"], ["few", "text"])
+
+
+def test_a_missing_column_is_named_when_the_data_are_built():
+    df = make_frame().drop(columns="noise")
+    with pytest.raises(TabularError, match="'noise'"):
+        make_data(df)

@@ -45,7 +45,7 @@ def add_datepart(df, field_name: str, prefix: str | None = None, drop: bool = Tr
     prefix = _prefix(field_name, prefix)
     dt = col.dt
     parts = {"Year": dt.year, "Month": dt.month, "Week": dt.isocalendar().week.astype("float64"), "Day": dt.day,
-             "Dayofweek": dt.dayofweek, "Dayofyear": dt.dayofyear, "Is_month_end": dt.is_month_end,
+             "Dayofweek": dt.day_of_week, "Dayofyear": dt.day_of_year, "Is_month_end": dt.is_month_end,
              "Is_month_start": dt.is_month_start, "Is_quarter_end": dt.is_quarter_end,
              "Is_quarter_start": dt.is_quarter_start, "Is_year_end": dt.is_year_end, "Is_year_start": dt.is_year_start}
     if time:
@@ -55,7 +55,7 @@ def add_datepart(df, field_name: str, prefix: str | None = None, drop: bool = Tr
     seconds = (col - np.datetime64("1970-01-01")).dt.total_seconds()
     df[prefix + "Elapsed"] = seconds.where(col.notna())
     if drop:
-        df.drop(columns=field_name, inplace=True)
+        del df[field_name]
     return df
 
 
@@ -70,8 +70,8 @@ def add_cyclic_datepart(df, field_name: str, prefix: str | None = None, drop: bo
     prefix = _prefix(field_name, prefix)
     dt = col.dt
     days_in_year = np.where(dt.is_leap_year, 366.0, 365.0)
-    fractions = {"weekday": dt.dayofweek / 7.0, "day_month": (dt.day - 1) / dt.days_in_month,
-                 "month_year": (dt.month - 1) / 12.0, "day_year": (dt.dayofyear - 1) / days_in_year}
+    fractions = {"weekday": dt.day_of_week / 7.0, "day_month": (dt.day - 1) / dt.days_in_month,
+                 "month_year": (dt.month - 1) / 12.0, "day_year": (dt.day_of_year - 1) / days_in_year}
     if time:
         fractions.update(hour=dt.hour / 24.0, clock=(dt.hour * 3600 + dt.minute * 60 + dt.second) / 86400.0,
                          min=dt.minute / 60.0, sec=dt.second / 60.0)
@@ -83,7 +83,7 @@ def add_cyclic_datepart(df, field_name: str, prefix: str | None = None, drop: bo
         start = col.dt.to_period("Y").dt.start_time
         df[prefix + "year_part"] = (col - start).dt.total_seconds() / (days_in_year * 86400.0)
     if drop:
-        df.drop(columns=field_name, inplace=True)
+        del df[field_name]
     return df
 
 
