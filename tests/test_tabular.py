@@ -184,6 +184,14 @@ def test_export_keeps_the_processors_and_loads_with_weights_only(trained, tmp_pa
     assert loaded.data.cat_names == ["color", "shape", "size_na"]
 
 
+def test_a_loaded_learner_predicts_a_test_table(trained, tmp_path):
+    df = make_frame()
+    loaded = load_learner(trained.export(tmp_path / "export.pkl"))
+    loaded.data.add_test(df.iloc[300:320].drop(columns="label"))
+    preds = loaded.get_preds(DatasetType.Test)[0]
+    assert preds.shape == (20, 2) and torch.allclose(preds, trained.get_preds()[0][:20], atol=1e-5)
+
+
 def test_regression_with_y_range_predicts_a_float_item_in_range():
     df = make_frame()
     df["target"] = (df["size"].fillna(0.5) * 3 + (df["color"] == "red") + 1).astype("float64")

@@ -12,7 +12,14 @@ from __future__ import annotations
 import torch
 
 from ..core import ifnone, listify
-from ..data import DataBunch, DataError, DatasetType, ItemList
+from ..data import (
+    DataBunch,
+    DataError,
+    DatasetType,
+    DeviceDataLoader,
+    EmptyLabelList,
+    ItemList,
+)
 from .loader import TabularDataLoader, TabularDataset
 from .procs import TabularError, TabularProcessor, require_pandas
 
@@ -177,6 +184,23 @@ class TabularDataBunch(DataBunch):
         cats, conts = self.processor.tensors(item, "row")
         dummy = torch.zeros(1, dtype=torch.long, device=self.device)
         return (cats.to(self.device), conts.to(self.device)), dummy
+
+    def add_test(self, items, label=None) -> TabularDataBunch:
+        """Add (or replace) the unlabelled test set: a DataFrame or a TabularList, whose rows go through
+        the training processors (also on a Learner from `load_learner`), then
+        `learn.get_preds(DatasetType.Test)`."""
+        if isinstance(items, TabularDataset):
+            ds = items
+        else:
+            frame = items.inner_df if isinstance(items, TabularList) else items
+            cats, conts = self.processor.tensors(frame, "test table")
+            y = EmptyLabelList([label] * len(cats)).process()
+            y.classes = self.classes
+            ds = TabularDataset(cats, conts, y, frame=frame, processor=self.processor)
+        bs = 64 if self.valid_dl is None else self.valid_dl.batch_size
+        tfms = [] if self.valid_dl is None else self.valid_dl.tfms
+        self.test_dl = DeviceDataLoader(TabularDataLoader(ds, batch_size=bs), self.device, tfms)
+        return self
 
     def save(self, fname="data_save.json"):
         raise DataError("A TabularDataBunch is rebuilt from its DataFrame, not from a saved file: keep the table "
