@@ -2,8 +2,9 @@
 
 `ClassificationInterpretation.from_learner(learn)` runs `learn.get_preds(with_loss=True)` once and
 keeps the probabilities, targets and per-item losses; everything else is computed from them. The
-numbers work for any single-label classifier; `plot_top_losses` draws images, so it needs an
-ImageDataBunch, and with `heatmap=True` overlays a Grad-CAM map (`grad_cam`).
+numbers work for any single-label classifier; `plot_top_losses` draws images (an ImageDataBunch),
+and with `heatmap=True` overlays a Grad-CAM map (`grad_cam`); for a table it gives the rows as a
+DataFrame (`plot_tab_top_losses`).
 """
 from __future__ import annotations
 
@@ -162,6 +163,8 @@ class ClassificationInterpretation:
         `heatmap` overlays Grad-CAM for the `heatmap_class` ('predicted' or 'actual'): where the model
         looked, as seen by `heatmap_layer` (default: the body's output, see `cam_layer`; an earlier
         layer gives a finer map on small images). Returns the Figure."""
+        if hasattr(self.data, "decoded_rows"):  # a table: its rows, not images
+            return self.plot_tab_top_losses(k, largest)
         self._check_images()
         if heatmap_class not in ("predicted", "actual"):
             raise InterpretationError(f"heatmap_class must be 'predicted' or 'actual', got {heatmap_class!r}.")
@@ -192,13 +195,31 @@ class ClassificationInterpretation:
         fig.tight_layout()
         return finish_figure(fig, return_fig, save_to)
 
+    def plot_tab_top_losses(self, k: int = 9, largest: bool = True):
+        """The `k` rows of a table with the largest (or smallest) losses, as a DataFrame: 'Prediction',
+        'Actual', 'Loss', 'Probability' (of the actual class), then the row's inputs as a person reads
+        them (category names, continuous values before normalisation) and its index in the data set."""
+        if not hasattr(self.data, "decoded_rows"):
+            raise InterpretationError(f"plot_tab_top_losses shows rows of a table, so it needs a TabularDataBunch; this "
+                                      f"Learner's data is a {type(self.data).__name__}. Use plot_top_losses.")
+        losses, idxs = self.top_losses(k, largest)
+        read_as = DatasetType.Fix if self.ds_type == DatasetType.Train else self.ds_type
+        rows = self.data.decoded_rows(idxs.tolist(), read_as).drop(columns="target", errors="ignore")
+        actual, pred = self.y_true[idxs], self.pred_class[idxs]
+        front = {"Prediction": [self.classes[int(i)] for i in pred], "Actual": [self.classes[int(i)] for i in actual],
+                 "Loss": losses.tolist(), "Probability": self.preds[idxs, actual].tolist()}
+        for n, (name, values) in enumerate(front.items()):
+            rows.insert(n, name, values)
+        rows.insert(len(rows.columns), "index", idxs.tolist())
+        return rows
+
     def _check_images(self) -> None:
         # imported here, not at the top: fastbase.vision's namespace imports this module
 
         if not isinstance(self.data, ImageDataBunch):
             raise InterpretationError(f"plot_top_losses draws images, so it needs an ImageDataBunch; this Learner's "
                                       f"data is a {type(self.data).__name__}. top_losses() gives the losses and "
-                                      "item indexes.")
+                                      "item indexes (a table's rows: plot_tab_top_losses).")
 
     def _model_inputs(self, idxs: list[int]) -> torch.Tensor:
         """The model's inputs (normalised, on the device) for these items of the data set, in order."""

@@ -279,6 +279,12 @@ def test_urls_mirror_the_catalogue_without_extension():
         getattr(URLs, "PET")  # noqa: B009 (the attribute access is what is tested)
 
 
+def test_adult_sample_is_in_the_catalogue_with_fastais_size():
+    entry = datasets.load_catalogue()["ADULT_SAMPLE"]
+    assert URLs.ADULT_SAMPLE == "https://s3.amazonaws.com/fast-ai-sample/adult_sample"
+    assert entry["folder"] == "adult_sample" and entry["size"] == 968212 and "sha256" not in entry
+
+
 def test_unknown_name_raises_with_a_suggestion():
     with pytest.raises(CatalogueError, match="Did you mean PETS"):
         untar_data("petz")

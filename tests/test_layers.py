@@ -53,6 +53,13 @@ LAYERS = {
     "fastbase.vision.web_images": 6,
     "fastbase.vision.inference": 6,
     "fastbase.collab": 6,  # collaborative filtering (lesson 4); its namespace gathers basics (layer 5) and itself
+    "fastbase.tabular": 6,  # tables (pandas): processors, TabularList/DataBunch, the model, importance
+    "fastbase.tabular.procs": 6,
+    "fastbase.tabular.loader": 6,
+    "fastbase.tabular.data": 6,
+    "fastbase.tabular.models": 6,
+    "fastbase.tabular.transform": 6,
+    "fastbase.tabular.importance": 6,
     "fastbase.interpret": 7,
     "fastbase.compare": 7,
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks

@@ -21,7 +21,7 @@ def test_the_course_notebooks_are_there():
 def test_notebook_is_committed_without_outputs_and_starts_with_the_import(path):
     cells = json.loads(path.read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
-    namespace = "collab" if path.stem.endswith("collab") else "vision"
+    namespace = next((n for n in ("collab", "tabular") if path.stem.endswith(n)), "vision")
     assert "".join(code[0]["source"]).startswith(f"from fastbase.{namespace} import *")
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
 

@@ -19,7 +19,7 @@ from .base import DataError, EmptyDatasetError
 from .items import ItemBase
 from .labels import EmptyLabelList, LabelItemList
 
-__all__ = ["ItemLists", "LabelList", "LabelLists", "data_collate", "load_data"]
+__all__ = ["ItemLists", "LabelList", "LabelLists", "LabelledMixin", "data_collate", "load_data"]
 
 
 def data_collate(batch):
@@ -27,7 +27,23 @@ def data_collate(batch):
     return default_collate([tuple(o.data if isinstance(o, ItemBase) else o for o in pair) for pair in batch])
 
 
-class LabelList(Dataset):
+class LabelledMixin:
+    """`classes`, `c` and `multi_label` of a data set, read from its processed label list `self.y`."""
+
+    @property
+    def classes(self):
+        return self.y.classes
+
+    @property
+    def c(self):
+        return self.y.c
+
+    @property
+    def multi_label(self) -> bool:
+        return self.y.multi_label
+
+
+class LabelList(LabelledMixin, Dataset):
     """Items `x` (an ItemList) and their labels `y` (a processed label list): `ll[i]` is `(x[i], y[i])`
     as items. `transform` keeps the transforms the DataBunch will apply."""
 
@@ -44,18 +60,6 @@ class LabelList(Dataset):
     @property
     def path(self):
         return self.x.path
-
-    @property
-    def classes(self):
-        return self.y.classes
-
-    @property
-    def c(self):
-        return self.y.c
-
-    @property
-    def multi_label(self) -> bool:
-        return self.y.multi_label
 
     def __len__(self):
         return len(self.x)

@@ -172,7 +172,7 @@ class DeviceDataLoader:
         if args["num_workers"] == 0:
             args["persistent_workers"] = False
         dataset = args.pop("dataset", dl.dataset)
-        return DataLoader(dataset, **args)
+        return type(dl)(dataset, **args)  # the same kind of loader (e.g. a tabular one that slices tensors)
 
     def add_tfm(self, tfm) -> None:
         self.tfms = sorted([*self.tfms, tfm], key=lambda t: getattr(t, "order", TfmOrder.COLLATED))
