@@ -53,6 +53,7 @@ LAYERS = {
     "fastbase.vision.web_images": 6,
     "fastbase.vision.inference": 6,
     "fastbase.interpret": 7,
+    "fastbase.seg_interpret": 7,
     "fastbase.compare": 7,
     "fastbase.cli": 8,
     "fastbase.workflow": 8,
