@@ -217,6 +217,7 @@ def main(argv=None) -> None:
     for run in range(args.runs):
         for row in (list(pythons) if run % 2 == 0 else list(reversed(pythons))):
             runs[row].append(run_row(pythons[row], row, passed))
+            print(f"run {run + 1} {row}: {json.dumps(runs[row][-1])}", flush=True)  # progress, and figures if cut short
     rows = [median_row(results) for results in runs.values()]
     if fastai_missing:
         rows.append({"row": "fastai 2.8", "error": [fastai_missing]})
