@@ -200,3 +200,20 @@ def test_lr_find_restores_a_unet_and_summary_lists_its_groups():
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
     summary = learn.summary()
     assert summary.startswith("DynamicUnet") and "blocks.1.relu" in summary
+
+
+def test_an_encoder_returning_its_feature_maps_as_a_list_works():
+    class TwoScales(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = conv_layer(3, 8, stride=2), conv_layer(8, 16, stride=2)
+
+        def forward(self, x):
+            first = self.a(x)
+            return [first, self.b(first)]
+
+    from fastbase.vision.unet import unet_layer_groups
+
+    unet = DynamicUnet(TwoScales(), n_classes=2, img_size=(16, 16))
+    assert unet.pyramid and unet.skip_idxs == [0] and unet(torch.randn(1, 3, 16, 16)).shape == (1, 2, 16, 16)
+    assert len(unet_layer_groups(unet, None)) == 2  # no stages to cut at: the encoder, then the decoder

@@ -225,6 +225,8 @@ def unet_layer_groups(model: DynamicUnet, split: tuple[int, ...] | None) -> list
     encoder, indexes of its stages, by default a cut before the first stage past stride 8), then the decoder."""
     if is_features_encoder(model.encoder):
         return [*features_layer_groups(model.encoder, split or ()), model.decoder]
+    if model.pyramid:  # another module returning its maps: no stages to cut at
+        return [model.encoder, model.decoder]
     return cnn_layer_groups([model.encoder, model.decoder], split)
 
 
