@@ -18,11 +18,14 @@ threads:
 
 Columns: seconds per epoch (the fit's wall time over its epochs, validation included), then pixel
 accuracy and mean IoU over the validation set, both computed here from `get_preds` with one function
-(void pixels left out, mean over the classes that occur), so the rows are measured alike; and the
-1-minute load average when the row ended (other processes on the machine slow a row down).
+(void pixels left out, mean over the classes that occur), so the rows are measured alike; the peak
+resident memory of the row's process (MB, `ru_maxrss`: data, model, training); and the 1-minute load
+average when the row ended (other processes on the machine slow a row down). With --runs N the two
+rows take turns N times (the order reversed every run, each run a fresh process per row) and the
+table gives medians; the last line is fastbase's median s/epoch over fastai's.
 
-    python bench/segmentation.py [--data camvid_tiny|digits] [--size 64] [--epochs 2] [--bs 8]
-        [--lr 3e-3] [--threads 2] [--n-train N] [--seed 0] [--skip-fastai] [--quick]
+    python bench/segmentation.py [--data camvid_tiny|digits] [--size 96] [--epochs 2] [--bs 8]
+        [--lr 3e-3] [--threads 2] [--n-train N] [--seed 0] [--runs 1] [--skip-fastai] [--quick]
 
 `--quick` is a smoke test of this script (16 training items, 32 px, one epoch): its figures mean
 nothing. Figures and the runs they come from: bench/RESULTS.md or the commit that added them.
@@ -33,6 +36,8 @@ import argparse
 import json
 import os
 import random
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -158,6 +163,7 @@ def child(args) -> None:
     torch.manual_seed(args.seed)
     result = run_fastbase(args) if args.row == "fastbase" else run_fastai(args)
     result["load"] = os.getloadavg()[0]  # the machine's 1-minute load when the row ended: other work slows a row
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     print("RESULT " + json.dumps(result))
 
 
@@ -175,13 +181,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", choices=["camvid_tiny", "digits"], default=None,
                         help="camvid_tiny when ../shared/data/camvid_tiny exists, else digits")
-    parser.add_argument("--size", type=int, default=64, help="image rows (camvid: width 4/3 of it)")
+    parser.add_argument("--size", type=int, default=96, help="image rows (camvid: width 4/3 of it)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--bs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-train", type=int, default=None, help="at most this many training items")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=1, help="rows take turns this many times; medians reported")
     parser.add_argument("--fastai-python", default=FASTAI_PYTHON)
     parser.add_argument("--skip-fastai", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke test of the script; figures mean nothing")
@@ -200,24 +207,43 @@ def main(argv=None) -> None:
     passed += ["--data", args.data, "--size", str(args.size), "--epochs", str(args.epochs)]
     if args.n_train is not None:
         passed += ["--n-train", str(args.n_train)]
-    rows = [run_row(sys.executable, "fastbase", passed)]
+    fastai_missing = None
     if args.skip_fastai:
-        rows.append({"row": "fastai 2.8", "error": ["skipped (--skip-fastai)"]})
+        fastai_missing = "skipped (--skip-fastai)"
     elif not Path(args.fastai_python).exists():
-        missing = f"fastai is not installed ({args.fastai_python} is absent); row skipped"
-        rows.append({"row": "fastai 2.8", "error": [missing]})
-    else:
-        rows.append(run_row(args.fastai_python, "fastai", passed))
+        fastai_missing = f"fastai is not installed ({args.fastai_python} is absent); row skipped"
+    pythons = {"fastbase": sys.executable, **({} if fastai_missing else {"fastai": args.fastai_python})}
+    runs: dict[str, list[dict]] = {row: [] for row in pythons}
+    for run in range(args.runs):
+        for row in (list(pythons) if run % 2 == 0 else list(reversed(pythons))):
+            runs[row].append(run_row(pythons[row], row, passed))
+            print(f"run {run + 1} {row}: {json.dumps(runs[row][-1])}", flush=True)  # progress, and figures if cut short
+    rows = [median_row(results) for results in runs.values()]
+    if fastai_missing:
+        rows.append({"row": "fastai 2.8", "error": [fastai_missing]})
     print(f"U-Net, resnet18 encoder from random weights; data {args.data}, size {args.size}, bs {args.bs}, "
-          f"{args.epochs} epochs at lr {args.lr}, {args.threads} threads, seed {args.seed}")
-    print(f"{'row':<12} {'s/epoch':>8} {'pixel acc':>10} {'mean IoU':>9} {'load':>5}")
+          f"{args.epochs} epochs at lr {args.lr}, {args.threads} threads, seed {args.seed}, {args.runs} run(s) "
+          f"(medians)")
+    print(f"{'row':<12} {'s/epoch':>8} {'pixel acc':>10} {'mean IoU':>9} {'peak MB':>8} {'load':>5}  s/epoch per run")
     for r in rows:
         if "error" in r:
             print(f"{r['row']:<12} {' '.join(r['error'])}")
         else:
             print(f"{r['row']:<12} {r['s_per_epoch']:>8.1f} {r['pixel_acc']:>10.3f} {r['mean_iou']:>9.3f} "
-                  f"{r['load']:>5.1f}")
+                  f"{r['peak_rss_mb']:>8.0f} {r['load']:>5.1f}  {', '.join(f'{t:.1f}' for t in r['per_run'])}")
+    timed = {r["row"]: r["s_per_epoch"] for r in rows if "error" not in r}
+    if len(timed) == 2:
+        print(f"fastbase / fastai s/epoch: {timed['fastbase'] / timed['fastai 2.8']:.2f} (goal: <= 0.8)")
 
+
+def median_row(results: list[dict]) -> dict:
+    """One row from a row's runs: the median of each figure, and the seconds per epoch of every run."""
+    good = [r for r in results if "error" not in r]
+    if not good:
+        return results[-1]
+    row = {k: statistics.median(r[k] for r in good) for k in ("s_per_epoch", "pixel_acc", "mean_iou", "peak_rss_mb",
+                                                              "load")}
+    return {"row": good[0]["row"], **row, "per_run": [r["s_per_epoch"] for r in good]}
 
 if __name__ == "__main__":
     main()

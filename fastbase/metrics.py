@@ -150,7 +150,7 @@ def _identity(x):
 
 
 # --- segmentation: input (bs, c, H, W) scores, target (bs, H, W) or (bs, 1, H, W) class indexes -----------
-__all__ += ["MeanIoU", "acc_segmentation", "dice", "foreground_acc"]
+__all__ += ["MeanIoU", "acc_segmentation", "dice", "foreground_acc", "iou_per_class", "pixel_confusion"]
 
 
 def _pixel_target(input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -218,15 +218,8 @@ class MeanIoU(Metric):
         self._counts: torch.Tensor | None = None
 
     def accumulate(self, pred: torch.Tensor, *yb) -> None:
-        target = _pixel_target(pred, yb[0]).reshape(-1).long()
-        c = pred.shape[1]
-        keep = (target >= 0) & (target < c)
-        if self.void_code is not None:
-            keep &= target != self.void_code
-        cells = torch.where(keep, target * c + pred.argmax(dim=1).reshape(-1), c * c)  # c*c: the bin of left-out pixels
-        counts = torch.zeros(c * c + 1, dtype=torch.long, device=pred.device)
-        counts.index_add_(0, cells, torch.ones_like(cells))  # a bincount that needs no device sync
-        counts = counts[:-1].view(c, c)
+        target = _pixel_target(pred, yb[0])
+        counts = pixel_confusion(pred.argmax(dim=1), target, pred.shape[1], self.void_code)
         self._counts = counts if self._counts is None else self._counts + counts
 
     @property
@@ -236,15 +229,7 @@ class MeanIoU(Metric):
 
     @property
     def per_class(self) -> torch.Tensor | None:
-        if self._counts is None:
-            return None
-        counts = self._counts.double()
-        intersection = counts.diagonal()
-        union = counts.sum(0) + counts.sum(1) - intersection
-        iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.full_like(union, float("nan")))
-        if self.void_code is not None and 0 <= self.void_code < len(iou):
-            iou[self.void_code] = float("nan")
-        return iou.float()
+        return None if self._counts is None else iou_per_class(self._counts, self.void_code)
 
     @property
     def value(self):
@@ -254,3 +239,30 @@ class MeanIoU(Metric):
     @property
     def name(self) -> str:
         return "mean_iou"
+
+
+def pixel_confusion(pred_class: torch.Tensor, target: torch.Tensor, n_classes: int,
+                    void_code: int | None = None) -> torch.Tensor:
+    """(c, c) long tensor of pixel counts, row = target class, column = predicted class, from class
+    maps of one shape (any, e.g. (bs, H, W)). Pixels whose target is `void_code` or outside
+    0..c-1 are left out. Counted on the tensors' device without a sync (no boolean indexing)."""
+    target, pred_class, c = target.reshape(-1).long(), pred_class.reshape(-1).long(), int(n_classes)
+    keep = (target >= 0) & (target < c)
+    if void_code is not None:
+        keep &= target != void_code
+    cells = torch.where(keep, target * c + pred_class, c * c)  # c*c: the bin of left-out pixels
+    counts = torch.zeros(c * c + 1, dtype=torch.long, device=target.device)
+    counts.index_add_(0, cells, torch.ones_like(cells))  # a bincount that needs no device sync
+    return counts[:-1].view(c, c)
+
+
+def iou_per_class(confusion: torch.Tensor, void_code: int | None = None) -> torch.Tensor:
+    """(c,) IoU per class from a (c, c) `pixel_confusion`: intersection / union, NaN for a class
+    that neither occurs nor is predicted, and for the void class."""
+    counts = confusion.double()
+    intersection = counts.diagonal()
+    union = counts.sum(0) + counts.sum(1) - intersection
+    iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.full_like(union, float("nan")))
+    if void_code is not None and 0 <= void_code < len(iou):
+        iou[void_code] = float("nan")
+    return iou.float()

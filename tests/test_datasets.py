@@ -285,6 +285,14 @@ def test_adult_sample_is_in_the_catalogue_with_fastais_size():
     assert entry["folder"] == "adult_sample" and entry["size"] == 968212 and "sha256" not in entry
 
 
+def test_camvid_tiny_is_catalogued_with_fastais_url_and_size_and_a_sha256():
+    entry = datasets.load_catalogue()["CAMVID_TINY"]
+    assert URLs.CAMVID_TINY == "https://s3.amazonaws.com/fast-ai-sample/camvid_tiny"
+    assert entry["url"] == URLs.CAMVID_TINY + ".tgz" and entry["folder"] == "camvid_tiny"
+    assert entry["size"] == 2314212  # as fastai/data/checks.txt publishes it
+    assert len(entry["sha256"]) == 64 and int(entry["sha256"], 16) >= 0
+
+
 def test_unknown_name_raises_with_a_suggestion():
     with pytest.raises(CatalogueError, match="Did you mean PETS"):
         untar_data("petz")

@@ -61,6 +61,7 @@ LAYERS = {
     "fastbase.tabular.transform": 6,
     "fastbase.tabular.importance": 6,
     "fastbase.interpret": 7,
+    "fastbase.seg_interpret": 7,
     "fastbase.compare": 7,
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks
     "fastbase.cli": 8,

@@ -58,6 +58,16 @@ def trainable(module):
     return {n for n, p in module.named_parameters() if p.requires_grad}
 
 
+def assert_output_size_and_gradient_at_the_stem(unet, n_classes, size):
+    """The U-Net maps (2, 3, *size) to (2, n_classes, *size), and the loss reaches its first convolution."""
+    x, y = torch.randn(2, 3, *size), torch.randint(0, n_classes, (2, *size))
+    out = unet(x)
+    assert out.shape == (2, n_classes, *size)
+    CrossEntropyFlat(axis=1)(out, y).backward()
+    first_conv = next(m for m in unet.encoder.modules() if isinstance(m, nn.Conv2d))
+    assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0  # the skips reach the stem
+
+
 # --- DynamicUnet ---------------------------------------------------------------------------------
 def test_skip_connections_where_the_resnet_encoder_changes_resolution():
     unet = DynamicUnet(create_body(models.resnet18, pretrained=False), n_classes=3, img_size=(64, 64))
@@ -78,13 +88,8 @@ def test_output_has_the_input_size_also_for_odd_sizes(size):
 
 @pytest.mark.parametrize("arch", [models.mobilenet_v2, models.regnet_y_400mf], ids=lambda a: a.__name__)
 def test_other_encoder_families_build_and_train(arch):
-    unet = DynamicUnet(create_body(arch, pretrained=False), n_classes=2, img_size=(33, 33))
-    x, y = torch.randn(2, 3, 33, 33), torch.randint(0, 2, (2, 33, 33))
-    out = unet(x)
-    assert out.shape == (2, 2, 33, 33)
-    CrossEntropyFlat(axis=1)(out, y).backward()
-    first_conv = next(m for m in unet.encoder.modules() if isinstance(m, nn.Conv2d))
-    assert first_conv.weight.grad is not None and first_conv.weight.grad.abs().sum() > 0  # the skips reach the stem
+    assert_output_size_and_gradient_at_the_stem(DynamicUnet(create_body(arch, pretrained=False), n_classes=2,
+                                                             img_size=(33, 33)), 2, (33, 33))
 
 
 def test_options_y_range_self_attention_blur_and_norm_type():
@@ -195,3 +200,20 @@ def test_lr_find_restores_a_unet_and_summary_lists_its_groups():
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in before.items())
     summary = learn.summary()
     assert summary.startswith("DynamicUnet") and "blocks.1.relu" in summary
+
+
+def test_an_encoder_returning_its_feature_maps_as_a_list_works():
+    class TwoScales(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = conv_layer(3, 8, stride=2), conv_layer(8, 16, stride=2)
+
+        def forward(self, x):
+            first = self.a(x)
+            return [first, self.b(first)]
+
+    from fastbase.vision.unet import unet_layer_groups
+
+    unet = DynamicUnet(TwoScales(), n_classes=2, img_size=(16, 16))
+    assert unet.pyramid and unet.skip_idxs == [0] and unet(torch.randn(1, 3, 16, 16)).shape == (1, 2, 16, 16)
+    assert len(unet_layer_groups(unet, None)) == 2  # no stages to cut at: the encoder, then the decoder

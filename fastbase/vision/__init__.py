@@ -128,7 +128,7 @@ from .image import Image, ResizeMethod, get_image_files, open_image
 from .inference import load_learner
 from .learner import cnn_learner, create_body, create_cnn, create_head
 from .rand_pad import RandPad, rand_pad
-from .show import plot_multi, show_image
+from .show import plot_multi, show_image, show_mask
 from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (
     Brightness,
@@ -171,6 +171,7 @@ __all__ += [  # segmentation models, loss and metrics (fastbase.vision.unet, fas
     "CrossEntropyFlat", "DynamicUnet", "MeanIoU", "SigmoidRange", "UnetBlock", "acc_segmentation", "dice",
     "foreground_acc", "unet_learner",
 ]
+__all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and interpretation
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
     __all__ += ["pd"]
@@ -180,6 +181,7 @@ if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
 # import its modules), so importing them here would be circular.
 _LAZY = {"plt": ("matplotlib.pyplot", None), "pd": ("pandas", None),
          "ClassificationInterpretation": ("fastbase.interpret", "ClassificationInterpretation"),
+         "SegmentationInterpretation": ("fastbase.seg_interpret", "SegmentationInterpretation"),
          "grad_cam": ("fastbase.interpret", "grad_cam"), "compare_archs": ("fastbase.compare", "compare_archs"),
          "plot_compare": ("fastbase.compare", "plot_compare")}
 

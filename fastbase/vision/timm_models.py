@@ -24,8 +24,9 @@ from ..core import FastbaseError, Path, get_config, import_ref, object_ref
 from . import models
 from .models import ArchMeta, PretrainedWeightsError
 
-__all__ = ["TimmArch", "TimmBody", "arch_ref", "create_timm_model", "is_timm_model", "resolve_arch", "timm_arch",
-           "timm_body", "timm_features_encoder", "timm_weights_file"]
+__all__ = ["TimmArch", "TimmBody", "arch_ref", "create_timm_model", "default_stage_split", "features_layer_groups",
+           "is_features_encoder", "is_timm_model", "resolve_arch", "stage_layer_groups", "timm_arch", "timm_body",
+           "timm_features_encoder", "timm_weights_file"]
 
 TIMM_PREFIX = "timm:"
 _INSTALL = 'pip install "fastbase[timm]" (or pip install timm)'
@@ -170,28 +171,42 @@ class TimmBody(nn.Module):
         return [self.model.get_submodule(n) for n in self.stage_names]
 
     def default_split(self) -> tuple[int, ...]:
-        """Where the second body group starts: at the first stage past stride 8 (resnet: layer3, as in
-        fastai), or in the middle of the stages when all have one stride (ViT blocks)."""
-        reductions = [info.get("reduction", 0) for info in self.model.feature_info if isinstance(info, dict)] \
+        """Where the second body group starts (see `default_stage_split`)."""
+        return default_stage_split(self._reductions())
+
+    def _reductions(self) -> list[int]:
+        return [info.get("reduction", 0) for info in self.model.feature_info if isinstance(info, dict)] \
             if self.stage_names else []
-        first = next((i for i, r in enumerate(reductions) if r > 8), 0)
-        if first == 0:
-            first = len(self.stage_names) // 2
-        return (first,) if 0 < first < len(self.stage_names) else ()
 
     def layer_groups(self, split=()) -> list[nn.Module]:
-        """Body groups cut after the stages before each index of `split` (default `default_split()`):
-        group k holds every module and parameter registered after stage split[k-1]-1 and up to the next cut."""
-        split = tuple(split) or self.default_split()
-        if any(not 0 < s <= len(self.stage_names) for s in split) or sorted(set(split)) != list(split):
-            raise FastbaseError(f"Split points {split} for timm's {self.name} must increase inside its "
-                                f"{len(self.stage_names)} stages {self.stage_names}.")
-        cuts = [self.stage_names[s - 1] for s in split]
-        groups: list[list] = [[] for _ in range(len(cuts) + 1)]
-        _partition(self.model, "", cuts, [0], groups)
-        return [nn.Sequential(*[g for g in group if isinstance(g, nn.Module)],
-                              nn.ParameterList([g for g in group if isinstance(g, nn.Parameter)]))
-                for group in groups]
+        """Body groups cut after the stages before each index of `split` (default `default_split()`)."""
+        return stage_layer_groups(self.model, self.stage_names, self._reductions(), split, self.name)
+
+
+def default_stage_split(reductions: list[int]) -> tuple[int, ...]:
+    """Where a second group starts among stages of these strides: at the first stage past stride 8
+    (resnet: layer3, as in fastai), or in the middle of the stages when all have one stride (ViT blocks)."""
+    first = next((i for i, r in enumerate(reductions) if r > 8), 0)
+    if first == 0:
+        first = len(reductions) // 2
+    return (first,) if 0 < first < len(reductions) else ()
+
+
+def stage_layer_groups(model: nn.Module, stage_names: list[str], reductions: list[int], split=(),
+                       name: str = "") -> list[nn.Module]:
+    """`model`'s modules and parameters in groups cut after the stages before each index of `split`
+    (default `default_stage_split`): group k holds everything registered after stage split[k-1]-1 and
+    up to the next cut. `stage_names` are submodule names of `model`, in forward order."""
+    split = tuple(split) or default_stage_split(reductions)
+    if any(not 0 < s <= len(stage_names) for s in split) or sorted(set(split)) != list(split):
+        raise FastbaseError(f"Split points {split} for timm's {name} must increase inside its "
+                            f"{len(stage_names)} stages {stage_names}.")
+    cuts = [stage_names[s - 1] for s in split]
+    groups: list[list] = [[] for _ in range(len(cuts) + 1)]
+    _partition(model, "", cuts, [0], groups)
+    return [nn.Sequential(*[g for g in group if isinstance(g, nn.Module)],
+                          nn.ParameterList([g for g in group if isinstance(g, nn.Parameter)]))
+            for group in groups]
 
 
 def _partition(module: nn.Module, prefix: str, cuts: list[str], state: list[int], groups: list[list]) -> None:
@@ -268,6 +283,27 @@ def timm_features_encoder(name: str, pretrained: bool | str = False, **kwargs) -
     name = name.removeprefix(TIMM_PREFIX)
     model = create_timm_model(name, pretrained, features_only=True, **kwargs)
     return model, list(model.feature_info.channels())
+
+
+def is_features_encoder(model: nn.Module) -> bool:
+    """Is `model` a timm `features_only` model (returns a list of maps, one per `feature_info` stage)?"""
+    info = getattr(model, "feature_info", None)
+    return info is not None and hasattr(info, "module_name") and hasattr(info, "reduction")
+
+
+def features_layer_groups(encoder: nn.Module, split=()) -> list[nn.Module]:
+    """A timm `features_only` encoder in layer groups cut between its stages, as `TimmBody.layer_groups`
+    cuts a body (default: a second group from the first stage past stride 8). timm names a stage
+    'stages.0' in `feature_info` and may register it flattened as 'stages_0': both are found."""
+    names = []
+    for stage in encoder.feature_info.module_name():
+        try:
+            encoder.get_submodule(stage)
+            names.append(stage)
+        except AttributeError:
+            names.append(stage.replace(".", "_"))
+    name = getattr(encoder, "pretrained_cfg", {}).get("architecture", type(encoder).__name__)
+    return stage_layer_groups(encoder, names, list(encoder.feature_info.reduction()), split, name)
 
 
 def _from_spec(spec: dict) -> TimmArch:

@@ -8,6 +8,10 @@ gives each child's output shape, and every child whose output is the last at its
 next child changes the spatial size) becomes a skip connection. Unlike fastai v1, the model keeps no
 hooks afterwards: `forward` runs the encoder's children itself and keeps the skip outputs, so the
 model copies, pickles, runs under DDP and in several threads like any other module.
+
+The encoder may also return its feature pyramid itself, a list of maps from shallow to deep (timm's
+`features_only=True` models: what `unet_learner(data, 'timm:NAME')` uses): the maps are probed the
+same way and the last one at each resolution is a skip, the deepest feeds the middle.
 """
 from __future__ import annotations
 
@@ -17,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..callbacks.hooks import model_sizes
-from ..core import FastbaseError, ifnone, import_ref, object_ref
+from ..callbacks.hooks import dummy_eval, model_sizes
+from ..core import FastbaseError, ifnone
 from ..layers import (
     NormType,
     PixelShuffle_ICNR,
@@ -33,6 +37,14 @@ from ..learner import Learner
 from ..losses import CrossEntropyFlat
 from .learner import _check_normalization, cnn_layer_groups, create_body
 from .models import arch_meta, arch_name
+from .timm_models import (
+    TimmArch,
+    arch_ref,
+    features_layer_groups,
+    is_features_encoder,
+    resolve_arch,
+    timm_features_encoder,
+)
 
 __all__ = ["DynamicUnet", "UnetBlock", "build_unet_model", "unet_layer_groups", "unet_learner"]
 
@@ -49,6 +61,18 @@ def skip_indices(sizes: Sequence[torch.Size]) -> list[int]:
     output has another spatial size. `sizes` are the children's output shapes (`model_sizes`)."""
     spatial = [tuple(s[-2:]) for s in sizes]
     return [i for i in range(len(spatial) - 1) if spatial[i] != spatial[i + 1]]
+
+
+def _pyramid_sizes(encoder: nn.Module, img_size: tuple[int, int]) -> list:
+    """The shapes of the feature maps an encoder returns as a list, for a dummy batch of `img_size`."""
+    out = dummy_eval(encoder, img_size)
+    if not isinstance(out, (list, tuple)) or not out or not all(isinstance(t, torch.Tensor) for t in out):
+        got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise FastbaseError(f"DynamicUnet needs the encoder as an nn.Sequential of its stages (it reads the output of "
+                            f"each child) or a module returning its feature maps as a list (timm's features_only "
+                            f"models); {type(encoder).__name__} returns {got}. Use create_body(arch), "
+                            "timm_features_encoder(name), or wrap the stages: nn.Sequential(stem, stage1, ...).")
+    return [t.shape for t in out]
 
 
 class UnetBlock(nn.Module):
@@ -80,8 +104,9 @@ class UnetBlock(nn.Module):
 
 
 class DynamicUnet(nn.Module):
-    """A U-Net on `encoder` (an `nn.Sequential`, e.g. from `create_body`) with `n_classes` output
-    channels at the input's size: (bs, c_in, H, W) -> (bs, n_classes, H, W).
+    """A U-Net on `encoder` with `n_classes` output channels at the input's size: (bs, c_in, H, W) ->
+    (bs, n_classes, H, W). The encoder is an `nn.Sequential` of stages (e.g. from `create_body`), or
+    a module returning its feature maps as a list, shallow to deep (timm's `features_only` models).
 
     The encoder is probed once at `img_size` to find its skip connections (see the module
     docstring); the decoder is BatchNorm + ReLU, a middle pair of convolutions, one `UnetBlock` per
@@ -96,16 +121,17 @@ class DynamicUnet(nn.Module):
     input); `img_size` only fixes the layout, so use the training size.
     """
 
-    def __init__(self, encoder: nn.Sequential, n_classes: int, img_size=(256, 256), blur: bool = False,
+    def __init__(self, encoder: nn.Module, n_classes: int, img_size=(256, 256), blur: bool = False,
                  blur_final: bool = True, self_attention: bool = False, y_range: tuple[float, float] | None = None,
                  last_cross: bool = True, bottle: bool = False, norm_type: NormType | None = None):
         super().__init__()
-        if not isinstance(encoder, nn.Sequential):
-            raise FastbaseError(f"DynamicUnet needs the encoder as an nn.Sequential of its stages (it reads the output "
-                                f"of each child), got {type(encoder).__name__}. Use create_body(arch), or wrap the "
-                                "stages: nn.Sequential(stem, stage1, stage2, ...).")
         img_size = _size_hw(img_size)
-        sizes = model_sizes(encoder, size=img_size)
+        self.pyramid = not isinstance(encoder, nn.Sequential)
+        try:
+            sizes = model_sizes(encoder, size=img_size) if not self.pyramid else _pyramid_sizes(encoder, img_size)
+        except RuntimeError as e:  # e.g. a stride-2 kernel of 2 on a 1-pixel map deep in the encoder
+            raise FastbaseError(f"DynamicUnet: the {type(encoder).__name__} encoder cannot take a {img_size} input "
+                                f"({str(e).strip()[:200]}); train at a larger size.") from e
         if any(s is None or len(s) != 4 for s in sizes):
             raise FastbaseError(f"DynamicUnet: every child of the encoder must return a (bs, c, h, w) feature map; got "
                                 f"shapes {[None if s is None else tuple(s) for s in sizes]} for a {img_size} input.")
@@ -144,11 +170,15 @@ class DynamicUnet(nn.Module):
         return nn.ModuleList(parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips, wanted, h = [], set(self.skip_idxs), x
-        for i, layer in enumerate(self.encoder):
-            h = layer(h)
-            if i in wanted:
-                skips.append(h)
+        if self.pyramid:
+            features = self.encoder(x)
+            skips, h = [features[i] for i in self.skip_idxs], features[-1]
+        else:
+            skips, wanted, h = [], set(self.skip_idxs), x
+            for i, layer in enumerate(self.encoder):
+                h = layer(h)
+                if i in wanted:
+                    skips.append(h)
         h = self.middle(h)
         for block, skip in zip(self.blocks, reversed(skips)):
             h = block(h, skip)
@@ -169,20 +199,34 @@ def _norm_type(norm_type) -> NormType | None:
         raise FastbaseError(f"norm_type={norm_type!r}: use one of {[t.name for t in NormType]} or None.") from None
 
 
-def build_unet_model(arch: Callable | str, n_classes: int, img_size, pretrained: bool | str = False, cut=None,
+def build_unet_model(arch: Callable | str | dict, n_classes: int, img_size, pretrained: bool | str = False, cut=None,
                      blur: bool = False, blur_final: bool = True, self_attention: bool = False, y_range=None,
                      last_cross: bool = True, bottle: bool = False, norm_type: NormType | str | None = None
                      ) -> DynamicUnet:
-    """A `DynamicUnet` on `create_body(arch, pretrained, cut)`, from plain arguments: `arch` may be a
-    'module:qualname' reference and `norm_type` a `NormType` name (how an export names them)."""
-    arch = import_ref(arch) if isinstance(arch, str) else arch
-    return DynamicUnet(create_body(arch, pretrained, cut), n_classes, img_size, blur=blur, blur_final=blur_final,
+    """A `DynamicUnet` from plain arguments (how an export names them): `arch` is anything
+    `resolve_arch` takes ('resnet34', 'timm:convnext_atto', a 'module:qualname' reference, the dict an
+    export records) and `norm_type` a `NormType` name. A timm architecture gets timm's `features_only`
+    encoder (its feature pyramid), any other `create_body(arch, pretrained, cut)`."""
+    arch = resolve_arch(arch)
+    if isinstance(arch, TimmArch):
+        if cut is not None:
+            raise FastbaseError(f"cut={cut!r} does not apply to timm's {arch.name}: its U-Net encoder is timm's "
+                                "features_only model (every stage); leave cut=None.")
+        encoder, _ = timm_features_encoder(arch.name, pretrained, **arch.create_kwargs)
+    else:
+        encoder = create_body(arch, pretrained, cut)
+    return DynamicUnet(encoder, n_classes, img_size, blur=blur, blur_final=blur_final,
                        self_attention=self_attention, y_range=None if y_range is None else tuple(y_range),
                        last_cross=last_cross, bottle=bottle, norm_type=_norm_type(norm_type))
 
 
 def unet_layer_groups(model: DynamicUnet, split: tuple[int, ...] | None) -> list[nn.Module]:
-    """The encoder cut at each index of `split` (as `cnn_layer_groups` cuts a body), then the decoder."""
+    """The encoder cut at each index of `split` (as `cnn_layer_groups` cuts a body; for a timm
+    encoder, indexes of its stages, by default a cut before the first stage past stride 8), then the decoder."""
+    if is_features_encoder(model.encoder):
+        return [*features_layer_groups(model.encoder, split or ()), model.decoder]
+    if model.pyramid:  # another module returning its maps: no stages to cut at
+        return [model.encoder, model.decoder]
     return cnn_layer_groups([model.encoder, model.decoder], split)
 
 
@@ -198,14 +242,15 @@ def _image_size(data) -> tuple[int, int]:
     return tuple(x.shape[-2:])
 
 
-def unet_learner(data, arch: Callable, pretrained: bool | str = True, blur_final: bool = True,
+def unet_learner(data, arch: Callable | str, pretrained: bool | str = True, blur_final: bool = True,
                  norm_type: NormType | None = None, split_on=None, blur: bool = False, self_attention: bool = False,
                  y_range: tuple[float, float] | None = None, last_cross: bool = True, bottle: bool = False,
                  cut=None, channels_last: bool | None = None, train_bn: bool | None = None,
                  freeze_bn_stats: bool | str | None = None, **learn_kwargs) -> Learner:
     """A Learner for segmentation on `data` with a `DynamicUnet` on `arch`'s body (pretrained by
     default): `data.c` output channels, laid out for the training images' size (`data.size`, else
-    one batch's).
+    one batch's). `arch` is a function or a name `resolve_arch` takes: 'resnet34' (torchvision), or
+    'timm:NAME' / a timm model name, whose encoder is timm's `features_only` model, split by stages.
 
     As `cnn_learner`: the body is frozen when pretrained, so the first fit trains the decoder; a
     pretrained body keeps its BatchNorm (`train_bn=False`, `freeze_bn_stats="finetune"`); unnormalised
@@ -219,6 +264,7 @@ def unet_learner(data, arch: Callable, pretrained: bool | str = True, blur_final
     if data.c is None:
         raise FastbaseError("unet_learner needs data with classes (or `c` output channels); this DataBunch has "
                             "neither. Set `classes` on the training dataset (the mask codes) or `c`.")
+    arch = resolve_arch(arch)
     meta = arch_meta(arch)
     if meta is not None and not isinstance(arch, type) and pretrained:
         _check_normalization(data, meta.stats, arch_name(arch))
@@ -246,11 +292,12 @@ def unet_learner(data, arch: Callable, pretrained: bool | str = True, blur_final
 
 def _model_spec(arch, n_classes: int, img_size, cut, flags: dict, split) -> dict | None:
     """How `load_learner` rebuilds the model (random weights, then the exported ones); None for an
-    architecture that cannot be imported by name (a lambda, a function in __main__)."""
+    architecture that cannot be imported by name (a lambda, a function in __main__). A timm
+    architecture is recorded as its name, arguments and timm version (`TimmArch.spec`)."""
     try:
-        arch_ref = object_ref(arch)
+        ref = arch_ref(arch)
     except FastbaseError:
         return None
-    return {"factory": object_ref(build_unet_model),
-            "kwargs": {"arch": arch_ref, "n_classes": n_classes, "img_size": list(img_size), "cut": cut, **flags},
+    return {"factory": f"{build_unet_model.__module__}:{build_unet_model.__qualname__}",
+            "kwargs": {"arch": ref, "n_classes": n_classes, "img_size": list(img_size), "cut": cut, **flags},
             "layer_group_split": list(split)}
