@@ -9,6 +9,7 @@ run the equivalent chain (`ImageList...split_by_*...label_from_*`, then `_finish
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -36,6 +37,7 @@ from .dataset import (
 from .image import (
     Image,
     ResizeMethod,
+    channels_of,
     check_image,
     get_image_files,
     image_extensions,
@@ -45,6 +47,7 @@ from .image import (
 )
 from .item_cache import cache_budget
 from .label_table import df_table, read_csv_table
+from .segment import ImageSegment, SegmentationDataset, SegmentationLabelList
 from .show import show_image_batch, show_image_results
 from .transforms import (
     BatchAugment,
@@ -86,7 +89,10 @@ class ImageList(ItemList):
 
 class ImageDataBunch(DataBunch):
     """A DataBunch of labelled images. Batches reach the model as float `(n, 3, *size)` in [0, 1]
-    (normalised once `normalize` is called) with int64 class indices, or float multi-hot targets."""
+    (`(n, 1, *size)` for gray images, `convert_mode='L'`; normalised once `normalize` is called) with
+    int64 class indices, float multi-hot targets, or int64 masks `(n, 1, *size)` for segmentation."""
+    pixel_item = ImageSegment  # what `predict` makes of a per-pixel class map
+    convert_mode = "RGB"
 
     # --- factories: files and labels ------------------------------------------------------------
     @classmethod
@@ -207,42 +213,57 @@ class ImageDataBunch(DataBunch):
         eighth of the machine's memory; `data.train_ds` shows it."""
         path = Path(ifnone(path, lls.path))
         settings = dict(lls.tfm_kwargs)
-        size, padding_mode = settings.pop("size", None), settings.pop("padding_mode", "reflection")
+        size, padding_mode = settings.pop("size", None), settings.pop("padding_mode", None)
         method = ResizeMethod(ifnone(settings.pop("resize_method", None), ResizeMethod.CROP))
-        if settings.pop("tfm_y", False):
-            raise DataError("tfm_y=True (transforming the targets with the images, as segmentation needs) is not "
-                            "supported by ImageList yet; transform the images only.")
+        tfm_y = bool(settings.pop("tfm_y", False))
         if settings:
             raise DataError(f"Unknown transform setting(s) {sorted(settings)}; ImageList takes size, "
-                            "resize_method, padding_mode.")
+                            "resize_method, padding_mode, tfm_y.")
         lls = _without_bad_files(lls, check_images, skip_bad)
         train_tfms, valid_tfms = _split_tfms(lls.tfms)
+        # a transform's own fill (rand_pad(mode='zeros')) unless `transform(padding_mode=)` says
+        padding_mode = padding_mode or next((t.padding_mode for t in train_tfms if getattr(t, "padding_mode", None)),
+                                            "reflection")
         train_y = lls.train.y
-        common = {"classes": train_y.classes, "multi_label": train_y.multi_label, "size": size,
-                  "resize_method": method, "padding_mode": padding_mode}
-        train_ds = ImageDataset(lls.train.x.items, train_y.targets, canvas=needs_canvas(train_tfms), **common)
-        valid_ds = ImageDataset(lls.valid.x.items, lls.valid.y.targets, **common)
+        segmentation = isinstance(train_y, SegmentationLabelList)
+        _check_tfm_y(segmentation, tfm_y, train_y, bool(train_tfms) or size is not None)
+        common = {"classes": train_y.classes, "size": size, "resize_method": method, "padding_mode": padding_mode,
+                  "convert_mode": lls.train.x.settings.get("convert_mode", "RGB")}
+        if segmentation:
+            _check_masks(lls)
+            make = functools.partial(SegmentationDataset, **common)
+            train_ds = make(lls.train.x.items, lls.train.y.items, canvas=needs_canvas(train_tfms))
+            valid_ds = make(lls.valid.x.items, lls.valid.y.items)
+        else:
+            make = functools.partial(ImageDataset, multi_label=train_y.multi_label, **common)
+            train_ds = make(lls.train.x.items, train_y.targets, canvas=needs_canvas(train_tfms))
+            valid_ds = make(lls.valid.x.items, lls.valid.y.targets)
+        train_ds.item_list, valid_ds.item_list = lls.train.x, lls.valid.x
         if cache_items is None:
             cache_items = size is not None and train_ds.cache_nbytes + valid_ds.cache_nbytes <= cache_budget()
         if cache_items:
             train_ds, valid_ds = train_ds.new(cache=True), valid_ds.new(cache=True)
-            common["cache"] = True  # for the test set
         test_ds = None
         if lls.test is not None:
             test_items, _ = check_files(list(lls.test.x.items), None, "test", check_images, skip_bad)
-            test_ds = ImageDataset(test_items, **common)
+            test_ds = make(test_items, None, cache=bool(cache_items))
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        augment = BatchAugment(train_tfms, size_hw(size), method, padding_mode, generator) if train_tfms else ToFloat()
+        hw = size_hw(size)
+        augment = BatchAugment(train_tfms, hw, method, padding_mode, generator, segmentation) if train_tfms else ToFloat()
+        fix_ds = train_ds.new(canvas=False)
+        if train_tfms:  # `train_ds[i]` augments each item afresh, with the global generator (not the loader's)
+            train_ds.item_tfm = BatchAugment(train_tfms, hw, method, padding_mode, None, segmentation)
         data = cls.create(train_ds, valid_ds, test_ds, path=path, bs=bs, val_bs=val_bs, num_workers=num_workers,
                           dl_tfms=dl_tfms, device=device, collate_fn=collate_fn, seed=seed,
-                          fix_ds=train_ds.new(canvas=False), train_tfms=[augment], valid_tfms=[ToFloat()])
+                          fix_ds=fix_ds, train_tfms=[augment], valid_tfms=[ToFloat()])
         data.ds_tfms = (train_tfms, valid_tfms)
         data.label_lists, data.loss_func = lls, train_y.loss_func
-        data._set_image_settings(size, method, padding_mode)
+        data._set_image_settings(size, method, padding_mode, common["convert_mode"])
         return data
 
-    def _set_image_settings(self, size, resize_method, padding_mode) -> None:
+    def _set_image_settings(self, size, resize_method, padding_mode, convert_mode: str = "RGB") -> None:
         self.size, self.resize_method, self.padding_mode = size_hw(size), ResizeMethod(resize_method), padding_mode
+        self.convert_mode = convert_mode
 
     def add_test(self, items, check_images: bool = True, skip_bad: bool = False) -> ImageDataBunch:
         """Add (or replace) the test set: image files (a list, an ImageList, or a folder to search), or a
@@ -250,9 +271,11 @@ class ImageDataBunch(DataBunch):
         items = get_image_files(items) if isinstance(items, (str, os.PathLike)) else getattr(items, "items", items)
         if not isinstance(items, ImageDataset):
             items, _ = check_files(list(items), None, "test", check_images, skip_bad)
+            unlabelled = {"masks": None} if isinstance(self.valid_ds, SegmentationDataset) else {"y": None}
             items = ImageDataset(items, classes=self.classes, multi_label=self.multi_label, size=self.size,
-                                 resize_method=self.resize_method, padding_mode=self.padding_mode) \
-                if self.inference_only else self.valid_ds.new(items=items, y=None)
+                                 resize_method=self.resize_method, padding_mode=self.padding_mode,
+                                 convert_mode=self.convert_mode) \
+                if self.inference_only else self.valid_ds.new(items=items, **unlabelled)
         if self.inference_only:  # no validation loader to copy: one in this process, as `one_item` reads
             self.test_dl = DeviceDataLoader(DataLoader(items, batch_size=64), self.device,
                                             [ToFloat(), *([] if self.norm is None else [self.norm])])
@@ -263,7 +286,7 @@ class ImageDataBunch(DataBunch):
         """Some items of an ImageDataset as an ImageDataset (`subset`), so it still names files and labels."""
         if not isinstance(ds, ImageDataset):
             return super()._take(ds, indices)
-        return ds.new(items=[ds.items[i] for i in indices], y=ds.targets[list(indices)] if ds.labelled else None)
+        return ds.subset(indices)
 
     def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35) -> DeviceDataLoader:
         """The `ds_type` items in order, through the training augmentation with a zoom of exactly `scale`
@@ -287,17 +310,18 @@ class ImageDataBunch(DataBunch):
         validation images are, and a dummy target. Runs in the calling process (no workers)."""
         if isinstance(item, Image):
             item = item.data
+        n = channels_of(self.convert_mode)
         if isinstance(item, torch.Tensor):
             x = item if item.dtype == torch.uint8 else (item.float().clamp(0, 1) * 255).round().to(torch.uint8)
-            x = x.expand(3, *x.shape) if x.dim() == 2 else (x.expand(3, *x.shape[1:]) if x.shape[0] == 1 else x)
-            if x.dim() != 3 or x.shape[0] != 3:
-                raise DataError(f"one_item expects an image tensor 3 x H x W or H x W, got shape {tuple(item.shape)}.")
+            x = x.expand(n, *x.shape) if x.dim() == 2 else (x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x)
+            if x.dim() != 3 or x.shape[0] != n:
+                raise DataError(f"one_item expects an image tensor {n} x H x W or H x W, got shape {tuple(item.shape)}.")
         else:
             if not hasattr(item, "mode"):  # a file, not a PIL image
                 reason = check_image(item)
                 if reason is not None:
                     raise DataError(f"Cannot predict on {item}: it {reason}.")
-            x, _ = load_image(item, self.size, self.resize_method)
+            x, _ = load_image(item, self.size, self.resize_method, self.convert_mode)
         if self.size is not None:
             x = resize_image(x, self.size, self.resize_method, self.padding_mode)
         x = to_device(x.float().div(255).unsqueeze(0), self.device)
@@ -307,13 +331,14 @@ class ImageDataBunch(DataBunch):
         """The DataBunch's export state plus the image settings `one_item` needs: `size` ([h, w] or None),
         `resize_method` (name) and `padding_mode`."""
         return {**super().export_state(), "size": None if self.size is None else list(self.size),
-                "resize_method": self.resize_method.name, "padding_mode": self.padding_mode}
+                "resize_method": self.resize_method.name, "padding_mode": self.padding_mode,
+                "convert_mode": self.convert_mode}
 
     @classmethod
     def load_export_state(cls, state: dict, device=None) -> ImageDataBunch:
         self = super().load_export_state(state, device)
         self._set_image_settings(state.get("size"), ResizeMethod[state.get("resize_method", "CROP")],
-                                 state.get("padding_mode", "reflection"))
+                                 state.get("padding_mode", "reflection"), state.get("convert_mode", "RGB"))
         return self
 
     # --- display --------------------------------------------------------------------------------
@@ -366,6 +391,24 @@ def _without_bad_files(lls, check_images: bool, skip_bad: bool):
     new = LabelLists(lls.path, *parts).transform(lls.tfms, **lls.tfm_kwargs)
     new.test = lls.test
     return new
+
+
+def _check_tfm_y(segmentation: bool, tfm_y: bool, train_y, resizes: bool) -> None:
+    if tfm_y and not segmentation:
+        raise DataError(f"tfm_y=True moves targets that are images (masks) with their images; these labels are a "
+                        f"{type(train_y).__name__}. Leave tfm_y out, or label with masks (SegmentationItemList).")
+    if segmentation and resizes and not tfm_y:
+        raise DataError("Segmentation masks must be resized and moved with their images: pass tfm_y=True to "
+                        "transform (e.g. .transform(get_transforms(), size=128, tfm_y=True)).")
+
+
+def _check_masks(lls) -> None:
+    """Every training and validation mask file exists: a LabelError names the missing ones, with images."""
+    missing = [(m, fn) for ll in (lls.train, lls.valid) for fn, m in zip(ll.x.items, ll.y.items) if not Path(m).is_file()]
+    if missing:
+        listing = format_list(f"{m} (for {Path(fn).name})" for m, fn in missing)
+        raise LabelError(f"{len(missing)} mask file(s) do not exist: {listing}. Check the label function (get_y_fn): "
+                         "it should return the mask's path for an image's path.")
 
 
 def _split_tfms(ds_tfms):
