@@ -65,10 +65,11 @@ __all__ = ["ImageDataBunch"]
 
 class ImageList(ItemList):
     """Image files for the data block chain: `il[i]` opens an `Image`, `from_folder` finds image files,
-    `from_df`/`from_csv` make `path/folder/<name><suffix>`, and the chain ends in an ImageDataBunch."""
+    `from_df`/`from_csv` make `path/folder/<name><suffix>`, and the chain ends in an ImageDataBunch.
+    `convert_mode='L'` loads gray images, one channel from the file to the batch (fastai v1's setting)."""
 
     def get(self, i: int) -> Image:
-        return open_image(self.items[i])
+        return open_image(self.items[i], convert_mode=self.settings.get("convert_mode", "RGB"))
 
     @classmethod
     def from_folder(cls, path=".", extensions=None, recurse: bool = True, include=None, presort: bool = False,

@@ -18,7 +18,7 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
-from ..core import Path, listify
+from ..core import Path, defaults, listify
 from ..data import DataError
 from .sizing import PADDING_MODES, ResizeMethod, canvas_size, size_hw
 from .transforms import BatchAugment
@@ -293,7 +293,7 @@ class Image:
             _, ax = plt.subplots(figsize=figsize)
         pixels = self.data.permute(1, 2, 0).clamp(0, 1).numpy()
         if self.data.shape[0] == 1:
-            cmap = cmap or "gray"
+            cmap = cmap or defaults.cmap or "gray"
         if cmap is not None and self.data.shape[0] in (1, 3):
             pixels = pixels[..., 0]  # one channel, drawn with the colour map (gray digits are R = G = B)
         ax.imshow(pixels, cmap=cmap)
