@@ -1,23 +1,20 @@
 """One-channel images (`convert_mode='L'`) from the file to the batch, lesson 7-resnet-mnist's data
 cells and its `conv(1, 8)` model on the embedded digits, `Image.apply_tfms`, and `train_ds[i]`
 augmenting afresh."""
-import matplotlib
+import pytest
+import torch
+from torch import nn
 
-matplotlib.use("Agg")
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from fastbase.core import defaults  # noqa: E402
-from fastbase.data import Category  # noqa: E402
-from fastbase.datasets import URLs, untar_data  # noqa: E402
-from fastbase.learner import Learner  # noqa: E402
-from fastbase.metrics import accuracy  # noqa: E402
-from fastbase.vision.data import ImageList  # noqa: E402
-from fastbase.vision.image import Image, load_image, open_image  # noqa: E402
-from fastbase.vision.rand_pad import rand_pad  # noqa: E402
-from fastbase.vision.show import plot_multi  # noqa: E402
-from fastbase.vision.transforms import Flip, Rotate, get_transforms  # noqa: E402
+from fastbase.core import defaults
+from fastbase.data import Category
+from fastbase.datasets import URLs, untar_data
+from fastbase.learner import Learner
+from fastbase.metrics import accuracy
+from fastbase.vision.data import ImageList
+from fastbase.vision.image import Image, load_image, open_image
+from fastbase.vision.rand_pad import rand_pad
+from fastbase.vision.show import plot_multi
+from fastbase.vision.transforms import Flip, Rotate, get_transforms
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +23,7 @@ def digits():
 
 
 def test_load_image_gray_gives_one_channel(digits):
-    fn = sorted((digits / "train" / "3").iterdir())[0]
+    fn = min((digits / "train" / "3").iterdir())
     x, hw = load_image(fn, convert_mode="L")
     rgb, _ = load_image(fn)
     assert x.shape == (1, 8, 8) and x.dtype == torch.uint8 and hw == (8, 8)
@@ -65,7 +62,7 @@ def test_lesson7_resnet_mnist_data_cells(digits, monkeypatch):
     learn = Learner(data, model, loss_func=nn.CrossEntropyLoss(), metrics=accuracy, silent=True)
     assert model(xb).shape == (128, 10)
     learn.fit_one_cycle(1, max_lr=0.1)
-    pred, idx, probs = learn.predict(data.valid_ds[0][0])
+    pred, _idx, probs = learn.predict(data.valid_ds[0][0])
     assert isinstance(pred, Category) and probs.shape == (10,)
 
 
@@ -81,9 +78,9 @@ def test_train_ds_items_are_augmented_afresh_valid_ones_are_not(digits):
 
 
 def test_image_apply_tfms(digits):
-    img = open_image(sorted((digits / "train" / "5").iterdir())[0])
+    img = open_image(min((digits / "train" / "5").iterdir()))
     assert torch.allclose(img.apply_tfms([Flip(p=1.0)]).data, img.data.flip(-1), atol=1 / 255)
     out = img.apply_tfms(get_transforms()[0], size=16)
     assert isinstance(out, Image) and out.shape == (3, 16, 16) and 0 <= out.data.min() <= out.data.max() <= 1
-    gray = open_image(sorted((digits / "train" / "5").iterdir())[0], convert_mode="L")
+    gray = open_image(min((digits / "train" / "5").iterdir()), convert_mode="L")
     assert gray.apply_tfms([], size=(12, 10), resize_method=3).shape == (1, 12, 10)

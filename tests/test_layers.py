@@ -50,6 +50,7 @@ LAYERS = {
     "fastbase.vision.label_table": 6,
     "fastbase.vision.show": 6,
     "fastbase.vision.sizing": 6,
+    "fastbase.vision.data_checks": 6,
     "fastbase.vision.segment": 6,
     "fastbase.vision.segmentation": 6,
     "fastbase.vision.rand_pad": 6,

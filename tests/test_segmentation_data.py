@@ -1,25 +1,29 @@
 """Segmentation data: masks open as ImageSegments, the data block chain pairs images with masks, one
 batch resample moves both (nearest for the mask, lighting on the image only), bad masks are named,
 and a U-Net learner predicts, shows and exports ImageSegments. On digit masks (`seg_fixtures`)."""
-import matplotlib
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from seg_fixtures import CODES, digit_masks, get_y_fn
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-import PIL.Image  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from seg_fixtures import CODES, digit_masks, get_y_fn  # noqa: E402
-
-from fastbase.core import Path  # noqa: E402
-from fastbase.data import DataError, LabelError, imagenet_stats  # noqa: E402
-from fastbase.learner import load_learner  # noqa: E402
-from fastbase.losses import CrossEntropyFlat  # noqa: E402
-from fastbase.metrics import MeanIoU, acc_segmentation, dice  # noqa: E402
-from fastbase.vision import models  # noqa: E402
-from fastbase.vision.image import Image, open_image  # noqa: E402
-from fastbase.vision.segmentation import ImageSegment, SegmentationItemList, open_mask  # noqa: E402
-from fastbase.vision.transforms import Brightness, Contrast, Flip, Rotate, Zoom, get_transforms  # noqa: E402
-from fastbase.vision.unet import unet_learner  # noqa: E402
+from fastbase.core import Path
+from fastbase.data import DataError, LabelError, imagenet_stats
+from fastbase.learner import load_learner
+from fastbase.losses import CrossEntropyFlat
+from fastbase.metrics import MeanIoU, acc_segmentation, dice
+from fastbase.vision import models
+from fastbase.vision.image import Image, open_image
+from fastbase.vision.segmentation import ImageSegment, SegmentationItemList, open_mask
+from fastbase.vision.transforms import (
+    Brightness,
+    Contrast,
+    Flip,
+    Rotate,
+    Zoom,
+    get_transforms,
+)
+from fastbase.vision.unet import unet_learner
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def chain(root, tfms=None, size=24, bs=8, **kwargs):
 
 # --- masks as items ------------------------------------------------------------------------------
 def test_open_mask_gives_long_codes_one_by_h_by_w(masks_dir):
-    fn = sorted((masks_dir / "labels").iterdir())[0]
+    fn = min((masks_dir / "labels").iterdir())
     mask = open_mask(fn)
     assert isinstance(mask, ImageSegment) and mask.data.dtype == torch.int64 and mask.shape == (1, 24, 24)
     assert set(mask.data.unique().tolist()) == {0, 1}
@@ -48,7 +52,7 @@ def test_open_mask_div_reads_0_255_masks(tmp_path):
 
 
 def test_image_segment_shows_alone_and_over_an_image(masks_dir):
-    name = sorted((masks_dir / "images").iterdir())[0]
+    name = min((masks_dir / "images").iterdir())
     img, mask = open_image(name), open_mask(get_y_fn(masks_dir)(name))
     ax = mask.show()
     assert len(ax.images) == 1 and ax.images[0].get_alpha() == 1.0
@@ -65,7 +69,7 @@ def test_chain_gives_image_batches_and_long_mask_batches(masks_dir):
     xb, yb = data.one_batch()
     assert xb.shape == (8, 3, 24, 24) and xb.dtype == torch.float32
     assert yb.shape == (8, 1, 24, 24) and yb.dtype == torch.int64 and set(yb.unique().tolist()) <= {0, 1}
-    vx, vy = data.one_batch(ds_type=1)
+    _vx, vy = data.one_batch(ds_type=1)
     assert vy.shape == (8, 1, 24, 24) and vy.dtype == torch.int64
     x, y = data.valid_ds[0]
     assert isinstance(x, Image) and isinstance(y, ImageSegment) and y.shape == (1, 24, 24)
@@ -109,7 +113,7 @@ def test_train_ds_item_is_augmented_afresh_each_time(masks_dir):
 
 
 def test_image_segment_apply_tfms_is_nearest(masks_dir):
-    mask = open_mask(sorted((masks_dir / "labels").iterdir())[0])
+    mask = open_mask(min((masks_dir / "labels").iterdir()))
     moved = mask.apply_tfms([Rotate(max_deg=45, p=1.0)], size=16)
     assert moved.shape == (1, 16, 16) and set(moved.data.unique().tolist()) <= {0, 1}
     flipped = mask.apply_tfms([Flip(p=1.0)])
@@ -126,7 +130,7 @@ def test_missing_mask_file_is_named(masks_dir):
 
 def test_mask_of_another_size_is_named(tmp_path):
     root = digit_masks(tmp_path, n=16, n_valid=4)
-    bad = sorted((root / "labels").iterdir())[0]
+    bad = min((root / "labels").iterdir())
     PIL.Image.fromarray(np.zeros((10, 12), dtype=np.uint8)).save(bad)
     data = chain(root, bs=16)
     with pytest.raises(DataError, match=rf"{bad.name} is 12x10 pixels but its image .* is 24x24"):
@@ -153,7 +157,7 @@ def test_segmentation_needs_codes_and_tfm_y(masks_dir):
 # --- losses, metrics, learner --------------------------------------------------------------------
 def test_loss_and_metrics_take_the_batch_target(masks_dir):
     data = chain(masks_dir, get_transforms())
-    xb, yb = data.one_batch()
+    _xb, yb = data.one_batch()
     scores = torch.nn.functional.one_hot(yb[:, 0], 2).permute(0, 3, 1, 2).float() * 10
     assert isinstance(data.loss_func, CrossEntropyFlat) and data.loss_func(scores, yb).item() < 1e-3
     assert acc_segmentation(scores, yb).item() == 1.0 and dice(scores, yb).item() == pytest.approx(1.0)

@@ -128,7 +128,12 @@ from .image import Image, ResizeMethod, get_image_files, open_image
 from .inference import load_learner
 from .learner import cnn_learner, create_body, create_cnn, create_head
 from .rand_pad import RandPad, rand_pad
-from .segmentation import ImageSegment, SegmentationItemList, SegmentationLabelList, open_mask
+from .segmentation import (
+    ImageSegment,
+    SegmentationItemList,
+    SegmentationLabelList,
+    open_mask,
+)
 from .show import plot_multi, show_image
 from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
-from ..core import Path, ifnone, is_listy, to_device
+from ..core import Path, ifnone, to_device
 from ..data import (
     DataBunch,
     DataError,
@@ -24,10 +24,17 @@ from ..data import (
     DeviceDataLoader,
     ItemList,
     LabelError,
-    LabelList,
-    LabelLists,
 )
 from ..data.item_list import labels_from_re
+from .data_checks import (
+    check_class_folders,
+    check_masks,
+    check_tfm_y,
+    find_folder,
+    resolve_file,
+    split_tfms,
+    without_bad_files,
+)
 from .dataset import (
     ImageDataset,
     check_files,
@@ -51,9 +58,6 @@ from .segment import ImageSegment, SegmentationDataset, SegmentationLabelList
 from .show import show_image_batch, show_image_results
 from .transforms import (
     BatchAugment,
-    CenterCrop,
-    GeometricTransform,
-    LightingTransform,
     RandomCrop,
     ToFloat,
     Zoom,
@@ -102,11 +106,11 @@ class ImageDataBunch(DataBunch):
         """Images in `path/train/<class>/` and `path/valid/<class>/`, or only the training folder split
         at random with `valid_pct` (reproducible with `seed`)."""
         path = Path(path)
-        train_dir = _folder(path, train, "training")
+        train_dir = find_folder(path, train, "training")
         items = get_image_files(train_dir)
-        _check_class_folders(train_dir, items, kwargs.get("skip_bad", False))
+        check_class_folders(train_dir, items, kwargs.get("skip_bad", False))
         if valid_pct is None:  # the files found once: the training ones, then the validation ones
-            valid_items = get_image_files(_folder(path, valid, "validation", hint=True))
+            valid_items = get_image_files(find_folder(path, valid, "validation", hint=True))
             src = ImageList([*items, *valid_items], path=path).split_by_folder(train, valid)
         else:
             src = ImageList(items, path=path).split_by_rand_pct(valid_pct, seed)
@@ -168,7 +172,7 @@ class ImageDataBunch(DataBunch):
     def from_lists(cls, path, fnames, labels, valid_pct: float = 0.2, seed: int | None = None,
                    label_delim: str | None = None, classes=None, **kwargs):
         """Files and their labels as two lists (a list of labels per file for multi-label data)."""
-        path, fnames, labels = Path(path), [_resolve(path, fn) for fn in fnames], list(labels)
+        path, fnames, labels = Path(path), [resolve_file(path, fn) for fn in fnames], list(labels)
         if len(fnames) != len(labels):
             raise LabelError(f"from_lists got {len(fnames)} file names but {len(labels)} labels.")
         src = ImageList(fnames, path=path).split_by_rand_pct(valid_pct, seed)
@@ -220,18 +224,18 @@ class ImageDataBunch(DataBunch):
         if settings:
             raise DataError(f"Unknown transform setting(s) {sorted(settings)}; ImageList takes size, "
                             "resize_method, padding_mode, tfm_y.")
-        lls = _without_bad_files(lls, check_images, skip_bad)
-        train_tfms, valid_tfms = _split_tfms(lls.tfms)
+        lls = without_bad_files(lls, check_images, skip_bad)
+        train_tfms, valid_tfms = split_tfms(lls.tfms)
         # a transform's own fill (rand_pad(mode='zeros')) unless `transform(padding_mode=)` says
         padding_mode = padding_mode or next((t.padding_mode for t in train_tfms if getattr(t, "padding_mode", None)),
                                             "reflection")
         train_y = lls.train.y
         segmentation = isinstance(train_y, SegmentationLabelList)
-        _check_tfm_y(segmentation, tfm_y, train_y, bool(train_tfms) or size is not None)
+        check_tfm_y(segmentation, tfm_y, train_y, bool(train_tfms) or size is not None)
         common = {"classes": train_y.classes, "size": size, "resize_method": method, "padding_mode": padding_mode,
                   "convert_mode": lls.train.x.settings.get("convert_mode", "RGB")}
         if segmentation:
-            _check_masks(lls)
+            check_masks(lls)
             make = functools.partial(SegmentationDataset, **common)
             train_ds = make(lls.train.x.items, lls.train.y.items, canvas=needs_canvas(train_tfms))
             valid_ds = make(lls.valid.x.items, lls.valid.y.items)
@@ -272,7 +276,8 @@ class ImageDataBunch(DataBunch):
         items = get_image_files(items) if isinstance(items, (str, os.PathLike)) else getattr(items, "items", items)
         if not isinstance(items, ImageDataset):
             items, _ = check_files(list(items), None, "test", check_images, skip_bad)
-            unlabelled = {"masks": None} if isinstance(self.valid_ds, SegmentationDataset) else {"y": None}
+            segments = not self.inference_only and isinstance(self.valid_ds, SegmentationDataset)
+            unlabelled = {"masks": None} if segments else {"y": None}
             items = ImageDataset(items, classes=self.classes, multi_label=self.multi_label, size=self.size,
                                  resize_method=self.resize_method, padding_mode=self.padding_mode,
                                  convert_mode=self.convert_mode) \
@@ -353,82 +358,3 @@ class ImageDataBunch(DataBunch):
                      **kwargs):
         """Draw images of one `ds_type` batch titled with `learn`'s prediction and the target."""
         return show_image_results(learn, ds_type, rows, figsize, **kwargs)
-
-
-# --- helpers for the factories -------------------------------------------------------------------
-def _folder(path: Path, name, what: str, hint: bool = False) -> Path:
-    folder = path / name
-    if not folder.is_dir():
-        subs = sorted(p.name for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
-        tip = f" Pass {'valid' if what == 'validation' else 'train'}='<folder>'" + (
-            ", or valid_pct=0.2 to split the training folder at random" if hint else "") + "."
-        where = f"{path} holds: {', '.join(subs) or 'no folders'}" if path.is_dir() else f"{path} does not exist"
-        raise DataError(f"No {what} folder {folder} ({where}).{tip}")
-    return folder
-
-
-def _check_class_folders(train_dir: Path, items, skip_bad: bool) -> None:
-    """Class folders without images, and images outside any class folder, are mistakes worth naming."""
-    loose = [fn for fn in items if fn.parent == train_dir]
-    if loose:
-        raise LabelError(f"{len(loose)} image(s) lie directly in {train_dir} ({format_list(loose)}), outside any "
-                         "class folder: move them into a folder named after their class.")
-    used = {fn.relative_to(train_dir).parts[0] for fn in items}  # class folders may hold subfolders
-    empty = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in used)
-    if empty and not skip_bad:
-        raise DataError(f"Class folder(s) {format_list(empty)} in {train_dir} hold no images: add images or "
-                        "remove the folder(s) (skip_bad=True leaves them out).")
-
-
-def _without_bad_files(lls, check_images: bool, skip_bad: bool):
-    """`lls`, or (with `skip_bad`) new LabelLists without the unreadable training and validation files;
-    a BadFilesError names them otherwise. Classes are chosen again from what is left."""
-    lists = (lls.train, lls.valid)
-    kept = [check_files(list(ll.x.items), list(range(len(ll))), what, check_images, skip_bad)[1]
-            for ll, what in zip(lists, ("training", "validation"))]
-    if all(len(idx) == len(ll) for idx, ll in zip(kept, lists)):
-        return lls
-    parts = [LabelList(ll.x[idx], ll.y.new([ll.y.items[i] for i in idx])) for ll, idx in zip(lists, kept)]
-    new = LabelLists(lls.path, *parts).transform(lls.tfms, **lls.tfm_kwargs)
-    new.test = lls.test
-    return new
-
-
-def _check_tfm_y(segmentation: bool, tfm_y: bool, train_y, resizes: bool) -> None:
-    if tfm_y and not segmentation:
-        raise DataError(f"tfm_y=True moves targets that are images (masks) with their images; these labels are a "
-                        f"{type(train_y).__name__}. Leave tfm_y out, or label with masks (SegmentationItemList).")
-    if segmentation and resizes and not tfm_y:
-        raise DataError("Segmentation masks must be resized and moved with their images: pass tfm_y=True to "
-                        "transform (e.g. .transform(get_transforms(), size=128, tfm_y=True)).")
-
-
-def _check_masks(lls) -> None:
-    """Every training and validation mask file exists: a LabelError names the missing ones, with images."""
-    missing = [(m, fn) for ll in (lls.train, lls.valid) for fn, m in zip(ll.x.items, ll.y.items) if not Path(m).is_file()]
-    if missing:
-        listing = format_list(f"{m} (for {Path(fn).name})" for m, fn in missing)
-        raise LabelError(f"{len(missing)} mask file(s) do not exist: {listing}. Check the label function (get_y_fn): "
-                         "it should return the mask's path for an image's path.")
-
-
-def _split_tfms(ds_tfms):
-    if ds_tfms is None:
-        return [], []
-    if not (isinstance(ds_tfms, (tuple, list)) and len(ds_tfms) == 2 and all(is_listy(t) for t in ds_tfms)):
-        raise DataError("ds_tfms must be (train transforms, valid transforms), as get_transforms() returns.")
-    train, valid = list(ds_tfms[0]), list(ds_tfms[1])
-    moving = [t for t in valid if isinstance(t, (GeometricTransform, LightingTransform))]
-    if moving:
-        raise DataError(f"Validation transforms must be deterministic; {moving} are random. Move them to the "
-                        "training list (validation images get the centre crop/pad/squish to `size`).")
-    other = [t for t in valid if not isinstance(t, CenterCrop)]
-    if other:
-        raise DataError(f"Validation transforms {other} are not supported: fastbase resizes validation images "
-                        "deterministically in the loader workers.")
-    return train, valid
-
-
-def _resolve(path: Path, fn) -> Path:
-    fn = Path(fn)
-    return fn if fn.is_absolute() or fn.exists() else Path(path) / fn
