@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fastbase.core import defaults
-from fastbase.data import Category
+from fastbase.data import Category, DataError
 from fastbase.datasets import URLs, untar_data
 from fastbase.learner import Learner
 from fastbase.metrics import accuracy
@@ -84,3 +84,11 @@ def test_image_apply_tfms(digits):
     assert isinstance(out, Image) and out.shape == (3, 16, 16) and 0 <= out.data.min() <= out.data.max() <= 1
     gray = open_image(min((digits / "train" / "5").iterdir()), convert_mode="L")
     assert gray.apply_tfms([], size=(12, 10), resize_method=3).shape == (1, 12, 10)
+
+
+def test_three_channel_stats_on_gray_batches_are_an_error(digits):
+    data = (ImageList.from_folder(digits, convert_mode="L").split_by_folder().label_from_folder()
+            .transform(None, size=8).databunch(bs=16, num_workers=0))
+    data.normalize(([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
+    with pytest.raises(DataError, match="statistics for 3 channels, but the batch has 1"):
+        data.one_batch()

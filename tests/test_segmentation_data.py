@@ -5,6 +5,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import shared_path
 from seg_fixtures import CODES, digit_masks, get_y_fn
 
 from fastbase.core import Path
@@ -12,8 +13,9 @@ from fastbase.data import DataError, LabelError, imagenet_stats
 from fastbase.learner import load_learner
 from fastbase.losses import CrossEntropyFlat
 from fastbase.metrics import MeanIoU, acc_segmentation, dice
+from fastbase.train import lr_find
 from fastbase.vision import models
-from fastbase.vision.image import Image, open_image
+from fastbase.vision.image import Image, get_image_files, open_image
 from fastbase.vision.segmentation import ImageSegment, SegmentationItemList, open_mask
 from fastbase.vision.transforms import (
     Brightness,
@@ -188,3 +190,37 @@ def test_unet_learner_trains_predicts_shows_and_exports(masks_dir, tmp_path):
                                         data.valid_ds.items[0].name)
     assert isinstance(seg2, ImageSegment) and torch.equal(map2, class_map)
     assert torch.allclose(probs2, probs, atol=1e-4)
+
+
+# --- lesson 3's CamVid cells on camvid_tiny ----------------------------------------------------------
+def test_camvid_cells_on_camvid_tiny():
+    path = Path(shared_path("data", "camvid_tiny"))
+    path_lbl, path_img = path / "labels", path / "images"
+    fnames = get_image_files(path_img)
+    get_y_fn = lambda x: path_lbl / f"{x.stem}_P{x.suffix}"
+    mask = open_mask(get_y_fn(fnames[0]))
+    src_size = np.array(mask.shape[1:])
+    assert tuple(src_size) == (96, 128)
+    codes = np.loadtxt(path / "codes.txt", dtype=str)
+    np.random.seed(2)
+    src = (SegmentationItemList.from_folder(path_img).split_by_rand_pct(0.2)
+           .label_from_func(get_y_fn, classes=codes))
+    data = (src.transform(get_transforms(), size=src_size // 2, tfm_y=True)
+            .databunch(bs=8, num_workers=0).normalize(imagenet_stats))
+    xb, yb = data.one_batch()
+    assert xb.shape == (8, 3, 48, 64) and yb.shape == (8, 1, 48, 64) and int(yb.max()) < len(codes)
+    assert data.show_batch(2, figsize=(10, 7), return_fig=True) is not None
+    void_code = list(codes).index("Void")
+
+    def acc_camvid(input, target):
+        target = target.squeeze(1)
+        mask = target != void_code
+        return (input.argmax(dim=1)[mask] == target[mask]).float().mean()
+
+    learn = unet_learner(data, models.resnet18, pretrained=False, metrics=acc_camvid, wd=1e-2)
+    lr_find(learn, num_it=5)
+    learn.fit_one_cycle(1, slice(3e-3), pct_start=0.9)
+    learn.unfreeze()
+    learn.fit_one_cycle(1, slice(3e-3 / 400, 3e-3 / 4), pct_start=0.8)
+    assert learn.show_results(rows=2, return_fig=True) is not None
+    assert 0 <= learn.recorder.metrics[-1][0] <= 1

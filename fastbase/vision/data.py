@@ -300,8 +300,9 @@ class ImageDataBunch(DataBunch):
         loader, (train_tfms, _) = self.dl(ds_type), getattr(self, "ds_tfms", ([], []))
         kept = [t for t in train_tfms if not isinstance(t, (Zoom, RandomCrop))]
         tfms = [RandomCrop(), *kept, Zoom(max_zoom=scale, min_zoom=scale, p=1.0)]
-        augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode)
         dataset = loader.dataset.new(canvas=True)
+        augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode,
+                               tfm_y=isinstance(dataset, SegmentationDataset))
         norm = [] if self.norm is None else [self.norm]
         return loader.new(tfms=[augment, *norm], dataset=dataset, shuffle=False, drop_last=False)
 
