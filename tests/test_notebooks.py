@@ -12,7 +12,8 @@ NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
 
 
 def test_the_course_notebooks_are_there():
-    assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation", "04_data_block"]
+    assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation",
+                                             "04_data_block", "05_segmentation"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
