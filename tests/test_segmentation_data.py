@@ -193,7 +193,10 @@ def test_unet_learner_trains_predicts_shows_and_exports(masks_dir, tmp_path):
 
 
 # --- lesson 3's CamVid cells on camvid_tiny ----------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_camvid_cells_on_camvid_tiny():
+    """Lesson 3's cells at 64x48 px, one epoch frozen and one unfrozen (100 photos of 128x96)."""
     path = Path(shared_path("data", "camvid_tiny"))
     path_lbl, path_img = path / "labels", path / "images"
     fnames = get_image_files(path_img)
