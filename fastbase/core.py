@@ -394,4 +394,5 @@ def get_config() -> Config:
 defaults = SimpleNamespace(
     device=default_device(),
     silent=False,  # no progress bars or per-epoch tables
+    cmap=None,  # the colour map of one-channel images (`Image.show`); None: gray. Lesson 7 sets 'binary'
 )

@@ -293,7 +293,8 @@ class Learner(Loop):
     def predict(self, item, thresh: float = 0.5):
         """(label item, decoded tensor, probabilities) for one raw item, as fastai v1: a `Category` and
         its class index; multi-label: a `MultiCategory` of the classes above `thresh` and its multi-hot
-        tensor; regression (no classes, not cross-entropy): a `FloatItem` and the raw outputs."""
+        tensor; regression (no classes, not cross-entropy): a `FloatItem` and the raw outputs;
+        segmentation on image data: an `ImageSegment` and its `(1, H, W)` class map."""
         x, _ = self.data.one_item(item)
         self.model.eval()
         with eval_grad_mode(self.model):
@@ -302,7 +303,8 @@ class Learner(Loop):
         classes = self.data.classes
         regression = classes is None and not self.data.multi_label and not isinstance(self.loss_func,
                                                                                        nn.CrossEntropyLoss)
-        label, decoded = prediction_item(probs, classes, self.data.multi_label, thresh, regression)
+        label, decoded = prediction_item(probs, classes, self.data.multi_label, thresh, regression,
+                                         getattr(self.data, "pixel_item", None))
         return label, decoded, probs
 
     def show_results(self, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs):

@@ -243,6 +243,8 @@ class DataBunch:
         items = [prediction_item(row, self.classes, self.multi_label, thresh)[0] for row in probs]
         return [getattr(item, "obj", item) for item in items]
 
+    pixel_item = None  # the item class `predict` wraps a per-pixel class map in (None: the map itself)
+
     def item_files(self, path) -> list[Path]:
         """The files of folder `path` (and its subfolders) that are items of this kind of data, sorted;
         hidden files and folders are left out. Subclasses narrow it (`ImageDataBunch`: image files)."""

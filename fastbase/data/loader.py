@@ -53,6 +53,10 @@ class Normalizer:
     def _stats(self, x: torch.Tensor):
         """(mean, std, -mean/std, 1/std) shaped to broadcast over `x`'s dim 1, cached per device/dtype."""
         key = (x.device, x.dtype, x.dim())
+        if x.dim() > 1 and x.shape[1] != len(self.mean) and len(self.mean) != 1:
+            raise DataError(f"Normalisation statistics for {len(self.mean)} channels, but the batch has {x.shape[1]} "
+                            f"(shape {tuple(x.shape)}): e.g. imagenet_stats on gray images (convert_mode='L'). Use "
+                            "normalize() (statistics of a batch) or statistics with one value per channel.")
         if key not in self._cache:
             # normal tensors even when first built during validation (inference mode), so training may use them
             with torch.inference_mode(False):

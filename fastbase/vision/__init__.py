@@ -128,6 +128,12 @@ from .image import Image, ResizeMethod, get_image_files, open_image
 from .inference import load_learner
 from .learner import cnn_learner, create_body, create_cnn, create_head
 from .rand_pad import RandPad, rand_pad
+from .segmentation import (
+    ImageSegment,
+    SegmentationItemList,
+    SegmentationLabelList,
+    open_mask,
+)
 from .show import plot_multi, show_image, show_mask
 from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (
@@ -172,6 +178,7 @@ __all__ += [  # segmentation models, loss and metrics (fastbase.vision.unet, fas
     "foreground_acc", "unet_learner",
 ]
 __all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and interpretation
+__all__ += ["ImageSegment", "SegmentationItemList", "SegmentationLabelList", "open_mask"]  # segmentation data
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
     __all__ += ["pd"]

@@ -9,13 +9,14 @@ run the equivalent chain (`ImageList...split_by_*...label_from_*`, then `_finish
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
-from ..core import Path, ifnone, is_listy, to_device
+from ..core import Path, ifnone, to_device
 from ..data import (
     DataBunch,
     DataError,
@@ -23,10 +24,17 @@ from ..data import (
     DeviceDataLoader,
     ItemList,
     LabelError,
-    LabelList,
-    LabelLists,
 )
 from ..data.item_list import labels_from_re
+from .data_checks import (
+    check_class_folders,
+    check_masks,
+    check_tfm_y,
+    find_folder,
+    resolve_file,
+    split_tfms,
+    without_bad_files,
+)
 from .dataset import (
     ImageDataset,
     check_files,
@@ -36,6 +44,7 @@ from .dataset import (
 from .image import (
     Image,
     ResizeMethod,
+    channels_of,
     check_image,
     get_image_files,
     image_extensions,
@@ -45,12 +54,10 @@ from .image import (
 )
 from .item_cache import cache_budget
 from .label_table import df_table, read_csv_table
+from .segment import ImageSegment, SegmentationDataset, SegmentationLabelList
 from .show import show_image_batch, show_image_results
 from .transforms import (
     BatchAugment,
-    CenterCrop,
-    GeometricTransform,
-    LightingTransform,
     RandomCrop,
     ToFloat,
     Zoom,
@@ -62,10 +69,11 @@ __all__ = ["ImageDataBunch"]
 
 class ImageList(ItemList):
     """Image files for the data block chain: `il[i]` opens an `Image`, `from_folder` finds image files,
-    `from_df`/`from_csv` make `path/folder/<name><suffix>`, and the chain ends in an ImageDataBunch."""
+    `from_df`/`from_csv` make `path/folder/<name><suffix>`, and the chain ends in an ImageDataBunch.
+    `convert_mode='L'` loads gray images, one channel from the file to the batch (fastai v1's setting)."""
 
     def get(self, i: int) -> Image:
-        return open_image(self.items[i])
+        return open_image(self.items[i], convert_mode=self.settings.get("convert_mode", "RGB"))
 
     @classmethod
     def from_folder(cls, path=".", extensions=None, recurse: bool = True, include=None, presort: bool = False,
@@ -86,7 +94,10 @@ class ImageList(ItemList):
 
 class ImageDataBunch(DataBunch):
     """A DataBunch of labelled images. Batches reach the model as float `(n, 3, *size)` in [0, 1]
-    (normalised once `normalize` is called) with int64 class indices, or float multi-hot targets."""
+    (`(n, 1, *size)` for gray images, `convert_mode='L'`; normalised once `normalize` is called) with
+    int64 class indices, float multi-hot targets, or int64 masks `(n, 1, *size)` for segmentation."""
+    pixel_item = ImageSegment  # what `predict` makes of a per-pixel class map
+    convert_mode = "RGB"
 
     # --- factories: files and labels ------------------------------------------------------------
     @classmethod
@@ -95,11 +106,11 @@ class ImageDataBunch(DataBunch):
         """Images in `path/train/<class>/` and `path/valid/<class>/`, or only the training folder split
         at random with `valid_pct` (reproducible with `seed`)."""
         path = Path(path)
-        train_dir = _folder(path, train, "training")
+        train_dir = find_folder(path, train, "training")
         items = get_image_files(train_dir)
-        _check_class_folders(train_dir, items, kwargs.get("skip_bad", False))
+        check_class_folders(train_dir, items, kwargs.get("skip_bad", False))
         if valid_pct is None:  # the files found once: the training ones, then the validation ones
-            valid_items = get_image_files(_folder(path, valid, "validation", hint=True))
+            valid_items = get_image_files(find_folder(path, valid, "validation", hint=True))
             src = ImageList([*items, *valid_items], path=path).split_by_folder(train, valid)
         else:
             src = ImageList(items, path=path).split_by_rand_pct(valid_pct, seed)
@@ -162,7 +173,7 @@ class ImageDataBunch(DataBunch):
     def from_lists(cls, path, fnames, labels, valid_pct: float = 0.2, seed: int | None = None,
                    label_delim: str | None = None, classes=None, **kwargs):
         """Files and their labels as two lists (a list of labels per file for multi-label data)."""
-        path, fnames, labels = Path(path), [_resolve(path, fn) for fn in fnames], list(labels)
+        path, fnames, labels = Path(path), [resolve_file(path, fn) for fn in fnames], list(labels)
         if len(fnames) != len(labels):
             raise LabelError(f"from_lists got {len(fnames)} file names but {len(labels)} labels.")
         src = ImageList(fnames, path=path).split_by_rand_pct(valid_pct, seed)
@@ -208,42 +219,57 @@ class ImageDataBunch(DataBunch):
         eighth of the machine's memory; `data.train_ds` shows it."""
         path = Path(ifnone(path, lls.path))
         settings = dict(lls.tfm_kwargs)
-        size, padding_mode = settings.pop("size", None), settings.pop("padding_mode", "reflection")
+        size, padding_mode = settings.pop("size", None), settings.pop("padding_mode", None)
         method = ResizeMethod(ifnone(settings.pop("resize_method", None), ResizeMethod.CROP))
-        if settings.pop("tfm_y", False):
-            raise DataError("tfm_y=True (transforming the targets with the images, as segmentation needs) is not "
-                            "supported by ImageList yet; transform the images only.")
+        tfm_y = bool(settings.pop("tfm_y", False))
         if settings:
             raise DataError(f"Unknown transform setting(s) {sorted(settings)}; ImageList takes size, "
-                            "resize_method, padding_mode.")
-        lls = _without_bad_files(lls, check_images, skip_bad)
-        train_tfms, valid_tfms = _split_tfms(lls.tfms)
+                            "resize_method, padding_mode, tfm_y.")
+        lls = without_bad_files(lls, check_images, skip_bad)
+        train_tfms, valid_tfms = split_tfms(lls.tfms)
+        # a transform's own fill (rand_pad(mode='zeros')) unless `transform(padding_mode=)` says
+        padding_mode = padding_mode or next((t.padding_mode for t in train_tfms if getattr(t, "padding_mode", None)),
+                                            "reflection")
         train_y = lls.train.y
-        common = {"classes": train_y.classes, "multi_label": train_y.multi_label, "size": size,
-                  "resize_method": method, "padding_mode": padding_mode}
-        train_ds = ImageDataset(lls.train.x.items, train_y.targets, canvas=needs_canvas(train_tfms), **common)
-        valid_ds = ImageDataset(lls.valid.x.items, lls.valid.y.targets, **common)
+        segmentation = isinstance(train_y, SegmentationLabelList)
+        check_tfm_y(segmentation, tfm_y, train_y, bool(train_tfms) or size is not None)
+        common = {"classes": train_y.classes, "size": size, "resize_method": method, "padding_mode": padding_mode,
+                  "convert_mode": lls.train.x.settings.get("convert_mode", "RGB")}
+        if segmentation:
+            check_masks(lls)
+            make = functools.partial(SegmentationDataset, **common)
+            train_ds = make(lls.train.x.items, lls.train.y.items, canvas=needs_canvas(train_tfms))
+            valid_ds = make(lls.valid.x.items, lls.valid.y.items)
+        else:
+            make = functools.partial(ImageDataset, multi_label=train_y.multi_label, **common)
+            train_ds = make(lls.train.x.items, train_y.targets, canvas=needs_canvas(train_tfms))
+            valid_ds = make(lls.valid.x.items, lls.valid.y.targets)
+        train_ds.item_list, valid_ds.item_list = lls.train.x, lls.valid.x
         if cache_items is None:
             cache_items = size is not None and train_ds.cache_nbytes + valid_ds.cache_nbytes <= cache_budget()
         if cache_items:
             train_ds, valid_ds = train_ds.new(cache=True), valid_ds.new(cache=True)
-            common["cache"] = True  # for the test set
         test_ds = None
         if lls.test is not None:
             test_items, _ = check_files(list(lls.test.x.items), None, "test", check_images, skip_bad)
-            test_ds = ImageDataset(test_items, **common)
+            test_ds = make(test_items, None, cache=bool(cache_items))
         generator = None if seed is None else torch.Generator().manual_seed(seed)
-        augment = BatchAugment(train_tfms, size_hw(size), method, padding_mode, generator) if train_tfms else ToFloat()
+        hw = size_hw(size)
+        augment = BatchAugment(train_tfms, hw, method, padding_mode, generator, segmentation) if train_tfms else ToFloat()
+        fix_ds = train_ds.new(canvas=False)
+        if train_tfms:  # `train_ds[i]` augments each item afresh, with the global generator (not the loader's)
+            train_ds.item_tfm = BatchAugment(train_tfms, hw, method, padding_mode, None, segmentation)
         data = cls.create(train_ds, valid_ds, test_ds, path=path, bs=bs, val_bs=val_bs, num_workers=num_workers,
                           dl_tfms=dl_tfms, device=device, collate_fn=collate_fn, seed=seed,
-                          fix_ds=train_ds.new(canvas=False), train_tfms=[augment], valid_tfms=[ToFloat()])
+                          fix_ds=fix_ds, train_tfms=[augment], valid_tfms=[ToFloat()])
         data.ds_tfms = (train_tfms, valid_tfms)
         data.label_lists, data.loss_func = lls, train_y.loss_func
-        data._set_image_settings(size, method, padding_mode)
+        data._set_image_settings(size, method, padding_mode, common["convert_mode"])
         return data
 
-    def _set_image_settings(self, size, resize_method, padding_mode) -> None:
+    def _set_image_settings(self, size, resize_method, padding_mode, convert_mode: str = "RGB") -> None:
         self.size, self.resize_method, self.padding_mode = size_hw(size), ResizeMethod(resize_method), padding_mode
+        self.convert_mode = convert_mode
 
     def add_test(self, items, check_images: bool = True, skip_bad: bool = False) -> ImageDataBunch:
         """Add (or replace) the test set: image files (a list, an ImageList, or a folder to search), or a
@@ -251,9 +277,12 @@ class ImageDataBunch(DataBunch):
         items = get_image_files(items) if isinstance(items, (str, os.PathLike)) else getattr(items, "items", items)
         if not isinstance(items, ImageDataset):
             items, _ = check_files(list(items), None, "test", check_images, skip_bad)
+            segments = not self.inference_only and isinstance(self.valid_ds, SegmentationDataset)
+            unlabelled = {"masks": None} if segments else {"y": None}
             items = ImageDataset(items, classes=self.classes, multi_label=self.multi_label, size=self.size,
-                                 resize_method=self.resize_method, padding_mode=self.padding_mode) \
-                if self.inference_only else self.valid_ds.new(items=items, y=None)
+                                 resize_method=self.resize_method, padding_mode=self.padding_mode,
+                                 convert_mode=self.convert_mode) \
+                if self.inference_only else self.valid_ds.new(items=items, **unlabelled)
         if self.inference_only:  # no validation loader to copy: one in this process, as `one_item` reads
             self.test_dl = DeviceDataLoader(DataLoader(items, batch_size=64), self.device,
                                             [ToFloat(), *([] if self.norm is None else [self.norm])])
@@ -264,7 +293,7 @@ class ImageDataBunch(DataBunch):
         """Some items of an ImageDataset as an ImageDataset (`subset`), so it still names files and labels."""
         if not isinstance(ds, ImageDataset):
             return super()._take(ds, indices)
-        return ds.new(items=[ds.items[i] for i in indices], y=ds.targets[list(indices)] if ds.labelled else None)
+        return ds.subset(indices)
 
     def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35) -> DeviceDataLoader:
         """The `ds_type` items in order, through the training augmentation with a zoom of exactly `scale`
@@ -272,8 +301,9 @@ class ImageDataBunch(DataBunch):
         loader, (train_tfms, _) = self.dl(ds_type), getattr(self, "ds_tfms", ([], []))
         kept = [t for t in train_tfms if not isinstance(t, (Zoom, RandomCrop))]
         tfms = [RandomCrop(), *kept, Zoom(max_zoom=scale, min_zoom=scale, p=1.0)]
-        augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode)
         dataset = loader.dataset.new(canvas=True)
+        augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode,
+                               tfm_y=isinstance(dataset, SegmentationDataset))
         norm = [] if self.norm is None else [self.norm]
         return loader.new(tfms=[augment, *norm], dataset=dataset, shuffle=False, drop_last=False)
 
@@ -289,11 +319,12 @@ class ImageDataBunch(DataBunch):
         dummy target. Runs in the calling process (no workers)."""
         if isinstance(item, Image):
             item = item.data
+        n = channels_of(self.convert_mode)
         if isinstance(item, torch.Tensor):
             x = item if item.dtype == torch.uint8 else (item.float().clamp(0, 1) * 255).round().to(torch.uint8)
-            x = x.expand(3, *x.shape) if x.dim() == 2 else (x.expand(3, *x.shape[1:]) if x.shape[0] == 1 else x)
-            if x.dim() != 3 or x.shape[0] != 3:
-                raise DataError(f"one_item expects an image tensor 3 x H x W or H x W, got shape {tuple(item.shape)}.")
+            x = x.expand(n, *x.shape) if x.dim() == 2 else (x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x)
+            if x.dim() != 3 or x.shape[0] != n:
+                raise DataError(f"one_item expects an image tensor {n} x H x W or H x W, got shape {tuple(item.shape)}.")
         else:
             if not hasattr(item, "mode"):  # a file or its bytes, not a PIL image
                 reason = check_image(item)
@@ -301,7 +332,7 @@ class ImageDataBunch(DataBunch):
                     what = f"the {len(item)} bytes given" if isinstance(item, (bytes, bytearray)) else item
                     raise DataError(f"Cannot predict on {what}: it {reason}.")
                 item = bytes(item) if isinstance(item, bytearray) else item
-            x, _ = load_image(item, self.size, self.resize_method)
+            x, _ = load_image(item, self.size, self.resize_method, self.convert_mode)
         if self.size is not None:
             x = resize_image(x, self.size, self.resize_method, self.padding_mode)
         x = to_device(x.float().div(255).unsqueeze(0), self.device)
@@ -311,13 +342,14 @@ class ImageDataBunch(DataBunch):
         """The DataBunch's export state plus the image settings `one_item` needs: `size` ([h, w] or None),
         `resize_method` (name) and `padding_mode`."""
         return {**super().export_state(), "size": None if self.size is None else list(self.size),
-                "resize_method": self.resize_method.name, "padding_mode": self.padding_mode}
+                "resize_method": self.resize_method.name, "padding_mode": self.padding_mode,
+                "convert_mode": self.convert_mode}
 
     @classmethod
     def load_export_state(cls, state: dict, device=None) -> ImageDataBunch:
         self = super().load_export_state(state, device)
         self._set_image_settings(state.get("size"), ResizeMethod[state.get("resize_method", "CROP")],
-                                 state.get("padding_mode", "reflection"))
+                                 state.get("padding_mode", "reflection"), state.get("convert_mode", "RGB"))
         return self
 
     # --- display --------------------------------------------------------------------------------
@@ -331,64 +363,3 @@ class ImageDataBunch(DataBunch):
                      **kwargs):
         """Draw images of one `ds_type` batch titled with `learn`'s prediction and the target."""
         return show_image_results(learn, ds_type, rows, figsize, **kwargs)
-
-
-# --- helpers for the factories -------------------------------------------------------------------
-def _folder(path: Path, name, what: str, hint: bool = False) -> Path:
-    folder = path / name
-    if not folder.is_dir():
-        subs = sorted(p.name for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
-        tip = f" Pass {'valid' if what == 'validation' else 'train'}='<folder>'" + (
-            ", or valid_pct=0.2 to split the training folder at random" if hint else "") + "."
-        where = f"{path} holds: {', '.join(subs) or 'no folders'}" if path.is_dir() else f"{path} does not exist"
-        raise DataError(f"No {what} folder {folder} ({where}).{tip}")
-    return folder
-
-
-def _check_class_folders(train_dir: Path, items, skip_bad: bool) -> None:
-    """Class folders without images, and images outside any class folder, are mistakes worth naming."""
-    loose = [fn for fn in items if fn.parent == train_dir]
-    if loose:
-        raise LabelError(f"{len(loose)} image(s) lie directly in {train_dir} ({format_list(loose)}), outside any "
-                         "class folder: move them into a folder named after their class.")
-    used = {fn.relative_to(train_dir).parts[0] for fn in items}  # class folders may hold subfolders
-    empty = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in used)
-    if empty and not skip_bad:
-        raise DataError(f"Class folder(s) {format_list(empty)} in {train_dir} hold no images: add images or "
-                        "remove the folder(s) (skip_bad=True leaves them out).", options={"skip_bad": True})
-
-
-def _without_bad_files(lls, check_images: bool, skip_bad: bool):
-    """`lls`, or (with `skip_bad`) new LabelLists without the unreadable training and validation files;
-    a BadFilesError names them otherwise. Classes are chosen again from what is left."""
-    lists = (lls.train, lls.valid)
-    kept = [check_files(list(ll.x.items), list(range(len(ll))), what, check_images, skip_bad)[1]
-            for ll, what in zip(lists, ("training", "validation"))]
-    if all(len(idx) == len(ll) for idx, ll in zip(kept, lists)):
-        return lls
-    parts = [LabelList(ll.x[idx], ll.y.new([ll.y.items[i] for i in idx])) for ll, idx in zip(lists, kept)]
-    new = LabelLists(lls.path, *parts).transform(lls.tfms, **lls.tfm_kwargs)
-    new.test = lls.test
-    return new
-
-
-def _split_tfms(ds_tfms):
-    if ds_tfms is None:
-        return [], []
-    if not (isinstance(ds_tfms, (tuple, list)) and len(ds_tfms) == 2 and all(is_listy(t) for t in ds_tfms)):
-        raise DataError("ds_tfms must be (train transforms, valid transforms), as get_transforms() returns.")
-    train, valid = list(ds_tfms[0]), list(ds_tfms[1])
-    moving = [t for t in valid if isinstance(t, (GeometricTransform, LightingTransform))]
-    if moving:
-        raise DataError(f"Validation transforms must be deterministic; {moving} are random. Move them to the "
-                        "training list (validation images get the centre crop/pad/squish to `size`).")
-    other = [t for t in valid if not isinstance(t, CenterCrop)]
-    if other:
-        raise DataError(f"Validation transforms {other} are not supported: fastbase resizes validation images "
-                        "deterministically in the loader workers.")
-    return train, valid
-
-
-def _resolve(path: Path, fn) -> Path:
-    fn = Path(fn)
-    return fn if fn.is_absolute() or fn.exists() else Path(path) / fn

@@ -6,10 +6,8 @@ when an item may have several labels (`multi_label`). Class names live on the da
 """
 from __future__ import annotations
 
-import math
 import warnings
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -20,18 +18,17 @@ from .image import (
     PADDING_MODES,
     Image,
     ResizeMethod,
+    channels_of,
     cover_image,
     load_image,
+    open_image,
     resize_image,
     verify_images,
 )
 from .item_cache import ItemCache, cache_nbytes
+from .sizing import CANVAS_SCALE, canvas_size, size_hw
 
 __all__ = ["CANVAS_SCALE", "ImageDataset", "check_files", "format_list", "size_hw"]
-
-# training canvases for CROP are this much larger than `size` (see ImageDataset): 4/3 holds the whole
-# long side of a 4:3 photo, so a crop window can reach its edges as the validation centre crop cannot
-CANVAS_SCALE = 4 / 3
 
 
 class ImageDataset(Dataset):
@@ -58,10 +55,15 @@ class ImageDataset(Dataset):
 
     def __init__(self, items, y: torch.Tensor | None = None, classes=None, multi_label: bool = False, size=None,
                  resize_method: ResizeMethod = ResizeMethod.CROP, padding_mode: str = "reflection",
-                 canvas: bool = False, cache: bool = False):
+                 canvas: bool = False, cache: bool = False, convert_mode: str = "RGB", item_list=None,
+                 item_tfm=None):
         if padding_mode not in PADDING_MODES:
             raise DataError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}.")
         self.items = [Path(o) for o in items]
+        self.convert_mode, self.channels = convert_mode, channels_of(convert_mode)
+        # the ItemList the items came from (`x` gives one of its kind), and the augmentation a training
+        # item gets when read one at a time (`ds[i]`, as fastai's); the loaders augment whole batches
+        self.item_list, self.item_tfm = item_list, item_tfm
         self.classes = None if classes is None else list(classes)
         self.multi_label, self.canvas = bool(multi_label), bool(canvas)
         self.size = size_hw(size)
@@ -84,7 +86,9 @@ class ImageDataset(Dataset):
         """(3, h, w) of what `raw_item` returns: the canvas or the output size; None without `size`."""
         if self.size is None:
             return None
-        return (3, *(self.canvas_hw if self.canvas else self.size))
+        return (self.channels + self.extra_channels, *(self.canvas_hw if self.canvas else self.size))
+
+    extra_channels = 0  # channels stored with each cached item besides the image (a mask: 1)
 
     @property
     def cache_nbytes(self) -> int:
@@ -114,57 +118,90 @@ class ImageDataset(Dataset):
         return self._labels
 
     @property
-    def x(self) -> list:
-        """The image files, as fastai's `ds.x.items`."""
-        return _Files(self.items)
+    def x(self):
+        """The images as an item list, as fastai's `ds.x`: `ds.x.items` the files, `ds.x[i]` an `Image`."""
+        if self.item_list is not None:
+            return self.item_list.new(self.items)
+        return _Files(self.items, self.convert_mode)
 
     def __len__(self):
         return len(self.items)
 
+    def _init_args(self) -> dict:
+        """The arguments that rebuild this dataset (`new` changes some)."""
+        return {"items": self.items, "y": self.targets if self.labelled else None, "classes": self.classes,
+                "multi_label": self.multi_label, "size": self.size, "resize_method": self.resize_method,
+                "padding_mode": self.padding_mode, "canvas": self.canvas, "cache": self.cache is not None,
+                "convert_mode": self.convert_mode, "item_list": self.item_list, "item_tfm": self.item_tfm}
+
     def new(self, **changes) -> ImageDataset:
         """A copy with some settings changed (e.g. `canvas=False` for the Fix loader), sharing the items."""
-        args = {"items": self.items, "y": self.targets if self.labelled else None, "classes": self.classes,
-                "multi_label": self.multi_label, "size": self.size, "resize_method": self.resize_method,
-                "padding_mode": self.padding_mode, "canvas": self.canvas, "cache": self.cache is not None}
-        return type(self)(**{**args, **changes})
+        return type(self)(**{**self._init_args(), **changes})
+
+    def subset(self, indices) -> ImageDataset:
+        """The items at `indices` (and their labels) as a dataset of this kind and settings."""
+        indices = list(indices)
+        return self.new(items=[self.items[i] for i in indices], y=self.targets[indices] if self.labelled else None)
 
     @property
     def canvas_hw(self) -> tuple[int, int] | None:
         """Size of the training canvas (see the class docstring); None when images keep their size."""
-        if self.size is None:
-            return None
-        scale = CANVAS_SCALE if self.resize_method == ResizeMethod.CROP else 1.0
-        return math.ceil(self.size[0] * scale), math.ceil(self.size[1] * scale)
+        return None if self.size is None else canvas_size(self.size, self.resize_method)
 
     def raw_item(self, i: int, canvas: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(x uint8 3 x h x w, y, src_hw int64 (2,))` as the loaders collate it; `canvas` (default:
+        """`(x uint8 C x h x w, y, src_hw int64 (2,))` as the loaders collate it; `canvas` (default:
         the dataset's setting) asks for the training canvas. Served from `cache` when it has the item."""
-        fn, canvas = self.items[i], self.canvas if canvas is None else canvas
+        canvas = self.canvas if canvas is None else canvas
         cache = self.cache if canvas == self.canvas else None
         hit = None if cache is None else cache.get(i)
         if hit is not None:
-            return hit[0], self.targets[i], torch.tensor(hit[1])
+            return (*self._unpack(i, hit[0]), torch.tensor(hit[1]))
+        stored, src_hw = self._load(i, canvas)
+        if cache is not None:
+            cache.put(i, stored, src_hw)
+        return (*self._unpack(i, stored), torch.tensor(src_hw))
+
+    def _load(self, i: int, canvas: bool) -> tuple[torch.Tensor, tuple[int, int]]:
+        """What the cache keeps of item `i` (here the uint8 image) and its `src_hw`."""
+        fn = self.items[i]
         try:
-            if canvas and self.size is not None and self.resize_method == ResizeMethod.CROP:
-                x, _ = load_image(fn, self.size, ResizeMethod.CROP)
-                x, src_hw = cover_image(x, self.size, self.canvas_hw, self.padding_mode)
-            elif canvas:
-                x, src_hw = load_image(fn, self.canvas_hw, ResizeMethod.SQUISH)
-                x = x if self.size is None else resize_image(x, self.canvas_hw, ResizeMethod.SQUISH)
-            else:
-                x, _ = load_image(fn, self.size, self.resize_method)
-                x = x if self.size is None else resize_image(x, self.size, self.resize_method, self.padding_mode)
+            # CROP canvases decode at the output's scale (then pad); PAD and SQUISH ones at the canvas's
+            target, method = ((self.size, ResizeMethod.CROP) if self.resize_method == ResizeMethod.CROP else
+                              (self.canvas_hw, ResizeMethod.SQUISH)) if canvas else (self.size, self.resize_method)
+            x, full_hw = load_image(fn, None if self.exact_decode else target, method, self.convert_mode)
+            return self._stored(i, x, full_hw, canvas)
+        except DataError:
+            raise
         except (OSError, SyntaxError, ValueError, RuntimeError) as e:
             raise DataError(f"Cannot read image {fn}: {type(e).__name__}: {e}. Create the DataBunch with "
                             "check_images=True to find every unreadable file up front, and skip_bad=True to "
                             "leave them out.", options={"check_images": True, "skip_bad": True}) from e
-        # src_hw (see `transforms.crop_matrices`): for CROP the picture's extent inside x (the canvas
-        # region, or all of x when already cropped, so the batch augmentation never crops an item
-        # twice); for PAD and SQUISH canvases the whole image's (H, W), which x holds squished
-        src_hw = tuple(src_hw) if canvas else tuple(x.shape[-2:])
-        if cache is not None:
-            cache.put(i, x, src_hw)
-        return x, self.targets[i], torch.tensor(src_hw)
+
+    def _stored(self, i: int, x: torch.Tensor, full_hw, canvas: bool):
+        """`(what the cache keeps, src_hw)` of item `i` from its decoded image `x`: the image placed."""
+        return self.place(x, full_hw, canvas)
+
+    exact_decode = False  # True: decode at full size (no JPEG DCT scaling), so a mask lines up to the pixel
+
+    def _unpack(self, i: int, stored: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(x, y)` of item `i` from what `_load` (or the cache) gave."""
+        return stored, self.targets[i]
+
+    def place(self, x: torch.Tensor, full_hw, canvas: bool, mode: str = "bilinear"):
+        """`(x, src_hw)`: a decoded uint8 `x` of an image whose full size is `full_hw`, resized onto the
+        training canvas (`canvas`) or to the output size; `mode='nearest'` for masks.
+
+        src_hw (see `transforms.crop_matrices`): for CROP the picture's extent inside x (the canvas
+        region, or all of x when already cropped, so the batch augmentation never crops an item twice);
+        for PAD and SQUISH canvases the whole image's (H, W), which x holds squished."""
+        if canvas and self.size is not None and self.resize_method == ResizeMethod.CROP:
+            x, src_hw = cover_image(x, self.size, self.canvas_hw, self.padding_mode, mode)
+            return x, tuple(src_hw)
+        if canvas:
+            x = x if self.size is None else resize_image(x, self.canvas_hw, ResizeMethod.SQUISH, mode=mode)
+            return x, tuple(full_hw)
+        x = x if self.size is None else resize_image(x, self.size, self.resize_method, self.padding_mode, mode)
+        return x, tuple(x.shape[-2:])
 
     def __getitems__(self, indices) -> list:
         """The items of one batch for a DataLoader (see the class docstring); all of one size."""
@@ -177,9 +214,17 @@ class ImageDataset(Dataset):
         return out
 
     def __getitem__(self, i: int):
-        """`(Image, label item)` of item `i`, resized as validation images are."""
-        x, _, _ = self.raw_item(i, canvas=False)
-        return Image(x.float().div_(255)), self.y.get(i)
+        """`(Image, label item)` of item `i`: resized as validation images are, or, when the dataset has
+        an `item_tfm` (training with augmentation), freshly augmented at every call, as fastai's."""
+        if self.item_tfm is None:
+            x, y, _ = self.raw_item(i, canvas=False)
+            return Image(x.float().div_(255)), self._label_item(i, y)
+        x, y, src_hw = self.raw_item(i)
+        x, y = self.item_tfm((x[None], y[None], src_hw[None]))
+        return Image(x[0]), self._label_item(i, y[0])
+
+    def _label_item(self, i: int, y: torch.Tensor):
+        return self.y.get(i)
 
     def label_text(self, y: torch.Tensor) -> str:
         """A target as text: the class name, or the names of a multi-hot vector joined by ';'."""
@@ -193,21 +238,21 @@ class ImageDataset(Dataset):
 
 
 class _Files(list):
-    """The files of an ImageDataset as fastai's `ds.x`: a list with `items`."""
+    """The files of an ImageDataset as fastai's `ds.x`: `items` the files, `x[i]` an `Image`."""
+
+    def __init__(self, items, convert_mode: str = "RGB"):
+        super().__init__(items)
+        self.convert_mode = convert_mode
 
     @property
     def items(self):
-        return list(self)
+        return list.__getitem__(self, slice(None))
 
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return _Files(list.__getitem__(self, i), self.convert_mode)
+        return open_image(list.__getitem__(self, i), convert_mode=self.convert_mode)
 
-def size_hw(size) -> tuple[int, int] | None:
-    """`size` (int, (h, w) or None) as (h, w) or None."""
-    if size is None:
-        return None
-    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if int(h) < 1 or int(w) < 1:
-        raise DataError(f"size must be a positive int or (height, width), got {size!r}.")
-    return int(h), int(w)
 
 
 # --- checking files ---------------------------------------------------------------------------

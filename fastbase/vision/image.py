@@ -4,13 +4,13 @@ Decoding is the cost of an image pipeline, so it is done once per item, as small
 allows: JPEGs decode at 1/2, 1/4 or 1/8 scale when that still covers the target (libjpeg's DCT
 scaling through `PIL.Image.draft`), and otherwise through torchvision's libjpeg-turbo decoder, which
 is faster than PIL's. Every image becomes RGB uint8 `3 x H x W` (grayscale, palette, RGBA, CMYK and
-16-bit alike, so pretrained bodies take the gray digits) with its EXIF orientation applied.
+16-bit alike, so pretrained bodies take the gray digits) with its EXIF orientation applied, or with
+`convert_mode='L'` gray uint8 `1 x H x W` (fastai v1's `ImageList(convert_mode='L')`, as for MNIST).
 """
 from __future__ import annotations
 
 import io
 import os
-from enum import IntEnum
 
 import numpy as np
 import PIL.Image
@@ -18,28 +18,23 @@ import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 
-from ..core import Path, listify
+from ..core import Path, defaults, listify
 from ..data import DataError
+from .sizing import PADDING_MODES, ResizeMethod, canvas_size, size_hw
+from .transforms import BatchAugment
 
 try:  # libjpeg-turbo through torchvision decodes faster than PIL (bench/data_loader.py); deprecated in torchvision 0.29
     from torchvision.io import ImageReadMode, decode_jpeg
 except ImportError:  # a torchvision without image decoding: PIL decodes everything
     decode_jpeg = None
 
-__all__ = ["PADDING_MODES", "Image", "ResizeMethod", "check_image", "cover_image", "get_image_files",
-           "image_extensions", "load_image", "open_image", "resize_image", "verify_images"]
+__all__ = ["CONVERT_MODES", "PADDING_MODES", "Image", "ResizeMethod", "augment_one", "check_image", "cover_image",
+           "get_image_files", "image_extensions", "load_image", "open_image", "resize_image", "verify_images"]
 
-PADDING_MODES = ("reflection", "zeros", "border")
+CONVERT_MODES = {"RGB": 3, "L": 1}  # the PIL modes images load in, and their number of channels
+
 _EXIF_ORIENTATION = 0x0112
 MIN_SIDE = 2  # a 1-pixel side is a placeholder or a tracking pixel, not a picture to learn from
-
-
-class ResizeMethod(IntEnum):
-    """How an image reaches the target size: CROP fills it and cuts the overflow (a random window when
-    training, the centre otherwise), PAD fits the whole image and pads, SQUISH stretches to fit."""
-    CROP = 1
-    PAD = 2
-    SQUISH = 3
 
 
 def image_extensions() -> set[str]:
@@ -130,15 +125,24 @@ def verify_images(fns) -> list[tuple[Path, str]]:
 
 
 # --- decoding --------------------------------------------------------------------------------
-def load_image(fn, target_hw=None, method: ResizeMethod = ResizeMethod.SQUISH) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Decode `fn` (a path, bytes, or a PIL image) to RGB uint8 `3 x h x w`, EXIF orientation applied.
+def channels_of(convert_mode: str) -> int:
+    """The number of channels images of `convert_mode` ('RGB' or 'L') load with; a clear error otherwise."""
+    if convert_mode not in CONVERT_MODES:
+        raise DataError(f"convert_mode must be one of {sorted(CONVERT_MODES)}, got {convert_mode!r}.")
+    return CONVERT_MODES[convert_mode]
+
+
+def load_image(fn, target_hw=None, method: ResizeMethod = ResizeMethod.SQUISH, convert_mode: str = "RGB"
+               ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Decode `fn` (a path, bytes, or a PIL image) to RGB uint8 `3 x h x w` (`convert_mode='L'`: gray
+    `1 x h x w`), EXIF orientation applied.
 
     With `target_hw`, a JPEG may decode smaller than its full size, but never below what resizing to
     `target_hw` with `method` needs. Returns the tensor and the full `(H, W)` of the oriented image,
     which the batch augmentation needs to place its crop window."""
     if isinstance(fn, PIL.Image.Image):
         img = PIL.ImageOps.exif_transpose(fn)
-        return _to_tensor(img), (img.height, img.width)
+        return _to_tensor(img, convert_mode), (img.height, img.width)
     data = fn if isinstance(fn, bytes) else Path(fn).read_bytes()
     img = PIL.Image.open(io.BytesIO(data))
     turned = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
@@ -147,16 +151,17 @@ def load_image(fn, target_hw=None, method: ResizeMethod = ResizeMethod.SQUISH) -
         need = _needed_hw(full_hw, target_hw, method)
         need = need[::-1] if turned else need  # in the file's own (unrotated) orientation
         if target_hw is not None and min(img.height // need[0], img.width // need[1]) >= 2:
-            img.draft("RGB", (need[1], need[0]))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size
+            img.draft(convert_mode, (need[1], need[0]))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size
         elif img.mode in ("RGB", "L") and decode_jpeg is not None:
             try:
-                x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                read = ImageReadMode.GRAY if convert_mode == "L" else ImageReadMode.RGB
+                x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read,
                                 apply_exif_orientation=True)
                 return x, full_hw
             except RuntimeError:
                 img = PIL.Image.open(io.BytesIO(data))  # let PIL decode it, or say what is wrong
     img = PIL.ImageOps.exif_transpose(img)
-    return _to_tensor(img), full_hw
+    return _to_tensor(img, convert_mode), full_hw
 
 
 def _needed_hw(full_hw, target_hw, method):
@@ -170,13 +175,16 @@ def _needed_hw(full_hw, target_hw, method):
     return min(h, int(np.ceil(h * ratio))), min(w, int(np.ceil(w * ratio)))
 
 
-def _to_tensor(img: PIL.Image.Image) -> torch.Tensor:
-    """PIL image of any mode -> RGB uint8 `3 x H x W`."""
+def _to_tensor(img: PIL.Image.Image, convert_mode: str = "RGB") -> torch.Tensor:
+    """PIL image of any mode -> RGB uint8 `3 x H x W` (`convert_mode='L'`: gray `1 x H x W`)."""
+    n = channels_of(convert_mode)
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         a = np.asarray(img, dtype=np.float32)
         top = 1.0 if img.mode == "F" and a.max(initial=0) <= 1 else (255.0 if a.max(initial=0) <= 255 else 65535.0)
         a = np.clip(a * (255.0 / top), 0, 255).round().astype(np.uint8)
-        return torch.from_numpy(np.ascontiguousarray(a)).expand(3, *a.shape).contiguous()
+        return torch.from_numpy(np.ascontiguousarray(a)).expand(n, *a.shape).contiguous()
+    if n == 1:
+        return torch.from_numpy(np.array(img if img.mode == "L" else img.convert("L")))[None]
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode != "RGB":
@@ -186,23 +194,24 @@ def _to_tensor(img: PIL.Image.Image) -> torch.Tensor:
 
 # --- resizing --------------------------------------------------------------------------------
 def resize_image(x: torch.Tensor, target_hw, method: ResizeMethod = ResizeMethod.CROP,
-                 padding_mode: str = "reflection") -> torch.Tensor:
-    """uint8 `3 x h x w` -> uint8 `3 x th x tw`: centre crop, pad or squish (antialiased bilinear)."""
+                 padding_mode: str = "reflection", mode: str = "bilinear") -> torch.Tensor:
+    """uint8 `C x h x w` -> uint8 `C x th x tw`: centre crop, pad or squish (antialiased bilinear;
+    `mode='nearest'` for masks, whose values are classes that must not blend)."""
     th, tw = target_hw
     h, w = x.shape[-2:]
     if (h, w) == (th, tw):
         return x
     method = ResizeMethod(method)
     if method == ResizeMethod.SQUISH:
-        return _resize(x, (th, tw))
+        return _resize(x, (th, tw), mode)
     if method == ResizeMethod.CROP:  # the centre window that fills the target: a canvas of the target's size
-        return cover_image(x, target_hw, target_hw)[0]
+        return cover_image(x, target_hw, target_hw, mode=mode)[0]
     ratio = min(th / h, tw / w)
-    fitted = _resize(x, (min(th, max(1, round(h * ratio))), min(tw, max(1, round(w * ratio)))))
+    fitted = _resize(x, (min(th, max(1, round(h * ratio))), min(tw, max(1, round(w * ratio)))), mode)
     return pad_image(fitted, target_hw, padding_mode)
 
 
-def cover_image(x: torch.Tensor, target_hw, canvas_hw, padding_mode: str = "reflection"
+def cover_image(x: torch.Tensor, target_hw, canvas_hw, padding_mode: str = "reflection", mode: str = "bilinear"
                 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """uint8 `3 x h x w` -> `(canvas, (rh, rw))`: the image resized as CROP resizes it (the same
     antialiased filter and scale, so it just covers `target_hw`), its overflow cut to at most
@@ -216,13 +225,15 @@ def cover_image(x: torch.Tensor, target_hw, canvas_hw, padding_mode: str = "refl
     kh, kw = min(rh, ch), min(rw, cw)
     sh, sw = min(h, round(kh / ratio)), min(w, round(kw / ratio))
     top, left = (h - sh) // 2, (w - sw) // 2
-    region = _resize(x[:, top:top + sh, left:left + sw], (kh, kw))
+    region = _resize(x[:, top:top + sh, left:left + sw], (kh, kw), mode)
     return pad_image(region, canvas_hw, padding_mode), (kh, kw)
 
 
-def _resize(x: torch.Tensor, hw) -> torch.Tensor:
+def _resize(x: torch.Tensor, hw, mode: str = "bilinear") -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
+    if mode == "nearest":  # pixel centres to pixel centres, no blending of values
+        return F.interpolate(x.unsqueeze(0), size=tuple(hw), mode="nearest-exact")[0]
     # channels-last uint8 is the layout torch's fast antialiased path expects
     x = x.unsqueeze(0).contiguous(memory_format=torch.channels_last)
     return F.interpolate(x, size=tuple(hw), mode="bilinear", antialias=True, align_corners=False)[0].contiguous()
@@ -253,8 +264,9 @@ def _pad_index(n: int, target: int, mode: str) -> torch.Tensor:
 
 # --- the user-facing image -------------------------------------------------------------------
 class Image:
-    """An image for notebooks: `data` is float `3 x H x W` in [0, 1]. Not a tensor subclass: the
-    training loop never sees it. `show()` draws it; `Learner.predict` and `one_item` accept it."""
+    """An image for notebooks: `data` is float `3 x H x W` in [0, 1] (`1 x H x W` for gray images
+    loaded with `convert_mode='L'`). Not a tensor subclass: the training loop never sees it. `show()`
+    draws it; `Learner.predict` and `one_item` accept it; `apply_tfms` augments it."""
 
     def __init__(self, data: torch.Tensor):
         self.data = data
@@ -287,6 +299,8 @@ class Image:
             import matplotlib.pyplot as plt
             _, ax = plt.subplots(figsize=figsize)
         pixels = self.data.permute(1, 2, 0).clamp(0, 1).numpy()
+        if self.data.shape[0] == 1:
+            cmap = cmap or defaults.cmap or "gray"
         if cmap is not None and self.data.shape[0] in (1, 3):
             pixels = pixels[..., 0]  # one channel, drawn with the colour map (gray digits are R = G = B)
         ax.imshow(pixels, cmap=cmap)
@@ -298,14 +312,47 @@ class Image:
             ax.set_title(title, **kwargs)
         return ax
 
+    def apply_tfms(self, tfms, size=None, resize_method: ResizeMethod | None = None,
+                   padding_mode: str = "reflection", **kwargs) -> Image:
+        """A new Image through `tfms` (e.g. `get_transforms()[0]`) at `size` (default: its own), as the
+        training loader augments a batch: one resample for the window and every geometric transform,
+        then lighting. `resize_method` defaults to CROP. Random draws use torch's global generator."""
+        x, _ = augment_one(_as_uint8(self.data), tfms, size, resize_method, padding_mode)
+        return Image(x)
+
     def __repr__(self):
-        return f"Image({self.shape[0]} x {self.shape[1]} x {self.shape[2]})"
+        return f"{type(self).__name__}({' x '.join(str(s) for s in self.shape)})"
 
 
-def open_image(fn) -> Image:
-    """Open `fn` as an `Image` (RGB, EXIF orientation applied); a clear error when it is not one."""
+def _as_uint8(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.uint8 else (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def augment_one(x: torch.Tensor, tfms, size=None, resize_method: ResizeMethod | None = None,
+                padding_mode: str = "reflection", mask: torch.Tensor | None = None, generator=None):
+    """`(x float C x h x w in [0, 1], mask int64 1 x h x w or None)`: uint8 `x` (and its `mask`, moved the
+    same way, nearest-neighbour) placed on a training canvas as the loader places items, then through
+    `BatchAugment` as a batch of one: the path `Image.apply_tfms` and `train_ds[i]` share."""
+    method = ResizeMethod(resize_method if resize_method is not None else ResizeMethod.CROP)
+    hw = size_hw(size) or tuple(x.shape[-2:])
+    canvas_hw = canvas_size(hw, method)
+    if method == ResizeMethod.CROP:
+        canvas, src_hw = cover_image(x, hw, canvas_hw, padding_mode)
+        mask = None if mask is None else cover_image(mask, hw, canvas_hw, padding_mode, "nearest")[0]
+    else:
+        canvas, src_hw = resize_image(x, canvas_hw, ResizeMethod.SQUISH), tuple(x.shape[-2:])
+        mask = None if mask is None else resize_image(mask, canvas_hw, ResizeMethod.SQUISH, mode="nearest")
+    y = torch.zeros(1, dtype=torch.long) if mask is None else mask[None]
+    augment = BatchAugment(listify(tfms), hw, method, padding_mode, generator, tfm_y=mask is not None)
+    out, y = augment((canvas[None], y, torch.tensor([src_hw])))
+    return out[0], (None if mask is None else y[0])
+
+
+def open_image(fn, div: bool = True, convert_mode: str = "RGB") -> Image:
+    """Open `fn` as an `Image` (RGB, or gray with `convert_mode='L'`; EXIF orientation applied); a
+    clear error when it is not one. `div=False` keeps the values in 0..255 (as floats)."""
     reason = check_image(fn)
     if reason is not None:
         raise DataError(f"Cannot open {fn}: it {reason}.")
-    x, _ = load_image(fn)
-    return Image(x.float().div_(255))
+    x, _ = load_image(fn, convert_mode=convert_mode)
+    return Image(x.float().div_(255) if div else x.float())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..data import DataError
+from .sizing import PADDING_MODES
 from .transforms import GeometricTransform
 
 __all__ = ["RandPad", "rand_pad"]
@@ -12,12 +13,15 @@ __all__ = ["RandPad", "rand_pad"]
 
 class RandPad(GeometricTransform):
     """Shift each image by a whole number of pixels drawn in [-padding, padding], up/down and
-    left/right; the uncovered border is filled as `transform(padding_mode=)` says."""
+    left/right; the uncovered border is filled with `padding_mode` (default: `transform(padding_mode=)`)."""
 
-    def __init__(self, padding: int = 4, p: float = 1.0):
+    def __init__(self, padding: int = 4, p: float = 1.0, padding_mode: str | None = None):
         if int(padding) < 0:
             raise DataError(f"RandPad needs padding >= 0 pixels, got {padding}.")
-        super().__init__(p, padding=int(padding))
+        if padding_mode is not None and padding_mode not in PADDING_MODES:
+            raise DataError(f"RandPad's padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}.")
+        super().__init__(p, padding=int(padding), padding_mode=padding_mode)
+        self.padding_mode = padding_mode  # the fill the batch resample uses unless transform(padding_mode=) says
 
     def _matrices(self, n, out_hw, generator):
         pad, (h, w) = self.params["padding"], out_hw
@@ -30,6 +34,6 @@ class RandPad(GeometricTransform):
 
 def rand_pad(padding: int, size=None, mode: str | None = None) -> list:
     """fastai v1's `rand_pad`, for `tfms = ([*rand_pad(3, 28)], [])`: a list with one `RandPad`.
-    `size` is the output size (give it to `.transform(size=)`); the fill is `transform`'s
-    `padding_mode` ('zeros' for fastai's `mode='zeros'`)."""
-    return [RandPad(padding)]
+    `size` is the output size (give it to `.transform(size=)`); `mode` the fill of the uncovered
+    border ('zeros', 'border' or 'reflection'), unless `transform(padding_mode=)` names another."""
+    return [RandPad(padding, padding_mode=mode)]

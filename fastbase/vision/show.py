@@ -33,12 +33,28 @@ def show_image_results(learn, ds_type: DatasetType = DatasetType.Valid, rows: in
         out = loss_activation(learn.loss_func)(learn.model(x)).detach().float().cpu()
     x, y = data.denorm(x).cpu(), y.cpu()
     labels = data.dl(ds_type).dataset.y
+    if getattr(data, "pixel_item", None) is not None and out.dim() == 4:
+        return _segment_results(x, y, out, data, rows, figsize, return_fig, save_to, **kwargs)
     regression = data.classes is None and not data.multi_label
     items = []
     for i in range(min(len(x), rows * rows)):
         pred, _ = prediction_item(out[i], data.classes, data.multi_label, thresh, regression)
         items.append((Image(x[i]), labels.reconstruct(y[i]), pred))
     return _grid(items, rows, figsize, return_fig, save_to, **kwargs)
+
+
+def _segment_results(x, y, out, data, rows, figsize, return_fig, save_to, **kwargs):
+    """`rows` images side by side: the true mask over the image, then the predicted one (fastai v1's
+    layout), coloured alike (codes 0..c-1)."""
+    rows = min(rows, len(x))
+    fig, axes = subplots(rows, 2, figsize=figsize or (6, 3 * rows), squeeze=False)
+    vmax = max(1, (data.c or 2) - 1)
+    for i in range(rows):
+        for ax, mask, title in ((axes[i, 0], y[i], "Ground truth"), (axes[i, 1], out[i].argmax(0)[None], "Prediction")):
+            Image(x[i]).show(ax=ax)
+            data.pixel_item(mask, data.classes).show(ax=ax, vmax=vmax, title=title if i == 0 else None, **kwargs)
+    fig.tight_layout()
+    return finish_figure(fig, return_fig, save_to)
 
 
 def _grid(items, rows, figsize, return_fig, save_to, **kwargs):

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
 from ..data import DataError, TfmOrder
-from .image import PADDING_MODES, ResizeMethod
+from .sizing import PADDING_MODES, ResizeMethod
 
 __all__ = ["BatchAugment", "Brightness", "CenterCrop", "Contrast", "Dihedral", "Flip", "GeometricTransform",
            "LightingTransform", "RandomCrop", "ResizeMethod", "Rotate", "ToFloat", "Transform", "Warp", "Zoom",
-           "crop_matrices", "get_transforms", "needs_canvas", "resample"]
+           "as_target", "crop_matrices", "get_transforms", "needs_canvas", "resample", "sampling_grid"]
 
 _EPS = 1e-5  # lighting clamps to [_EPS, 1 - _EPS] before the logit, so black and white stay finite
 
@@ -265,24 +265,35 @@ def _window(size, region, canvas, random: bool, generator):
 
 
 def resample(x: torch.Tensor, matrices: torch.Tensor, out_hw, padding_mode: str = "reflection",
-             workspace: dict | None = None) -> torch.Tensor:
+             workspace: dict | None = None, mask: torch.Tensor | None = None):
     """Sample float `x` (n, C, H, W) at `matrices` (n, 3, 3, output->input, perspective allowed) applied
     to an `out_hw` grid: one `grid_sample` call for the whole batch. Returns (n, C, *out_hw).
-    `workspace` (a dict) keeps the grid's memory between calls."""
-    n, (th, tw) = x.shape[0], out_hw
+    `workspace` (a dict) keeps the grid's memory between calls. With `mask` (n, 1, H, W) of class
+    codes, returns `(x, mask)`: the mask sampled on the same grid, nearest-neighbour, as int64."""
+    grid = sampling_grid(matrices, out_hw, x.device, x.shape[0], workspace)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    if mask is None:
+        return out
+    moved = F.grid_sample(mask.float(), grid, mode="nearest", padding_mode=padding_mode, align_corners=False)
+    return out, moved.long()
+
+
+def sampling_grid(matrices: torch.Tensor, out_hw, device, n: int, workspace: dict | None = None) -> torch.Tensor:
+    """The (n, *out_hw, 2) `grid_sample` grid of `matrices` (n, 3, 3) on `device`."""
+    th, tw = out_hw
     perspective = bool((matrices[:, 2, :2] != 0).any())  # checked before the move: no device sync
-    m = matrices.to(x.device, torch.float32).view(n, 9, 1, 1)
-    xs = torch.linspace(-1 + 1 / tw, 1 - 1 / tw, tw, device=x.device).view(1, 1, tw)  # pixel centres
-    ys = torch.linspace(-1 + 1 / th, 1 - 1 / th, th, device=x.device).view(1, th, 1)  # (align_corners=False)
+    m = matrices.to(device, torch.float32).view(n, 9, 1, 1)
+    xs = torch.linspace(-1 + 1 / tw, 1 - 1 / tw, tw, device=device).view(1, 1, tw)  # pixel centres
+    ys = torch.linspace(-1 + 1 / th, 1 - 1 / th, th, device=device).view(1, th, 1)  # (align_corners=False)
     # each coordinate plane by broadcasting a row and a column, written straight into the grid: the
     # grid is the one full-size temporary (a batched matmul is 3x slower on the CPU)
-    grid = _reused(workspace, "grid", (n, th, tw, 2), torch.float32, x.device)
+    grid = _reused(workspace, "grid", (n, th, tw, 2), torch.float32, device)
     torch.add(m[:, 0] * xs, m[:, 1] * ys + m[:, 2], out=grid[..., 0])
     torch.add(m[:, 3] * xs, m[:, 4] * ys + m[:, 5], out=grid[..., 1])
     if perspective:
-        depth = _reused(workspace, "depth", (n, th, tw), torch.float32, x.device)
+        depth = _reused(workspace, "depth", (n, th, tw), torch.float32, device)
         grid.div_(torch.add(m[:, 6] * xs, m[:, 7] * ys + m[:, 8], out=depth).unsqueeze(-1))
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    return grid
 
 
 def _reused(workspace: dict | None, name: str, shape, dtype, device) -> torch.Tensor:
@@ -302,14 +313,16 @@ class BatchAugment:
     """Device transform of training batches: `(x uint8 (n,3,H,W), y, src_hw (n,2))` -> `(x float in
     [0,1] (n,3,*size), y)`. One resample for crop window + geometry, then lighting (brightness,
     contrast) in place in logit space, then any other callables in `tfms` (float batch -> float
-    batch). Random draws use `generator` (CPU)."""
+    batch). Random draws use `generator` (CPU). With `tfm_y` (segmentation), `y` is a uint8 mask
+    (n, 1, H, W) of class codes on the same canvas: it takes the same resample, nearest-neighbour (no
+    lighting), and leaves as int64 (n, 1, *size)."""
     order = TfmOrder.TO_FLOAT
 
     def __init__(self, tfms, size=None, resize_method=ResizeMethod.CROP, padding_mode: str = "reflection",
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, tfm_y: bool = False):
         if padding_mode not in PADDING_MODES:
             raise DataError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}.")
-        self.tfms, self.size = list(tfms), size
+        self.tfms, self.size, self.tfm_y = list(tfms), size, bool(tfm_y)
         self.resize_method, self.padding_mode, self.generator = ResizeMethod(resize_method), padding_mode, generator
         self.geometric = [t for t in self.tfms if isinstance(t, GeometricTransform)]
         self.lighting = [t for t in self.tfms if isinstance(t, LightingTransform)]
@@ -347,7 +360,11 @@ class BatchAugment:
             m = crop_matrices(src_hw.cpu(), out_hw, self.resize_method, self.random_crop, rng, canvas_hw=in_hw)
             for t in self.geometric:
                 m = m @ t.matrices(n, out_hw, rng)
-            x = resample(x, m, out_hw, self.padding_mode, self._workspace)
+            if self.tfm_y:
+                x, y = resample(x, m, out_hw, self.padding_mode, self._workspace, mask=y)
+            else:
+                x = resample(x, m, out_hw, self.padding_mode, self._workspace)
+        y = as_target(y)
         x = x.mul_(1 / 255)
         if bool((scale != 1).any() or (shift != 0).any()):  # lighting, on the (smaller) output
             x = (x.clamp_(_EPS, 1 - _EPS).logit_().mul_(scale.to(x.device).view(n, 1, 1, 1))
@@ -357,8 +374,14 @@ class BatchAugment:
         return x, y
 
     def __repr__(self):
+        tfm_y = ", tfm_y=True" if self.tfm_y else ""
         return (f"BatchAugment(size={self.size}, resize_method={self.resize_method.name}, "
-                f"padding_mode={self.padding_mode!r}, tfms={self.tfms})")
+                f"padding_mode={self.padding_mode!r}{tfm_y}, tfms={self.tfms})")
+
+
+def as_target(y):
+    """Targets as the loss reads them: uint8 masks (collated small, as they load) become int64."""
+    return y.long() if isinstance(y, torch.Tensor) and y.dtype == torch.uint8 else y
 
 
 class ToFloat:
@@ -368,7 +391,7 @@ class ToFloat:
 
     def __call__(self, batch):
         x, y, *_ = batch
-        return (x / 255 if x.is_floating_point() else x.float().div_(255)), y
+        return (x / 255 if x.is_floating_point() else x.float().div_(255)), as_target(y)
 
     def __repr__(self):
         return "ToFloat()"
