@@ -152,3 +152,22 @@ def test_overfit_and_sanity_check_run_beside_the_default_cache(root):
     learn = tiny_learner(root)
     assert learn.overfit(n_items=4, steps=5, threshold=0.0).steps == 5
     assert learn.sanity_check(n_steps=3, show=False) is not None
+
+
+@pytest.mark.parametrize("flags, cached", [([], True), (["--no-cache"], False)])
+def test_fastbase_train_caches_by_default_and_no_cache_turns_it_off(root, tmp_path, monkeypatch, flags, cached):
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from fastbase.cli import main
+
+    monkeypatch.setenv("FASTBASE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FASTBASE_NO_BAR", "0")
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["train", str(root), "--arch", "tiny_vision:tiny_arch", "--size", "16", "--bs", "8", "--workers", "0",
+            "--seed", "0", "--lr-find-iters", "5", "--epochs", "1", "--unfreeze-epochs", "0", "--no-flip",
+            "--out", str(tmp_path / "run"), "--json", *flags]
+    with redirect_stdout(out), redirect_stderr(err):
+        assert main(argv) == 0
+    assert ("FeatureCache: head trains on cached body features" in err.getvalue()) is cached
+    assert out.getvalue().lstrip().startswith("{")  # stdout holds the JSON only
