@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _memory import peak_rss_mb
 from transfer import DATA, HUB_NAME, WEIGHTS
-from vs_fastai import machine_info, quick_subset
+from vs_fastai import machine_info, quick_subset, run_child
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {"default": "fastbase default", "nocache": "fastbase no cache", "fastai": "fastai 2.8"}
@@ -58,6 +57,22 @@ class Stopwatch:
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.times[name], self.start = now - self.start, now
+
+
+def recipe(learn, cfg: dict, clock: Stopwatch, find_lr, interpretation) -> dict:
+    """The workflow after the data: lr_find (`find_lr(learn)` returns the valley), the two stages,
+    validation and the interpretation's most confused pairs."""
+    suggestion = find_lr(learn)
+    clock.lap("lr_find")
+    learn.fit_one_cycle(cfg["frozen_epochs"], cfg["lr"])
+    clock.lap("frozen")
+    learn.unfreeze()
+    learn.fit_one_cycle(cfg["unfrozen_epochs"], slice(cfg["lr"] / 100, cfg["lr"] / 10))
+    clock.lap("unfrozen")
+    accuracy = float(learn.validate()[1])
+    interpretation.from_learner(learn).most_confused()
+    clock.lap("validate")
+    return {"seconds": clock.times, "accuracy": accuracy, "peak_rss_mb": peak_rss_mb(), "suggested_lr": suggestion}
 
 
 def child_fastbase(cfg: dict, cache: bool) -> dict:
@@ -77,69 +92,36 @@ def child_fastbase(cfg: dict, cache: bool) -> dict:
     learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True,
                         feature_cache=None if cache else False)
     clock.lap("data")
-    suggestion = learn.lr_find(num_it=cfg["lr_find_iters"])
-    clock.lap("lr_find")
-    learn.fit_one_cycle(cfg["frozen_epochs"], cfg["lr"])
-    clock.lap("frozen")
-    learn.unfreeze()
-    learn.fit_one_cycle(cfg["unfrozen_epochs"], slice(cfg["lr"] / 100, cfg["lr"] / 10))
-    clock.lap("unfrozen")
-    accuracy_ = learn.validate()[1]
-    ClassificationInterpretation.from_learner(learn).most_confused()
-    clock.lap("validate")
-    return {"seconds": clock.times, "accuracy": float(accuracy_), "peak_rss_mb": peak_rss_mb(),
-            "suggested_lr": None if suggestion is None else suggestion.valley}
+
+    def find_lr(learn):
+        suggestion = learn.lr_find(num_it=cfg["lr_find_iters"])
+        return None if suggestion is None else suggestion.valley
+
+    return recipe(learn, cfg, clock, find_lr, ClassificationInterpretation)
 
 
 def child_fastai(cfg: dict) -> dict:
     import fastai
-    from fastai.vision.all import (
-        ClassificationInterpretation,
-        ImageDataLoaders,
-        Normalize,
-        Resize,
-        accuracy,
-        aug_transforms,
-        default_split,
-        imagenet_stats,
-        model_meta,
-        set_seed,
-        vision_learner,
-    )
+    from fastai.vision import all as fv
     from torchvision.models import mobilenet_v2
 
-    set_seed(cfg["seed"])
+    fv.set_seed(cfg["seed"])
     clock = Stopwatch()
     size = cfg["size"]
-    dls = ImageDataLoaders.from_folder(cfg["data"], train="train", valid="val", item_tfms=Resize(size), bs=cfg["bs"],
-                                       seed=cfg["seed"],
-                                       batch_tfms=[*aug_transforms(size=size), Normalize.from_stats(*imagenet_stats)])
+    dls = fv.ImageDataLoaders.from_folder(
+        cfg["data"], train="train", valid="val", item_tfms=fv.Resize(size), bs=cfg["bs"], seed=cfg["seed"],
+        batch_tfms=[*fv.aug_transforms(size=size), fv.Normalize.from_stats(*fv.imagenet_stats)])
     # fastai 2.8 has no model_meta entry for torchvision's mobilenet_v2: cut after `features`, as fastbase does
-    model_meta[mobilenet_v2] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
-    learn = vision_learner(dls, mobilenet_v2, metrics=accuracy, path=cfg["tmp"])
+    fv.model_meta[mobilenet_v2] = {"cut": -1, "split": fv.default_split, "stats": fv.imagenet_stats}
+    learn = fv.vision_learner(dls, mobilenet_v2, metrics=fv.accuracy, path=cfg["tmp"])
     clock.lap("data")
+
+    def find_lr(learn):
+        return float(learn.lr_find(num_it=cfg["lr_find_iters"], show_plot=False).valley)
+
     with learn.no_bar(), learn.no_logging():
-        suggestion = learn.lr_find(num_it=cfg["lr_find_iters"], show_plot=False)
-        clock.lap("lr_find")
-        learn.fit_one_cycle(cfg["frozen_epochs"], cfg["lr"])
-        clock.lap("frozen")
-        learn.unfreeze()
-        learn.fit_one_cycle(cfg["unfrozen_epochs"], slice(cfg["lr"] / 100, cfg["lr"] / 10))
-        clock.lap("unfrozen")
-        accuracy_ = learn.validate()[1]
-        ClassificationInterpretation.from_learner(learn).most_confused()
-        clock.lap("validate")
-    return {"seconds": clock.times, "accuracy": float(accuracy_), "peak_rss_mb": peak_rss_mb(),
-            "suggested_lr": float(suggestion.valley), "version": fastai.__version__}
-
-
-def run_child(python: str, row: str, cfg: dict, env: dict) -> dict:
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--child", row, "--config", json.dumps(cfg)],
-                          env=env, capture_output=True, text=True, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"{row} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        result = recipe(learn, cfg, clock, find_lr, fv.ClassificationInterpretation)
+    return {**result, "version": fastai.__version__}
 
 
 def table(results: dict) -> list[str]:
@@ -204,7 +186,7 @@ def main() -> int:
             print(f"{ROWS[row]} ... ({time.perf_counter() - begin:.0f} s so far)", file=sys.stderr, flush=True)
             python = args.fastai_python if row == "fastai" else sys.executable
             try:
-                result = run_child(python, row, cfg, env)
+                result = run_child(python, row, cfg, env, __file__)
             except RuntimeError as e:  # one row failing still leaves the others' figures
                 print(e, file=sys.stderr, flush=True)
                 continue

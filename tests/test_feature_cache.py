@@ -10,8 +10,8 @@ from fastbase.vision.transforms import get_transforms
 CACHEABLE = {"train_bn": False, "freeze_bn_stats": True}
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
+@pytest.fixture(scope="module", name="root")
+def root_fixture(tmp_path_factory):
     return noise_folder(tmp_path_factory.mktemp("images"))
 
 

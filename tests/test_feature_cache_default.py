@@ -2,22 +2,12 @@
 deterministic transforms, shared by lr_find, fits and validation, dropped at unfreeze, bounded."""
 import pytest
 import torch
-from tiny_vision import noise_folder, tiny_learner
+from test_feature_cache import count_body_calls, root_fixture  # noqa: F401 -- the `root` fixture
+from tiny_vision import tiny_learner
 
 from fastbase.interpret import ClassificationInterpretation
 from fastbase.vision.feature_cache import DEFAULT_N_VIEWS, FeatureCache
 from fastbase.vision.transforms import get_transforms
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    return noise_folder(tmp_path_factory.mktemp("images"))
-
-
-def count_body_calls(learn) -> list:
-    calls = []
-    learn.model[0].register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
-    return calls
 
 
 def the_cache(learn) -> FeatureCache:
