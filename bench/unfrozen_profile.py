@@ -5,7 +5,7 @@ Data: `../shared/data/hymenoptera` (245 training photos), --size px (224), `get_
 --bs (64). Model: cnn_learner(mobilenet_v2) with the real ImageNet body of `../shared/weights`,
 unfrozen (cnn_learner's BatchNorm defaults: running statistics fixed once unfrozen), channels-last
 (fastbase's CPU default). One warm-up epoch (decodes the photos into the item cache; compiles with
---compile), then --epochs timed epochs of training only (no validation) per setting; a callback
+--compile), then --epochs timed epochs per setting; a callback
 timestamps the loop's events, so each part is the wall time between two events of the same batch:
 
   data       after_batch of the batch before -> before_batch (the loader's next batch, transforms)
@@ -13,6 +13,8 @@ timestamps the loop's events, so each part is the wall time between two events o
   loss       after_pred -> after_loss
   backward   before_backward -> after_backward
   step       before_step -> after_step (weight decay, the optimizer's step, zero_grad)
+
+The epoch column includes the validation pass; each part's share is of the five parts' sum.
 
 Settings: the optimizer `torch.optim.Adam` as fastbase's `Adam` builds it (for-loop on the CPU),
 `foreach=True`, `fused=True`; `--compile` adds the default with `torch.compile(model)` and counts
@@ -82,9 +84,11 @@ def make_timer():
         def after_batch(self):
             self.last = time.perf_counter()
 
-        def before_validate(self):
-            from fastbase.callback import CancelValidException
-            raise CancelValidException
+        def after_train(self):
+            self.parts["train"] = time.perf_counter() - self.started
+
+        def before_epoch(self):
+            self.started = time.perf_counter()
 
     return PartTimer
 
@@ -113,7 +117,7 @@ def run(name: str, opt_kwargs: dict, compile_model: bool, data, args) -> dict:
         learn.fit(1, slice(3e-5, 3e-4), callbacks=[timer])
         totals.append((time.perf_counter() - start, timer.parts))
     epoch = statistics.median(t for t, _ in totals)
-    parts = {p: statistics.median(pt[p] for _, pt in totals) for p in PARTS}
+    parts = {p: statistics.median(pt[p] for _, pt in totals) for p in (*PARTS, "train")}
     return {"name": name, "warm_s": warm, "epoch_s": epoch, **parts}
 
 
@@ -152,11 +156,13 @@ def main() -> int:
           f"bs {args.bs}, mobilenet_v2 unfrozen, channels-last; median of {args.epochs} epoch(s) after a warm-up")
     print(f"load average at start {', '.join(f'{v:.1f}' for v in load_start)}, at end "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}\n")
-    print("| setting | warm-up epoch s | epoch s | " + " | ".join(f"{p} s (%)" for p in PARTS) + " |")
-    print("|---|---|---|" + "---|" * len(PARTS))
+    print("| setting | warm-up epoch s | epoch s | training s | " + " | ".join(f"{p} s (%)" for p in PARTS)
+          + " |")
+    print("|---|---|---|---|" + "---|" * len(PARTS))
     for r in results:
-        cells = " | ".join(f"{r[p]:.2f} ({100 * r[p] / r['epoch_s']:.0f}%)" for p in PARTS)
-        print(f"| {r['name']} | {r['warm_s']:.1f} | {r['epoch_s']:.1f} | {cells} |")
+        parts = sum(r[p] for p in PARTS)
+        cells = " | ".join(f"{r[p]:.2f} ({100 * r[p] / parts:.0f}%)" for p in PARTS)
+        print(f"| {r['name']} | {r['warm_s']:.1f} | {r['epoch_s']:.1f} | {r['train']:.1f} | {cells} |")
     return 0
 
 

@@ -104,6 +104,15 @@ def test_augmented_training_caches_the_default_number_of_views_as_the_epochs_nee
     assert len(the_cache(learn)._train) == DEFAULT_N_VIEWS
 
 
+def test_lr_find_with_augmentation_builds_one_view_and_the_fit_builds_the_rest(root):
+    learn = tiny_learner(root, ds_tfms=get_transforms())
+    calls = count_body_calls(learn)
+    learn.lr_find(num_it=12, stop_div=False)  # 4 passes over the 3 batches: one view only
+    assert sum(calls) == 24
+    learn.fit(DEFAULT_N_VIEWS, 1e-2)
+    assert sum(calls) == DEFAULT_N_VIEWS * 24 + 10
+
+
 def test_a_cache_past_its_memory_budget_falls_back_with_the_figure_or_raises(root, capsys):
     learn = tiny_learner(root, silent=False, callbacks=[FeatureCache(auto=True, max_memory=100)], feature_cache=False)
     learn.feature_cache = True

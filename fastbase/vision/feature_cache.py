@@ -242,7 +242,10 @@ class FeatureCache(Callback):
     def before_train(self):
         learn = self.learn
         if self.active and learn.dl is learn.data.train_dl:
-            features, targets = self._view(self._passes % len(self._train))
+            # a probe (lr_find: many short passes) uses the views built so far, at least the first, so
+            # that a sweep of a few batches costs one pass of the body, not n_views
+            views = max(1, sum(v is not None for v in self._train)) if learn.probing else len(self._train)
+            features, targets = self._view(self._passes % views)
             self._passes += 1
             learn.dl, self._serving = _CachedLoader(features, targets, learn.dl), True
 
