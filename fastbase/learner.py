@@ -313,6 +313,7 @@ class Learner(Loop):
         """Free what this Learner holds (model, optimizer, data, and so GPU memory); it cannot train or
         predict afterwards. For notebooks that try several models in a row."""
         self.model = self.opt = self.data = None
+        self.callbacks = []  # and what they hold (e.g. FeatureCache's cached features)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
