@@ -53,7 +53,7 @@ __all__ = ["DEFAULT_N_VIEWS", "FeatureCache", "FeatureCacheError", "cache_blocke
 
 # Augmented views cached by default when the training transforms are random: chosen by measuring
 # accuracy against the uncached path (bench/cache_accuracy.py; figures in bench/RESULTS.md).
-DEFAULT_N_VIEWS = 4
+DEFAULT_N_VIEWS = 1
 
 # Layers without weights whose output does not depend on training mode or chance.
 _FIXED = (AdaptiveConcatPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten,
@@ -307,8 +307,10 @@ class FeatureCache(Callback):
     def _describe(self, fresh: bool, seconds: float) -> str:
         feats = self._train[0][0]
         n, per_item = feats.shape[0], feats[0].numel() * feats.element_size()
+        augmented = bool(self.n_views and _random_tfms(self.learn.data))
         views = (f"{len(self._train)} augmented views of {n} training items, one per epoch in turn"
-                 if len(self._train) > 1 else f"{n} training items")
+                 if len(self._train) > 1 else f"one augmented pass over {n} training items, reused by every epoch"
+                 if augmented else f"{n} training items")
         valid = f" and {len(self.learn.data.valid_dl.dataset)} validation items" if self.cache_valid else ""
         where = f"in files under {self.learn.data.path / 'feature_cache'}" if self.memmap else "in memory"
         built = f"first view built in {seconds:.1f} s" if fresh else "reused"
