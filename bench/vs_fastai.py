@@ -381,8 +381,9 @@ def selected(only: str | None) -> list[tuple[str, str]]:
     return [(m, r) for m, r in pairs if any(w in (m, r, f"{m}:{r}") for w in wanted)]
 
 
-def run_child(python: str, row: str, cfg: dict, env: dict) -> dict:
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--child", row, "--config", json.dumps(cfg)],
+def run_child(python: str, row: str, cfg: dict, env: dict, script: str = __file__) -> dict:
+    """The RESULT line of `script --child row --config cfg` run by `python` (bench/lesson1.py shares it)."""
+    proc = subprocess.run([python, str(Path(script).resolve()), "--child", row, "--config", json.dumps(cfg)],
                           env=env, capture_output=True, text=True, check=False)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):

@@ -120,6 +120,7 @@ class Callback:
     """
     order = Order.USER
     changes_step = False
+    optional_step = False  # True: its step parts give way to another callback's (FeatureCache(auto=True))
     learn = None
 
     @property
@@ -175,6 +176,8 @@ class CallbackHandler:
     def step_part(self, part: str, default):
         """The callback method that replaces `part` of the inner step, or `default`."""
         found = [getattr(cb, part) for cb in self.callbacks if callable(getattr(cb, part, None))]
+        if len(found) > 1:  # a callback whose replacement is optional (`optional_step`) gives way
+            found = [m for m in found if not getattr(m.__self__, "optional_step", False)] or found[:1]
         if len(found) > 1:
             owners = [type(m.__self__).__name__ for m in found]
             raise FastbaseError(f"Callbacks {owners} all replace `{part}`; only one may.")

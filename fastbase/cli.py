@@ -80,7 +80,7 @@ def _cmd_train(args) -> int:
     data, layout = load_data(path, **_data_options(args))
     summary = run_train(data, args.out, args.arch, args.pretrained, args.epochs, args.unfreeze_epochs, args.lr,
                         args.lr_find_iters, "train", _settings(args), describe_data(data, path, layout),
-                        {"data": time.perf_counter() - start})
+                        {"data": time.perf_counter() - start}, feature_cache=not args.no_cache)
     return _emit(args, summary, _result_lines(summary))
 
 
@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(train, 224)
     _model_flags(train)
     train.add_argument("--lr", type=float, default=None, help="max learning rate (default: from lr_find)")
+    train.add_argument("--no-cache", action="store_true", help="compute the frozen body's features at every step "
+                       "instead of caching them (docs/transfer-learning.md)")
     train.add_argument("--out", default="fastbase_train", help="folder for the report (default: %(default)s)")
     for cmd in (demo, train):
         cmd.add_argument("--epochs", type=_positive, default=4, help="epochs of the first stage (default: %(default)s)")

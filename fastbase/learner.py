@@ -18,11 +18,7 @@ import torch
 from torch import nn
 
 from . import debug, deploy, sanity
-from .callback import (
-    DeferredInterrupt,
-    GatherPreds,
-    ValidationStats,
-)
+from .callback import DeferredInterrupt, GatherPreds, ValidationStats
 from .callbacks.bn_stats import BN_STATS_MODES, BnFreeze
 from .callbacks.channels_last import ChannelsLast, to_memory_format
 from .callbacks.checkpoint import ResumeCallback
@@ -80,7 +76,8 @@ class Learner(Loop):
     fine-tuning a pretrained body on a small set, only the new head learns statistics, while the
     body is frozen. `model_spec` = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild
     the model, for `export`. `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns
-    progress output off. `clip` bounds the gradients' global norm before each step.
+    progress output off. `clip` bounds the gradients' global norm before each step. `feature_cache
+    = False` stops an automatic `FeatureCache` (cnn_learner's, for a frozen body) from caching.
     """
 
     def __init__(self, data, model: nn.Module, opt_func=Adam, loss_func=None, metrics=None, true_wd: bool = True,
@@ -97,7 +94,7 @@ class Learner(Loop):
             choices = "; ".join(f"{mode!r}: {what}" for mode, what in BN_STATS_MODES.items())
             raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r} is not a setting. Use one of {choices}.")
         self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
-        self.clip = clip
+        self.clip, self.feature_cache = clip, True
         self.recorder, self.opt, self.n_frozen = Recorder(), None, 0
         self.recorder.learn = self
         self.layer_groups = check_layer_groups(self.model, ifnone(layer_groups, [self.model]))
@@ -254,6 +251,8 @@ class Learner(Loop):
         """Freeze the first `n` layer groups (negative: all but the last -n) and unfreeze the rest.
         BatchNorm parameters in frozen groups stay trainable when `train_bn`. The optimizer is kept."""
         self.n_frozen = freeze_layer_groups(self.layer_groups, n, self.train_bn)
+        for cb in self.callbacks:  # e.g. FeatureCache drops the features of a body that now trains
+            getattr(cb, "after_freeze", lambda: None)()
 
     def freeze(self) -> None:
         """Freeze every layer group but the last (the head)."""
@@ -316,6 +315,7 @@ class Learner(Loop):
         """Free what this Learner holds (model, optimizer, data, and so GPU memory); it cannot train or
         predict afterwards. For notebooks that try several models in a row."""
         self.model = self.opt = self.data = None
+        self.callbacks = []  # and what they hold (e.g. FeatureCache's cached features)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -58,6 +58,11 @@ class Loop:
         cbs = [*self.callbacks, *(callback_from_fn(fn, self) for fn in fns)]
         return [cb for cb in cbs if cb.changes_step] if self._probing else cbs
 
+    @property
+    def probing(self) -> bool:
+        """True inside `probe()` (lr_find, overfit, sanity_check)."""
+        return self._probing > 0
+
     @contextmanager
     def probe(self, restore: bool = True, keep_recorder: bool = False):
         """A probe run: a short training whose effects are undone (`lr_find`, `overfit` and

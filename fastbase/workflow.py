@@ -128,9 +128,10 @@ def describe_data(data, path, layout: str) -> dict:
 
 
 # --- the workflow's steps -------------------------------------------------------------------------------
-def make_learner(data, arch: str, pretrained: bool, out: Path):
+def make_learner(data, arch: str, pretrained: bool, out: Path, feature_cache: bool = True):
     """cnn_learner with `arch` (a name in fastbase.vision.models, 'timm:NAME' or another timm model name,
-    or 'module:function'), accuracy and error_rate."""
+    or 'module:function'), accuracy and error_rate; `feature_cache=False` turns cnn_learner's
+    cached body features off."""
     from .metrics import accuracy, error_rate
     from .vision.learner import cnn_learner
     from .vision.timm_models import resolve_arch
@@ -139,7 +140,8 @@ def make_learner(data, arch: str, pretrained: bool, out: Path):
         arch_fn = resolve_arch(arch)
     except FastbaseError as e:
         raise UsageError(str(e)) from e
-    return cnn_learner(data, arch_fn, pretrained=pretrained, metrics=[accuracy, error_rate], path=out)
+    return cnn_learner(data, arch_fn, pretrained=pretrained, metrics=[accuracy, error_rate], path=out,
+                       feature_cache=None if feature_cache else False)
 
 
 def find_lr(learn, out: Path, iters: int):
@@ -153,16 +155,17 @@ def find_lr(learn, out: Path, iters: int):
 
 def run_train(data, out, arch: str = "resnet34", pretrained: bool = True, epochs: int = 4, unfreeze_epochs: int = 2,
               lr: float | None = None, lr_find_iters: int = 100, command: str = "train", settings=None,
-              data_info=None, seconds=None) -> dict:
+              data_info=None, seconds=None, feature_cache: bool = True) -> dict:
     """Lesson 1 on `data`: cnn_learner, lr_find, fit_one_cycle (body frozen when pretrained), unfreeze,
     fit_one_cycle with slice(lr/100, lr/10), export, interpretation; writes export.pkl, the PNGs and
-    report.html to `out` and returns the summary that `--json` prints. `lr` None: lr_find's valley."""
+    report.html to `out` and returns the summary that `--json` prints. `lr` None: lr_find's valley.
+    `feature_cache=False`: no cached body features (cnn_learner's default for a pretrained body)."""
     from . import report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     times, start = dict(seconds or {}), time.perf_counter()
-    learn = make_learner(data, arch, pretrained, out)
+    learn = make_learner(data, arch, pretrained, out, feature_cache)
     suggestions = find_lr(learn, out, lr_find_iters)
     times["lr_find"] = time.perf_counter() - start
     lr_source = "given with --lr" if lr else f"lr_find's valley, kept within {LR_RANGE[0]:g}..{LR_RANGE[1]:g}"

@@ -10,8 +10,8 @@ from fastbase.vision.transforms import get_transforms
 CACHEABLE = {"train_bn": False, "freeze_bn_stats": True}
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
+@pytest.fixture(scope="module", name="root")
+def root_fixture(tmp_path_factory):
     return noise_folder(tmp_path_factory.mktemp("images"))
 
 
@@ -24,7 +24,8 @@ def count_body_calls(learn) -> list:
 def test_cached_features_give_the_same_head_and_losses_as_the_uncached_path(root):
     runs = []
     for callbacks in ([], [FeatureCache()]):
-        learn = tiny_learner(root, **CACHEABLE)  # the head has BatchNorm and Dropout (ps=0.5): both train
+        # the head has BatchNorm and Dropout (ps=0.5): both train; feature_cache=False: no automatic cache
+        learn = tiny_learner(root, feature_cache=False, **CACHEABLE)
         learn.fit_one_cycle(2, 1e-2, callbacks=callbacks)
         runs.append((learn.model.state_dict(), learn.recorder.losses, learn.recorder.values))
     (plain, plain_losses, plain_values), (cached, cached_losses, cached_values) = runs
@@ -87,9 +88,12 @@ def test_n_views_caches_augmented_passes_used_in_turn(root):
     assert first.shape == second.shape == (24, 16) and not torch.allclose(first, second)
 
 
-def test_validate_after_a_cached_fit_runs_the_whole_model(root):
-    learn = tiny_learner(root, callbacks=[FeatureCache()], **CACHEABLE)
+def test_validate_after_a_cached_fit_reuses_the_cached_validation_features(root):
+    learn = tiny_learner(root, **CACHEABLE)  # cnn_learner's automatic cache
     learn.fit(1, 1e-2)
     calls = count_body_calls(learn)
     assert learn.validate() == pytest.approx(learn.recorder.values[-1][1:], abs=1e-5)
-    assert sum(calls) == 10
+    assert sum(calls) == 0
+    learn.feature_cache = False
+    assert learn.validate() == pytest.approx(learn.recorder.values[-1][1:], abs=1e-5)
+    assert sum(calls) == 10  # the whole model again

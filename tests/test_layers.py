@@ -45,6 +45,7 @@ LAYERS = {
     "fastbase.basics": 5,
     "fastbase.vision": 6,
     "fastbase.vision.feature_cache": 6,
+    "fastbase.vision.feature_store": 6,
     "fastbase.vision.unet": 6,
     "fastbase.vision.timm_models": 6,
     "fastbase.vision.label_table": 6,

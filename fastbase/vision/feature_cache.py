@@ -7,23 +7,36 @@ BatchNorm and Dropout still train as usual, batches come in the order the traini
 give them, and the random streams are left as the uncached path leaves them, so the head ends with
 the same weights as without the cache.
 
-It applies when all of these hold; otherwise `FeatureCache()` raises `FeatureCacheError` naming the
-reason, and `FeatureCache(auto=True)` trains as usual (and prints a line when it does apply):
+It applies when all of these hold, and otherwise says why (`cache_blockers`):
 - the body is frozen, BatchNorm included: `train_bn=False` (with `train_bn=True`, fastai's
   behaviour, BatchNorm stays trainable, so every step would still run backward through the body);
 - the body's BatchNorm layers are in eval mode during training (`freeze_bn_stats=True` or
   "finetune"), and it has no Dropout: otherwise its outputs depend on the batch and on chance;
   cnn_learner's defaults for a pretrained body meet these two;
-- the training transforms are deterministic, or `n_views=k` asks to cache k augmented passes over
-  the training set, used in turn by the epochs (an approximation of fresh augmentation each epoch).
+- the training transforms are deterministic (the cache is then exact), or `n_views=k` asks to cache
+  k augmented passes over the training set, used in turn by the epochs (an approximation of fresh
+  augmentation each epoch; views are built when an epoch first needs them).
+
+`cnn_learner` puts a `FeatureCache(auto=True, n_views=DEFAULT_N_VIEWS)` on every Learner it makes:
+where caching applies and `learn.feature_cache` is true (the default for a pretrained body), `fit`,
+`fit_one_cycle`, `lr_find` (training views only: it has no validation) and `validate`/`get_preds`
+(so `ClassificationInterpretation`) on the frozen model use the cache, built once per body state and
+data; `unfreeze()` drops it. `FeatureCache()` passed to a fit raises `FeatureCacheError` where it
+cannot apply; `FeatureCache(auto=True)` trains as usual there. The cache's size is bounded
+(`max_memory`, default half the available memory): past it, an automatic cache falls back to the
+uncached path and says so with the figure, an explicit one raises, and `memmap=True` keeps the
+features in files under the data folder instead.
 
 A training step on cached features costs a few milliseconds against seconds for a step through
 the body on a CPU (`python bench/feature_cache.py`; figures in bench/RESULTS.md).
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 import weakref
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -32,10 +45,15 @@ from ..callback import Callback, Order
 from ..callbacks.progress import progress_disabled
 from ..core import BN_TYPES, FastbaseError
 from ..data import Normalizer
-from .learner import AdaptiveConcatPool2d
+from ..layers import AdaptiveConcatPool2d
+from .feature_store import CacheTooBig, feature_storage
 from .transforms import BatchAugment, CenterCrop, ToFloat
 
-__all__ = ["FeatureCache", "FeatureCacheError", "cache_blockers", "fixed_head_layers"]
+__all__ = ["DEFAULT_N_VIEWS", "FeatureCache", "FeatureCacheError", "cache_blockers", "fixed_head_layers"]
+
+# Augmented views cached by default when the training transforms are random: chosen by measuring
+# accuracy against the uncached path (bench/cache_accuracy.py; figures in bench/RESULTS.md).
+DEFAULT_N_VIEWS = 1
 
 # Layers without weights whose output does not depend on training mode or chance.
 _FIXED = (AdaptiveConcatPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Flatten,
@@ -85,6 +103,9 @@ def cache_blockers(learn, n_views: int | None = None) -> list[str]:
     model = learn.model
     if not (isinstance(model, nn.Sequential) and len(model) == 2):
         return ["the model is not nn.Sequential(body, head) as cnn_learner builds it"]
+    train_dl = learn.data.train_dl
+    if not (hasattr(train_dl, "dl") and hasattr(train_dl, "new")):
+        return ["the training loader is not a DataBunch loader, which the cache replays in order"]
     body, reasons = model[0], []
     training = [p for p in body.parameters() if p.requires_grad]
     if training:
@@ -143,49 +164,88 @@ class _CachedLoader:
             yield self.features[idx], self.targets[idx]
 
 
+@contextmanager
+def _eval_mode(model: nn.Module):
+    """The whole model in eval mode (the body's outputs as inference sees them), modes put back after."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _like_weights(x: torch.Tensor, body: nn.Module) -> torch.Tensor:
+    """`x` channels-last when the body's convolutions are (as the ChannelsLast callback makes batches)."""
+    weight = next((p for p in body.parameters() if p.dim() == 4), None)
+    if x.dim() == 4 and weight is not None and not weight.is_contiguous() and \
+            weight.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 class FeatureCache(Callback):
     """Train the head on cached body features (see the module docstring for when this applies).
 
     `learn.fit_one_cycle(4, callbacks=[FeatureCache()])` for one fit, or `callbacks=[FeatureCache(auto=True)]`
-    on the Learner for every fit where it applies. `n_views` caches that many augmented passes when
-    the training transforms are random; `cache_valid` also caches the validation set's features.
-    The cache is kept between fits while the body's weights and the data stay the same.
-    It replaces the step's `forward`, so it cannot run beside another callback that does.
+    on the Learner for every fit where it applies (cnn_learner adds one; `learn.feature_cache = False`
+    turns an automatic one off). `n_views` caches that many augmented passes when the training
+    transforms are random; `cache_valid` also caches the validation set's features. `max_memory`
+    bounds the cache in bytes (default: half the memory available when it is built); `memmap=True`
+    keeps the features in files under `data.path/feature_cache` instead of in memory. The cache is
+    kept between fits while the body's weights and the data stay the same. It replaces the step's
+    `forward`; an automatic one gives way to another callback that does (e.g. mixed precision).
     """
     order = Order.FEATURE_CACHE
+    changes_step = True  # lr_find runs on the cached features too
 
     def __init__(self, n_views: int | None = None, auto: bool = False, cache_valid: bool = True,
-                 verbose: bool = True):
+                 verbose: bool = True, max_memory: int | None = None, memmap: bool = False):
         if n_views is not None and n_views < 1:
             raise FeatureCacheError(f"n_views must be 1 or more, got {n_views}.")
         self.n_views, self.auto, self.cache_valid, self.verbose = n_views, auto, cache_valid, verbose
-        self.active, self.reasons, self._serving, self._saved = False, [], False, []
-        self._key, self._train, self._valid, self._passes = None, [], None, 0
+        self.max_memory, self.memmap = max_memory, memmap
+        self.active, self.reasons, self._serving, self._saved, self._in_fit = False, [], False, [], False
+        self._key, self._train, self._valid, self._passes, self._files = None, [], None, 0, []
+        self._fixed = self._rest = None
+
+    @property
+    def optional_step(self) -> bool:
+        """An automatic cache gives way to another callback of the run that replaces `forward`."""
+        return self.auto
 
     # --- events -------------------------------------------------------------------------------
     def before_fit(self):
-        learn = self.learn
-        self.reasons = cache_blockers(learn, self.n_views)
+        self._passes, self._in_fit = 0, True
+        self.reasons = self._blockers()
         self.active = not self.reasons
         if self.reasons and not self.auto:
             raise FeatureCacheError("Cannot cache the body's features: " + "; ".join(self.reasons) + ". "
                                     "(FeatureCache(auto=True) trains as usual when caching does not apply.)")
         if not self.active:
+            self.clear()
             return
-        self._fixed, self._rest = _split_head(learn.model[1])
         start = time.perf_counter()
-        fresh = self._build()
-        if fresh and self.verbose and not (progress_disabled() if learn.silent is None else learn.silent):
-            feats = self._train[0][0]
-            megabytes = sum(f.numel() * f.element_size() for f, _ in self._train) / 2**20
-            print(f"FeatureCache: head trains on cached body features ({len(self._train)} view(s) of "
-                  f"{feats.shape[0]} items x {tuple(feats.shape[1:])}, {megabytes:.1f} MB, computed in "
-                  f"{time.perf_counter() - start:.1f} s)", flush=True)
+        try:
+            fresh = self._plan()
+            self._view(0)
+        except CacheTooBig as e:
+            self.clear()
+            if not self.auto:
+                raise FeatureCacheError(str(e)) from None
+            self.active, self.reasons = False, [str(e)]
+            self._say(f"FeatureCache: not caching, training as usual: {e}")
+            return
+        self._say(self._describe(fresh, time.perf_counter() - start))
 
     def before_train(self):
         learn = self.learn
         if self.active and learn.dl is learn.data.train_dl:
-            features, targets = self._train[self._passes % len(self._train)]
+            # a probe (lr_find: many short passes) uses the views built so far, at least the first, so
+            # that a sweep of a few batches costs one pass of the body, not n_views
+            views = max(1, sum(v is not None for v in self._train)) if learn.probing else len(self._train)
+            features, targets = self._view(self._passes % views)
             self._passes += 1
             learn.dl, self._serving = _CachedLoader(features, targets, learn.dl), True
 
@@ -196,14 +256,26 @@ class FeatureCache(Callback):
         learn = self.learn
         self._saved.append(self._serving)  # a validation nested in training must give training back
         self._serving = False
-        if self.active and self._valid is not None and learn.dl is learn.data.valid_dl:
+        if learn.dl is not learn.data.valid_dl or not self.cache_valid:
+            return
+        if self._in_fit:
+            use = self.active
+        else:  # validate / get_preds (ClassificationInterpretation): only a cache that is still current
+            use = self._valid is not None and not self._blockers() and self._state_key() == self._key
+        if use:
+            if self._valid is None:
+                self._valid = self._with_rng(lambda: self._features(learn.data.valid_dl.new(generator=None), "valid"))
             learn.dl, self._serving = _CachedLoader(*self._valid, learn.dl), True
 
     def after_validate(self):
         self._serving = self._saved.pop() if self._saved else False
 
     def cleanup_fit(self):
-        self.active, self._serving, self._saved = False, False, []
+        self.active, self._serving, self._saved, self._in_fit = False, False, [], False
+
+    def after_freeze(self):
+        """`Learner.freeze_to` (so `unfreeze()`) calls this: the features of a body about to train are stale."""
+        self.clear()
 
     def forward(self):
         learn = self.learn
@@ -213,46 +285,97 @@ class FeatureCache(Callback):
 
     # --- the cache ------------------------------------------------------------------------------
     def clear(self) -> None:
-        """Drop the cached features (they are rebuilt at the next fit)."""
+        """Drop the cached features and their files (they are rebuilt at the next fit)."""
         self._key, self._train, self._valid = None, [], None
+        for file in self._files:
+            file.unlink(missing_ok=True)
+        self._files = []
+
+    def _blockers(self) -> list[str]:
+        learn = self.learn
+        if self.auto and not getattr(learn, "feature_cache", True):
+            return ["learn.feature_cache is False"]
+        if getattr(learn._forward, "__self__", None) is not self:
+            return ["another callback of this fit replaces the forward pass (e.g. mixed precision)"]
+        return cache_blockers(learn, self.n_views)
+
+    def _say(self, line: str) -> None:
+        silent = self.learn.silent
+        if self.verbose and not (progress_disabled() if silent is None else silent):
+            print(line, flush=True)
+
+    def _describe(self, fresh: bool, seconds: float) -> str:
+        feats = self._train[0][0]
+        n, per_item = feats.shape[0], feats[0].numel() * feats.element_size()
+        augmented = bool(self.n_views and _random_tfms(self.learn.data))
+        views = (f"{len(self._train)} augmented views of {n} training items, one per epoch in turn"
+                 if len(self._train) > 1 else f"one augmented pass over {n} training items, reused by every epoch"
+                 if augmented else f"{n} training items")
+        valid = f" and {len(self.learn.data.valid_dl.dataset)} validation items" if self.cache_valid else ""
+        where = f"in files under {self.learn.data.path / 'feature_cache'}" if self.memmap else "in memory"
+        built = f"first view built in {seconds:.1f} s" if fresh else "reused"
+        return (f"FeatureCache: head trains on cached body features ({views}{valid}; {tuple(feats.shape[1:])} "
+                f"each, {self._planned_rows() * per_item / 2**20:.1f} MB {where}; {built}). "
+                "`learn.feature_cache = False` (or cnn_learner(..., feature_cache=False)) turns this off.")
 
     def _state_key(self) -> tuple:
         """Changes when the body's weights or statistics (a sum per tensor), the data or the options change."""
         learn = self.learn
         tensors = [t.detach() for t in (*learn.model[0].parameters(), *learn.model[0].buffers())]
         sums = torch.stack([t.double().sum() for t in tensors]).cpu() if tensors else torch.zeros(0)  # one sync
-        return (id(learn.model), id(learn.data.train_dl), id(learn.data.valid_dl), self.n_views, self.cache_valid,
+        data = learn.data
+        tfms = tuple(id(t) for dl in (data.train_dl, data.valid_dl) for t in getattr(dl, "tfms", []))
+        sizes = tuple(len(dl.dataset) for dl in (data.train_dl, data.valid_dl) if dl is not None)
+        return (id(learn.model), id(data.train_dl), id(data.valid_dl), tfms, sizes, self.n_views, self.cache_valid,
                 tuple(sums.tolist()))
 
-    def _build(self) -> bool:
+    def _plan(self) -> bool:
+        """Start a new cache unless the current one still holds; True when it is new."""
+        self._fixed, self._rest = _split_head(self.learn.model[1])
         key = self._state_key()
         if key == self._key:
             return False
-        learn = self.learn
-        data = learn.data
-        device = data.device
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # the uncached path draws nothing here
-            loader = data.train_dl.new(shuffle=False, drop_last=False, generator=None)
-            self._train = [self._features(loader) for _ in range(self.n_views or 1)]
-            has_valid = self.cache_valid and data.valid_dl is not None and len(data.valid_dl)
-            self._valid = self._features(data.valid_dl.new(generator=None)) if has_valid else None
-        self._key = key
+        self.clear()
+        views = self.n_views if self.n_views and _random_tfms(self.learn.data) else 1
+        self._key, self._train, self._valid = key, [None] * views, None
         return True
 
-    def _features(self, dl) -> tuple[torch.Tensor, torch.Tensor]:
+    def _planned_rows(self) -> int:
+        data = self.learn.data
+        valid = len(data.valid_dl.dataset) if self.cache_valid and data.valid_dl is not None else 0
+        return len(self._train) * len(data.train_dl.dataset) + valid
+
+    def _view(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._train[i] is None:
+            loader = self.learn.data.train_dl.new(shuffle=False, drop_last=False, generator=None)
+            self._train[i] = self._with_rng(lambda: self._features(loader, f"train{i}"))
+        return self._train[i]
+
+    def _with_rng(self, build):
+        device = self.learn.data.device
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            return build()  # the uncached path draws nothing here (augmented views draw on a fork)
+
+    def _features(self, dl, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(features, targets) of `dl`'s items in order: the body, then the head's fixed layers."""
-        model = self.learn.model
-        body, fixed = model[0], self._fixed
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
-        feats, targets = [], []
-        try:
-            with torch.no_grad():
-                for x, y in dl:
-                    feats.append(fixed(body(x)))
-                    targets.append(y)
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
-        return torch.cat(feats), torch.cat(targets)
+        body = self.learn.model[0]
+        out, targets, filled = None, [], 0
+        with _eval_mode(self.learn.model), torch.no_grad():
+            for x, y in dl:
+                feats = self._fixed(body(_like_weights(x, body)))
+                if out is None:
+                    out = self._allocate(name, (len(dl.dataset), *feats.shape[1:]), feats)
+                out[filled:filled + len(feats)] = feats
+                filled += len(feats)
+                targets.append(y)
+        return out[:filled], torch.cat(targets)
+
+    def _allocate(self, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        """Storage for one set's features, once the whole cache is known to fit (else `CacheTooBig`)."""
+        total = self._planned_rows() * math.prod(shape[1:]) * like.element_size()
+        file = None
+        if self.memmap:
+            digest = hashlib.sha1(repr(self._key).encode()).hexdigest()[:12]
+            file = self.learn.data.path / "feature_cache" / f"{digest}-{name}.bin"
+            self._files.append(file)
+        return feature_storage(shape, like, total, self.max_memory, file)

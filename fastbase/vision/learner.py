@@ -15,6 +15,7 @@ from ..callbacks.hooks import num_features_model
 from ..core import FastbaseError, ifnone, listify
 from ..layers import AdaptiveConcatPool2d, bn_drop_lin
 from ..learner import Learner
+from .feature_cache import DEFAULT_N_VIEWS, FeatureCache
 from .models import arch_meta, arch_name
 from .timm_models import TimmBody, arch_ref, is_timm_model, resolve_arch, timm_body
 
@@ -118,7 +119,8 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
                 custom_head: nn.Module | None = None, split_on=None, bn_final: bool = False,
                 init: Callable | None = nn.init.kaiming_normal_, concat_pool: bool = True,
                 channels_last: bool | None = None, train_bn: bool | None = None,
-                freeze_bn_stats: bool | str | None = None, **learn_kwargs) -> Learner:
+                freeze_bn_stats: bool | str | None = None, feature_cache: bool | None = None,
+                **learn_kwargs) -> Learner:
     """A Learner for `data` with `base_arch`'s body (pretrained by default) and a new head.
 
     `base_arch`: a function `pretrained -> model`, or a name `resolve_arch` takes: torchvision's under
@@ -139,6 +141,12 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     (`learn.to_channels_last()`), faster on CPUs with oneDNN: see `bench/cpu_speed.py`. The default,
     None, does so on the CPU for the architectures measured faster that way (`ArchMeta.channels_last_cpu`:
     ResNets, MobileNets, EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
+
+    `feature_cache` (default: `pretrained`): while the body is frozen with its BatchNorm fixed, fits,
+    lr_find and validation run the head on cached body features (`FeatureCache`, with
+    `DEFAULT_N_VIEWS` augmented views when the training transforms are random); `learn.feature_cache
+    = False` turns it off later. True with a random body caches once it is frozen with `train_bn=False`
+    and `freeze_bn_stats=True` (e.g. in tests).
     """
     if data.c is None:
         raise FastbaseError("cnn_learner needs data with classes (or `c` outputs); this DataBunch has neither.")
@@ -159,6 +167,8 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
                             "kwargs": {"arch": arch_ref(base_arch), "nc": data.c, "lin_ftrs": lin_ftrs, "ps": ps,
                                        "concat_pool": concat_pool, "bn_final": bn_final, "init": None},
                             "layer_group_split": list(split)}
+    learn.feature_cache = bool(pretrained) if feature_cache is None else feature_cache
+    learn.callbacks.append(FeatureCache(n_views=DEFAULT_N_VIEWS, auto=True))
     if pretrained:
         learn.freeze()
     if channels_last is None:
