@@ -76,8 +76,8 @@ class Learner(Loop):
     fine-tuning a pretrained body on a small set, only the new head learns statistics, while the
     body is frozen. `model_spec` = {'factory': 'module:name', 'kwargs': {...}} says how to rebuild
     the model, for `export`. `silent` (default: `defaults.silent` or `FASTBASE_NO_BAR=1`) turns
-    progress output off. `clip` bounds the gradients' global norm before each step. `feature_cache
-    = False` stops an automatic `FeatureCache` (cnn_learner's, for a frozen body) from caching.
+    progress output off. `clip` bounds the gradients' global norm before each step; `feature_cache =
+    False` turns off cnn_learner's automatic `FeatureCache`.
     """
 
     def __init__(self, data, model: nn.Module, opt_func=Adam, loss_func=None, metrics=None, true_wd: bool = True,
@@ -299,9 +299,8 @@ class Learner(Loop):
         with eval_grad_mode(self.model):
             pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
         probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu().clone()  # a normal tensor
-        classes = self.data.classes
-        regression = classes is None and not self.data.multi_label and not isinstance(self.loss_func,
-                                                                                       nn.CrossEntropyLoss)
+        classes, ce = self.data.classes, isinstance(self.loss_func, nn.CrossEntropyLoss)
+        regression = classes is None and not self.data.multi_label and not ce
         label, decoded = prediction_item(probs, classes, self.data.multi_label, thresh, regression,
                                          getattr(self.data, "pixel_item", None))
         return label, decoded, probs
@@ -314,8 +313,7 @@ class Learner(Loop):
     def destroy(self) -> None:
         """Free what this Learner holds (model, optimizer, data, and so GPU memory); it cannot train or
         predict afterwards. For notebooks that try several models in a row."""
-        self.model = self.opt = self.data = None
-        self.callbacks = []  # and what they hold (e.g. FeatureCache's cached features)
+        self.model, self.opt, self.data, self.callbacks = None, None, None, []  # callbacks: e.g. cached features
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

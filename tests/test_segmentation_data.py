@@ -13,7 +13,6 @@ from fastbase.data import DataError, LabelError, imagenet_stats
 from fastbase.learner import load_learner
 from fastbase.losses import CrossEntropyFlat
 from fastbase.metrics import MeanIoU, acc_segmentation, dice
-from fastbase.train import lr_find
 from fastbase.vision import models
 from fastbase.vision.image import Image, get_image_files, open_image
 from fastbase.vision.segmentation import ImageSegment, SegmentationItemList, open_mask
@@ -196,7 +195,8 @@ def test_unet_learner_trains_predicts_shows_and_exports(masks_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_camvid_cells_on_camvid_tiny():
-    """Lesson 3's cells at 64x48 px, one epoch frozen and one unfrozen (100 photos of 128x96)."""
+    """Lesson 3's data cells at 64x48 px and one frozen epoch (100 photos of 128x96); the unfrozen
+    stage runs in nbs/05_segmentation.ipynb on the same data."""
     path = Path(shared_path("data", "camvid_tiny"))
     path_lbl, path_img = path / "labels", path / "images"
     fnames = get_image_files(path_img)
@@ -221,9 +221,6 @@ def test_camvid_cells_on_camvid_tiny():
         return (input.argmax(dim=1)[mask] == target[mask]).float().mean()
 
     learn = unet_learner(data, models.resnet18, pretrained=False, metrics=acc_camvid, wd=1e-2)
-    lr_find(learn, num_it=5)
     learn.fit_one_cycle(1, slice(3e-3), pct_start=0.9)
-    learn.unfreeze()
-    learn.fit_one_cycle(1, slice(3e-3 / 400, 3e-3 / 4), pct_start=0.8)
     assert learn.show_results(rows=2, return_fig=True) is not None
     assert 0 <= learn.recorder.metrics[-1][0] <= 1
