@@ -90,9 +90,10 @@ class CleanedTable:
     """The decisions of a cleaning session over `ds` (a CleaningSet), saved to `csv_path` as `name,label`
     rows with names relative to `path`; labels are kept as text, as the CSV holds them.
 
-    When `csv_path` already exists and names some of these images (an earlier session on the same
-    data), its decisions are carried: its labels are kept, the images it leaves out start deleted, and
-    its rows for other images are written back unchanged. `carried` says how many decisions came from
+    When `csv_path` already exists and names some of these images (written by a previous cleaning
+    pass over the same data, e.g. top losses before duplicates), its decisions are carried: its labels
+    are kept, the images it leaves out start deleted, and its rows for other images are written back
+    unchanged. `carried` says how many decisions came from
     it. A CSV naming none of these images belongs to other data and is refused rather than overwritten."""
 
     def __init__(self, ds: CleaningSet, path, csv_path):

@@ -85,9 +85,9 @@ class ImageCleaner:
     `ImageDataBunch.from_csv(path, csv_labels='cleaned.csv')`.
 
     The CSV lists every labelled image of the DataBunch that `dataset` came from, not only those
-    shown. When the CSV exists from an earlier session on the same data, its decisions are carried (see
+    shown. When the CSV was written by a previous cleaner on the same data, its decisions are carried (see
     `CleanedTable`). In duplicates mode a pair is left out when one of its images was deleted before
-    its page was shown. `deleted` and `relabelled` report the session's decisions."""
+    its page was shown. `deleted` and `relabelled` report this cleaner's decisions."""
 
     def __init__(self, dataset, fns_idxs, path, duplicates: bool = False, batch_size: int = 5,
                  csv_name: str = "cleaned.csv", img_size: int = 150):
