@@ -93,7 +93,8 @@ class CleanedTable:
     When `csv_path` already exists and names some of these images (written by a previous cleaning
     pass over the same data, e.g. top losses before duplicates), its decisions are carried: its labels
     are kept, the images it leaves out start deleted, and its rows for other images are written back
-    unchanged. `carried` says how many decisions came from it. A CSV naming none of these images belongs to other data and is refused rather than overwritten."""
+    unchanged. `carried` says how many decisions came from it. A CSV naming none of these images
+    belongs to other data and is refused rather than overwritten."""
 
     def __init__(self, ds: CleaningSet, path, csv_path):
         self.path, self.csv_path = Path(path), Path(csv_path)
