@@ -16,6 +16,12 @@ threads:
              same datasets, CrossEntropyLossFlat(axis=1), in --fastai-python (default
              /tmp/fastai-venv/bin/python; the row says so and is skipped when it is absent)
 
+`--stage frozen` times the camvid lesson's first stage instead: the encoder frozen the way each
+library freezes a pretrained one (fastbase: `train_bn=False, freeze_bn_stats="finetune"`, so no
+gradient flows into the encoder; fastai: `learn.freeze()` with its BatchNorm layers still training,
+so the backward pass runs through the encoder). The weights stay random, so that setting compares
+speed only: its accuracy columns say little.
+
 Columns: seconds per epoch (the fit's wall time over its epochs, validation included), then pixel
 accuracy and mean IoU over the validation set, both computed here from `get_preds` with one function
 (void pixels left out, mean over the classes that occur), so the rows are measured alike; the peak
@@ -25,7 +31,8 @@ rows take turns N times (the order reversed every run, each run a fresh process 
 table gives medians; the last line is fastbase's median s/epoch over fastai's.
 
     python bench/segmentation.py [--data camvid_tiny|digits] [--size 96] [--epochs 2] [--bs 8]
-        [--lr 3e-3] [--threads 2] [--n-train N] [--seed 0] [--runs 1] [--skip-fastai] [--quick]
+        [--lr 3e-3] [--threads 2] [--n-train N] [--seed 0] [--stage unfrozen|frozen] [--runs 1]
+        [--skip-fastai] [--quick]
 
 `--quick` is a smoke test of this script (16 training items, 32 px, one epoch): its figures mean
 nothing. Figures and the runs they come from: bench/RESULTS.md or the commit that added them.
@@ -132,7 +139,12 @@ def run_fastbase(args) -> dict:
 
     train, valid, void = datasets(args)
     data = DataBunch.create(train, valid, bs=args.bs, num_workers=0, device="cpu", seed=args.seed)
-    learn = unet_learner(data, models.resnet18, pretrained=False, silent=True)
+    if args.stage == "frozen":  # the settings unet_learner gives a pretrained encoder, on random weights
+        learn = unet_learner(data, models.resnet18, pretrained=False, silent=True, train_bn=False,
+                             freeze_bn_stats="finetune")
+        learn.freeze()
+    else:
+        learn = unet_learner(data, models.resnet18, pretrained=False, silent=True)
     start = time.perf_counter()
     learn.fit_one_cycle(args.epochs, args.lr)
     seconds = (time.perf_counter() - start) / args.epochs
@@ -148,6 +160,8 @@ def run_fastai(args) -> dict:
     dls = DataLoaders.from_dsets(train, valid, bs=args.bs, device="cpu", num_workers=0)
     learn = fastai_unet_learner(dls, resnet18, pretrained=False, n_out=len(train.classes),
                                 loss_func=CrossEntropyLossFlat(axis=1))
+    if args.stage == "frozen":  # what fastai's unet_learner does to a pretrained encoder (BatchNorm trains)
+        learn.freeze()
     start = time.perf_counter()
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(args.epochs, args.lr)
@@ -188,6 +202,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-train", type=int, default=None, help="at most this many training items")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stage", choices=["unfrozen", "frozen"], default="unfrozen",
+                        help="unfrozen: the whole U-Net trains; frozen: the encoder is frozen as each library "
+                        "freezes a pretrained one (speed only: the weights stay random)")
     parser.add_argument("--runs", type=int, default=1, help="rows take turns this many times; medians reported")
     parser.add_argument("--fastai-python", default=FASTAI_PYTHON)
     parser.add_argument("--skip-fastai", action="store_true")
@@ -204,7 +221,7 @@ def main(argv=None) -> None:
         child(args)
         return
     passed = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--skip-fastai"]
-    passed += ["--data", args.data, "--size", str(args.size), "--epochs", str(args.epochs)]
+    passed += ["--data", args.data, "--size", str(args.size), "--epochs", str(args.epochs), "--stage", args.stage]
     if args.n_train is not None:
         passed += ["--n-train", str(args.n_train)]
     fastai_missing = None
@@ -221,7 +238,9 @@ def main(argv=None) -> None:
     rows = [median_row(results) for results in runs.values()]
     if fastai_missing:
         rows.append({"row": "fastai 2.8", "error": [fastai_missing]})
-    print(f"U-Net, resnet18 encoder from random weights; data {args.data}, size {args.size}, bs {args.bs}, "
+    stage = ("encoder frozen as for a pretrained one (fastbase: BatchNorm fixed, fastai: BatchNorm trains)"
+             if args.stage == "frozen" else "the whole network trains")
+    print(f"U-Net, resnet18 encoder from random weights, {stage}; data {args.data}, size {args.size}, bs {args.bs}, "
           f"{args.epochs} epochs at lr {args.lr}, {args.threads} threads, seed {args.seed}, {args.runs} run(s) "
           f"(medians)")
     print(f"{'row':<12} {'s/epoch':>8} {'pixel acc':>10} {'mean IoU':>9} {'peak MB':>8} {'load':>5}  s/epoch per run")

@@ -179,7 +179,10 @@ def _cmd_serve(args) -> int:
     Concurrent requests are batched (--max-batch, --max-wait-ms). Needs pip install 'fastbase[serve]'."""
     from .serve import config_from_args, serve
 
-    serve(config_from_args(args))
+    def announce(info: dict) -> None:  # --json: one line on stdout once the export is accepted
+        print(json.dumps(info), file=args.results, flush=True)
+
+    serve(config_from_args(args), announce if args.json else None)
     return EXIT_OK
 
 
@@ -210,12 +213,13 @@ def _positive(text: str) -> int:
     return value
 
 
-def _command(commands, name: str, func, help: str):
+def _command(commands, name: str, func, help: str,
+             json_help: str = "print one JSON document on stdout (nothing else goes there)"):
     cmd = commands.add_parser(name, help=help, description=func.__doc__ or help,
                               epilog="examples:\n" + "\n".join(f"  {e}" for e in _EXAMPLES[name]),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     cmd.set_defaults(func=func, own_stdout=True, command_parser=cmd)
-    cmd.add_argument("--json", action="store_true", help="print one JSON document on stdout (nothing else goes there)")
+    cmd.add_argument("--json", action="store_true", help=json_help)
     return cmd
 
 
@@ -304,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve import add_serve_flags
 
     add_serve_flags(_command(commands, "serve", _cmd_serve, "serve an exported classifier over HTTP (a web page "
-                             "and POST /predict)"))
+                             "and POST /predict)", json_help="once the export is accepted, print one JSON line on "
+                             "stdout: the address and what GET /info answers (an error at start: {error, exit_code})"))
     compare = _command(commands, "compare", _cmd_compare, "compare architectures and retraining depths on an "
                        "image folder")
     compare.add_argument("data", metavar="DATA", help="image folder with train/<class>/ and valid/ (or val/) "

@@ -306,14 +306,17 @@ def _need_packages() -> None:
                             "pip install 'fastbase[serve]'.") from e
 
 
-def serve(config: ServeConfig) -> None:
+def serve(config: ServeConfig, announce=None) -> None:
     """Check the export, then serve it until interrupted; with `workers` > 1, each worker process
-    loads its own copy of the model."""
+    loads its own copy of the model. `announce`, if given, is called once the export is accepted and
+    before the server listens, with the address and what `GET /info` will answer (`--json` prints it)."""
     _need_packages()
     import uvicorn
 
     _set_threads(config)
     model = ServedModel(config.export, config.max_megapixels)  # refused here, before listening
+    if announce is not None:
+        announce({"url": f"http://{config.host}:{config.port}/", "workers": config.workers, **model.info()})
     options = {"host": config.host, "port": config.port, "log_level": "info", "timeout_graceful_shutdown": 5}
     if config.workers == 1:
         uvicorn.run(create_app(config, model), **options)

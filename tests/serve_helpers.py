@@ -60,8 +60,10 @@ class ServerProcess:
                 raise RuntimeError(f"fastbase serve did not answer within {timeout} s:\n{output}")
             time.sleep(0.1)
 
-    def output(self) -> str:
-        return Path(self.log.name).read_text()[-4000:]
+    def output(self, tail: int | None = 4000) -> str:
+        """What the server printed (stdout and stderr), its last `tail` characters (None: all)."""
+        text = Path(self.log.name).read_text()
+        return text[-tail:] if tail else text
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -5,6 +5,7 @@ predicts an image uploaded through its form in headless Chromium."""
 import base64
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 import threading
@@ -45,7 +46,7 @@ def export(digits, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(export):
-    server = ServerProcess(export, "--max-body-mb", "1", "--max-wait-ms", "50", "--threads", "1")
+    server = ServerProcess(export, "--max-body-mb", "1", "--max-wait-ms", "50", "--threads", "1", "--json")
     yield server
     server.stop()
 
@@ -247,6 +248,25 @@ def test_workers_each_load_the_model_and_answer(export, images):
         assert requests.get(server.url + "/info", timeout=10).json()["server"]["workers"] == 2
     finally:
         server.stop()
+
+
+def test_json_announces_the_address_and_the_model_once_accepted(server, export):
+    """`--json`: one JSON line on stdout before listening, with the address and `/info`'s model facts."""
+    lines = [line for line in server.output(tail=None).splitlines() if line.startswith("{")]
+    assert len(lines) == 1, server.output()
+    announced = json.loads(lines[0])
+    info = requests.get(server.url + "/info", timeout=10).json()
+    assert announced["url"] == server.url + "/" and announced["workers"] == 1
+    assert announced["classes"] == info["classes"] and announced["model"]["sha256"] == info["model"]["sha256"]
+    assert announced["model"]["sha256"] == hashlib.sha256(export.read_bytes()).hexdigest()
+
+
+def test_a_bad_export_with_json_prints_the_error_as_json(tmp_path, capsys):
+    file = tmp_path / "export.pkl"
+    torch.save({"weights": [1, 2]}, file)
+    assert main(["serve", str(file), "--port", "1", "--json"]) == 1
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["exit_code"] == 1 and "not a fastbase export" in answer["error"]
 
 
 def test_serve_help_has_examples_and_bad_settings_are_usage_errors(tmp_path, capsys):
