@@ -5,9 +5,9 @@ get their own learning rate. This module checks they cover the model, freezes th
 summarises them; `OptimWrapper` optimizes them.
 
 Each layer group becomes two torch param groups, [decayed, not decayed]: BatchNorm and other
-normalisation parameters and every bias are not decayed unless `bn_wd=True`. Learning rate,
-momentum and weight decay are set per layer group from a float, a list, a NumPy array or a
-`slice` (fastai v1's `lr_range`). Weight decay is decoupled ("true") by default: the wrapper
+normalisation parameters, every bias and the token/position embeddings of vision transformers are
+not decayed unless `bn_wd=True`. Learning rate, momentum and weight decay are set per layer group
+from a float, a list, a NumPy array or a `slice` (fastai v1's `lr_range`). Weight decay is decoupled ("true") by default: the wrapper
 decays the weights itself, so `Adam` trains as AdamW, and any torch optimizer gets the same decay.
 """
 from __future__ import annotations
@@ -121,10 +121,32 @@ def layer_groups_summary(model: nn.Module, groups, xb=None) -> str:
     return "\n".join(lines)
 
 
+# Token and position embeddings of torchvision's vision transformers (ViT's `class_token` and
+# `pos_embedding`, Swin's `relative_position_bias_table`): like biases, they are not decayed (timm's
+# models name theirs through `no_weight_decay()`, read below).
+EMBEDDING_PARAM_NAMES = ("class_token", "pos_embedding", "relative_position_bias_table")
+
+
+def _declared_no_decay(layer_groups) -> set[int]:
+    """Ids of the parameters that a module declares free of weight decay in timm's way: the names its
+    `no_weight_decay()` returns, or names holding one of its `no_weight_decay_keywords()`."""
+    ids = set()
+    for group in layer_groups:
+        for module in group.modules():
+            names = module.no_weight_decay() if callable(getattr(module, "no_weight_decay", None)) else ()
+            keywords = (module.no_weight_decay_keywords()
+                        if callable(getattr(module, "no_weight_decay_keywords", None)) else ())
+            if names or keywords:
+                ids.update(id(p) for name, p in module.named_parameters()
+                           if name in names or any(k in name for k in keywords))
+    return ids
+
+
 def split_no_wd_params(layer_groups) -> list[tuple[list, list]]:
     """(decayed, not decayed) parameters of each layer group; a parameter shared between groups
-    counts in the first only. Not decayed: parameters of normalisation layers, and biases."""
-    seen, splits = set(), []
+    counts in the first only. Not decayed: parameters of normalisation layers, biases, and token and
+    position embeddings (`EMBEDDING_PARAM_NAMES`, and what a timm model's `no_weight_decay()` names)."""
+    seen, splits, declared = set(), [], _declared_no_decay(layer_groups)
     for group in layer_groups:
         decay, no_decay = [], []
         for module in group.modules():
@@ -132,7 +154,9 @@ def split_no_wd_params(layer_groups) -> list[tuple[list, list]]:
                 if id(p) in seen:
                     continue
                 seen.add(id(p))
-                (no_decay if isinstance(module, NORM_TYPES) or name.endswith("bias") else decay).append(p)
+                free = (isinstance(module, NORM_TYPES) or name.endswith("bias") or name in EMBEDDING_PARAM_NAMES
+                        or id(p) in declared)
+                (no_decay if free else decay).append(p)
         splits.append((decay, no_decay))
     return splits
 

@@ -1,5 +1,5 @@
 """The optimizer wrapper: per-layer-group hyper-parameters from floats, lists, arrays and slices;
-weight decay decoupled, and kept off BatchNorm and biases unless asked."""
+weight decay decoupled, and kept off BatchNorm, biases and embeddings unless asked."""
 import functools
 import inspect
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from tiny_models import three_groups, tiny_mlp
+from torch import nn
 
 from fastbase.core import FastbaseError
 from fastbase.learner import Learner
@@ -36,6 +37,46 @@ def test_each_layer_group_is_split_into_decayed_and_not_decayed_groups():
     assert [len(d) for d, _ in splits] == [1, 0, 1]  # the two Linear weights
     assert [len(nd) for _, nd in splits] == [3, 0, 1]  # bias + BN weight and bias; head bias
     assert splits[0][0][0] is model[0].weight and any(p is model[1].weight for p in splits[0][1])
+
+
+class TinyViT(nn.Module):
+    """A stand-in for a vision transformer: torchvision's parameter names, or timm's declared ones."""
+
+    def __init__(self, timm_style: bool):
+        super().__init__()
+        self.timm_style = timm_style
+        names = ("cls_token", "pos_embed") if timm_style else ("class_token", "pos_embedding")
+        for name in names:
+            self.register_parameter(name, nn.Parameter(torch.zeros(1, 1, 4)))
+        self.blocks = nn.Sequential(nn.Linear(4, 4))
+        self.blocks[0].register_parameter("rel_pos_table", nn.Parameter(torch.zeros(3, 4)))
+
+    def no_weight_decay(self):
+        return {"cls_token", "pos_embed"} if self.timm_style else set()
+
+    def no_weight_decay_keywords(self):
+        return {"rel_pos"} if self.timm_style else set()
+
+
+@pytest.mark.parametrize("timm_style", [False, True], ids=["torchvision names", "timm's no_weight_decay"])
+def test_token_and_position_embeddings_are_not_decayed(timm_style):
+    model = TinyViT(timm_style)
+    [(decay, no_decay)] = split_no_wd_params([model])
+    ids = lambda ps: {id(p) for p in ps}
+    embeddings = [p for n, p in model.named_parameters() if n.split(".")[-1] in ("cls_token", "pos_embed",
+                                                                                 "class_token", "pos_embedding")]
+    assert ids(embeddings) <= ids(no_decay) and id(model.blocks[0].bias) in ids(no_decay)
+    assert id(model.blocks[0].weight) in ids(decay)
+    assert (id(model.blocks[0].rel_pos_table) in ids(no_decay)) == timm_style  # only a declared keyword frees it
+    opt = OptimWrapper(torch.optim.SGD, [model], lr=0.1, wd=0.5)
+    before = {n: p.detach().clone() + 1 for n, p in model.named_parameters()}
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(before[n])
+            p.grad = torch.zeros_like(p)
+    opt.step()  # zero gradients: only the decay moves a parameter
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == ({"blocks.0.weight"} if timm_style else {"blocks.0.weight", "blocks.0.rel_pos_table"})
 
 
 @pytest.mark.parametrize("lr, expected", [
