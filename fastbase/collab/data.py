@@ -17,10 +17,11 @@ from torch.utils.data import Dataset
 from ..core import FastbaseError, ifnone, to_device
 from ..data import DataBunch, DataError, DatasetType, format_list
 from ..data.splits import _rng as random_stream
+from ..tabular.procs import NA_CATEGORY, category_codes, category_names
 
 __all__ = ["UNKNOWN", "CollabDataBunch", "RatingsDataset", "UnknownNameWarning", "encode", "require_pandas"]
 
-UNKNOWN = "#na#"  # class 0 of users and of items: a name the training data did not have, or a missing one
+UNKNOWN = NA_CATEGORY  # class 0 of users and of items: a name the training data did not have, or a missing one
 
 
 class UnknownNameWarning(UserWarning):
@@ -41,11 +42,9 @@ def encode(values, classes: list | None = None) -> tuple[torch.Tensor, list]:
     """(codes, classes) of a column of names (users or items): `codes` (int64, one per value) are
     positions in `classes`, whose entry 0 is '#na#' for a missing value or a name not in `classes`.
     With `classes=None` they are learnt from `values`: '#na#', then the distinct values sorted."""
-    pd = require_pandas()
     if classes is None:
-        classes = [UNKNOWN, *pd.Categorical(values).categories.tolist()]  # distinct values sorted, NaN left out
-    positions = pd.Index(classes[1:]).get_indexer(values)  # -1 for a name not there, or NaN
-    return torch.from_numpy(positions.astype(np.int64) + 1), classes
+        classes = [UNKNOWN, *category_names(values)]
+    return torch.from_numpy(category_codes(values, classes[1:])), classes
 
 
 class RatingsDataset(Dataset):

@@ -27,6 +27,8 @@ __all__ = [
     "TabularError",
     "TabularProc",
     "TabularProcessor",
+    "category_codes",
+    "category_names",
 ]
 
 NA_CATEGORY = "#na#"  # the name of code 0 of every categorical column: missing, or unseen in training
@@ -48,6 +50,25 @@ def require_pandas():
 def _plain(value):
     """A numpy scalar as the Python value (for the plain export)."""
     return value.item() if hasattr(value, "item") else value
+
+
+def category_names(values) -> list:
+    """The distinct values of a column (a pandas Series or array), missing ones left out, sorted
+    (by their text when they do not compare), as plain Python values: the names of codes 1..k."""
+    pd = require_pandas()
+    distinct = pd.Series(values).dropna().unique()
+    try:
+        distinct = sorted(distinct)
+    except TypeError:
+        distinct = sorted(distinct, key=str)
+    return [_plain(v) for v in distinct]
+
+
+def category_codes(values, names: list) -> np.ndarray:
+    """int64 codes of `values`: 1 + the position in `names` (`category_names`' list), and 0
+    (`#na#`) for a missing value or one not in `names`."""
+    pd = require_pandas()
+    return np.asarray(pd.Index(names).get_indexer(values), dtype=np.int64) + 1  # -1 becomes 0
 
 
 _TEXT, _NUMBER, _BOOL = "text", "number", "bool"
@@ -159,12 +180,7 @@ class Categorify(TabularProc):
 
     def fit(self, df) -> None:
         for name in self.cat_names:
-            values = df[name].dropna().unique()
-            try:
-                values = sorted(values)
-            except TypeError:
-                values = sorted(values, key=str)
-            self.categories[name] = [_plain(v) for v in values]
+            self.categories[name] = category_names(df[name])
             self.kinds[name] = _kind(df[name])
 
     @property
@@ -172,15 +188,13 @@ class Categorify(TabularProc):
         return {name: [NA_CATEGORY, *cats] for name, cats in self.categories.items()}
 
     def apply(self, df) -> None:
-        pd = require_pandas()
         for name in self.cat_names:
             expected, found = self.kinds.get(name), _kind(df[name])
             if expected and found and found != expected:
                 bad = df[name].dropna().unique()[:3].tolist()
                 raise TabularError(f"Column {name!r} is categorical with {expected} values in the training data, "
                                    f"but holds {found} values here (e.g. {bad}). Convert it to the training type.")
-            codes = pd.Index(self.categories[name]).get_indexer(df[name])
-            df[name] = np.asarray(codes, dtype=np.int64) + 1  # -1 (missing or unseen) becomes 0, `#na#`
+            df[name] = category_codes(df[name], self.categories[name])
 
     def state(self) -> dict:
         return {"categories": {k: list(v) for k, v in self.categories.items()}, "kinds": dict(self.kinds)}
