@@ -103,3 +103,20 @@ def test_automatic_caching_follows_the_memory_budget(noisy_folder, monkeypatch):
     assert data.train_ds.cache is None and data.valid_ds.cache is None and "cached" not in repr(data.train_ds)
     unsized = ImageDataBunch.from_folder(noisy_folder, bs=4, num_workers=0, device="cpu", cache_items=True)
     assert unsized.train_ds.cache is None  # items of many sizes: nothing to cache
+
+
+def test_workers_stop_once_their_pass_fills_the_cache(noisy_folder):
+    """The pass that fills the item cache ends the loader's worker processes (they have nothing
+    left to do). Left alive, they would be shut down by the garbage collector along with a dropped
+    Learner. That shutdown cannot reach them: torch waited 5 s per worker, then killed it."""
+    import multiprocessing
+
+    data = bunch(noisy_folder, cache=True, workers=2)
+    batches = iter(data.train_dl)
+    next(batches)
+    assert len(multiprocessing.active_children()) == 2  # the first pass reads in the workers...
+    rest = list(batches)
+    assert data.train_dl.in_memory and not multiprocessing.active_children()  # ...which end with it
+    list(data.valid_dl)
+    assert data.valid_dl.in_memory and not multiprocessing.active_children()
+    assert len(list(data.train_dl)) == len(data.train_dl) == 1 + len(rest)  # later passes: in this process

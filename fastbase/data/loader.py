@@ -220,14 +220,26 @@ class DeviceDataLoader:
         if not self.in_memory:
             for batch in self.dl:
                 yield self.proc_batch(batch)
+            if self.in_memory:  # this pass filled the item cache: the workers have nothing left to do
+                self._release_workers()
             return
         if self._local is None:
+            self._release_workers()
             # the same sampler, so the same order as `dl` would give; a generator of its own takes the
             # worker base seed each iteration draws, which `dl`'s persistent workers do not draw again
             self._local = self._rebuilt(num_workers=0, sampler=self.dl.sampler, shuffle=False,
                                         generator=torch.Generator())
         for batch in self._local:
             yield self.proc_batch(batch, in_workers=False)
+
+    def _release_workers(self) -> None:
+        """Stop the persistent worker processes now that batches are read in this process. Dropping
+        the loader's iterator here frees it by reference counting, so torch's shutdown reaches the
+        workers at once. Left to the garbage collector with the rest of a Learner, the iterator's
+        queues can be finalised before it, the workers never hear of the shutdown and torch waits
+        5 s for each before killing it."""
+        if getattr(self.dl, "_iterator", None) is not None:
+            self.dl._iterator = None
 
     def new(self, tfms=None, **kwargs) -> DeviceDataLoader:
         """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`, or
