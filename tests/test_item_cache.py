@@ -107,14 +107,21 @@ def test_automatic_caching_follows_the_memory_budget(noisy_folder, monkeypatch):
 
 def test_workers_stop_once_their_pass_fills_the_cache(noisy_folder):
     """The pass that fills the item cache ends the loader's worker processes (they have nothing
-    left to do). Left alive, they would be shut down by the garbage collector along with a dropped
+    left to do), as does a pass left early. Left alive, they would be shut down by the garbage collector along with a dropped
     Learner. That shutdown cannot reach them: torch waited 5 s per worker, then killed it."""
     import multiprocessing
 
+    uncached = bunch(noisy_folder, cache=False, workers=2)
+    list(uncached.train_dl)
+    assert len(multiprocessing.active_children()) == 2  # without the cache, the workers stay for the next pass
+    xb, _ = uncached.one_batch()  # a pass left after one batch: its workers stop
+    assert xb.shape[0] == 4 and not multiprocessing.active_children()
+    assert len(list(uncached.train_dl)) == len(uncached.train_dl)  # the next pass forks new ones
+    del uncached
     data = bunch(noisy_folder, cache=True, workers=2)
     batches = iter(data.train_dl)
     next(batches)
-    assert len(multiprocessing.active_children()) == 2  # the first pass reads in the workers...
+    assert len(multiprocessing.active_children()) == 2  # the first full pass reads in the workers...
     rest = list(batches)
     assert data.train_dl.in_memory and not multiprocessing.active_children()  # ...which end with it
     list(data.valid_dl)

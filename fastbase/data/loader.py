@@ -218,10 +218,16 @@ class DeviceDataLoader:
             yield from self._fetched_here()
             return
         if not self.in_memory:
-            for batch in self.dl:
-                yield self.proc_batch(batch)
-            if self.in_memory:  # this pass filled the item cache: the workers have nothing left to do
-                self._release_workers()
+            finished = False
+            try:
+                for batch in self.dl:
+                    yield self.proc_batch(batch)
+                finished = True
+            finally:
+                # a pass left early (one_batch, lr_find) or one that filled the item cache: stop the
+                # workers now (see `_release_workers`); the next pass forks new ones if it needs them
+                if not finished or self.in_memory:
+                    self._release_workers()
             return
         if self._local is None:
             self._release_workers()
@@ -233,7 +239,8 @@ class DeviceDataLoader:
             yield self.proc_batch(batch, in_workers=False)
 
     def _release_workers(self) -> None:
-        """Stop the persistent worker processes now that batches are read in this process. Dropping
+        """Stop the persistent worker processes: batches are now read in this process, or a pass was
+        left early with tasks still queued in the workers. Dropping
         the loader's iterator here frees it by reference counting, so torch's shutdown reaches the
         workers at once. Left to the garbage collector with the rest of a Learner, the iterator's
         queues can be finalised before it, the workers never hear of the shutdown and torch waits
