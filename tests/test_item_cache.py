@@ -127,3 +127,27 @@ def test_workers_stop_once_their_pass_fills_the_cache(noisy_folder):
     list(data.valid_dl)
     assert data.valid_dl.in_memory and not multiprocessing.active_children()
     assert len(list(data.train_dl)) == len(data.train_dl) == 1 + len(rest)  # later passes: in this process
+
+
+def test_workers_of_a_loader_freed_by_the_garbage_collector_are_told_to_stop(noisy_folder, monkeypatch):
+    """Persistent workers still running (no item cache) when their loader is freed in a reference
+    cycle, as a Learner's loaders are, are told to stop and do so at once. Before, the collector
+    finalised the loader's queues first, the stop never reached them, and torch waited its status
+    interval (5 s, made 30 s here so that a wait cannot pass for a slow machine) for each."""
+    import gc
+    import multiprocessing
+    import time
+
+    from torch.utils.data import _utils
+
+    monkeypatch.setattr(_utils, "MP_STATUS_CHECK_INTERVAL", 30.0)
+    data = bunch(noisy_folder, cache=False, workers=2)
+    list(data.train_dl)
+    assert len(multiprocessing.active_children()) == 2  # the workers stay for the next pass
+    cycle = {"data": data}
+    cycle["self"] = cycle
+    del data, cycle
+    start = time.monotonic()
+    gc.collect()
+    assert not multiprocessing.active_children()
+    assert time.monotonic() - start < 25  # one timed-out worker alone would have taken 30 s

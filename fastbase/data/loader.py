@@ -3,7 +3,9 @@ the batch transforms (augmentation, then the `Normalizer`) in the worker process
 device, whichever is faster there; `resolve_num_workers` picks the number of worker processes."""
 from __future__ import annotations
 
+import os
 import warnings
+import weakref
 from enum import IntEnum
 
 import torch
@@ -122,12 +124,25 @@ class DeviceDataLoader:
     """
 
     def __init__(self, dl: DataLoader, device, tfms=None):
-        self.dl, self.device = dl, torch.device(device)
+        self._current = [dl]  # `dl`, in a list that the finalizer below shares
+        # Freed with a Learner by the garbage collector, the DataLoader's iterator could be finalised
+        # after its queues, and its worker processes would not stop (see `_release_workers`); the
+        # finalizer holds the DataLoader outside that garbage and stops the workers first.
+        weakref.finalize(self, _stop_workers, self._current, os.getpid()).atexit = False
+        self.device = torch.device(device)
         self._local: DataLoader | None = None  # the in-process twin of `dl`, once its items are in memory
         self.in_process_when_cached = True  # False: keep the workers even then (see `in_memory`)
         self.collate_fn = dl.collate_fn.collate_fn if isinstance(dl.collate_fn, CollateThenTransform) else dl.collate_fn
         self.tfms = sorted(listify(tfms), key=lambda t: getattr(t, "order", TfmOrder.COLLATED))
         self._place_tfms()
+
+    @property
+    def dl(self) -> DataLoader:
+        return self._current[0]
+
+    @dl.setter
+    def dl(self, value: DataLoader) -> None:
+        self._current[0] = value
 
     def __len__(self):
         return len(self.dl)
@@ -240,13 +255,19 @@ class DeviceDataLoader:
 
     def _release_workers(self) -> None:
         """Stop the persistent worker processes: batches are now read in this process, or a pass was
-        left early with tasks still queued in the workers. Dropping
-        the loader's iterator here frees it by reference counting, so torch's shutdown reaches the
-        workers at once. Left to the garbage collector with the rest of a Learner, the iterator's
+        left early with tasks still queued in the workers. Dropping the loader's iterator here frees
+        it by reference counting, so torch's shutdown reaches the workers at once. Left to the garbage collector with the rest of a Learner, the iterator's
         queues can be finalised before it, the workers never hear of the shutdown and torch waits
         5 s for each before killing it."""
-        if getattr(self.dl, "_iterator", None) is not None:
-            self.dl._iterator = None
+        _stop_workers(self._current, os.getpid())
+
+
+def _stop_workers(current: list, pid: int) -> None:
+    """Drop the iterator (and so stop the persistent workers) of the DataLoader in `current`, in the
+    process that made it only: a forked worker holds a copy, and must not shut its siblings down."""
+    dl = current[0] if current else None
+    if os.getpid() == pid and getattr(dl, "_iterator", None) is not None:
+        dl._iterator = None
 
     def new(self, tfms=None, **kwargs) -> DeviceDataLoader:
         """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`, or
