@@ -256,18 +256,10 @@ class DeviceDataLoader:
     def _release_workers(self) -> None:
         """Stop the persistent worker processes: batches are now read in this process, or a pass was
         left early with tasks still queued in the workers. Dropping the loader's iterator here frees
-        it by reference counting, so torch's shutdown reaches the workers at once. Left to the garbage collector with the rest of a Learner, the iterator's
-        queues can be finalised before it, the workers never hear of the shutdown and torch waits
-        5 s for each before killing it."""
+        it by reference counting, so torch's shutdown reaches the workers at once. Left to the garbage
+        collector with the rest of a Learner, the iterator's queues can be finalised before it, the
+        workers never hear of the shutdown and torch waits 5 s for each before killing it."""
         _stop_workers(self._current, os.getpid())
-
-
-def _stop_workers(current: list, pid: int) -> None:
-    """Drop the iterator (and so stop the persistent workers) of the DataLoader in `current`, in the
-    process that made it only: a forked worker holds a copy, and must not shut its siblings down."""
-    dl = current[0] if current else None
-    if os.getpid() == pid and getattr(dl, "_iterator", None) is not None:
-        dl._iterator = None
 
     def new(self, tfms=None, **kwargs) -> DeviceDataLoader:
         """A copy whose DataLoader is rebuilt with some arguments changed (e.g. `shuffle=False`, or
@@ -281,3 +273,10 @@ def _stop_workers(current: list, pid: int) -> None:
         return (f"DeviceDataLoader({len(self.dataset)} items, bs={self.batch_size}, device={self.device}, "
                 f"workers={self.num_workers}, tfms {where}: {self.tfms})")
 
+
+def _stop_workers(current: list, pid: int) -> None:
+    """Drop the iterator (and so stop the persistent workers) of the DataLoader in `current`, in the
+    process that made it only: a forked worker holds a copy, and must not shut its siblings down."""
+    dl = current[0] if current else None
+    if os.getpid() == pid and getattr(dl, "_iterator", None) is not None:
+        dl._iterator = None
