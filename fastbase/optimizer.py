@@ -7,8 +7,9 @@ summarises them; `OptimWrapper` optimizes them.
 Each layer group becomes two torch param groups, [decayed, not decayed]: BatchNorm and other
 normalisation parameters, every bias and the token/position embeddings of vision transformers are
 not decayed unless `bn_wd=True`. Learning rate, momentum and weight decay are set per layer group
-from a float, a list, a NumPy array or a `slice` (fastai v1's `lr_range`). Weight decay is decoupled ("true") by default: the wrapper
-decays the weights itself, so `Adam` trains as AdamW, and any torch optimizer gets the same decay.
+from a float, a list, a NumPy array or a `slice` (fastai v1's `lr_range`). Weight decay is
+decoupled ("true") by default: the wrapper decays the weights itself, so `Adam` trains as AdamW,
+and any torch optimizer gets the same decay.
 """
 from __future__ import annotations
 

@@ -107,8 +107,8 @@ def test_automatic_caching_follows_the_memory_budget(noisy_folder, monkeypatch):
 
 def test_workers_stop_once_their_pass_fills_the_cache(noisy_folder):
     """The pass that fills the item cache ends the loader's worker processes (they have nothing
-    left to do), as does a pass left early. Left alive, they would be shut down by the garbage collector along with a dropped
-    Learner. That shutdown cannot reach them: torch waited 5 s per worker, then killed it."""
+    left to do), as does a pass left early. Without an item cache the workers stay between full
+    passes."""
     import multiprocessing
 
     uncached = bunch(noisy_folder, cache=False, workers=2)
