@@ -62,6 +62,8 @@ def _result_lines(s: dict) -> list[str]:
     if "lr" in s:
         lines.append(f"lr {s['lr']:.2e} ({s['lr_source']}); {'pretrained' if s['pretrained'] else 'random'} "
                      f"{s['arch']} body; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items()))
+    if s.get("second_stage"):
+        lines.append(s["second_stage"]["message"])
     return [*lines, f"most confused (actual as predicted): {confused}",
             f"wrote {', '.join(s['files'])} to {s['out']}; open {s['report']}"]
 
@@ -80,7 +82,8 @@ def _cmd_train(args) -> int:
     data, layout = load_data(path, **_data_options(args))
     summary = run_train(data, args.out, args.arch, args.pretrained, args.epochs, args.unfreeze_epochs, args.lr,
                         args.lr_find_iters, "train", _settings(args), describe_data(data, path, layout),
-                        {"data": time.perf_counter() - start}, feature_cache=not args.no_cache)
+                        {"data": time.perf_counter() - start}, feature_cache=not args.no_cache,
+                        keep_best=args.keep_best)
     return _emit(args, summary, _result_lines(summary))
 
 
@@ -279,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=None, help="max learning rate (default: from lr_find)")
     train.add_argument("--no-cache", action="store_true", help="compute the frozen body's features at every step "
                        "instead of caching them (docs/transfer-learning.md)")
+    train.add_argument("--keep-best", action="store_true", help="keep the frozen stage's weights when the unfrozen "
+                       "stage did not improve validation accuracy (the result says which were kept)")
     train.add_argument("--out", default="fastbase_train", help="folder for the report (default: %(default)s)")
     for cmd in (demo, train):
         cmd.add_argument("--epochs", type=_positive, default=4, help="epochs of the first stage (default: %(default)s)")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import debug, deploy, sanity
+from . import debug, deploy, finetune, sanity
 from .callback import DeferredInterrupt, GatherPreds, ValidationStats
 from .callbacks.bn_stats import BN_STATS_MODES, BnFreeze
 from .callbacks.channels_last import ChannelsLast, to_memory_format
@@ -149,6 +149,15 @@ class Learner(Loop):
                                   final_div=final_div, start_epoch=start_epoch)
         self.fit(cyc_len, max_lr, wd=wd, callbacks=[sched, *listify(callbacks)], start_epoch=ifnone(start_epoch, 0),
                  resume=resume)
+
+    def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
+                  pct_start: float = 0.3, div: float = 5.0, keep_best: bool = False, monitor: str | None = None,
+                  **kwargs) -> finetune.StageComparison:
+        """fastai 2's recipe: `freeze_epochs` on the head, `unfreeze()`, `epochs` at `slice(base_lr/2/lr_mult,
+        base_lr/2)`. Says whether the unfrozen stage improved `monitor` (default: the first metric);
+        `keep_best=True` puts the frozen stage's weights back when it did not (`finetune.fine_tune`)."""
+        return finetune.fine_tune(self, epochs, base_lr, freeze_epochs, lr_mult, pct_start, div, keep_best, monitor,
+                                  **kwargs)
 
     def lr_find(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True,
                 wd: float | None = None) -> LRSuggestions | None:

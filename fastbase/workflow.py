@@ -13,6 +13,7 @@ import time
 from .core import FastbaseError, Path, set_seed
 from .data import BadFilesError
 from .figures import save_figure
+from .finetune import two_stages
 
 __all__ = ["LR_RANGE", "UsageError", "describe_data", "detect_layout", "find_data", "find_lr", "load_data",
            "make_learner", "predict_files", "run_demo", "run_train"]
@@ -155,11 +156,13 @@ def find_lr(learn, out: Path, iters: int):
 
 def run_train(data, out, arch: str = "resnet34", pretrained: bool = True, epochs: int = 4, unfreeze_epochs: int = 2,
               lr: float | None = None, lr_find_iters: int = 100, command: str = "train", settings=None,
-              data_info=None, seconds=None, feature_cache: bool = True) -> dict:
+              data_info=None, seconds=None, feature_cache: bool = True, keep_best: bool = False) -> dict:
     """Lesson 1 on `data`: cnn_learner, lr_find, fit_one_cycle (body frozen when pretrained), unfreeze,
     fit_one_cycle with slice(lr/100, lr/10), export, interpretation; writes export.pkl, the PNGs and
     report.html to `out` and returns the summary that `--json` prints. `lr` None: lr_find's valley.
-    `feature_cache=False`: no cached body features (cnn_learner's default for a pretrained body)."""
+    `feature_cache=False`: no cached body features (cnn_learner's default for a pretrained body).
+    With a pretrained body, the summary says whether the unfrozen stage improved accuracy
+    (`second_stage`); `keep_best` then keeps the frozen stage's weights when it did not."""
     from . import report
 
     out = Path(out)
@@ -171,15 +174,28 @@ def run_train(data, out, arch: str = "resnet34", pretrained: bool = True, epochs
     lr_source = "given with --lr" if lr else f"lr_find's valley, kept within {LR_RANGE[0]:g}..{LR_RANGE[1]:g}"
     lr = float(lr) if lr else float(min(max(suggestions.valley, LR_RANGE[0]), LR_RANGE[1]))
     stages = [report.StageLog("stage 1: head, body frozen" if learn.n_frozen else "stage 1: all layers")]
-    start = time.perf_counter()
-    learn.fit_one_cycle(epochs, lr, callbacks=[stages[0]])
-    times["fit_one_cycle"] = time.perf_counter() - start
-    if unfreeze_epochs:
-        learn.unfreeze()
-        stages.append(report.StageLog("stage 2: unfrozen, slice(lr/100, lr/10)"))
+
+    def stage(key: str, log, fit) -> None:
         start = time.perf_counter()
-        learn.fit_one_cycle(unfreeze_epochs, max_lr=slice(lr / 100, lr / 10), callbacks=[stages[1]])
-        times["fit_unfrozen"] = time.perf_counter() - start
+        fit(callbacks=[log])
+        times[key] = time.perf_counter() - start
+
+    def frozen_fit() -> None:
+        stage("fit_one_cycle", stages[0], lambda **kw: learn.fit_one_cycle(epochs, lr, **kw))
+
+    def unfrozen_fit() -> None:
+        stages.append(report.StageLog("stage 2: unfrozen, slice(lr/100, lr/10)"))
+        stage("fit_unfrozen", stages[1], lambda **kw: learn.fit_one_cycle(unfreeze_epochs, slice(lr / 100, lr / 10),
+                                                                          **kw))
+
+    comparison = None
+    if unfreeze_epochs and learn.n_frozen:  # a pretrained body: say whether unfreezing helped
+        comparison = two_stages(learn, frozen_fit, unfrozen_fit, keep_best=keep_best, say=False)
+    else:
+        frozen_fit()
+        if unfreeze_epochs:
+            learn.unfreeze()
+            unfrozen_fit()
     start = time.perf_counter()
     for name, fig in report.plot_training(stages).items():
         save_figure(fig, out / f"{name}.png", dpi=90)
@@ -191,7 +207,10 @@ def run_train(data, out, arch: str = "resnet34", pretrained: bool = True, epochs
                "lr_source": lr_source, "arch": arch, "pretrained": pretrained, "lr_find": suggestions._asdict(),
                "stages": [s.as_dict() for s in stages], "most_confused": most_confused,
                "seconds": {k: round(v, 2) for k, v in times.items()}, "settings": settings or {},
-               "data": data_info or {}, "out": str(out), "export": str(export)}
+               "data": data_info or {}, "out": str(out), "export": str(export),
+               "second_stage": None if comparison is None else {
+                   "monitor": comparison.monitor, "frozen": comparison.frozen, "unfrozen": comparison.unfrozen,
+                   "helped": comparison.helped, "kept": comparison.kept, "message": comparison.message}}
     summary["report"] = str(report.write_report(out, summary))
     summary["files"] = sorted(p.name for p in out.iterdir() if p.is_file())
     return summary

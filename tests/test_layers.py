@@ -42,6 +42,7 @@ LAYERS = {
     "fastbase.sanity": 5,
     "fastbase.deploy": 5,
     "fastbase.train": 5,
+    "fastbase.finetune": 5,
     "fastbase.basics": 5,
     "fastbase.vision": 6,
     "fastbase.vision.feature_cache": 6,

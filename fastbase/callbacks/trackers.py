@@ -19,9 +19,16 @@ from ..core import FastbaseError, is_main_process
 from .progress import progress_disabled
 
 __all__ = ["EarlyStopping", "ReduceLROnPlateau", "SaveModelCallback", "TerminateOnNaN", "TrackerCallback",
-           "TrainingDiverged"]
+           "TrainingDiverged", "monitor_mode"]
 
 _MINIMISED = ("loss", "err", "mse", "mae", "perplexity")  # 'auto' mode: names holding these go down
+
+
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    """'min' or 'max': `mode` itself, or for 'auto' 'min' when the name is a loss or an error, else 'max'."""
+    if mode not in ("auto", "min", "max"):
+        raise FastbaseError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
+    return mode if mode != "auto" else ("min" if any(k in monitor.lower() for k in _MINIMISED) else "max")
 
 
 class TrainingDiverged(UserWarning):
@@ -41,10 +48,8 @@ class TrackerCallback(Callback):
     order = Order.TRACKER
 
     def __init__(self, monitor: str = "valid_loss", mode: str = "auto", min_delta: float = 0.0):
-        if mode not in ("auto", "min", "max"):
-            raise FastbaseError(f"mode must be 'auto', 'min' or 'max', got {mode!r}.")
         self.monitor, self.min_delta = monitor, abs(float(min_delta))
-        self.mode = mode if mode != "auto" else ("min" if any(k in monitor.lower() for k in _MINIMISED) else "max")
+        self.mode = monitor_mode(monitor, mode)
         self.best, self.wait, self._restored, self._warned_nan = None, 0, False, False
 
     def before_fit(self):
