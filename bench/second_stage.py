@@ -13,7 +13,8 @@ is the change from the frozen stage's path (cached features) to the unfrozen one
 Variants (VARIANTS below): default; zero; bn-train (BatchNorm statistics learnt in the second
 stage, as fastai does); eps (Adam's eps 1e-5, fastai 2's, instead of torch's 1e-8); wd0; lr10
 (a tenth of the recipe's rates); sched (fastai 2's one-cycle: pct_start 0.25, final div 1e5);
-train-bn-eps (bn-train and eps together). About 30 s a variant on 2 idle CPU cores.
+train-bn-eps (bn-train and eps together); bn-train-body and bn-train-head (statistics learnt in
+the body only, or in the head only, the other part's fixed). About 30 s a variant on 2 idle CPU cores.
 """
 from __future__ import annotations
 
@@ -37,6 +38,27 @@ def _eps(learn, eps):
         g["eps"] = eps
 
 
+def fix_bn(part: int):
+    """A callback keeping the BatchNorm layers of `learn.model[part]` (0 the body, 1 the head) in eval
+    mode while training: with `freeze_bn_stats=False`, the other part's layers learn their statistics."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from fastbase.callback import Callback, Order
+
+    class FixBN(Callback):
+        order = Order.BN_FREEZE
+
+        def before_train(self):
+            for m in self.learn.model[part].modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+    return FixBN()
+
+
+def _fix(part: int) -> dict:
+    return {"callbacks": [fix_bn(part)]}
+
+
 # name -> (what to do to the Learner before the second fit, kwargs of that fit, lr factor)
 VARIANTS = {
     "default": (None, {}, 1.0),
@@ -44,6 +66,8 @@ VARIANTS = {
     "bn-train": (lambda learn: setattr(learn, "freeze_bn_stats", False), {}, 1.0),
     "eps": (lambda learn: _eps(learn, 1e-5), {}, 1.0),
     "train-bn-eps": (lambda learn: (_eps(learn, 1e-5), setattr(learn, "freeze_bn_stats", False)), {}, 1.0),
+    "bn-train-body": (lambda learn: setattr(learn, "freeze_bn_stats", False), "fix-head", 1.0),
+    "bn-train-head": (lambda learn: setattr(learn, "freeze_bn_stats", False), "fix-body", 1.0),
     "wd0": (None, {"wd": 0.0}, 1.0),
     "lr10": (None, {}, 0.1),
     "sched": (None, {"pct_start": 0.25, "final_div": 1e5}, 1.0),
@@ -85,6 +109,8 @@ def run(path: Path, valid: str, flip: bool, seed: int, variants: list[str], args
         for k, g in generators.items():
             g.set_state(gen_states[k])
         start = time.perf_counter()
+        if isinstance(fit_kw, str):  # the BatchNorm of one part fixed, the other's learning
+            fit_kw = _fix(1 if fit_kw == "fix-head" else 0)
         learn.fit_one_cycle(args.unfrozen, slice(lr * factor / 100, lr * factor / 10), **fit_kw)
         rows.append({"variant": name, "seed": seed, "lr": lr, "frozen": frozen, "s": time.perf_counter() - start,
                      "accuracy": float(learn.recorder.metrics[-1][0]),
