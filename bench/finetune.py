@@ -47,7 +47,8 @@ VARIANTS = {
     "nocache": ({"feature_cache": False}, {}),
     "fastai-bn": ({"train_bn": True, "freeze_bn_stats": False}, {}),
     "bn-eval": ({"freeze_bn_stats": True}, {}),
-    "bn-frozen": ({"freeze_bn_stats": "finetune"}, {}),
+    "finetune": ({"freeze_bn_stats": "finetune"}, {}),
+    "body": ({"freeze_bn_stats": "body"}, {}),
     "wd-bn": ({"bn_wd": True}, {}),
     "onegroup": ({"split_on": lambda m: [m[0], m[1]]}, {}),
 }

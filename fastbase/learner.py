@@ -19,7 +19,7 @@ from torch import nn
 
 from . import debug, deploy, finetune, sanity
 from .callback import DeferredInterrupt, GatherPreds, ValidationStats
-from .callbacks.bn_stats import BN_STATS_MODES, BnFreeze
+from .callbacks.bn_stats import BN_STATS_MODES, bn_freeze_for
 from .callbacks.channels_last import ChannelsLast, to_memory_format
 from .callbacks.checkpoint import ResumeCallback
 from .callbacks.distributed import to_distributed, wants_distributed
@@ -125,8 +125,9 @@ class Learner(Loop):
         self.opt.zero_grad()
         cbs = [DeferredInterrupt(), ValidationStats([as_metric(m) for m in self.metrics]), self.recorder,
                *self._own_callbacks(), *listify(callbacks)]
-        if self.freeze_bn_stats:
-            cbs.append(BnFreeze(all_groups=self.freeze_bn_stats == "finetune" and self.n_frozen == 0))
+        bn_freeze = bn_freeze_for(self.freeze_bn_stats, self.n_frozen, len(self.layer_groups))
+        if bn_freeze is not None:
+            cbs.append(bn_freeze)
         if self.clip:
             cbs.append(GradientClipping(self.clip))
         if not (progress_disabled() if self.silent is None else self.silent):

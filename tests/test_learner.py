@@ -136,15 +136,16 @@ def test_bn_freeze_of_all_groups_keeps_statistics_fixed_in_unfrozen_groups_too()
     assert torch.equal(learn.model[1].running_mean, before) and not torch.equal(learn.model[1].weight, weight)
 
 
-def pretrained_body_new_head() -> Learner:
+def pretrained_body_new_head(freeze_bn_stats="finetune") -> Learner:
     """[Linear, BatchNorm] body whose BatchNorm has statistics (as if pretrained), and a new head with
-    its own fresh BatchNorm; two layer groups, freeze_bn_stats='finetune'."""
+    its own fresh BatchNorm; two layer groups."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 16), nn.BatchNorm1d(16),
                           nn.Linear(16, 2))
     with torch.no_grad():
         model[1].running_mean.normal_(), model[1].running_var.uniform_(0.5, 2.0)
-    return Learner(make_data(), model, layer_groups=[model[:2], model[2:]], freeze_bn_stats="finetune", silent=True)
+    return Learner(make_data(), model, layer_groups=[model[:2], model[2:]], freeze_bn_stats=freeze_bn_stats,
+                   silent=True)
 
 
 def test_freeze_bn_stats_finetune_lets_only_the_head_learn_statistics_and_only_while_the_body_is_frozen():
@@ -173,6 +174,23 @@ def test_freeze_bn_stats_finetune_lets_a_new_head_unfrozen_at_once_learn_its_sta
     head_stats = head_bn.running_mean.clone()
     learn.fit(1)  # now it has some: they stay
     assert torch.equal(head_bn.running_mean, head_stats) and torch.equal(body_bn.running_mean, body_stats)
+
+
+def test_freeze_bn_stats_body_keeps_the_body_statistics_and_lets_the_head_learn_in_both_stages():
+    learn = pretrained_body_new_head("body")
+    model, body_bn, head_bn = learn.model, learn.model[1], learn.model[4]
+    learn.freeze()
+    body_stats, head_stats = body_bn.running_mean.clone(), head_bn.running_mean.clone()
+    learn.fit(1)
+    assert torch.equal(body_bn.running_mean, body_stats)
+    assert not torch.equal(head_bn.running_mean, head_stats)
+    learn.unfreeze()
+    head_stats, weight = head_bn.running_mean.clone(), model[0].weight.clone()
+    learn.fit(1)
+    assert torch.equal(body_bn.running_mean, body_stats)  # unfrozen body: weights train, statistics fixed
+    assert not torch.equal(model[0].weight, weight)
+    assert not torch.equal(head_bn.running_mean, head_stats)  # the head follows the moving body
+    assert "freeze_bn_stats='body' (running statistics fixed in the body" in learn.summary()
 
 
 def test_freeze_bn_stats_rejects_an_unknown_setting():

@@ -22,11 +22,12 @@ from ..callback import Callback, Order
 from ..core import BN_TYPES
 from ..data import DatasetType
 
-__all__ = ["BN_STATS_MODES", "BnFreeze", "RecalibrateBN", "has_bn_statistics", "recompute_bn_stats"]
+__all__ = ["BN_STATS_MODES", "BnFreeze", "RecalibrateBN", "bn_freeze_for", "has_bn_statistics", "recompute_bn_stats"]
 
 # freeze_bn_stats: its settings and what each does to BatchNorm running statistics (BnFreeze applies them)
 BN_STATS_MODES = {False: "running statistics learnt by every group that trains",
                   True: "running statistics fixed in frozen groups",
+                  "body": "running statistics fixed in the body (every group but the last), learnt by the head",
                   "finetune": "running statistics fixed in frozen groups, and in every group once none is frozen"}
 
 
@@ -78,6 +79,16 @@ class RecalibrateBN(Callback):
         return f"RecalibrateBN(ds_type={self.ds_type.name}, max_batches={self.max_batches})"
 
 
+def bn_freeze_for(mode, n_frozen: int, n_groups: int) -> BnFreeze | None:
+    """The `BnFreeze` that applies `freeze_bn_stats=mode` (see `BN_STATS_MODES`) to a Learner with
+    `n_frozen` of its `n_groups` layer groups frozen; None where no statistics are fixed."""
+    if not mode:
+        return None
+    if mode == "body":  # the head (last group) learns; the body's stay as they were loaded
+        return BnFreeze(n_fixed=max(n_frozen, n_groups - 1))
+    return BnFreeze(all_groups=mode == "finetune" and n_frozen == 0)
+
+
 class BnFreeze(Callback):
     """Puts the BatchNorm layers of frozen layer groups in eval mode after each `model.train()`,
     so their running statistics stay fixed (`freeze_bn_stats=True`); `train_bn` only governs gradients.
@@ -85,15 +96,18 @@ class BnFreeze(Callback):
     on few images with small learning rates then keeps its pretrained statistics (what
     `freeze_bn_stats="finetune"` does once the Learner is unfrozen). There, a layer of a trainable
     group that has no statistics yet (a new head's, never trained: running mean 0, variance 1, no
-    batch seen) learns them in this fit, rather than keeping values no data produced."""
+    batch seen) learns them in this fit, rather than keeping values no data produced.
+    `n_fixed` fixes those of the first `n_fixed` groups instead of the frozen ones, frozen or not
+    (`freeze_bn_stats="body"`: all but the head)."""
     order = Order.BN_FREEZE
     changes_step = True
 
-    def __init__(self, all_groups: bool = False):
-        self.all_groups = all_groups
+    def __init__(self, all_groups: bool = False, n_fixed: int | None = None):
+        self.all_groups, self.n_fixed = all_groups, n_fixed
 
     def before_fit(self):
-        groups, n = self.learn.layer_groups, self.learn.n_frozen
+        groups = self.learn.layer_groups
+        n = self.learn.n_frozen if self.n_fixed is None else self.n_fixed
         self.fixed = [m for group in groups[:n] for m in group.modules() if isinstance(m, BN_TYPES)]
         if self.all_groups:
             self.fixed += [m for group in groups[n:] for m in group.modules()
