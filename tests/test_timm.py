@@ -172,7 +172,7 @@ def test_pretrained_weights_from_fastbase_folder_offline_keep_batchnorm_as_train
     assert torch.equal(net.conv1[0].weight, state["conv1.0.weight"])
     cfg = timm.models.get_pretrained_cfg("test_resnet")
     assert torch.allclose(data.norm.mean, torch.tensor(cfg.mean)) and torch.allclose(data.norm.std, torch.tensor(cfg.std))
-    assert (learn.train_bn, learn.freeze_bn_stats, learn.n_frozen) == (False, "finetune", 2)
+    assert (learn.train_bn, learn.freeze_bn_stats, learn.n_frozen) == (False, "body", 2)
     before = net.bn1.running_mean.clone() if hasattr(net, "bn1") else net.conv1[1].running_mean.clone()
     learn.fit(1, 1e-3)
     after = net.bn1.running_mean if hasattr(net, "bn1") else net.conv1[1].running_mean

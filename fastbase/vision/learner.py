@@ -129,9 +129,9 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
 
     The body is frozen when pretrained, so training starts with the head. BatchNorm, unlike fastai:
     a pretrained body keeps its BatchNorm as ImageNet trained it (`train_bn=False`: weights frozen
-    with the rest of the frozen body; `freeze_bn_stats="finetune"`: running statistics fixed, and
-    once `unfreeze()` leaves nothing frozen, the head's too, which it learnt while the body was
-    frozen). On small data sets this gains accuracy and halves the frozen stage's time
+    with the rest of the frozen body; `freeze_bn_stats="body"`: the body's running statistics fixed
+    in both stages, the new head's learnt in both). On small data sets this gains accuracy, keeps
+    the unfrozen stage from undoing the frozen one, and halves the frozen stage's time
     (docs/transfer-learning.md; bench/RESULTS.md). `train_bn=True, freeze_bn_stats=False` is fastai's behaviour.
     A random body (`pretrained=False`) learns its BatchNorm as usual.
 
@@ -159,7 +159,7 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
     groups = split(model) if callable(split) else cnn_layer_groups(model, split)
     train_bn = ifnone(train_bn, not pretrained)
-    freeze_bn_stats = ifnone(freeze_bn_stats, "finetune" if pretrained else False)
+    freeze_bn_stats = ifnone(freeze_bn_stats, "body" if pretrained else False)
     learn = Learner(data, model, layer_groups=groups, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,
                     **learn_kwargs)
     if custom_head is None and cut is None and not callable(split):
