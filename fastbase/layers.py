@@ -18,13 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from .core import FastbaseError, ifnone
+from .helpers import FastbaseError, ifnone
 
 __all__ = [
-    "AdaptiveConcatPool2d", "Flatten", "Lambda", "MergeLayer", "NormType", "PixelShuffle_ICNR", "PoolFlatten",
-    "SelfAttention", "SequentialEx", "batchnorm_2d", "bn_drop_lin", "children", "conv_layer", "flatten_model",
-    "icnr", "in_channels", "init_default", "relu", "requires_grad", "res_block", "simple_cnn",
+    "BN_TYPES", "AdaptiveConcatPool2d", "Flatten", "Lambda", "MergeLayer", "NormType", "PixelShuffle_ICNR",
+    "PoolFlatten", "SelfAttention", "SequentialEx", "batchnorm_2d", "bn_drop_lin", "children", "conv_layer",
+    "emb_sz_rule", "flatten_model", "icnr", "in_channels", "init_default", "relu", "requires_grad", "res_block",
+    "simple_cnn",
 ]
+
+BN_TYPES = (nn.modules.batchnorm._BatchNorm,)  # the layers that keep running statistics
 
 
 class NormType(Enum):
@@ -349,3 +352,9 @@ class SigmoidRange(nn.Module):
 
     def extra_repr(self) -> str:
         return f"low={self.low}, high={self.high}"
+
+
+def emb_sz_rule(n_cat: int) -> int:
+    """fastai's embedding width for `n_cat` categories (the unknown `#na#` included):
+    min(600, round(1.6 * n_cat**0.56)). Tabular and collaborative-filtering models both use it."""
+    return min(600, round(1.6 * n_cat ** 0.56))

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .callbacks.hooks import Hooks
 from .core import BN_TYPES, FastbaseError, is_listy, listify
+from .hooks import Hooks
 from .layers import flatten_model
 
 __all__ = ["NORM_TYPES", "Adam", "OptimWrapper", "check_layer_groups", "even_mults", "freeze_layer_groups",

@@ -167,7 +167,7 @@ __all__ = [  # sorted; see the module docstring for what they are
     "partial", "pickle", "plot_compare", "plot_multi", "plt", "rand_pad", "re", "set_seed", "show_activations", "show_filters",
     "show_image", "tensor", "top_k_accuracy", "torch", "untar_data", "verify_images",
 ]
-__all__ += [  # hooks and model building blocks (fastbase.callbacks.hooks, fastbase.layers); sorted
+__all__ += [  # hooks and model building blocks (fastbase.hooks, fastbase.layers); sorted
     "ActivationStats", "AdaptiveConcatPool2d", "Flatten", "Hook", "Hooks", "Lambda", "MergeLayer", "NormType",
     "PixelShuffle_ICNR", "PoolFlatten", "SelfAttention", "SequentialEx", "batchnorm_2d", "bn_drop_lin", "children",
     "conv_layer", "dummy_eval", "flatten_model", "hook_output", "hook_outputs", "icnr", "in_channels", "init_default",
