@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..core import FastbaseError, ifnone, to_device
+from ..core import ifnone, to_device
 from ..data import DataBunch, DataError, DatasetType, format_list
-from ..data.splits import _rng as random_stream
-from ..tabular.procs import NA_CATEGORY, category_codes, category_names
+from ..data.categories import NA_CATEGORY, category_codes, category_names, require_pandas
+from ..data.splits import random_stream
 
 __all__ = ["UNKNOWN", "CollabDataBunch", "RatingsDataset", "UnknownNameWarning", "encode", "require_pandas"]
 
@@ -26,16 +26,6 @@ UNKNOWN = NA_CATEGORY  # class 0 of users and of items: a name the training data
 
 class UnknownNameWarning(UserWarning):
     """A user or item that the training data did not have: it gets code 0 ('#na#')."""
-
-
-def require_pandas():
-    """The pandas module, or an error saying how to install it (it is the `tabular` extra)."""
-    try:
-        import pandas as pd
-    except ImportError as e:
-        raise FastbaseError("Collaborative filtering reads pandas DataFrames: pip install 'fastbase[tabular]' "
-                            "(or pip install pandas).") from e
-    return pd
 
 
 def encode(values, classes: list | None = None) -> tuple[torch.Tensor, list]:

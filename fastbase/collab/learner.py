@@ -14,9 +14,10 @@ from torch import nn
 from .. import learner as base
 from ..core import ifnone
 from ..data import DataError, FloatItem, format_list
+from ..layers import emb_sz_rule
 from ..loop import eval_grad_mode
 from .data import UNKNOWN, CollabDataBunch
-from .models import EmbeddingDotBias, EmbeddingNN, emb_sz_rule
+from .models import EmbeddingDotBias, EmbeddingNN
 
 __all__ = ["CollabLearner", "collab_learner", "load_learner", "pca"]
 

@@ -20,8 +20,10 @@ from ..data import (
     EmptyLabelList,
     ItemList,
 )
+from ..data.categories import plain_value, require_pandas
+from ..layers import emb_sz_rule
 from .loader import TabularDataLoader, TabularDataset
-from .procs import TabularError, TabularProcessor, require_pandas
+from .procs import TabularError, TabularProcessor
 
 __all__ = ["TabularDataBunch", "TabularLine", "TabularList"]
 
@@ -142,7 +144,6 @@ class TabularDataBunch(DataBunch):
 
     def get_emb_szs(self, sz_dict=None) -> list[tuple[int, int]]:
         """(number of codes, embedding width) per categorical column: `emb_sz_rule`, or `sz_dict[name]`."""
-        from .models import emb_sz_rule  # the rule lives with the model
         sz_dict = sz_dict or {}
         return [(n, int(sz_dict.get(name, emb_sz_rule(n))))
                 for name, n in zip(self.cat_names, self.processor.cardinalities())]
@@ -210,7 +211,7 @@ class TabularDataBunch(DataBunch):
     # --- export --------------------------------------------------------------------------------
     def export_state(self) -> dict:
         state = super().export_state()
-        state["classes"] = None if self.classes is None else [_plain_label(c) for c in self.classes]
+        state["classes"] = None if self.classes is None else [plain_value(c) for c in self.classes]
         state["processor"] = self.processor.state()
         return state
 
@@ -225,10 +226,6 @@ class TabularDataBunch(DataBunch):
         if self.inference_only:
             return base
         return f"{base[:-1]}; cat_names={self.cat_names}, cont_names={self.cont_names})"
-
-
-def _plain_label(c):
-    return c.item() if hasattr(c, "item") else c
 
 
 def _check_frame(df) -> None:

@@ -10,16 +10,11 @@ import torch
 from torch import nn
 
 from ..core import FastbaseError, ifnone, listify
-from ..layers import SigmoidRange, bn_drop_lin
+from ..layers import SigmoidRange, bn_drop_lin, emb_sz_rule
 from ..learner import Learner
 from ..metrics import Metric
 
 __all__ = ["TabularModel", "emb_sz_rule", "exp_rmspe", "fused_adam", "tabular_learner"]
-
-
-def emb_sz_rule(n_cat: int) -> int:
-    """fastai's embedding width for a column with `n_cat` codes (`#na#` included): min(600, round(1.6 * n_cat**0.56))."""
-    return min(600, round(1.6 * n_cat ** 0.56))
 
 
 class TabularModel(nn.Module):
