@@ -166,7 +166,8 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo, root: str, budget:
         target = member.linkname.replace("\\", "/")
         where = posixpath.join(posixpath.dirname(name), target) if member.issym() else target
         norm = posixpath.normpath(where)
-        if target.startswith("/") or norm == ".." or norm.startswith("../") or not _inside(root, os.path.join(root, norm)):
+        escapes = target.startswith("/") or norm == ".." or norm.startswith("../")
+        if escapes or not _inside(root, os.path.join(root, norm)):
             kind = "symbolic" if member.issym() else "hard"
             raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a {kind} link to {member.linkname!r}, "
                                      "outside the destination; refusing to extract it.")

@@ -98,7 +98,8 @@ class CrossEntropyFlat(nn.Module):
         if target.shape != scores.shape[:1] + scores.shape[2:]:
             raise FastbaseError(f"CrossEntropyFlat(axis={self.axis}): the output {tuple(output.shape)} has "
                                 f"{output.shape[self.axis]} class scores at axis {self.axis}, so the target should "
-                                f"have shape {tuple(scores.shape[:1] + scores.shape[2:])}, but it is {tuple(target.shape)}.")
+                                f"have shape {tuple(scores.shape[:1] + scores.shape[2:])}, but it is "
+                                f"{tuple(target.shape)}.")
         return F.cross_entropy(scores.float(), target.long(), weight=self.weight, ignore_index=self.ignore_index,
                                reduction=self.reduction)
 

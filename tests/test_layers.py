@@ -129,6 +129,7 @@ LAYERS = {
     "fastbase.widgets.formatter": 8,
     "fastbase.widgets.image_cleaner": 8,
     "fastbase.cli": 8,
+    "fastbase.cli_commands": 8,
     "fastbase.serve": 8,
     "fastbase.workflow": 8,
     "fastbase.report": 8,

@@ -127,7 +127,8 @@ class ActivationStats(HookCallback):
         layers = list(range(n_layers)) if layers is None else list(layers)
         outside = [i for i in layers if not -n_layers <= i < n_layers]
         if outside:
-            raise FastbaseError(f"layers={outside}: {n_layers} layers were hooked, so indexes go from 0 to {n_layers - 1}.")
+            raise FastbaseError(f"layers={outside}: {n_layers} layers were hooked, so indexes go from 0 to "
+                                f"{n_layers - 1}.")
         fig, axes = subplots(1, 2, figsize=(10, 3.5))
         for ax, row, title in zip(axes, self.stats, ("mean", "std")):
             for i in layers:

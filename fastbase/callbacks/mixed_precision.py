@@ -30,7 +30,8 @@ def autocast_dtype(device_type: str, dtype=None) -> torch.dtype:
     elsewhere (the CPU)."""
     if isinstance(dtype, str):
         if dtype.lower() not in _DTYPES:
-            raise FastbaseError(f"Unknown mixed-precision dtype {dtype!r}: use one of {sorted(_DTYPES)} or a torch dtype.")
+            raise FastbaseError(f"Unknown mixed-precision dtype {dtype!r}: use one of {sorted(_DTYPES)} or a "
+                                "torch dtype.")
         dtype = _DTYPES[dtype.lower()]
     if dtype is None:
         return torch.float16 if device_type in ("cuda", "mps") else torch.bfloat16
@@ -179,4 +180,5 @@ class MixedPrecision(Callback):
 
     def __repr__(self):
         dtype = self.dtype if self.dtype is not None else self.dtype_arg or "auto"
-        return f"MixedPrecision(dtype={dtype}, loss_scale={self.skips_nonfinite_steps if self.scaler else self.loss_scale})"
+        loss_scale = self.skips_nonfinite_steps if self.scaler else self.loss_scale
+        return f"MixedPrecision(dtype={dtype}, loss_scale={loss_scale})"

@@ -27,7 +27,9 @@ class MixUpLoss(nn.Module):
 
     def __init__(self, crit, reduction: str = "mean"):
         super().__init__()
-        self.crit, self.per_item, self.reduction = crit, per_item_loss(crit, "MixUp mixes one loss per item, so it needs"), reduction
+        self.crit = crit
+        self.per_item = per_item_loss(crit, "MixUp mixes one loss per item, so it needs")
+        self.reduction = reduction
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim != 2 or target.shape[1] != 3 or not target.is_floating_point():

@@ -190,7 +190,8 @@ def _column_names(df, user_name, item_name, rating_name) -> list[str]:
     names = [ifnone(user_name, columns[0]), ifnone(item_name, columns[1]), ifnone(rating_name, columns[2])]
     missing = [n for n in names if n not in columns]
     if missing:
-        raise DataError(f"Column {format_list([repr(m) for m in missing])} is not in the ratings; its columns are {format_list(columns, 20)}.")
+        raise DataError(f"Column {format_list([repr(m) for m in missing])} is not in the ratings; its columns are "
+                        f"{format_list(columns, 20)}.")
     if len(df) == 0:
         raise DataError("The ratings DataFrame has no rows.")
     return names
@@ -212,7 +213,8 @@ def _dataset(df, names, classes, labelled: bool = True) -> RatingsDataset:
     user_name, item_name, rating_name = names
     for name in (user_name, item_name):
         if name not in df.columns:
-            raise DataError(f"Column {name!r} is not in the test rows; their columns are {format_list(list(df.columns), 20)}.")
+            raise DataError(f"Column {name!r} is not in the test rows; their columns are "
+                            f"{format_list(list(df.columns), 20)}.")
     users = encode(df[user_name].to_numpy(), classes[user_name])[0]
     items = encode(df[item_name].to_numpy(), classes[item_name])[0]
     has_ratings = labelled or rating_name in df.columns

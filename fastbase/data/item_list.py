@@ -87,7 +87,8 @@ class ItemList(SplitMixin):
 
     def __repr__(self):
         shown = ", ".join(str(self.items[i]) for i in range(min(5, len(self))))
-        return f"{type(self).__name__} ({len(self)} items)\n{shown}{', ...' if len(self) > 5 else ''}\nPath: {self.path}"
+        more = ", ..." if len(self) > 5 else ""
+        return f"{type(self).__name__} ({len(self)} items)\n{shown}{more}\nPath: {self.path}"
 
     # --- where items come from ---------------------------------------------------------------
     @classmethod

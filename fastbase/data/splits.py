@@ -76,7 +76,9 @@ class SplitMixin:
         """Items under `path/train` for training and under `path/valid` for validation (others left out);
         a validation folder without items gives an empty validation set."""
         parts = [_parts(o, self.path) for o in self.items]
-        train_idx, valid_idx = ([i for i, p in enumerate(parts) if p[:len(f)] == f] for f in (_parts(train), _parts(valid)))
+        train_parts, valid_parts = _parts(train), _parts(valid)
+        train_idx = [i for i, p in enumerate(parts) if p[:len(train_parts)] == train_parts]
+        valid_idx = [i for i, p in enumerate(parts) if p[:len(valid_parts)] == valid_parts]
         for name, idx, what in ((train, train_idx, "training"), (valid, valid_idx, "validation")):
             if not idx and (what == "training" or not (self.path / name).is_dir()):
                 found = sorted({p[0] for p in parts if p})

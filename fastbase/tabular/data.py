@@ -171,7 +171,8 @@ class TabularDataBunch(DataBunch):
     def show_batch(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train, **kwargs) -> None:
         """Print `rows` rows of a batch as a table: category names, continuous values as in the table
         (before normalisation, after filling), and the target."""
-        print(self.one_batch_rows(rows, ds_type).to_string(index=False, max_colwidth=25, float_format=lambda v: f"{v:.6g}"))
+        table = self.one_batch_rows(rows, ds_type)
+        print(table.to_string(index=False, max_colwidth=25, float_format=lambda v: f"{v:.6g}"))
 
     def one_item(self, item):
         """A batch of one row for `Learner.predict`: `item` is a row of a DataFrame (a Series, such as

@@ -34,7 +34,8 @@ class TabularModel(nn.Module):
         if len(ps) == 1 and len(layers) > 1:
             ps = ps * len(layers)
         if len(ps) != len(layers):
-            raise FastbaseError(f"ps has {len(ps)} dropout values for {len(layers)} layers {layers}; give one per layer.")
+            raise FastbaseError(f"ps has {len(ps)} dropout values for {len(layers)} layers {layers}; give one per "
+                                "layer.")
         self.embeds = nn.ModuleList([nn.Embedding(int(n), int(w)) for n, w in emb_szs])
         self.emb_drop = nn.Dropout(emb_drop)
         self.bn_cont = nn.BatchNorm1d(n_cont) if n_cont else None
