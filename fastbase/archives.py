@@ -120,7 +120,9 @@ class _Budget:
     """Counts uncompressed bytes against the size and ratio caps (tar and zip bombs)."""
 
     def __init__(self, archive: Path, max_size: int, max_ratio: float):
-        self.archive, self.max_size, self.max_ratio = archive, max_size, max_ratio
+        self.archive = archive
+        self.max_size = max_size
+        self.max_ratio = max_ratio
         self.compressed = max(archive.stat().st_size, 1)
         self.total = 0
 

@@ -115,10 +115,15 @@ class _Download:
     """The state one download carries across attempts: the `.part` file, its hash and its length."""
 
     def __init__(self, url, part: Path, size, timeout, session):
-        self.url, self.part, self.size, self.timeout = url, part, size, timeout
+        self.url = url
+        self.part = part
+        self.size = size
+        self.timeout = timeout
         self.session = session or requests.Session()
         self.own_session = session is None
-        self.hasher, self.offset, self.total = hashlib.sha256(), 0, size
+        self.hasher = hashlib.sha256()
+        self.offset = 0
+        self.total = size
         self.validator = None  # ETag or Last-Modified of the first answer, sent back as If-Range
         self.bar = None
 
@@ -209,7 +214,9 @@ class _Download:
     def _receive(self, r: requests.Response) -> bool:
         """Append the body to `.part`, hashing as it goes; True when the file is complete."""
         self._open_bar()
-        start_offset, started, last_draw = self.offset, time.monotonic(), 0.0
+        start_offset = self.offset
+        started = time.monotonic()
+        last_draw = 0.0
         too_long = False
         with open(self.part, "ab" if self.offset else "wb") as f:
             for chunk in r.iter_content(_CHUNK):

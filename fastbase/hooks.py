@@ -51,7 +51,9 @@ class Hook:
     manager or call `remove()`."""
 
     def __init__(self, m: nn.Module, hook_func: Callable, is_forward: bool = True, detach: bool = True):
-        self.hook_func, self.detach, self.is_forward = hook_func, detach, is_forward
+        self.hook_func = hook_func
+        self.detach = detach
+        self.is_forward = is_forward
         self.stored, self.removed = None, False
         self.hook = m.register_forward_hook(self.hook_fn if is_forward else self._watch_grads)
 

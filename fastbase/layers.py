@@ -217,12 +217,16 @@ class SelfAttention(nn.Module):
         def conv1x1(n_out):
             return parametrizations.spectral_norm(init_default(nn.Conv1d(n_channels, n_out, 1, bias=False)))
 
-        self.query, self.key, self.value = conv1x1(inner), conv1x1(inner), conv1x1(n_channels)
+        self.query = conv1x1(inner)
+        self.key = conv1x1(inner)
+        self.value = conv1x1(n_channels)
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
         flat = x.flatten(2)  # (B, C, N) with N positions
-        query, key, value = self.query(flat), self.key(flat), self.value(flat)
+        query = self.query(flat)
+        key = self.key(flat)
+        value = self.value(flat)
         weights = F.softmax(torch.bmm(query.transpose(1, 2), key), dim=1)  # (B, N, N): column j mixes positions
         return (self.gamma * torch.bmm(value, weights) + flat).view_as(x)
 

@@ -88,7 +88,9 @@ class CrossEntropyFlat(nn.Module):
         super().__init__()
         if reduction not in ("mean", "sum", "none"):
             raise FastbaseError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
-        self.axis, self.ignore_index, self.reduction = axis, ignore_index, reduction
+        self.axis = axis
+        self.ignore_index = ignore_index
+        self.reduction = reduction
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

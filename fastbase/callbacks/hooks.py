@@ -82,7 +82,9 @@ class ActivationStats(HookCallback):
 
     def __init__(self, modules: Iterable[nn.Module] | None = None, do_remove: bool = True):
         super().__init__(modules, do_remove)
-        self.stats, self.layer_names, self._batches = None, [], []
+        self.stats = None
+        self.layer_names = []
+        self._batches = []
 
     def before_fit(self):
         super().before_fit()

@@ -92,7 +92,10 @@ class MixedPrecision(Callback):
                  growth_interval: int = 2000):
         self.dtype_arg, self.loss_scale = dtype, loss_scale
         self.init_scale, self.growth_interval = init_scale, growth_interval
-        self.device_type, self.dtype, self.enabled, self.scaler = None, None, False, None
+        self.device_type = None
+        self.dtype = None
+        self.enabled = False
+        self.scaler = None
         self._pending, self._unscaled = None, False
         if isinstance(dtype, str):
             autocast_dtype("cpu", dtype)  # a bad name fails here, not in the middle of fit

@@ -19,7 +19,9 @@ _UPDATE_EVERY = 0.2  # seconds between two readings of the loss for the bar's co
 
 def _format_time(seconds: float) -> str:
     seconds = int(seconds)
-    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    h = seconds // 3600
+    m = seconds // 60 % 60
+    s = seconds % 60
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 

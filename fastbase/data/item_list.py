@@ -56,7 +56,9 @@ class ItemList(SplitMixin):
 
     def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
         self.items = list(items) if not isinstance(items, np.ndarray) else items.tolist()
-        self.path, self.inner_df, self.label_cls = Path(path), inner_df, label_cls
+        self.path = Path(path)
+        self.inner_df = inner_df
+        self.label_cls = label_cls
         self.settings = settings
 
     def new(self, items, inner_df=None, **changes) -> ItemList:

@@ -33,7 +33,9 @@ class TabularLine:
     values by column name (`values`)."""
 
     def __init__(self, cats, conts, values: dict):
-        self.cats, self.conts, self.values = cats, conts, values
+        self.cats = cats
+        self.conts = conts
+        self.values = values
         self.data = (cats, conts)
 
     def __str__(self):
@@ -161,7 +163,9 @@ class TabularDataBunch(DataBunch):
     def one_batch_rows(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train):
         """The first `rows` rows of one batch of `ds_type`, decoded (see `decoded_rows`)."""
         (cats, conts), y = next(iter(self.dl(ds_type)))
-        cats, conts, y = cats[:rows].cpu(), conts[:rows].cpu(), y[:rows].cpu()
+        cats = cats[:rows].cpu()
+        conts = conts[:rows].cpu()
+        y = y[:rows].cpu()
         frame = self.processor.decode(cats, conts)
         ds = self.dl(ds_type).dataset
         if ds.labelled:

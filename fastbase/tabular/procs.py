@@ -102,7 +102,9 @@ class FillMissing(TabularProc):
     def __init__(self, cat_names, cont_names, fill_strategy: FillStrategy = FillStrategy.MEDIAN,
                  add_col: bool = True, fill_val: float = 0.0):
         super().__init__(cat_names, cont_names)
-        self.fill_strategy, self.add_col, self.fill_val = FillStrategy(fill_strategy), add_col, fill_val
+        self.fill_strategy = FillStrategy(fill_strategy)
+        self.add_col = add_col
+        self.fill_val = fill_val
         self.fill_values: dict = {}
         self.na_cols: list = []
 
@@ -204,7 +206,9 @@ class TabularProcessor:
         if overlap:
             raise TabularError(f"Column(s) {sorted(overlap)} are both in cat_names and cont_names; pick one.")
         self.in_cat, self.in_cont = list(self.cat_names), list(self.cont_names)  # the columns a table must have
-        self.proc_specs, self.procs, self.fitted = list(procs or []), [], False
+        self.proc_specs = list(procs or [])
+        self.procs = []
+        self.fitted = False
 
     def frame(self, df, what: str = "table"):
         """A copy of the model's input columns of `df`, checked: every column is there, and continuous
@@ -241,7 +245,9 @@ class TabularProcessor:
         """Build and fit the processors in order, each on the columns and rows the previous one left
         (FillMissing's `_na` columns reach Categorify), on the training rows `df`."""
         frame = self.frame(df, "training table")
-        self.cat_names, self.cont_names, self.procs = list(self.in_cat), list(self.in_cont), []
+        self.cat_names = list(self.in_cat)
+        self.cont_names = list(self.in_cont)
+        self.procs = []
         for spec in self.proc_specs:
             proc = self._make(spec)
             proc.fit(frame)
