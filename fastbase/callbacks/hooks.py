@@ -16,16 +16,7 @@ from torch import nn
 from ..callback import Callback
 from ..core import FastbaseError
 from ..figures import finish_figure, subplots
-from ..hooks import (
-    Hook,
-    Hooks,
-    dummy_batch,
-    dummy_eval,
-    hook_output,
-    hook_outputs,
-    model_sizes,
-    num_features_model,
-)
+from ..hooks import Hook, Hooks, dummy_batch, dummy_eval, hook_output, hook_outputs, model_sizes, num_features_model
 from ..layers import flatten_model
 
 __all__ = ["ActivationStats", "Hook", "HookCallback", "Hooks", "dummy_batch", "dummy_eval", "hook_output",
