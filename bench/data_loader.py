@@ -182,7 +182,8 @@ def main():
         args.passes, args.rounds = 2, 1
     import torch
 
-    from fastbase.core import default_num_workers, num_cpus
+    from fastbase.core import num_cpus
+    from fastbase.data import default_num_workers
     default = default_num_workers(torch.device("cpu"))
     fa_python = fastai_python(args.fastai_python)
     print(f"data {DATA}, size {SIZE}, bs {BS}, {num_cpus()} CPUs, torch {torch.__version__}, "

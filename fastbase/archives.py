@@ -120,7 +120,9 @@ class _Budget:
     """Counts uncompressed bytes against the size and ratio caps (tar and zip bombs)."""
 
     def __init__(self, archive: Path, max_size: int, max_ratio: float):
-        self.archive, self.max_size, self.max_ratio = archive, max_size, max_ratio
+        self.archive = archive
+        self.max_size = max_size
+        self.max_ratio = max_ratio
         self.compressed = max(archive.stat().st_size, 1)
         self.total = 0
 
@@ -166,7 +168,8 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo, root: str, budget:
         target = member.linkname.replace("\\", "/")
         where = posixpath.join(posixpath.dirname(name), target) if member.issym() else target
         norm = posixpath.normpath(where)
-        if target.startswith("/") or norm == ".." or norm.startswith("../") or not _inside(root, os.path.join(root, norm)):
+        escapes = target.startswith("/") or norm == ".." or norm.startswith("../")
+        if escapes or not _inside(root, os.path.join(root, norm)):
             kind = "symbolic" if member.issym() else "hard"
             raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a {kind} link to {member.linkname!r}, "
                                      "outside the destination; refusing to extract it.")

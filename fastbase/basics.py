@@ -6,8 +6,6 @@ use). Nothing image-specific: that is `fastbase.vision`.
 """
 import gc
 import gzip
-import importlib
-import importlib.util
 import math
 import os
 import pickle
@@ -55,12 +53,11 @@ from .data import (
 from .datasets import URLs, download_data, untar_data
 from .learner import Learner, load_learner
 from .metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
+from .namespace import PLOTTING, notebook_namespace
 from .recorder import Recorder
 from .train import lr_find
 
-_HAS_PANDAS = importlib.util.find_spec("pandas") is not None
-
-__all__ = [  # sorted
+__all__ = [  # sorted; `plt` and `pd` are added by notebook_namespace below
     "CSVLogger", "Callback", "Category", "CategoryList", "Config", "DataBunch", "DataLoader", "Dataset", "DatasetType",
     "EarlyStopping", "EarlyStoppingCallback", "F", "FastbaseError", "FloatItem", "FloatList", "ItemBase", "ItemList",
     "ItemLists", "LabelList", "LabelLists", "Learner", "MixUp", "MixUpCallback", "MultiCategory", "MultiCategoryList",
@@ -70,21 +67,4 @@ __all__ = [  # sorted
     "np", "optim", "os", "partial", "pickle", "re", "set_seed", "tensor", "top_k_accuracy", "torch",
     "untar_data",
 ]
-__all__ += ["plt"]  # noqa: F822 -- loaded on first use by __getattr__ below
-if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
-    __all__ += ["pd"]  # noqa: F822 -- loaded on first use by __getattr__ below
-
-_LAZY = {"plt": "matplotlib.pyplot", "pd": "pandas"}
-
-
-def __getattr__(name: str):
-    """`plt` and `pd` on first use (PEP 562); `from fastbase.basics import *` asks for them too."""
-    if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=PLOTTING)

@@ -234,7 +234,10 @@ class GatherPreds(Callback):
     order = Order.GATHER_PREDS
 
     def __init__(self, loss_fn=None):
-        self.loss_fn, self.preds, self.targets, self.losses = loss_fn, [], [], []
+        self.loss_fn = loss_fn
+        self.preds = []
+        self.targets = []
+        self.losses = []
 
     def after_batch(self):
         learn = self.learn

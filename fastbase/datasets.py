@@ -105,8 +105,12 @@ class _URLs:
     """
 
     S3 = "https://s3.amazonaws.com/fast-ai-"
-    S3_IMAGE, S3_IMAGELOC, S3_NLP = f"{S3}imageclas/", f"{S3}imagelocal/", f"{S3}nlp/"
-    S3_COCO, S3_MODEL, S3_SAMPLE = f"{S3}coco/", f"{S3}modelzoo/", f"{S3}sample/"
+    S3_IMAGE = f"{S3}imageclas/"
+    S3_IMAGELOC = f"{S3}imagelocal/"
+    S3_NLP = f"{S3}nlp/"
+    S3_COCO = f"{S3}coco/"
+    S3_MODEL = f"{S3}modelzoo/"
+    S3_SAMPLE = f"{S3}sample/"
 
     def __init__(self, catalogue: dict[str, dict]):
         self._names = sorted(catalogue)
@@ -193,7 +197,9 @@ def _resolve(url) -> _Source:
 
 
 def _catalogue_source(name: str, entry: dict) -> _Source:
-    url, size, sha = entry["url"], entry.get("size"), entry.get("sha256")
+    url = entry["url"]
+    size = entry.get("size")
+    sha = entry.get("sha256")
     if url.startswith("packaged:"):
         path = packaged_file(url[len("packaged:"):])
         return _Source(name, None, path, path.name, entry["folder"], size, sha, url)

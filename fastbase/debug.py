@@ -72,7 +72,9 @@ class _SameBatch:
     (decoding the same images at every step would only cost time)."""
 
     def __init__(self, dl, steps: int):
-        self.dataset, self.batch_size, self.steps = dl.dataset, dl.batch_size, steps
+        self.dataset = dl.dataset
+        self.batch_size = dl.batch_size
+        self.steps = steps
         self.batch = next(iter(dl))
 
     def __len__(self):
@@ -89,7 +91,9 @@ class _OverfitWatch(Callback):
     order = Order.OVERFIT_WATCH
 
     def __init__(self, threshold: float, bn_eval: bool):
-        self.threshold, self.bn_eval, self.losses = threshold, bn_eval, []
+        self.threshold = threshold
+        self.bn_eval = bn_eval
+        self.losses = []
 
     def before_train(self):
         for module in self.learn.model.modules():

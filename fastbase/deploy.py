@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
-from .callbacks.progress import progress_disabled, progress_mode
 from .core import FastbaseError, Path, num_cpus
 from .data import BadFilesError, DataError, DatasetType
 from .files import atomic_write
 from .metrics import loss_activation
+from .progress import progress_bar, progress_disabled, progress_mode
 
 __all__ = ["DeployError", "DeployModel", "Predictions", "deploy_metadata", "export_onnx", "export_torchscript",
            "item_files", "predict_batch", "predict_items", "read_metadata"]
@@ -329,12 +329,10 @@ def predict_items(learn, items, bs: int = 64, thresh: float = 0.5, progress: boo
 
 
 def _bar(n: int):
-    from fastprogress.fastprogress import ConsoleProgressBar, NBProgressBar
-
-    mode = progress_mode()
-    if mode == "plain":
+    """A bar over `n` batches, or None where output is plain lines (a log file, CI)."""
+    if progress_mode() == "plain":
         return None
-    bar = (NBProgressBar if mode == "notebook" else ConsoleProgressBar)(range(n), leave=False)
+    bar = progress_bar(range(n))
     bar.update(0)
     return bar
 

@@ -16,14 +16,14 @@ import shutil
 import time
 
 import requests
-from fastprogress.fastprogress import progress_bar
 
-from .core import FastbaseError, Path, defaults
+from .core import FastbaseError, Path
+from .files import file_sha256
+from .progress import progress_bar, progress_disabled
 
 __all__ = ["ChecksumError", "DownloadError", "check_file", "download_url", "file_sha256", "show_progress"]
 
 _CHUNK = 2**18  # a dropped connection loses the chunk being read: not too big, not too many
-_HASH_CHUNK = 2**20
 _MB = 2**20
 _MAX_ATTEMPTS = 100  # an absolute bound, even for a server that drops the line after every few bytes
 _MAX_SLEEP = 60.0
@@ -43,17 +43,9 @@ class _Transient(Exception):
 
 
 def show_progress() -> bool:
-    """Whether downloads draw a progress bar: not when `defaults.silent` or `$FASTBASE_NO_BAR` is set."""
-    return not defaults.silent and not os.environ.get("FASTBASE_NO_BAR")
-
-
-def file_sha256(path, hasher=None) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (or fed into `hasher`, returned updated)."""
-    hasher = hasher or hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+    """Whether downloads draw a progress bar: the rule of every bar (`fastbase.progress.progress_disabled`:
+    not when `defaults.silent` or `$FASTBASE_NO_BAR` is set, nor outside rank 0)."""
+    return not progress_disabled()
 
 
 def check_file(path, size: int | None = None, sha256: str | None = None, source: str = "",
@@ -123,10 +115,15 @@ class _Download:
     """The state one download carries across attempts: the `.part` file, its hash and its length."""
 
     def __init__(self, url, part: Path, size, timeout, session):
-        self.url, self.part, self.size, self.timeout = url, part, size, timeout
+        self.url = url
+        self.part = part
+        self.size = size
+        self.timeout = timeout
         self.session = session or requests.Session()
         self.own_session = session is None
-        self.hasher, self.offset, self.total = hashlib.sha256(), 0, size
+        self.hasher = hashlib.sha256()
+        self.offset = 0
+        self.total = size
         self.validator = None  # ETag or Last-Modified of the first answer, sent back as If-Range
         self.bar = None
 
@@ -217,7 +214,9 @@ class _Download:
     def _receive(self, r: requests.Response) -> bool:
         """Append the body to `.part`, hashing as it goes; True when the file is complete."""
         self._open_bar()
-        start_offset, started, last_draw = self.offset, time.monotonic(), 0.0
+        start_offset = self.offset
+        started = time.monotonic()
+        last_draw = 0.0
         too_long = False
         with open(self.part, "ab" if self.offset else "wb") as f:
             for chunk in r.iter_content(_CHUNK):

@@ -7,11 +7,12 @@ and deletes those whose process has died.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import shutil
 
-__all__ = ["atomic_write", "fsync_dir", "pid_alive", "remove_stale_temps", "temp_path"]
+__all__ = ["atomic_write", "file_sha256", "fsync_dir", "pid_alive", "remove_stale_temps", "temp_path"]
 
 
 def temp_path(path, suffix: str = ".tmp") -> pathlib.Path:
@@ -87,3 +88,16 @@ def pid_alive(pid: int) -> bool:
     except (PermissionError, OSError):
         return True
     return True
+
+
+_HASH_CHUNK = 2**20
+
+
+def file_sha256(path, hasher=None) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (or fed into `hasher`, returned updated): the one
+    hash of fastbase, for downloads (`fastbase.download`) and served models (`fastbase.serve`)."""
+    hasher = hasher or hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()

@@ -14,9 +14,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .callbacks.progress import progress_disabled
 from .callbacks.trackers import monitor_mode
 from .core import FastbaseError, is_main_process
+from .progress import progress_disabled
 from .state import copy_state
 
 __all__ = ["StageComparison", "fine_tune", "two_stages"]

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from .callbacks.hooks import hook_output
 from .core import FastbaseError, ifnone
 from .data import DatasetType
 from .figures import finish_figure, subplots
+from .hooks import hook_output
 from .vision.data import ImageDataBunch
 from .vision.timm_models import TimmBody
 

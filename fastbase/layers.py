@@ -18,13 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from .core import FastbaseError, ifnone
+from .helpers import FastbaseError, ifnone
 
 __all__ = [
-    "AdaptiveConcatPool2d", "Flatten", "Lambda", "MergeLayer", "NormType", "PixelShuffle_ICNR", "PoolFlatten",
-    "SelfAttention", "SequentialEx", "batchnorm_2d", "bn_drop_lin", "children", "conv_layer", "flatten_model",
-    "icnr", "in_channels", "init_default", "relu", "requires_grad", "res_block", "simple_cnn",
+    "BN_TYPES", "AdaptiveConcatPool2d", "Flatten", "Lambda", "MergeLayer", "NormType", "PixelShuffle_ICNR",
+    "PoolFlatten", "SelfAttention", "SequentialEx", "batchnorm_2d", "bn_drop_lin", "children", "conv_layer",
+    "emb_sz_rule", "flatten_model", "icnr", "in_channels", "init_default", "relu", "requires_grad", "res_block",
+    "simple_cnn",
 ]
+
+BN_TYPES = (nn.modules.batchnorm._BatchNorm,)  # the layers that keep running statistics
 
 
 class NormType(Enum):
@@ -214,12 +217,16 @@ class SelfAttention(nn.Module):
         def conv1x1(n_out):
             return parametrizations.spectral_norm(init_default(nn.Conv1d(n_channels, n_out, 1, bias=False)))
 
-        self.query, self.key, self.value = conv1x1(inner), conv1x1(inner), conv1x1(n_channels)
+        self.query = conv1x1(inner)
+        self.key = conv1x1(inner)
+        self.value = conv1x1(n_channels)
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x):
         flat = x.flatten(2)  # (B, C, N) with N positions
-        query, key, value = self.query(flat), self.key(flat), self.value(flat)
+        query = self.query(flat)
+        key = self.key(flat)
+        value = self.value(flat)
         weights = F.softmax(torch.bmm(query.transpose(1, 2), key), dim=1)  # (B, N, N): column j mixes positions
         return (self.gamma * torch.bmm(value, weights) + flat).view_as(x)
 
@@ -349,3 +356,9 @@ class SigmoidRange(nn.Module):
 
     def extra_repr(self) -> str:
         return f"low={self.low}, high={self.high}"
+
+
+def emb_sz_rule(n_cat: int) -> int:
+    """fastai's embedding width for `n_cat` categories (the unknown `#na#` included):
+    min(600, round(1.6 * n_cat**0.56)). Tabular and collaborative-filtering models both use it."""
+    return min(600, round(1.6 * n_cat ** 0.56))

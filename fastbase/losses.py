@@ -88,7 +88,9 @@ class CrossEntropyFlat(nn.Module):
         super().__init__()
         if reduction not in ("mean", "sum", "none"):
             raise FastbaseError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
-        self.axis, self.ignore_index, self.reduction = axis, ignore_index, reduction
+        self.axis = axis
+        self.ignore_index = ignore_index
+        self.reduction = reduction
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -98,7 +100,8 @@ class CrossEntropyFlat(nn.Module):
         if target.shape != scores.shape[:1] + scores.shape[2:]:
             raise FastbaseError(f"CrossEntropyFlat(axis={self.axis}): the output {tuple(output.shape)} has "
                                 f"{output.shape[self.axis]} class scores at axis {self.axis}, so the target should "
-                                f"have shape {tuple(scores.shape[:1] + scores.shape[2:])}, but it is {tuple(target.shape)}.")
+                                f"have shape {tuple(scores.shape[:1] + scores.shape[2:])}, but it is "
+                                f"{tuple(target.shape)}.")
         return F.cross_entropy(scores.float(), target.long(), weight=self.weight, ignore_index=self.ignore_index,
                                reduction=self.reduction)
 

@@ -246,7 +246,9 @@ def pixel_confusion(pred_class: torch.Tensor, target: torch.Tensor, n_classes: i
     """(c, c) long tensor of pixel counts, row = target class, column = predicted class, from class
     maps of one shape (any, e.g. (bs, H, W)). Pixels whose target is `void_code` or outside
     0..c-1 are left out. Counted on the tensors' device without a sync (no boolean indexing)."""
-    target, pred_class, c = target.reshape(-1).long(), pred_class.reshape(-1).long(), int(n_classes)
+    target = target.reshape(-1).long()
+    pred_class = pred_class.reshape(-1).long()
+    c = int(n_classes)
     keep = (target >= 0) & (target < c)
     if void_code is not None:
         keep &= target != void_code

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .callbacks.hooks import Hooks
 from .core import BN_TYPES, FastbaseError, is_listy, listify
+from .hooks import Hooks
 from .layers import flatten_model
 
 __all__ = ["NORM_TYPES", "Adam", "OptimWrapper", "check_layer_groups", "even_mults", "freeze_layer_groups",
@@ -147,7 +147,9 @@ def split_no_wd_params(layer_groups) -> list[tuple[list, list]]:
     """(decayed, not decayed) parameters of each layer group; a parameter shared between groups
     counts in the first only. Not decayed: parameters of normalisation layers, biases, and token and
     position embeddings (`EMBEDDING_PARAM_NAMES`, and what a timm model's `no_weight_decay()` names)."""
-    seen, splits, declared = set(), [], _declared_no_decay(layer_groups)
+    seen = set()
+    splits = []
+    declared = _declared_no_decay(layer_groups)
     for group in layer_groups:
         decay, no_decay = [], []
         for module in group.modules():

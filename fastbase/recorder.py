@@ -27,8 +27,14 @@ class Recorder(Callback):
         self.reset()
 
     def reset(self) -> None:
-        self.lrs, self.moms, self.n_batches, self.values = [], [], [], []
-        self._losses, self._smooth, self._pending, self._avg = [], [], [], 0.0
+        self.lrs = []
+        self.moms = []
+        self.n_batches = []
+        self.values = []
+        self._losses = []
+        self._smooth = []
+        self._pending = []
+        self._avg = 0.0
         self.metric_names: list[str] = []
         self.lr_suggestions = None  # set by lr_find
 
@@ -112,9 +118,13 @@ class Recorder(Callback):
         (fastai v1's spellings 'nb_batches' and 'metrics_names')."""
         state = {_RENAMED.get(k, k): v for k, v in state.items()}
         self.reset()
-        self.lrs, self.moms, self.n_batches = list(state["lrs"]), list(state["moms"]), list(state["n_batches"])
+        self.lrs = list(state["lrs"])
+        self.moms = list(state["moms"])
+        self.n_batches = list(state["n_batches"])
         self.values, self._losses = [list(v) for v in state["values"]], list(state["losses"])
-        self._smooth, self._avg, self.metric_names = list(state["smooth"]), state["avg"], list(state["metric_names"])
+        self._smooth = list(state["smooth"])
+        self._avg = state["avg"]
+        self.metric_names = list(state["metric_names"])
 
     # --- plots (matplotlib imported here, not at import time) ------------------------------
     def plot(self, skip_start: int = 10, skip_end: int = 5, suggestion: bool = False, return_fig: bool | None = None,

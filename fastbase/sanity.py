@@ -126,7 +126,8 @@ def _check_data(x: torch.Tensor):
     x = x.detach().float()
     bad = (~torch.isfinite(x)).sum().item()
     if bad:
-        return False, f"{bad} input values of a training batch are NaN or infinite: check the files and the normalisation."
+        return False, (f"{bad} input values of a training batch are NaN or infinite: check the files and the "
+                       "normalisation.")
     if x.shape[0] > 1 and (x.std(dim=0) == 0).all():
         return False, (f"all {x.shape[0]} items of a training batch are identical: the dataset returns the same "
                        "input for every index (check how items are read).")
@@ -189,9 +190,10 @@ def _check_augmentation(data, shuffled_y):
     _, y_plain = _first_batch(data.fix_dl.new(num_workers=0, batch_size=augmented.batch_size))
     n = min(len(y_aug), len(y_plain))
     if y_aug.shape[1:] != y_plain.shape[1:] or not torch.equal(y_aug[:n].cpu(), y_plain[:n].cpu()):
-        changed = (y_aug[:n].cpu() != y_plain[:n].cpu()).reshape(n, -1).any(1).nonzero().view(-1).tolist() \
-            if y_aug.shape[1:] == y_plain.shape[1:] else "all"
-        return False, (f"the training transforms change the labels of items {changed if changed == 'all' else changed[:10]} "
+        shown = "all"
+        if y_aug.shape[1:] == y_plain.shape[1:]:
+            shown = (y_aug[:n].cpu() != y_plain[:n].cpu()).reshape(n, -1).any(1).nonzero().view(-1).tolist()[:10]
+        return False, (f"the training transforms change the labels of items {shown} "
                        f"of the first {n}: a transform must move an image and keep its label (or change both "
                        "together, as mixup does in a callback).")
     labels = _dataset_labels(data.train_ds)

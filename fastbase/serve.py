@@ -14,7 +14,6 @@ Needs `pip install 'fastbase[serve]'`.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import io
 import json
@@ -32,6 +31,7 @@ from .core import FastbaseError, Path, num_cpus
 from .data import DataError
 from .data.items import prediction_item
 from .deploy import predict_batch
+from .files import file_sha256
 from .metrics import loss_activation
 
 __all__ = ["ServeConfig", "ServedModel", "add_serve_flags", "answer", "config_from_args", "create_app", "serve"]
@@ -89,11 +89,7 @@ class ServedModel:
             raise DataError(f"{self.file} gives outputs of shape {shape[1:]} per image, not one probability per class "
                             f"({len(self.classes)}); fastbase serve answers image classifiers.")
         self.max_pixels = int(max_megapixels * 1e6)
-        digest = hashlib.sha256()
-        with open(self.file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        self.sha256 = digest.hexdigest()
+        self.sha256 = file_sha256(self.file)
         written = torch.load(self.file, map_location="cpu", weights_only=True, mmap=True)
         self.written_by = written.get("fastbase_version")
 

@@ -14,7 +14,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 from image_fixtures import digits_fixture, save_image  # noqa: F401 -- `digits` is a fixture
 
-from fastbase import cli
+from fastbase import cli, cli_commands
 from fastbase.cli import main
 from fastbase.learner import load_learner
 from fastbase.loop import TrainingInterrupted
@@ -354,7 +354,7 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "find_data", interrupted)
+    monkeypatch.setattr(cli_commands, "find_data", interrupted)
     assert main(["train", "digits"]) == 130
     assert "interrupted" in capsys.readouterr().err
 
@@ -365,10 +365,10 @@ def test_ctrl_c_during_fit_stops_the_whole_command(monkeypatch, capsys):
         warnings.warn("Training interrupted (Ctrl-C)", TrainingInterrupted, stacklevel=1)
         raise AssertionError("the command went on after the interrupted fit")
 
-    monkeypatch.setattr(cli, "find_data", lambda source: source)
-    monkeypatch.setattr(cli, "load_data", lambda *args, **kwargs: (None, "train_valid"))
-    monkeypatch.setattr(cli, "describe_data", lambda *args: {})
-    monkeypatch.setattr(cli, "run_train", fit_interrupted)
+    monkeypatch.setattr(cli_commands, "find_data", lambda source: source)
+    monkeypatch.setattr(cli_commands, "load_data", lambda *args, **kwargs: (None, "train_valid"))
+    monkeypatch.setattr(cli_commands, "describe_data", lambda *args: {})
+    monkeypatch.setattr(cli_commands, "run_train", fit_interrupted)
     assert main(["train", "digits"]) == 130
 
 
@@ -376,7 +376,7 @@ def test_failure_while_running_exits_1(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(cli, "find_data", broken)
+    monkeypatch.setattr(cli_commands, "find_data", broken)
     assert main(["train", "digits", "--json"]) == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out)["exit_code"] == 1 and "out of memory" in captured.err

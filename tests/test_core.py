@@ -14,6 +14,7 @@ from fastbase.core import (
     listify,
     set_seed,
 )
+from fastbase.data import workers
 
 
 def test_listify_wraps_scalars_and_strings():
@@ -82,23 +83,23 @@ def test_default_device_is_cpu_without_gpu():
 
 
 def test_default_num_workers_two_for_cpu_training_on_small_machine(monkeypatch):
-    monkeypatch.setattr(core, "num_cpus", lambda: 2)
-    monkeypatch.setattr(core, "shm_size", lambda: 2**30)
-    monkeypatch.setattr(core.sys, "platform", "linux")
-    assert core.default_num_workers("cpu") == 2
-    monkeypatch.setattr(core, "num_cpus", lambda: 1)
-    assert core.default_num_workers("cpu") == 0
+    monkeypatch.setattr(workers, "num_cpus", lambda: 2)
+    monkeypatch.setattr(workers, "shm_size", lambda: 2**30)
+    monkeypatch.setattr(workers.sys, "platform", "linux")
+    assert workers.default_num_workers("cpu") == 2
+    monkeypatch.setattr(workers, "num_cpus", lambda: 1)
+    assert workers.default_num_workers("cpu") == 0
 
 
 def test_default_num_workers_uses_cores_for_gpu(monkeypatch):
-    monkeypatch.setattr(core, "num_cpus", lambda: 8)
-    monkeypatch.setattr(core, "shm_size", lambda: 2**30)
-    monkeypatch.setattr(core.sys, "platform", "linux")
-    assert core.default_num_workers("cuda") == 7
+    monkeypatch.setattr(workers, "num_cpus", lambda: 8)
+    monkeypatch.setattr(workers, "shm_size", lambda: 2**30)
+    monkeypatch.setattr(workers.sys, "platform", "linux")
+    assert workers.default_num_workers("cuda") == 7
 
 
 def test_default_num_workers_falls_back_with_tiny_shm(monkeypatch):
-    monkeypatch.setattr(core, "num_cpus", lambda: 8)
-    monkeypatch.setattr(core, "shm_size", lambda: 64 * 2**20)
+    monkeypatch.setattr(workers, "num_cpus", lambda: 8)
+    monkeypatch.setattr(workers, "shm_size", lambda: 64 * 2**20)
     with pytest.warns(RuntimeWarning, match="shared memory"):
-        assert core.default_num_workers("cuda") == 0
+        assert workers.default_num_workers("cuda") == 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from fastbase import core, data
+from fastbase import data
 from fastbase.data import (
     DataBunch,
     DataError,
@@ -16,6 +16,7 @@ from fastbase.data import (
     Normalizer,
     imagenet_stats,
     resolve_num_workers,
+    workers,
 )
 
 
@@ -148,32 +149,32 @@ def test_without_workers_batch_transforms_run_in_the_loop():
     assert not bunch.train_dl.tfms_in_workers and bunch.train_dl.dl.collate_fn is bunch.train_dl.collate_fn
 
 
-def test_num_workers_default_comes_from_core():
-    assert make_bunch(num_workers=None).train_dl.num_workers == core.default_num_workers(torch.device("cpu"))
+def test_num_workers_default_comes_from_the_data_layer():
+    assert make_bunch(num_workers=None).train_dl.num_workers == workers.default_num_workers(torch.device("cpu"))
 
 
 def test_workers_fall_back_to_zero_with_a_warning_on_tiny_shm(monkeypatch):
-    monkeypatch.setattr(core, "shm_size", lambda: 32 * 2**20)
+    monkeypatch.setattr(workers, "shm_size", lambda: 32 * 2**20)
     with pytest.warns(RuntimeWarning, match="/dev/shm has only 32 MB"):
         assert resolve_num_workers(2, "cpu") == 0
-    monkeypatch.setattr(core, "num_cpus", lambda: 16)
+    monkeypatch.setattr(workers, "num_cpus", lambda: 16)
     with pytest.warns(RuntimeWarning, match="shared memory"):
-        assert core.default_num_workers("cuda") == 0
+        assert workers.default_num_workers("cuda") == 0
     with pytest.raises(DataError, match="0 or more"):
         resolve_num_workers(-1)
 
 
 def test_default_workers_without_shm_trouble(monkeypatch):
-    monkeypatch.setattr(core, "shm_size", lambda: 8 * 2**30)
-    monkeypatch.setattr(core, "num_cpus", lambda: 2)
+    monkeypatch.setattr(workers, "shm_size", lambda: 8 * 2**30)
+    monkeypatch.setattr(workers, "num_cpus", lambda: 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert core.default_num_workers("cpu") == 2  # decoding in two workers keeps the loop fed
+        assert workers.default_num_workers("cpu") == 2  # decoding in two workers keeps the loop fed
         assert resolve_num_workers(1, "cpu") == 1
-    monkeypatch.setattr(core, "num_cpus", lambda: 1)
-    assert core.default_num_workers("cpu") == 0  # one core: workers only fight the training thread
-    monkeypatch.setattr(core, "num_cpus", lambda: 16)
-    assert core.default_num_workers("cpu") == 4 and core.default_num_workers("cuda") == 8
+    monkeypatch.setattr(workers, "num_cpus", lambda: 1)
+    assert workers.default_num_workers("cpu") == 0  # one core: workers only fight the training thread
+    monkeypatch.setattr(workers, "num_cpus", lambda: 16)
+    assert workers.default_num_workers("cpu") == 4 and workers.default_num_workers("cuda") == 8
 
 
 def test_export_state_is_plain_data_and_rebuilds_an_inference_bunch():

@@ -127,7 +127,9 @@ def _read(file: pathlib.Path) -> dict:
     if match is None:
         raise CheckpointError(f"{file} is not a fastbase checkpoint (no checkpoint header): write checkpoints with "
                               "the Checkpoint callback; Learner.load reads files written by Learner.save.")
-    version, digest, size = int(match[1]), match[2].decode(), int(match[3])
+    version = int(match[1])
+    digest = match[2].decode()
+    size = int(match[3])
     if version > FORMAT:
         raise CheckpointError(f"{file} was written by a newer fastbase (checkpoint format {version}); upgrade.")
     if len(payload) != size:
@@ -202,7 +204,9 @@ class Checkpoint(Callback):
             raise CheckpointError(f"every must be 'epoch' or a number of batches > 0, got {every!r}.")
         if not (isinstance(keep, int) and keep >= 1):
             raise CheckpointError(f"keep must be an int >= 1, got {keep!r}.")
-        self.path, self.every, self.keep = path, every, keep
+        self.path = path
+        self.every = every
+        self.keep = keep
         self.file = self.last_saved = None
 
     def before_fit(self):
@@ -319,7 +323,10 @@ class _ResumedLoader:
     of this epoch saves."""
 
     def __init__(self, dl, skip: int, after: dict | None, start: dict):
-        self.dl, self.skip, self.after, self.epoch_start = dl, skip, after, start
+        self.dl = dl
+        self.skip = skip
+        self.after = after
+        self.epoch_start = start
 
     def __len__(self):
         return len(self.dl)

@@ -130,7 +130,9 @@ class DistributedTrainer(Callback):
 
     def __init__(self, find_unused_parameters: bool = False, sync_train_loss: bool = True):
         self.find_unused_parameters, self.sync_train_loss = find_unused_parameters, sync_train_loss
-        self._shards, self._fitting, self._remaining = {}, False, None
+        self._shards = {}
+        self._fitting = False
+        self._remaining = None
 
     # --- fit: wrap the model, shard the training data -------------------------------------------
     def before_fit(self):

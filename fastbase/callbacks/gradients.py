@@ -93,7 +93,9 @@ class GradientAccumulation(Callback):
         return {"count": self.count, "samples": self.samples, "unit": self.unit}
 
     def load_state_dict(self, state: dict) -> None:
-        self.count, self.samples, self.unit = state["count"], state["samples"], state["unit"]
+        self.count = state["count"]
+        self.samples = state["samples"]
+        self.unit = state["unit"]
 
 
 AccumulateScheduler = GradientAccumulation  # fastai v1's name (v1 needed a sum-reduced loss; this does not)

@@ -94,7 +94,9 @@ class TensorBoardLogger(Callback):
 
     def __init__(self, log_dir=None, name: str | None = None):
         self.log_dir, self.run_name = log_dir, name
-        self.step, self.epochs, self.writer = 0, 0, None
+        self.step = 0
+        self.epochs = 0
+        self.writer = None
 
     def _open(self):
         try:

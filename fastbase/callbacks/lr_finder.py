@@ -30,10 +30,16 @@ class LRFinder(Callback):
     order = Order.LR_FINDER
 
     def __init__(self, start_lr=1e-7, end_lr=10, num_it: int = 100, stop_div: bool = True, wd=None):
-        self.start_lr, self.end_lr, self.num_it, self.stop_div, self.wd = start_lr, end_lr, num_it, stop_div, wd
+        self.start_lr = start_lr
+        self.end_lr = end_lr
+        self.num_it = num_it
+        self.stop_div = stop_div
+        self.wd = wd
 
     def before_fit(self):
-        self.iteration, self.best, self.diverged = 0, math.inf, None
+        self.iteration = 0
+        self.best = math.inf
+        self.diverged = None
         learn = self.learn
         if self.wd is not None:
             learn.opt.wd = self.wd

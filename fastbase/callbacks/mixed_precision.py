@@ -30,7 +30,8 @@ def autocast_dtype(device_type: str, dtype=None) -> torch.dtype:
     elsewhere (the CPU)."""
     if isinstance(dtype, str):
         if dtype.lower() not in _DTYPES:
-            raise FastbaseError(f"Unknown mixed-precision dtype {dtype!r}: use one of {sorted(_DTYPES)} or a torch dtype.")
+            raise FastbaseError(f"Unknown mixed-precision dtype {dtype!r}: use one of {sorted(_DTYPES)} or a "
+                                "torch dtype.")
         dtype = _DTYPES[dtype.lower()]
     if dtype is None:
         return torch.float16 if device_type in ("cuda", "mps") else torch.bfloat16
@@ -91,7 +92,10 @@ class MixedPrecision(Callback):
                  growth_interval: int = 2000):
         self.dtype_arg, self.loss_scale = dtype, loss_scale
         self.init_scale, self.growth_interval = init_scale, growth_interval
-        self.device_type, self.dtype, self.enabled, self.scaler = None, None, False, None
+        self.device_type = None
+        self.dtype = None
+        self.enabled = False
+        self.scaler = None
         self._pending, self._unscaled = None, False
         if isinstance(dtype, str):
             autocast_dtype("cpu", dtype)  # a bad name fails here, not in the middle of fit
@@ -179,4 +183,5 @@ class MixedPrecision(Callback):
 
     def __repr__(self):
         dtype = self.dtype if self.dtype is not None else self.dtype_arg or "auto"
-        return f"MixedPrecision(dtype={dtype}, loss_scale={self.skips_nonfinite_steps if self.scaler else self.loss_scale})"
+        loss_scale = self.skips_nonfinite_steps if self.scaler else self.loss_scale
+        return f"MixedPrecision(dtype={dtype}, loss_scale={loss_scale})"

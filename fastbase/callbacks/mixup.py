@@ -27,7 +27,9 @@ class MixUpLoss(nn.Module):
 
     def __init__(self, crit, reduction: str = "mean"):
         super().__init__()
-        self.crit, self.per_item, self.reduction = crit, per_item_loss(crit, "MixUp mixes one loss per item, so it needs"), reduction
+        self.crit = crit
+        self.per_item = per_item_loss(crit, "MixUp mixes one loss per item, so it needs")
+        self.reduction = reduction
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim != 2 or target.shape[1] != 3 or not target.is_floating_point():
@@ -36,7 +38,9 @@ class MixUpLoss(nn.Module):
 
     def mix(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The mixed loss for a (bs, 3) target of (y_i, y_j, lam) rows."""
-        y_i, y_j, lam = target[:, 0].long(), target[:, 1].long(), target[:, 2]
+        y_i = target[:, 0].long()
+        y_j = target[:, 1].long()
+        lam = target[:, 2]
         loss = self.per_item(output, y_i) * lam + self.per_item(output, y_j) * (1 - lam)
         if self.reduction == "mean":
             return loss.mean()
@@ -57,7 +61,9 @@ class MixUp(Callback):
     def __init__(self, alpha: float = 0.4, stack_x: bool = False, stack_y: bool = True):
         if alpha <= 0:
             raise FastbaseError(f"MixUp needs alpha > 0, got {alpha}.")
-        self.alpha, self.stack_x, self.stack_y = alpha, stack_x, stack_y
+        self.alpha = alpha
+        self.stack_x = stack_x
+        self.stack_y = stack_y
 
     def before_fit(self):
         self._loss, self._stacked = MixUpLoss(self.learn.loss_func), False

@@ -23,7 +23,9 @@ class OneCycleScheduler(Callback):
     def __init__(self, max_lr, moms=(0.95, 0.85), div_factor: float = 25.0, pct_start: float = 0.3,
                  final_div: float | None = None, tot_epochs: int | None = None, start_epoch: int | None = None):
         self.max_lr = np.asarray(max_lr, dtype=float) if np.ndim(max_lr) else float(max_lr)
-        self.moms, self.div_factor, self.pct_start = moms, div_factor, pct_start
+        self.moms = moms
+        self.div_factor = div_factor
+        self.pct_start = pct_start
         self.final_div = ifnone(final_div, div_factor * 1e4)
         self.tot_epochs, self.start_epoch = tot_epochs, start_epoch
         self.iteration = None
@@ -37,9 +39,13 @@ class OneCycleScheduler(Callback):
 
     def values_at(self, iteration: int):
         """(lr, momentum) for the batch at `iteration` (0-based)."""
-        low, high, final = self.max_lr / self.div_factor, self.max_lr, self.max_lr / self.final_div
+        low = self.max_lr / self.div_factor
+        high = self.max_lr
+        final = self.max_lr / self.final_div
         if iteration < self.warmup:
-            pct, lrs, moms = iteration / self.warmup, (low, high), self.moms
+            pct = iteration / self.warmup
+            lrs = (low, high)
+            moms = self.moms
         else:
             pct = min(1.0, (iteration - self.warmup) / max(1, self.total - self.warmup - 1))
             lrs, moms = (high, final), None if self.moms is None else self.moms[::-1]

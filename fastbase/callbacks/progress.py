@@ -1,40 +1,27 @@
 """Layer 4: progress output during fit, with three backends chosen for where the output goes:
 `notebook` (fastprogress HTML bars and a results table), `console` (a bar on one line in a
-terminal and a row per epoch) and `plain` (one line per epoch, for CI logs, nohup and SLURM)."""
+terminal and a row per epoch) and `plain` (one line per epoch, for CI logs, nohup and SLURM). The bars,
+and the rule of when they show, are `fastbase.progress`'s (re-exported here: `progress_disabled`,
+`progress_mode`)."""
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 
 from ..callback import Callback, Order
-from ..core import defaults, is_main_process
+from ..core import is_main_process
+from ..progress import master_bar, progress_bar, progress_disabled, progress_mode
 
 __all__ = ["ProgressCallback", "progress_disabled", "progress_mode"]
 
 _UPDATE_EVERY = 0.2  # seconds between two readings of the loss for the bar's comment
 
 
-def progress_disabled() -> bool:
-    """True when `fastbase.core.defaults.silent` is set, `FASTBASE_NO_BAR` is 1/true/yes, or this is
-    not the main process of a distributed run (only rank 0 prints)."""
-    return (bool(defaults.silent) or os.environ.get("FASTBASE_NO_BAR", "").strip().lower() in ("1", "true", "yes")
-            or not is_main_process())
-
-
-def progress_mode() -> str:
-    """'notebook' inside Jupyter/IPython kernels, 'console' when stdout is a terminal, else 'plain'."""
-    from fastprogress import fastprogress
-    if fastprogress.IN_NOTEBOOK:
-        return "notebook"
-    isatty = getattr(sys.stdout, "isatty", None)
-    return "console" if isatty is not None and isatty() else "plain"
-
-
 def _format_time(seconds: float) -> str:
     seconds = int(seconds)
-    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    h = seconds // 3600
+    m = seconds // 60 % 60
+    s = seconds % 60
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
@@ -62,9 +49,7 @@ class ProgressCallback(Callback):
         self.names = learn.recorder.names
         if self._mode in ("plain", "quiet"):
             return
-        from fastprogress.fastprogress import ConsoleMasterBar, NBMasterBar
-        bar = NBMasterBar if self._mode == "notebook" else ConsoleMasterBar
-        self.mbar = bar(range(learn.start_epoch, learn.n_epochs))
+        self.mbar = master_bar(range(learn.start_epoch, learn.n_epochs), self._mode)
         if self.show_table:
             self.mbar.write(self.names, table=True)
 
@@ -76,9 +61,7 @@ class ProgressCallback(Callback):
     def _launch_bar(self):
         if self.mbar is None:
             return
-        from fastprogress.fastprogress import ConsoleProgressBar, NBProgressBar
-        bar = NBProgressBar if self._mode == "notebook" else ConsoleProgressBar
-        self.pbar = bar(self.learn.dl, parent=self.mbar, leave=False)
+        self.pbar = progress_bar(self.learn.dl, parent=self.mbar, mode=self._mode)
         self.pbar.update(0)
         self._last_comment = time.monotonic()
 

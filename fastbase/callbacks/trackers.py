@@ -50,7 +50,10 @@ class TrackerCallback(Callback):
     def __init__(self, monitor: str = "valid_loss", mode: str = "auto", min_delta: float = 0.0):
         self.monitor, self.min_delta = monitor, abs(float(min_delta))
         self.mode = monitor_mode(monitor, mode)
-        self.best, self.wait, self._restored, self._warned_nan = None, 0, False, False
+        self.best = None
+        self.wait = 0
+        self._restored = False
+        self._warned_nan = False
 
     def before_fit(self):
         names = self.learn.recorder.value_names
@@ -98,7 +101,9 @@ class TrackerCallback(Callback):
         return {"best": None if self.best is None else float(self.best), "wait": int(self.wait)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.wait, self._restored = state["best"], int(state["wait"]), True
+        self.best = state["best"]
+        self.wait = int(state["wait"])
+        self._restored = True
 
 
 class EarlyStopping(TrackerCallback):
@@ -133,7 +138,9 @@ class SaveModelCallback(TrackerCallback):
         if every not in ("improvement", "epoch"):
             raise FastbaseError(f"every must be 'improvement' or 'epoch', got {every!r}.")
         super().__init__(monitor, mode, min_delta)
-        self.every, self.fname, self.best_epoch = every, name, None
+        self.every = every
+        self.fname = name
+        self.best_epoch = None
 
     def before_fit(self):
         super().before_fit()
@@ -172,7 +179,9 @@ class ReduceLROnPlateau(TrackerCallback):
         if not 0 < factor < 1:
             raise FastbaseError(f"ReduceLROnPlateau needs 0 < factor < 1, got {factor}.")
         super().__init__(monitor, mode, min_delta)
-        self.patience, self.factor, self.min_lr = patience, factor, min_lr
+        self.patience = patience
+        self.factor = factor
+        self.min_lr = min_lr
 
     def after_epoch(self):
         if self.out_of_patience():

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..core import FastbaseError, ifnone, to_device
+from ..core import ifnone, to_device
 from ..data import DataBunch, DataError, DatasetType, format_list
-from ..data.splits import _rng as random_stream
-from ..tabular.procs import NA_CATEGORY, category_codes, category_names
+from ..data.categories import NA_CATEGORY, category_codes, category_names, require_pandas
+from ..data.splits import random_stream
 
 __all__ = ["UNKNOWN", "CollabDataBunch", "RatingsDataset", "UnknownNameWarning", "encode", "require_pandas"]
 
@@ -26,16 +26,6 @@ UNKNOWN = NA_CATEGORY  # class 0 of users and of items: a name the training data
 
 class UnknownNameWarning(UserWarning):
     """A user or item that the training data did not have: it gets code 0 ('#na#')."""
-
-
-def require_pandas():
-    """The pandas module, or an error saying how to install it (it is the `tabular` extra)."""
-    try:
-        import pandas as pd
-    except ImportError as e:
-        raise FastbaseError("Collaborative filtering reads pandas DataFrames: pip install 'fastbase[tabular]' "
-                            "(or pip install pandas).") from e
-    return pd
 
 
 def encode(values, classes: list | None = None) -> tuple[torch.Tensor, list]:
@@ -200,7 +190,8 @@ def _column_names(df, user_name, item_name, rating_name) -> list[str]:
     names = [ifnone(user_name, columns[0]), ifnone(item_name, columns[1]), ifnone(rating_name, columns[2])]
     missing = [n for n in names if n not in columns]
     if missing:
-        raise DataError(f"Column {format_list([repr(m) for m in missing])} is not in the ratings; its columns are {format_list(columns, 20)}.")
+        raise DataError(f"Column {format_list([repr(m) for m in missing])} is not in the ratings; its columns are "
+                        f"{format_list(columns, 20)}.")
     if len(df) == 0:
         raise DataError("The ratings DataFrame has no rows.")
     return names
@@ -222,7 +213,8 @@ def _dataset(df, names, classes, labelled: bool = True) -> RatingsDataset:
     user_name, item_name, rating_name = names
     for name in (user_name, item_name):
         if name not in df.columns:
-            raise DataError(f"Column {name!r} is not in the test rows; their columns are {format_list(list(df.columns), 20)}.")
+            raise DataError(f"Column {name!r} is not in the test rows; their columns are "
+                            f"{format_list(list(df.columns), 20)}.")
     users = encode(df[user_name].to_numpy(), classes[user_name])[0]
     items = encode(df[item_name].to_numpy(), classes[item_name])[0]
     has_ratings = labelled or rating_name in df.columns

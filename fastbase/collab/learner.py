@@ -14,9 +14,10 @@ from torch import nn
 from .. import learner as base
 from ..core import ifnone
 from ..data import DataError, FloatItem, format_list
+from ..layers import emb_sz_rule
 from ..loop import eval_grad_mode
 from .data import UNKNOWN, CollabDataBunch
-from .models import EmbeddingDotBias, EmbeddingNN, emb_sz_rule
+from .models import EmbeddingDotBias, EmbeddingNN
 
 __all__ = ["CollabLearner", "collab_learner", "load_learner", "pca"]
 
@@ -73,9 +74,9 @@ class CollabLearner(base.Learner):
         return FloatItem(rating), rating, rating
 
 
-def collab_learner(data: CollabDataBunch, n_factors: int | None = None, use_nn: bool = False, emb_szs: dict | None = None,
-                   layers=None, ps=None, emb_drop: float = 0.0, y_range=None, use_bn: bool = True,
-                   bn_final: bool = False, **learn_kwargs) -> CollabLearner:
+def collab_learner(data: CollabDataBunch, n_factors: int | None = None, use_nn: bool = False,
+                   emb_szs: dict | None = None, layers=None, ps=None, emb_drop: float = 0.0, y_range=None,
+                   use_bn: bool = True, bn_final: bool = False, **learn_kwargs) -> CollabLearner:
     """A Learner for `data` with an `EmbeddingDotBias` of `n_factors` (default 50) factors, or with
     `use_nn` an `EmbeddingNN` (embedding widths from `emb_szs` = {column: width}, else `n_factors` when
     given, else fastai's rule; hidden `layers`, default [n_factors or 50]). `y_range=(low, high)`

@@ -15,7 +15,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from ..layers import SigmoidRange, bn_drop_lin
+from ..layers import SigmoidRange, bn_drop_lin, emb_sz_rule
 
 __all__ = ["EmbeddingDotBias", "EmbeddingNN", "emb_sz_rule", "embedding"]
 
@@ -28,11 +28,6 @@ def embedding(n: int, width: int) -> nn.Embedding:
         nn.init.trunc_normal_(emb.weight, std=0.01, a=-0.02, b=0.02)
         emb.weight[0].zero_()
     return emb
-
-
-def emb_sz_rule(n_cat: int) -> int:
-    """fastai's rule of thumb for the width of an embedding of `n_cat` categories."""
-    return min(600, round(1.6 * n_cat ** 0.56))
 
 
 def _output(y_range) -> nn.Module:

@@ -2,10 +2,11 @@
 loader and its batch transforms, the data errors. Task packages (`fastbase.vision`) build on it.
 
 Modules: `base` (DatasetType, errors, normalisation statistics), `loader` (DeviceDataLoader,
-Normalizer, worker count), `bunch` (DataBunch); the data block API: `items` (Category, MultiCategory,
-FloatItem), `labels` (CategoryList, MultiCategoryList, FloatList), `item_list` (ItemList), `splits`
-(its split methods), `label_lists` (ItemLists, LabelList, LabelLists). This namespace gathers their
-public names.
+Normalizer), `workers` (how many loader processes), `bunch` (DataBunch); the data block API:
+`items` (Category, MultiCategory, FloatItem), `labels` (CategoryList, MultiCategoryList,
+FloatList), `item_list` (ItemList), `splits` (its split methods), `label_lists` (ItemLists,
+LabelList, LabelLists); `categories` (names of a table column as codes). This namespace gathers
+their public names.
 """
 from .base import (
     BadFilesError,
@@ -29,7 +30,13 @@ from .loader import (
     Normalizer,
     TfmOrder,
     apply_tfms,
-    resolve_num_workers,
 )
+from .workers import default_num_workers, resolve_num_workers
 
-__all__ = ["BadFilesError", "Category", "CategoryList", "CollateThenTransform", "DataBunch", "DataError", "DatasetType", "DeviceDataLoader", "EmptyDatasetError", "EmptyLabel", "EmptyLabelList", "FloatItem", "FloatList", "ItemBase", "ItemList", "ItemLists", "LabelError", "LabelList", "LabelLists", "MultiCategory", "MultiCategoryList", "Normalizer", "TfmOrder", "apply_tfms", "cifar_stats", "data_collate", "format_list", "get_files", "imagenet_stats", "load_data", "mnist_stats", "resolve_num_workers"]
+__all__ = [
+    "BadFilesError", "Category", "CategoryList", "CollateThenTransform", "DataBunch", "DataError", "DatasetType",
+    "DeviceDataLoader", "EmptyDatasetError", "EmptyLabel", "EmptyLabelList", "FloatItem", "FloatList", "ItemBase",
+    "ItemList", "ItemLists", "LabelError", "LabelList", "LabelLists", "MultiCategory", "MultiCategoryList",
+    "Normalizer", "TfmOrder", "apply_tfms", "cifar_stats", "data_collate", "default_num_workers", "format_list",
+    "get_files", "imagenet_stats", "load_data", "mnist_stats", "resolve_num_workers",
+]

@@ -16,7 +16,8 @@ from torch.utils.data.dataloader import default_collate
 from ..core import Path, defaults, ifnone, listify, seed_worker, to_device
 from .base import DataError, DatasetType, EmptyDatasetError
 from .items import ItemBase, prediction_item
-from .loader import DeviceDataLoader, Normalizer, resolve_num_workers
+from .loader import DeviceDataLoader, Normalizer
+from .workers import resolve_num_workers
 
 __all__ = ["DataBunch"]
 

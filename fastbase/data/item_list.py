@@ -20,7 +20,7 @@ from .base import DataError, LabelError, format_list
 from .bunch import DataBunch
 from .label_lists import LabelList, data_collate
 from .labels import EmptyLabelList, MultiCategoryList, _indices, choose_label_cls
-from .splits import SplitMixin, _first_folder, _rng
+from .splits import SplitMixin, _first_folder, random_stream
 
 __all__ = ["ItemList", "get_files", "labels_from_re"]
 
@@ -56,7 +56,9 @@ class ItemList(SplitMixin):
 
     def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
         self.items = list(items) if not isinstance(items, np.ndarray) else items.tolist()
-        self.path, self.inner_df, self.label_cls = Path(path), inner_df, label_cls
+        self.path = Path(path)
+        self.inner_df = inner_df
+        self.label_cls = label_cls
         self.settings = settings
 
     def new(self, items, inner_df=None, **changes) -> ItemList:
@@ -87,7 +89,8 @@ class ItemList(SplitMixin):
 
     def __repr__(self):
         shown = ", ".join(str(self.items[i]) for i in range(min(5, len(self))))
-        return f"{type(self).__name__} ({len(self)} items)\n{shown}{', ...' if len(self) > 5 else ''}\nPath: {self.path}"
+        more = ", ..." if len(self) > 5 else ""
+        return f"{type(self).__name__} ({len(self)} items)\n{shown}{more}\nPath: {self.path}"
 
     # --- where items come from ---------------------------------------------------------------
     @classmethod
@@ -144,7 +147,7 @@ class ItemList(SplitMixin):
         """Keep each item with probability `p` (reproducible with `seed`, else `np.random`'s state)."""
         if not 0 <= p <= 1:
             raise DataError(f"filter_by_rand needs 0 <= p <= 1, got {p}.")
-        draw = _rng(seed).uniform(size=len(self))
+        draw = random_stream(seed).uniform(size=len(self))
         return self[np.nonzero(draw < p)[0].tolist()]
 
     def use_partial_data(self, sample_pct: float = 0.01, seed: int | None = None) -> ItemList:
@@ -152,7 +155,7 @@ class ItemList(SplitMixin):
         if not 0 < sample_pct <= 1:
             raise DataError(f"use_partial_data needs 0 < sample_pct <= 1, got {sample_pct}.")
         n = max(1, int(sample_pct * len(self)))
-        return self[sorted(_rng(seed).permutation(len(self))[:n].tolist())]
+        return self[sorted(random_stream(seed).permutation(len(self))[:n].tolist())]
 
     # --- labelling: each returns a LabelList (an ItemLists' returns LabelLists) ----------------
     def label_from_list(self, labels, label_cls=None, process: bool = True, **kwargs) -> LabelList:

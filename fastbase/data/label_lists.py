@@ -82,7 +82,9 @@ class ItemLists:
     that was split). Label it with the same `label_from_*` calls as an ItemList to get LabelLists."""
 
     def __init__(self, path, train, valid, train_idx=None, valid_idx=None):
-        self.path, self.train, self.valid = Path(path), train, valid
+        self.path = Path(path)
+        self.train = train
+        self.valid = valid
         self.train_idx, self.valid_idx = train_idx, valid_idx
         self.test = None
         if not len(train):

@@ -1,37 +1,19 @@
 """Layer 2: loading batches onto the device: `DeviceDataLoader` wraps a torch DataLoader and runs
 the batch transforms (augmentation, then the `Normalizer`) in the worker processes or on the
-device, whichever is faster there; `resolve_num_workers` picks the number of worker processes."""
+device, whichever is faster there; the worker count comes from `workers`."""
 from __future__ import annotations
 
 import os
-import warnings
 import weakref
 from enum import IntEnum
 
 import torch
 from torch.utils.data import DataLoader
 
-from .. import core
-from ..core import default_num_workers, listify, to_device
+from ..core import listify, to_device
 from .base import DataError
 
-__all__ = ["CollateThenTransform", "DeviceDataLoader", "Normalizer", "TfmOrder", "apply_tfms", "resolve_num_workers"]
-
-
-def resolve_num_workers(num_workers: int | None, device=None) -> int:
-    """`num_workers` as asked, or the default for `device` when None; 0, with a warning, where worker
-    processes are known to die (a `/dev/shm` too small for their batches, as in Docker's default)."""
-    if num_workers is None:
-        return default_num_workers(device)
-    if num_workers < 0:
-        raise DataError(f"num_workers must be 0 or more, got {num_workers}.")
-    shm = core.shm_size()
-    if num_workers > 0 and shm is not None and shm < core._MIN_SHM:
-        warnings.warn(f"/dev/shm has only {shm / 2**20:.0f} MB free: DataLoader workers die there with 'Bus error', "
-                      f"so fastbase loads with num_workers=0 instead of {num_workers}. Give the container more "
-                      "shared memory (e.g. `docker run --shm-size=1g`) to use workers.", RuntimeWarning, stacklevel=3)
-        return 0
-    return num_workers
+__all__ = ["CollateThenTransform", "DeviceDataLoader", "Normalizer", "TfmOrder", "apply_tfms"]
 
 
 class TfmOrder(IntEnum):

@@ -11,7 +11,7 @@ from ..core import Path
 from .base import DataError, format_list
 from .label_lists import ItemLists
 
-__all__ = ["SplitMixin"]
+__all__ = ["SplitMixin", "random_stream"]
 
 
 class SplitMixin:
@@ -39,7 +39,7 @@ class SplitMixin:
         """`int(valid_pct * n)` random items for validation."""
         if not 0 <= valid_pct < 1:
             raise DataError(f"valid_pct must be in [0, 1), got {valid_pct}.")
-        order = _rng(seed).permutation(len(self))
+        order = random_stream(seed).permutation(len(self))
         cut = int(valid_pct * len(self))
         return self.split_by_idxs(sorted(order[cut:].tolist()), sorted(order[:cut].tolist()))
 
@@ -48,7 +48,7 @@ class SplitMixin:
         if not (0 < train_size and 0 <= valid_size and train_size + valid_size <= 1):
             raise DataError(f"split_subsets needs 0 < train_size, 0 <= valid_size and a sum <= 1, got "
                             f"{train_size} and {valid_size}.")
-        order = _rng(seed).permutation(len(self))
+        order = random_stream(seed).permutation(len(self))
         n_valid, n_train = int(valid_size * len(self)), int(train_size * len(self))
         return self.split_by_idxs(sorted(order[n_valid:n_valid + n_train].tolist()), sorted(order[:n_valid].tolist()))
 
@@ -76,7 +76,9 @@ class SplitMixin:
         """Items under `path/train` for training and under `path/valid` for validation (others left out);
         a validation folder without items gives an empty validation set."""
         parts = [_parts(o, self.path) for o in self.items]
-        train_idx, valid_idx = ([i for i, p in enumerate(parts) if p[:len(f)] == f] for f in (_parts(train), _parts(valid)))
+        train_parts, valid_parts = _parts(train), _parts(valid)
+        train_idx = [i for i, p in enumerate(parts) if p[:len(train_parts)] == train_parts]
+        valid_idx = [i for i, p in enumerate(parts) if p[:len(valid_parts)] == valid_parts]
         for name, idx, what in ((train, train_idx, "training"), (valid, valid_idx, "validation")):
             if not idx and (what == "training" or not (self.path / name).is_dir()):
                 found = sorted({p[0] for p in parts if p})
@@ -116,6 +118,7 @@ def _parts(o, path: Path | None = None) -> tuple:
     return tuple(x for x in p.parts if x != ".")
 
 
-def _rng(seed):
-    """A random stream: its own for a `seed`; numpy's global one (as `np.random.seed` sets) for None."""
+def random_stream(seed):
+    """A random stream: its own for a `seed`; numpy's global one (as `np.random.seed` sets) for None.
+    Every random split of fastbase draws from it (the data block API's, `CollabDataBunch`'s)."""
     return np.random if seed is None else np.random.default_rng(seed)

@@ -7,9 +7,8 @@ This package's namespace is also the public one for notebooks, as fastai v1's
 callbacks, metrics, `untar_data`, `np`, `torch`, `nn`, `pd`, `plt`...), the names below, and
 `ClassificationInterpretation` (loaded on first use: it sits above this layer).
 """
-import importlib
-
 from .. import basics
+from ..namespace import notebook_namespace
 from .data import TabularDataBunch, TabularLine, TabularList
 from .importance import permutation_importance, plot_importance
 from .loader import TabularDataLoader, TabularDataset
@@ -26,10 +25,9 @@ from .procs import (
 )
 from .transform import add_cyclic_datepart, add_datepart, cont_cat_split
 
-__all__ = [  # sorted; then fastbase.basics' names
+__all__ = [  # sorted; notebook_namespace adds fastbase.basics' names
     "NA_CATEGORY",
     "Categorify",
-    "ClassificationInterpretation",
     "FillMissing",
     "FillStrategy",
     "Normalize",
@@ -52,23 +50,6 @@ __all__ = [  # sorted; then fastbase.basics' names
     "plot_importance",
     "tabular_learner",
 ]
-__all__ += basics.__all__
-
-_LAZY = {"ClassificationInterpretation": ("fastbase.interpret", "ClassificationInterpretation")}
-
-
-def __getattr__(name: str):
-    """`fastbase.basics`' names, and those of `_LAZY` on first use (`import *` asks for them too)."""
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
-    elif name in basics.__all__:
-        value = getattr(basics, name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = notebook_namespace(
+    __name__, __all__, lazy={"ClassificationInterpretation": "fastbase.interpret:ClassificationInterpretation"},
+    base=basics)

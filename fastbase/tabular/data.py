@@ -20,8 +20,10 @@ from ..data import (
     EmptyLabelList,
     ItemList,
 )
+from ..data.categories import plain_value, require_pandas
+from ..layers import emb_sz_rule
 from .loader import TabularDataLoader, TabularDataset
-from .procs import TabularError, TabularProcessor, require_pandas
+from .procs import TabularError, TabularProcessor
 
 __all__ = ["TabularDataBunch", "TabularLine", "TabularList"]
 
@@ -31,7 +33,9 @@ class TabularLine:
     values by column name (`values`)."""
 
     def __init__(self, cats, conts, values: dict):
-        self.cats, self.conts, self.values = cats, conts, values
+        self.cats = cats
+        self.conts = conts
+        self.values = values
         self.data = (cats, conts)
 
     def __str__(self):
@@ -142,7 +146,6 @@ class TabularDataBunch(DataBunch):
 
     def get_emb_szs(self, sz_dict=None) -> list[tuple[int, int]]:
         """(number of codes, embedding width) per categorical column: `emb_sz_rule`, or `sz_dict[name]`."""
-        from .models import emb_sz_rule  # the rule lives with the model
         sz_dict = sz_dict or {}
         return [(n, int(sz_dict.get(name, emb_sz_rule(n))))
                 for name, n in zip(self.cat_names, self.processor.cardinalities())]
@@ -160,7 +163,9 @@ class TabularDataBunch(DataBunch):
     def one_batch_rows(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train):
         """The first `rows` rows of one batch of `ds_type`, decoded (see `decoded_rows`)."""
         (cats, conts), y = next(iter(self.dl(ds_type)))
-        cats, conts, y = cats[:rows].cpu(), conts[:rows].cpu(), y[:rows].cpu()
+        cats = cats[:rows].cpu()
+        conts = conts[:rows].cpu()
+        y = y[:rows].cpu()
         frame = self.processor.decode(cats, conts)
         ds = self.dl(ds_type).dataset
         if ds.labelled:
@@ -170,7 +175,8 @@ class TabularDataBunch(DataBunch):
     def show_batch(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train, **kwargs) -> None:
         """Print `rows` rows of a batch as a table: category names, continuous values as in the table
         (before normalisation, after filling), and the target."""
-        print(self.one_batch_rows(rows, ds_type).to_string(index=False, max_colwidth=25, float_format=lambda v: f"{v:.6g}"))
+        table = self.one_batch_rows(rows, ds_type)
+        print(table.to_string(index=False, max_colwidth=25, float_format=lambda v: f"{v:.6g}"))
 
     def one_item(self, item):
         """A batch of one row for `Learner.predict`: `item` is a row of a DataFrame (a Series, such as
@@ -210,7 +216,7 @@ class TabularDataBunch(DataBunch):
     # --- export --------------------------------------------------------------------------------
     def export_state(self) -> dict:
         state = super().export_state()
-        state["classes"] = None if self.classes is None else [_plain_label(c) for c in self.classes]
+        state["classes"] = None if self.classes is None else [plain_value(c) for c in self.classes]
         state["processor"] = self.processor.state()
         return state
 
@@ -225,10 +231,6 @@ class TabularDataBunch(DataBunch):
         if self.inference_only:
             return base
         return f"{base[:-1]}; cat_names={self.cat_names}, cont_names={self.cont_names})"
-
-
-def _plain_label(c):
-    return c.item() if hasattr(c, "item") else c
 
 
 def _check_frame(df) -> None:

@@ -12,9 +12,9 @@ import torch
 
 from ..core import FastbaseError, ifnone
 from ..data import DatasetType
+from ..data.categories import require_pandas
 from ..figures import finish_figure, subplots
 from ..metrics import as_metric
-from .procs import require_pandas
 
 __all__ = ["permutation_importance", "plot_importance"]
 

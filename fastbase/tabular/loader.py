@@ -21,7 +21,11 @@ class TabularDataset(LabelledMixin, Dataset):
     `y` is the processed label list (classes, items), `frame` the original rows (for showing them)."""
 
     def __init__(self, cats: torch.Tensor, conts: torch.Tensor, y, frame=None, processor=None):
-        self.cats, self.conts, self.y, self.frame, self.processor = cats, conts, y, frame, processor
+        self.cats = cats
+        self.conts = conts
+        self.y = y
+        self.frame = frame
+        self.processor = processor
         self.targets = y.targets
 
     @property
@@ -74,7 +78,9 @@ class TabularDataLoader(DataLoader):
         if not isinstance(self.dataset, TabularDataset):
             yield from super().__iter__()
             return
-        n, bs, ds = len(self.dataset), self.batch_size, self.dataset
+        n = len(self.dataset)
+        bs = self.batch_size
+        ds = self.dataset
         order = torch.randperm(n, generator=self.generator) if isinstance(self.sampler, RandomSampler) else None
         stop = n - n % bs if self.drop_last else n
         for start in range(0, stop, bs):

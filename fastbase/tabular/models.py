@@ -10,16 +10,11 @@ import torch
 from torch import nn
 
 from ..core import FastbaseError, ifnone, listify
-from ..layers import SigmoidRange, bn_drop_lin
+from ..layers import SigmoidRange, bn_drop_lin, emb_sz_rule
 from ..learner import Learner
 from ..metrics import Metric
 
 __all__ = ["TabularModel", "emb_sz_rule", "exp_rmspe", "fused_adam", "tabular_learner"]
-
-
-def emb_sz_rule(n_cat: int) -> int:
-    """fastai's embedding width for a column with `n_cat` codes (`#na#` included): min(600, round(1.6 * n_cat**0.56))."""
-    return min(600, round(1.6 * n_cat ** 0.56))
 
 
 class TabularModel(nn.Module):
@@ -39,7 +34,8 @@ class TabularModel(nn.Module):
         if len(ps) == 1 and len(layers) > 1:
             ps = ps * len(layers)
         if len(ps) != len(layers):
-            raise FastbaseError(f"ps has {len(ps)} dropout values for {len(layers)} layers {layers}; give one per layer.")
+            raise FastbaseError(f"ps has {len(ps)} dropout values for {len(layers)} layers {layers}; give one per "
+                                "layer.")
         self.embeds = nn.ModuleList([nn.Embedding(int(n), int(w)) for n, w in emb_szs])
         self.emb_drop = nn.Dropout(emb_drop)
         self.bn_cont = nn.BatchNorm1d(n_cont) if n_cont else None

@@ -17,6 +17,7 @@ import torch
 
 from ..core import import_ref, object_ref
 from ..data import DataError, format_list
+from ..data.categories import NA_CATEGORY, category_codes, category_names, require_pandas
 
 __all__ = [
     "NA_CATEGORY",
@@ -29,49 +30,17 @@ __all__ = [
     "TabularProcessor",
     "category_codes",
     "category_names",
+    "require_pandas",
 ]
-
-NA_CATEGORY = "#na#"  # the name of code 0 of every categorical column: missing, or unseen in training
 
 
 class TabularError(DataError):
     """A table that does not fit the processors or the model: the message names the column."""
 
 
-def require_pandas():
-    """pandas, or a TabularError saying how to install it."""
-    try:
-        import pandas as pd
-    except ImportError as e:
-        raise TabularError("Tabular data needs pandas: pip install 'fastbase[tabular]'.") from e
-    return pd
-
-
-def _plain(value):
-    """A numpy scalar as the Python value (for the plain export)."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def category_names(values) -> list:
-    """The distinct values of a column (a pandas Series or array), missing ones left out, sorted
-    (by their text when they do not compare), as plain Python values: the names of codes 1..k."""
-    pd = require_pandas()
-    distinct = pd.Series(values).dropna().unique()
-    try:
-        distinct = sorted(distinct)
-    except TypeError:
-        distinct = sorted(distinct, key=str)
-    return [_plain(v) for v in distinct]
-
-
-def category_codes(values, names: list) -> np.ndarray:
-    """int64 codes of `values`: 1 + the position in `names` (`category_names`' list), and 0
-    (`#na#`) for a missing value or one not in `names`."""
-    pd = require_pandas()
-    return np.asarray(pd.Index(names).get_indexer(values), dtype=np.int64) + 1  # -1 becomes 0
-
-
-_TEXT, _NUMBER, _BOOL = "text", "number", "bool"
+_TEXT = "text"
+_NUMBER = "number"
+_BOOL = "bool"
 
 
 def _kind(values) -> str | None:
@@ -133,7 +102,9 @@ class FillMissing(TabularProc):
     def __init__(self, cat_names, cont_names, fill_strategy: FillStrategy = FillStrategy.MEDIAN,
                  add_col: bool = True, fill_val: float = 0.0):
         super().__init__(cat_names, cont_names)
-        self.fill_strategy, self.add_col, self.fill_val = FillStrategy(fill_strategy), add_col, fill_val
+        self.fill_strategy = FillStrategy(fill_strategy)
+        self.add_col = add_col
+        self.fill_val = fill_val
         self.fill_values: dict = {}
         self.na_cols: list = []
 
@@ -235,7 +206,9 @@ class TabularProcessor:
         if overlap:
             raise TabularError(f"Column(s) {sorted(overlap)} are both in cat_names and cont_names; pick one.")
         self.in_cat, self.in_cont = list(self.cat_names), list(self.cont_names)  # the columns a table must have
-        self.proc_specs, self.procs, self.fitted = list(procs or []), [], False
+        self.proc_specs = list(procs or [])
+        self.procs = []
+        self.fitted = False
 
     def frame(self, df, what: str = "table"):
         """A copy of the model's input columns of `df`, checked: every column is there, and continuous
@@ -272,7 +245,9 @@ class TabularProcessor:
         """Build and fit the processors in order, each on the columns and rows the previous one left
         (FillMissing's `_na` columns reach Categorify), on the training rows `df`."""
         frame = self.frame(df, "training table")
-        self.cat_names, self.cont_names, self.procs = list(self.in_cat), list(self.in_cont), []
+        self.cat_names = list(self.in_cat)
+        self.cont_names = list(self.in_cont)
+        self.procs = []
         for spec in self.proc_specs:
             proc = self._make(spec)
             proc.fit(frame)

@@ -9,7 +9,8 @@ import re
 
 import numpy as np
 
-from .procs import TabularError, require_pandas
+from ..data.categories import require_pandas
+from .procs import TabularError
 
 __all__ = ["add_cyclic_datepart", "add_datepart", "cont_cat_split"]
 

@@ -11,7 +11,6 @@ does not pay for matplotlib's pyplot or pandas; `import *` asks for them, and th
 """
 import gc
 import gzip
-import importlib.util
 import inspect
 import math
 import os
@@ -119,6 +118,7 @@ from ..metrics import (
     foreground_acc,
     top_k_accuracy,
 )
+from ..namespace import PLOTTING, notebook_namespace
 from ..recorder import Recorder
 from ..train import lr_find
 from . import models
@@ -149,8 +149,6 @@ from .transforms import (
 from .unet import DynamicUnet, UnetBlock, unet_learner
 from .web_images import download_images, verify_images
 
-_HAS_PANDAS = importlib.util.find_spec("pandas") is not None
-
 __all__ = [  # sorted; see the module docstring for what they are
     "PIL", "AccumulateScheduler", "BnFreeze", "Brightness", "CSVLogger", "Callback", "Category", "CategoryList",
     "Checkpoint", "ClassificationInterpretation", "Config", "Contrast", "DataBunch", "DatasetType", "Dihedral",
@@ -167,7 +165,7 @@ __all__ = [  # sorted; see the module docstring for what they are
     "partial", "pickle", "plot_compare", "plot_multi", "plt", "rand_pad", "re", "set_seed", "show_activations", "show_filters",
     "show_image", "tensor", "top_k_accuracy", "torch", "untar_data", "verify_images",
 ]
-__all__ += [  # hooks and model building blocks (fastbase.callbacks.hooks, fastbase.layers); sorted
+__all__ += [  # hooks and model building blocks (fastbase.hooks, fastbase.layers); sorted
     "ActivationStats", "AdaptiveConcatPool2d", "Flatten", "Hook", "Hooks", "Lambda", "MergeLayer", "NormType",
     "PixelShuffle_ICNR", "PoolFlatten", "SelfAttention", "SequentialEx", "batchnorm_2d", "bn_drop_lin", "children",
     "conv_layer", "dummy_eval", "flatten_model", "hook_output", "hook_outputs", "icnr", "in_channels", "init_default",
@@ -180,32 +178,15 @@ __all__ += [  # segmentation models, loss and metrics (fastbase.vision.unet, fas
 __all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and interpretation
 __all__ += ["ImageSegment", "SegmentationItemList", "SegmentationLabelList", "open_mask"]  # segmentation data
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
-if _HAS_PANDAS:  # a name in __all__ must resolve, or `import *` fails
-    __all__ += ["pd"]
-
-# Loaded on first use (PEP 562): `plt` and `pd` so that importing fastbase does not pay for pyplot
-# or pandas; the interpretation and comparison tools because they sit above this package (they
+# Loaded on first use (fastbase.namespace): `plt` and `pd` so that importing fastbase does not pay for
+# pyplot or pandas; the interpretation and comparison tools because they sit above this package (they
 # import its modules), so importing them here would be circular.
-_LAZY = {"plt": ("matplotlib.pyplot", None), "pd": ("pandas", None),
-         "ClassificationInterpretation": ("fastbase.interpret", "ClassificationInterpretation"),
-         "SegmentationInterpretation": ("fastbase.seg_interpret", "SegmentationInterpretation"),
-         "grad_cam": ("fastbase.interpret", "grad_cam"), "compare_archs": ("fastbase.compare", "compare_archs"),
-         "plot_compare": ("fastbase.compare", "plot_compare")}
-
-
-def __getattr__(name: str):
-    """The names of `_LAZY` on first use; `from fastbase.vision import *` asks for them too."""
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = importlib.import_module(module)
-        value = value if attr is None else getattr(value, attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+_LAZY = {**PLOTTING,
+         "ClassificationInterpretation": "fastbase.interpret:ClassificationInterpretation",
+         "SegmentationInterpretation": "fastbase.seg_interpret:SegmentationInterpretation",
+         "grad_cam": "fastbase.interpret:grad_cam", "compare_archs": "fastbase.compare:compare_archs",
+         "plot_compare": "fastbase.compare:plot_compare"}
+__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY)
 
 
 def doc(obj) -> None:

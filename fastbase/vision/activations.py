@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from ..callbacks.hooks import hook_outputs
 from ..core import FastbaseError
+from ..hooks import hook_outputs
 from .timm_models import TimmBody
 
 __all__ = ["body_of", "show_activations", "show_filters", "stage_outputs"]

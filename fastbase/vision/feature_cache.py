@@ -42,10 +42,10 @@ import torch
 from torch import nn
 
 from ..callback import Callback, Order
-from ..callbacks.progress import progress_disabled
 from ..core import BN_TYPES, FastbaseError
 from ..data import Normalizer
 from ..layers import AdaptiveConcatPool2d
+from ..progress import progress_disabled
 from .feature_store import CacheTooBig, feature_storage
 from .transforms import BatchAugment, CenterCrop, ToFloat
 

@@ -10,7 +10,6 @@ is faster than PIL's. Every image becomes RGB uint8 `3 x H x W` (grayscale, pale
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import PIL.Image
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Path, defaults, listify
-from ..data import DataError
+from ..data import DataError, get_files
 from .sizing import PADDING_MODES, ResizeMethod, canvas_size, size_hw
 from .transforms import BatchAugment
 
@@ -44,35 +43,9 @@ def image_extensions() -> set[str]:
 
 
 def get_image_files(path, recurse: bool = True, folders=None) -> list[Path]:
-    """Image files under `path` (only inside its subfolders `folders` when given), sorted.
-
-    Hidden files and folders (names starting with '.', like macOS's `._x.jpg`) are left out."""
-    path, exts = Path(path), image_extensions()
-    if not path.is_dir():
-        raise DataError(f"{path} is not a folder; pass the folder that holds the images.")
-    roots = [path / f for f in listify(folders)] or [path]
-    missing = [str(r) for r in roots if not r.is_dir()]
-    if missing:
-        raise DataError(f"No folder {missing[0]}; {path} holds: {_subfolders(path)}.")
-    found = []
-    for root in roots:
-        for dirpath, dirnames, filenames in _walk(root, recurse):
-            found += [Path(dirpath) / f for f in filenames
-                      if not f.startswith(".") and Path(f).suffix.lower() in exts]
-    return sorted(found)
-
-
-def _walk(root, recurse):
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        yield dirpath, dirnames, filenames
-        if not recurse:
-            break
-
-
-def _subfolders(path) -> str:
-    names = sorted(p.name for p in Path(path).iterdir() if p.is_dir() and not p.name.startswith("."))
-    return ", ".join(names) if names else "no subfolders"
+    """Image files (`image_extensions()`) under `path` (only inside its subfolders `folders` when
+    given), sorted: `fastbase.data.get_files`, which leaves out hidden files and folders."""
+    return get_files(path, extensions=image_extensions(), recurse=recurse, include=listify(folders))
 
 
 # --- checking --------------------------------------------------------------------------------

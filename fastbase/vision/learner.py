@@ -11,8 +11,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from ..callbacks.hooks import num_features_model
 from ..core import FastbaseError, ifnone, listify
+from ..hooks import num_features_model
 from ..layers import AdaptiveConcatPool2d, bn_drop_lin
 from ..learner import Learner
 from .feature_cache import DEFAULT_N_VIEWS, FeatureCache

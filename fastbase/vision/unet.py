@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..callbacks.hooks import dummy_eval, model_sizes
 from ..core import FastbaseError, ifnone
+from ..hooks import dummy_eval, model_sizes
 from ..layers import (
     NormType,
     PixelShuffle_ICNR,

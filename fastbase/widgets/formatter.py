@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..callbacks.hooks import Hook
 from ..data import DatasetType
+from ..hooks import Hook
 from ..interpret import ClassificationInterpretation, _as_ds_type
 from ..layers import AdaptiveConcatPool2d
 from .cleaning import CleaningError, CleaningSet, cleaning_set
