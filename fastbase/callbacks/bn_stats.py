@@ -85,7 +85,7 @@ def bn_freeze_for(mode, n_frozen: int, n_groups: int) -> BnFreeze | None:
     if not mode:
         return None
     if mode == "body":  # the head (last group) learns; the body's stay as they were loaded
-        return BnFreeze(n_fixed=max(n_frozen, n_groups - 1))
+        return BnFreeze(n_fixed=n_groups - 1)
     return BnFreeze(all_groups=mode == "finetune" and n_frozen == 0)
 
 
@@ -97,8 +97,8 @@ class BnFreeze(Callback):
     `freeze_bn_stats="finetune"` does once the Learner is unfrozen). There, a layer of a trainable
     group that has no statistics yet (a new head's, never trained: running mean 0, variance 1, no
     batch seen) learns them in this fit, rather than keeping values no data produced.
-    `n_fixed` fixes those of the first `n_fixed` groups instead of the frozen ones, frozen or not
-    (`freeze_bn_stats="body"`: all but the head)."""
+    `n_fixed` also fixes those of the first `n_fixed` groups when trainable (`freeze_bn_stats="body"`:
+    every group but the head), again only the layers that have statistics."""
     order = Order.BN_FREEZE
     changes_step = True
 
@@ -106,12 +106,11 @@ class BnFreeze(Callback):
         self.all_groups, self.n_fixed = all_groups, n_fixed
 
     def before_fit(self):
-        groups = self.learn.layer_groups
-        n = self.learn.n_frozen if self.n_fixed is None else self.n_fixed
+        groups, n = self.learn.layer_groups, self.learn.n_frozen
         self.fixed = [m for group in groups[:n] for m in group.modules() if isinstance(m, BN_TYPES)]
-        if self.all_groups:
-            self.fixed += [m for group in groups[n:] for m in group.modules()
-                           if isinstance(m, BN_TYPES) and has_bn_statistics(m)]
+        trainable = groups[n:] if self.all_groups else groups[n:self.n_fixed] if self.n_fixed is not None else []
+        self.fixed += [m for group in trainable for m in group.modules()
+                       if isinstance(m, BN_TYPES) and has_bn_statistics(m)]
 
     def before_train(self):
         for module in self.fixed:
