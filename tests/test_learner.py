@@ -193,6 +193,27 @@ def test_freeze_bn_stats_body_keeps_the_body_statistics_and_lets_the_head_learn_
     assert "freeze_bn_stats='body' (running statistics fixed in the body" in learn.summary()
 
 
+def test_a_new_head_starts_its_statistics_at_its_first_batch_not_at_zero():
+    """Three batches at momentum 0.1 would leave 0.9**3 of the initial mean 0 in the running mean; a
+    head learning its first statistics averages its batches exactly, then goes back to momentum 0.1."""
+    learn = pretrained_body_new_head("body")
+    head_bn = learn.model[4]
+    batch_means = []
+    hook = learn.model[3].register_forward_hook(
+        lambda m, i, out: batch_means.append(out.detach().mean(0)) if m.training else None)
+    learn.freeze()
+    learn.fit(1, 0.0)  # lr 0: every batch sees the same weights
+    hook.remove()
+    assert len(batch_means) == len(learn.data.train_dl) > 1
+    assert torch.allclose(head_bn.running_mean, torch.stack(batch_means).mean(0), atol=1e-6)
+    assert head_bn.momentum == 0.1
+    learned = head_bn.running_mean.clone()
+    learn.unfreeze()
+    learn.fit(1, 0.0)  # it has statistics now: an ordinary running average at 0.1
+    assert not torch.allclose(head_bn.running_mean, learned)
+    assert head_bn.momentum == 0.1
+
+
 def test_freeze_bn_stats_rejects_an_unknown_setting():
     with pytest.raises(FastbaseError, match="freeze_bn_stats='all'"):
         make_learner(freeze_bn_stats="all")
