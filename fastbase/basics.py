@@ -51,6 +51,7 @@ from .data import (
     load_data,
 )
 from .datasets import URLs, download_data, untar_data
+from .finetune import StageComparison, two_stages
 from .learner import Learner, load_learner
 from .metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from .namespace import PLOTTING, notebook_namespace
@@ -62,9 +63,9 @@ __all__ = [  # sorted; `plt` and `pd` are added by notebook_namespace below
     "EarlyStopping", "EarlyStoppingCallback", "F", "FastbaseError", "FloatItem", "FloatList", "ItemBase", "ItemList",
     "ItemLists", "LabelList", "LabelLists", "Learner", "MixUp", "MixUpCallback", "MultiCategory", "MultiCategoryList",
     "OneCycleScheduler", "Path", "Recorder", "ReduceLROnPlateau", "ReduceLROnPlateauCallback", "SaveModelCallback",
-    "TensorDataset", "URLs", "accuracy", "accuracy_thresh", "array", "defaults", "download_data", "error_rate",
-    "fbeta", "gc", "get_files", "gzip", "itemgetter", "load_data", "load_learner", "lr_find", "math", "nn", "noop",
-    "np", "optim", "os", "partial", "pickle", "re", "set_seed", "tensor", "top_k_accuracy", "torch",
-    "untar_data",
+    "StageComparison", "TensorDataset", "URLs", "accuracy", "accuracy_thresh", "array", "defaults", "download_data",
+    "error_rate", "fbeta", "gc", "get_files", "gzip", "itemgetter", "load_data", "load_learner", "lr_find", "math",
+    "nn", "noop", "np", "optim", "os", "partial", "pickle", "re", "set_seed", "tensor", "top_k_accuracy", "torch",
+    "two_stages", "untar_data",
 ]
 __getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=PLOTTING)
