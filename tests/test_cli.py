@@ -226,6 +226,23 @@ def test_demo_writes_the_report_folder_too(small_digits, tmp_path, monkeypatch, 
     assert len(summary["stages"]) == 1  # --unfreeze-epochs 0 skips the second stage
 
 
+def test_demo_seed_reaches_the_run(small_digits, tmp_path, monkeypatch, capsys):
+    """`fastbase demo --seed S` (bench/demo_seeds.py runs it over seeds) sets the split, augmentation and
+    weights: the seed is recorded, and another seed gives another run."""
+    import fastbase.datasets
+
+    monkeypatch.setattr(fastbase.datasets, "untar_data", lambda url: small_digits)
+    runs = []
+    for seed in (3, 4):
+        code = main(["demo", "--out", str(tmp_path / str(seed)), "--size", "16", "--bs", "16", "--epochs", "1",
+                     "--unfreeze-epochs", "0", "--lr-find-iters", "6", "--limit", "32", "--workers", "0",
+                     "--seed", str(seed), "--json"])
+        assert code == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    assert [r["settings"]["seed"] for r in runs] == [3, 4]
+    assert runs[0]["valid_loss"] != runs[1]["valid_loss"]
+
+
 # --- finding and labelling the data ------------------------------------------------------------------------------
 def test_catalogue_name_is_extracted_with_untar_data():
     path = find_data("digits")
