@@ -42,17 +42,19 @@ def run_seed(seed: int, out: Path, extra: list[str]) -> dict:
             "seconds": seconds, "load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| seed | body | validation accuracy | wall time | load average before / after |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        body = "pretrained" if r["pretrained"] else "random"
-        lines.append(f"| {r['seed']} | {body} | {100 * r['accuracy']:.1f}% | {r['seconds']:.0f} s "
-                     f"| {r['load_before']:.1f} / {r['load_after']:.1f} |")
+HEADER = "| seed | body | validation accuracy | wall time | load average before / after |\n|---|---|---|---|---|"
+
+
+def row(r: dict) -> str:
+    body = "pretrained" if r["pretrained"] else "random"
+    return (f"| {r['seed']} | {body} | {100 * r['accuracy']:.1f}% | {r['seconds']:.0f} s "
+            f"| {r['load_before']:.1f} / {r['load_after']:.1f} |")
+
+
+def summary(rows: list[dict]) -> str:
     accs, secs = [100 * r["accuracy"] for r in rows], [r["seconds"] for r in rows]
-    lines.append(f"| **{len(rows)} seeds** | | **{min(accs):.1f}-{max(accs):.1f}%** (mean {sum(accs) / len(accs):.1f}%) "
-                 f"| {min(secs):.0f}-{max(secs):.0f} s | |")
-    return "\n".join(lines)
+    return (f"| **{len(rows)} seeds** | | **{min(accs):.1f}-{max(accs):.1f}%** (mean {sum(accs) / len(accs):.1f}%) "
+            f"| {min(secs):.0f}-{max(secs):.0f} s | |")
 
 
 def main(argv=None) -> None:
@@ -61,12 +63,12 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke test of the script; figures mean nothing")
     args = parser.parse_args(argv)
     rows = []
+    print(HEADER, flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in (int(s) for s in args.seeds.split(",")):
             rows.append(run_seed(seed, Path(tmp) / f"seed{seed}", QUICK if args.quick else []))
-            r = rows[-1]
-            print(f"seed {seed}: {100 * r['accuracy']:.1f}% in {r['seconds']:.0f} s", file=sys.stderr, flush=True)
-    print(table(rows))
+            print(row(rows[-1]), flush=True)  # row by row: a run stopped early keeps what it measured
+    print(summary(rows))
 
 
 if __name__ == "__main__":
