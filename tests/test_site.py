@@ -62,10 +62,14 @@ def test_every_public_name_has_a_reference_entry(site):
         module = importlib.import_module(namespace)
         for name in module.__all__:
             obj = getattr(module, name)
-            if (inspect.isclass(obj) or inspect.isroutine(obj)) and obj.__module__.startswith("fastbase"):
-                anchor = f'id="{obj.__module__}.{obj.__qualname__}"'
-                if anchor not in html:
-                    missing.append(f"{namespace}.{name}")
+            if inspect.ismodule(obj):
+                path = obj.__name__
+            elif inspect.isclass(obj) or inspect.isroutine(obj):
+                path = f"{obj.__module__}.{obj.__qualname__}"
+            else:
+                continue
+            if path.startswith("fastbase.") and f'id="{path}"' not in html:
+                missing.append(f"{namespace}.{name}")
     assert not missing, f"no reference entry for {missing}"
 
 

@@ -23,6 +23,7 @@ import importlib
 import inspect
 import posixpath
 import re
+import sys
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files
@@ -123,7 +124,10 @@ def _rewrite(text: str, src_uri: str) -> str:
 
 # --- API reference ----------------------------------------------------------------------------------------------------
 def _defined_at(obj) -> str | None:
-    """The dotted path where a fastbase class or function is defined; None for anything else."""
+    """The dotted path where a fastbase class or function is defined, or of a fastbase module; None for
+    anything else."""
+    if inspect.ismodule(obj):
+        return obj.__name__ if obj.__name__.split(".")[0] == "fastbase" else None
     if not (inspect.isclass(obj) or inspect.isroutine(obj)):
         return None
     module, qualname = getattr(obj, "__module__", None) or "", getattr(obj, "__qualname__", "")
@@ -135,8 +139,6 @@ def _defined_at(obj) -> str | None:
 def _data_defined_at(namespace: str, name: str) -> str | None:
     """The dotted path where a fastbase constant (a tuple, a string, a config object) is assigned: the
     module of the package whose global of that name is the same object and which does not import it."""
-    import sys
-
     value = getattr(sys.modules[namespace], name)
     for module_name, module in sorted(sys.modules.items()):
         if module_name.split(".")[0] != "fastbase" or module is None:
@@ -156,7 +158,7 @@ def _summary(obj) -> str:
 
 def reference_pages() -> dict[str, str]:
     """{site path: Markdown} for the reference index and one page per namespace."""
-    documented: dict[str, str] = {}  # dotted path -> page that documents it
+    documented: set[str] = set()  # dotted paths documented on a page already
     intro = ("One page per notebook namespace: what `from NAMESPACE import *` gives. Generated from each "
              "namespace's `__all__` when the site is built. An object several namespaces export is documented on "
              "the first page below that exports it.")
@@ -165,7 +167,7 @@ def reference_pages() -> dict[str, str]:
         module = importlib.import_module(namespace)
         page = f"{REFERENCE}/{namespace.removeprefix('fastbase.')}.md"
         index.append(f"| [`{namespace}`]({posixpath.basename(page)}) | {_summary(module)} |")
-        own, elsewhere, external, rows = [], [], [], []
+        own, external, rows = [], [], []
         for name in sorted(module.__all__, key=str.lower):
             obj = getattr(module, name)
             path = _defined_at(obj)
@@ -179,17 +181,18 @@ def reference_pages() -> dict[str, str]:
             if real_name != name:  # fastai v1's other name for it (AccumulateScheduler...)
                 summary = f"another name for `{real_name}`. {summary}"
             rows.append(f"| [`{name}`][{path}] | {summary} |")
-            if path in documented:
-                elsewhere.append(name)
-            else:
-                documented[path] = page
+            if path not in documented:
+                documented.add(path)
                 own.append(path)
         text = [f"# `{namespace}`", "", inspect.getdoc(module) or "", "", "## Names", "",
                 "| name | summary |", "|---|---|", *rows, ""]
         if external:
-            text += ["Also exported for notebooks, from Python, NumPy, PyTorch and other libraries: "
+            text += ["Also exported for notebooks, from Python and the libraries fastbase builds on (NumPy, PyTorch, "
+                     "Pillow, matplotlib, pandas): "
                      + ", ".join(f"`{n}`" for n in external) + ".", ""]
-        text += [f"::: {path}\n" for path in own]
+        for path in own:  # a module (`models`): its docstring, not every member again
+            options = "\n    options:\n      members: false" if inspect.ismodule(sys.modules.get(path)) else ""
+            text.append(f"::: {path}{options}\n")
         pages[page] = "\n".join(text)
     pages[f"{REFERENCE}/README.md"] = "\n".join(index) + "\n"
     return pages
