@@ -138,7 +138,8 @@ def _defined_at(obj) -> str | None:
 
 def _data_defined_at(namespace: str, name: str) -> str | None:
     """The dotted path where a fastbase constant (a tuple, a string, a config object) is assigned: the
-    module of the package whose global of that name is the same object and which does not import it."""
+    fastbase module that holds the same object under that name and whose source assigns it (a module
+    that imports it holds it too, but does not assign it)."""
     value = getattr(sys.modules[namespace], name)
     for module_name, module in sorted(sys.modules.items()):
         if module_name.split(".")[0] != "fastbase" or module is None:
