@@ -9,9 +9,12 @@ import torch
 from test_unet import digit_data, tiny_arch
 
 from fastbase.interpret import InterpretationError
-from fastbase.metrics import MeanIoU, acc_segmentation
-from fastbase.seg_interpret import SegmentationInterpretation
-from fastbase.vision.unet import unet_learner
+from fastbase.vision.segmentation import (
+    MeanIoU,
+    SegmentationInterpretation,
+    acc_segmentation,
+    unet_learner,
+)
 
 
 @pytest.fixture(scope="module")

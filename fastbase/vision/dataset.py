@@ -143,6 +143,10 @@ class ImageDataset(Dataset):
         indices = list(indices)
         return self.new(items=[self.items[i] for i in indices], y=self.targets[indices] if self.labelled else None)
 
+    def unlabelled(self, items) -> ImageDataset:
+        """Other `items` with these settings and no labels (a test set)."""
+        return self.new(items=list(items), y=None)
+
     @property
     def canvas_hw(self) -> tuple[int, int] | None:
         """Size of the training canvas (see the class docstring); None when images keep their size."""

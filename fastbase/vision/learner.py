@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..core import FastbaseError, ifnone, listify
+from ..export import model_spec
 from ..hooks import num_features_model
 from ..layers import AdaptiveConcatPool2d, bn_drop_lin
 from ..learner import Learner
@@ -28,6 +29,8 @@ __all__ = [
     "create_cnn",
     "create_head",
     "num_features_model",
+    "pretrained_learner",
+    "resolve_pretrained_arch",
 ]
 
 
@@ -150,25 +153,50 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     """
     if data.c is None:
         raise FastbaseError("cnn_learner needs data with classes (or `c` outputs); this DataBunch has neither.")
-    base_arch = resolve_arch(base_arch)
-    meta = arch_meta(base_arch)
-    if meta is not None and not isinstance(base_arch, type) and pretrained:
-        _check_normalization(data, meta.stats, arch_name(base_arch))
+    base_arch, meta = resolve_pretrained_arch(data, base_arch, pretrained)
     model = build_cnn_model(base_arch, data.c, pretrained, cut, lin_ftrs, ps, concat_pool, bn_final,
                             custom_head, init)
-    split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
-    groups = split(model) if callable(split) else cnn_layer_groups(model, split)
-    train_bn = ifnone(train_bn, not pretrained)
+    spec = None
+    if custom_head is None and cut is None:
+        spec = model_spec(build_cnn_model, {"arch": arch_ref(base_arch), "nc": data.c, "lin_ftrs": lin_ftrs, "ps": ps,
+                                            "concat_pool": concat_pool, "bn_final": bn_final, "init": None})
+
+    def add_feature_cache(learn: Learner) -> None:
+        learn.feature_cache = bool(pretrained) if feature_cache is None else feature_cache
+        learn.callbacks.append(FeatureCache(n_views=DEFAULT_N_VIEWS, auto=True))
+
     freeze_bn_stats = ifnone(freeze_bn_stats, "body" if pretrained else False)
-    learn = Learner(data, model, layer_groups=groups, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,
-                    **learn_kwargs)
-    if custom_head is None and cut is None and not callable(split):
-        learn.model_spec = {"factory": f"{build_cnn_model.__module__}:{build_cnn_model.__qualname__}",
-                            "kwargs": {"arch": arch_ref(base_arch), "nc": data.c, "lin_ftrs": lin_ftrs, "ps": ps,
-                                       "concat_pool": concat_pool, "bn_final": bn_final, "init": None},
-                            "layer_group_split": list(split)}
-    learn.feature_cache = bool(pretrained) if feature_cache is None else feature_cache
-    learn.callbacks.append(FeatureCache(n_views=DEFAULT_N_VIEWS, auto=True))
+    return pretrained_learner(data, model, meta, pretrained, cnn_layer_groups, split_on, cut, spec, train_bn,
+                              freeze_bn_stats, channels_last, add_feature_cache, **learn_kwargs)
+
+
+def resolve_pretrained_arch(data, arch, pretrained: bool | str):
+    """`(arch, metadata)` of an architecture given as `resolve_arch` takes it; a pretrained body of a
+    known family also normalises unnormalised `data` with its stats (a warning for other stats)."""
+    arch = resolve_arch(arch)
+    meta = arch_meta(arch)
+    if meta is not None and not isinstance(arch, type) and pretrained:
+        _check_normalization(data, meta.stats, arch_name(arch))
+    return arch, meta
+
+
+def pretrained_learner(data, model: nn.Module, meta, pretrained: bool | str, layer_groups: Callable, split_on, cut,
+                       spec: dict | None, train_bn: bool | None, freeze_bn_stats: bool | str | None,
+                       channels_last: bool | None, setup: Callable | None = None, **learn_kwargs) -> Learner:
+    """The set-up `cnn_learner` and `unet_learner` share, on a model built from a pretrained (or
+    random) body: layer groups (`split_on`, else the architecture's split unless `cut` is given,
+    through `layer_groups(model, split)`), the BatchNorm defaults (a pretrained body keeps its
+    BatchNorm: `train_bn=False`, `freeze_bn_stats='finetune'` unless the caller chose another), `model_spec` (`spec` plus the split,
+    unless the split is a function), `setup(learn)` for the caller's own parts, the body frozen when
+    pretrained, and channels-last on the CPU for the families measured faster that way."""
+    split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
+    groups = split(model) if callable(split) else layer_groups(model, split)
+    learn = Learner(data, model, layer_groups=groups, train_bn=ifnone(train_bn, not pretrained),
+                    freeze_bn_stats=ifnone(freeze_bn_stats, "finetune" if pretrained else False), **learn_kwargs)
+    if spec is not None and not callable(split):
+        learn.model_spec = {**spec, "layer_group_split": list(split)}
+    if setup is not None:
+        setup(learn)
     if pretrained:
         learn.freeze()
     if channels_last is None:

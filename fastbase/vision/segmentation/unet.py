@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import FastbaseError, ifnone
-from ..hooks import dummy_eval, model_sizes
-from ..layers import (
+from ...core import FastbaseError, ifnone
+from ...export import model_spec
+from ...hooks import dummy_eval, model_sizes
+from ...layers import (
     NormType,
     PixelShuffle_ICNR,
     SigmoidRange,
@@ -33,11 +34,15 @@ from ..layers import (
     relu,
     res_block,
 )
-from ..learner import Learner
-from ..losses import CrossEntropyFlat
-from .learner import _check_normalization, cnn_layer_groups, create_body
-from .models import arch_meta, arch_name
-from .timm_models import (
+from ...learner import Learner
+from ...losses import CrossEntropyFlat
+from ..learner import (
+    cnn_layer_groups,
+    create_body,
+    pretrained_learner,
+    resolve_pretrained_arch,
+)
+from ..timm_models import (
     TimmArch,
     arch_ref,
     features_layer_groups,
@@ -231,8 +236,8 @@ def unet_layer_groups(model: DynamicUnet, split: tuple[int, ...] | None) -> list
 
 
 def _image_size(data) -> tuple[int, int]:
-    """The training images' size: `data.size` when the data know it, else the size of one batch."""
-    size = getattr(data, "size", None)
+    """The training images' size: the size the data resize inputs to, else the size of one batch."""
+    size = data.input_spec()["size"]
     if size is not None:
         return _size_hw(size)
     x = data.one_batch()[0]
@@ -252,45 +257,32 @@ def unet_learner(data, arch: Callable | str, pretrained: bool | str = True, blur
     one batch's). `arch` is a function or a name `resolve_arch` takes: 'resnet34' (torchvision), or
     'timm:NAME' / a timm model name, whose encoder is timm's `features_only` model, split by stages.
 
-    As `cnn_learner`: the body is frozen when pretrained, so the first fit trains the decoder; a
-    pretrained body keeps its BatchNorm (`train_bn=False`, `freeze_bn_stats="finetune"`); unnormalised
-    data get the architecture's stats; layer groups are the encoder split by the architecture's
-    metadata (`split_on`: other indexes, or a function model -> groups) and the decoder, so `slice`
-    learning rates reach each; channels-last on the CPU for the families measured faster that way.
-    The loss defaults to the data's `loss_func`, else `CrossEntropyFlat(axis=1)` (cross-entropy per
-    pixel); `learn_kwargs` go to the Learner (`metrics`, `wd`, `loss_func`, `callback_fns`...).
-    `export()` works unless `cut` or `split_on` is a function.
+    The set-up is `cnn_learner`'s (`pretrained_learner`): the body is frozen when pretrained, so the
+    first fit trains the decoder; a pretrained body keeps its BatchNorm (`train_bn=False`,
+    `freeze_bn_stats="finetune"`); unnormalised data get the architecture's stats; layer groups are
+    the encoder split by the architecture's metadata (`split_on`: other indexes, or a function model
+    -> groups) and the decoder, so `slice` learning rates reach each; channels-last on the CPU for
+    the families measured faster that way. The loss defaults to the data's `loss_func`, else
+    `CrossEntropyFlat(axis=1)` (cross-entropy per pixel); `learn_kwargs` go to the Learner
+    (`metrics`, `wd`, `loss_func`, `callback_fns`...). `export()` works unless `cut` or `split_on` is
+    a function.
     """
     if data.c is None:
         raise FastbaseError("unet_learner needs data with classes (or `c` output channels); this DataBunch has "
                             "neither. Set `classes` on the training dataset (the mask codes) or `c`.")
-    arch = resolve_arch(arch)
-    meta = arch_meta(arch)
-    if meta is not None and not isinstance(arch, type) and pretrained:
-        _check_normalization(data, meta.stats, arch_name(arch))
+    arch, meta = resolve_pretrained_arch(data, arch, pretrained)
     img_size = _image_size(data)
     flags = {"blur": blur, "blur_final": blur_final, "self_attention": self_attention,
              "y_range": None if y_range is None else list(y_range), "last_cross": last_cross, "bottle": bottle,
              "norm_type": None if norm_type is None else _norm_type(norm_type).name}
     model = build_unet_model(arch, data.c, img_size, pretrained, cut, **flags)
-    split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
-    groups = split(model) if callable(split) else unet_layer_groups(model, split)
-    loss_func = learn_kwargs.pop("loss_func", None)
-    loss_func = ifnone(loss_func, getattr(data, "loss_func", None)) or CrossEntropyFlat(axis=1)
-    train_bn = ifnone(train_bn, not pretrained)
-    freeze_bn_stats = ifnone(freeze_bn_stats, "finetune" if pretrained else False)
-    learn = Learner(data, model, loss_func=loss_func, layer_groups=groups, train_bn=train_bn,
-                    freeze_bn_stats=freeze_bn_stats, **learn_kwargs)
-    if not callable(cut) and not callable(split):
-        learn.model_spec = _model_spec(arch, data.c, img_size, cut, flags, split)
-    if pretrained:
-        learn.freeze()
-    if channels_last is None:
-        channels_last = meta is not None and meta.channels_last_cpu and data.device.type == "cpu"
-    return learn.to_channels_last() if channels_last else learn
+    loss_func = ifnone(learn_kwargs.pop("loss_func", None), data.loss_func) or CrossEntropyFlat(axis=1)
+    spec = None if callable(cut) else _model_spec(arch, data.c, img_size, cut, flags)
+    return pretrained_learner(data, model, meta, pretrained, unet_layer_groups, split_on, cut, spec, train_bn,
+                              freeze_bn_stats, channels_last, loss_func=loss_func, **learn_kwargs)
 
 
-def _model_spec(arch, n_classes: int, img_size, cut, flags: dict, split) -> dict | None:
+def _model_spec(arch, n_classes: int, img_size, cut, flags: dict) -> dict | None:
     """How `load_learner` rebuilds the model (random weights, then the exported ones); None for an
     architecture that cannot be imported by name (a lambda, a function in __main__). A timm
     architecture is recorded as its name, arguments and timm version (`TimmArch.spec`)."""
@@ -298,6 +290,5 @@ def _model_spec(arch, n_classes: int, img_size, cut, flags: dict, split) -> dict
         ref = arch_ref(arch)
     except FastbaseError:
         return None
-    return {"factory": f"{build_unet_model.__module__}:{build_unet_model.__qualname__}",
-            "kwargs": {"arch": ref, "n_classes": n_classes, "img_size": list(img_size), "cut": cut, **flags},
-            "layer_group_split": list(split)}
+    return model_spec(build_unet_model, {"arch": ref, "n_classes": n_classes, "img_size": list(img_size), "cut": cut,
+                                         **flags})
