@@ -89,8 +89,9 @@ def safe_load(file, map_location):
     try:
         return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        first_line = str(e).splitlines()[0][:200]
         raise UnsafeFileError(f"Refused to load {file}: it holds Python objects other than tensors and plain data, "
-                              f"which could run code when loaded ({str(e).splitlines()[0][:200]}). fastbase only writes "
+                              f"which could run code when loaded ({first_line}). fastbase only writes "
                               "plain files; if you trust this one completely, open it with "
                               "torch.load(..., weights_only=False) yourself.") from e
 

@@ -275,7 +275,8 @@ class Learner(Inference):
         return text
 
     def __repr__(self):
-        return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
+        return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, "
+                f"layer_groups={len(self.layer_groups)}, "
                 f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
 
 

@@ -345,3 +345,41 @@ def test_every_module_imports_alone():
     result = subprocess.run([sys.executable, "-c", _IMPORT_EACH_FRESH, *names],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+# Task packages: each holds a whole task and imports the shared layers, never another task.
+TASK_PACKAGES = ["fastbase.vision.segmentation", "fastbase.tabular", "fastbase.collab"]
+
+
+def _task_of(name: str) -> str | None:
+    return next((t for t in TASK_PACKAGES if name == t or name.startswith(t + ".")), None)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_a_task_package_never_imports_another_task(path):
+    own = _task_of(module_name(path))
+    if own is None:
+        return
+    others = [(t, line) for t, line, _ in imports_of(path) if _task_of(t) not in (None, own)]
+    assert not others, f"{module_name(path)} (task {own}) imports another task: {others}"
+
+
+def test_shared_vision_modules_import_no_task_package():
+    """`fastbase.vision`'s shared modules (image, transforms, bodies, show...) serve every image task,
+    so they import none; only the notebook namespace (`fastbase.vision`'s __init__) gathers them."""
+    shared = [p for p in MODULES if module_name(p).startswith("fastbase.vision.") and _task_of(module_name(p)) is None]
+    found = [(module_name(p), t) for p in shared for t, _, _ in imports_of(p) if _task_of(t)]
+    assert not found, found
+
+
+_ENGINE = ["learner", "inference", "interpret", "export", "deploy", "serve", "metrics", "loop", "sanity"]
+
+
+@pytest.mark.parametrize("name", _ENGINE)
+def test_the_engine_asks_the_task_contract_instead_of_probing_the_data(name):
+    """What the engine needs from a task's data is a method with a default (`fastbase.data.task`)."""
+    import re
+
+    source = (ROOT / f"{name}.py").read_text()
+    probes = re.findall(r"(?:hasattr|getattr)\([^)]*data\b[^)]*\)", source)
+    assert not probes, f"fastbase/{name}.py probes the data: {probes}"

@@ -267,7 +267,8 @@ class ImageDataBunch(DataBunch):
     def _datasets(cls, lls, common: dict, canvas: bool):
         """(train, valid, make): the datasets of the labelled lists, and how to make another (the test set's)."""
         make = functools.partial(ImageDataset, multi_label=lls.train.y.multi_label, **common)
-        return make(lls.train.x.items, lls.train.y.targets, canvas=canvas), make(lls.valid.x.items, lls.valid.y.targets), make
+        train_ds = make(lls.train.x.items, lls.train.y.targets, canvas=canvas)
+        return train_ds, make(lls.valid.x.items, lls.valid.y.targets), make
 
     def _set_image_settings(self, size, resize_method, padding_mode, convert_mode: str = "RGB") -> None:
         self.size, self.resize_method, self.padding_mode = size_hw(size), ResizeMethod(resize_method), padding_mode
@@ -323,7 +324,8 @@ class ImageDataBunch(DataBunch):
             x = item if item.dtype == torch.uint8 else (item.float().clamp(0, 1) * 255).round().to(torch.uint8)
             x = x.expand(n, *x.shape) if x.dim() == 2 else (x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x)
             if x.dim() != 3 or x.shape[0] != n:
-                raise DataError(f"one_item expects an image tensor {n} x H x W or H x W, got shape {tuple(item.shape)}.")
+                raise DataError(f"one_item expects an image tensor {n} x H x W or H x W, "
+                                f"got shape {tuple(item.shape)}.")
         else:
             if not hasattr(item, "mode"):  # a file or its bytes, not a PIL image
                 reason = check_image(item)

@@ -30,7 +30,8 @@ def check_class_folders(train_dir: Path, items, skip_bad: bool) -> None:
         raise LabelError(f"{len(loose)} image(s) lie directly in {train_dir} ({format_list(loose)}), outside any "
                          "class folder: move them into a folder named after their class.")
     used = {fn.relative_to(train_dir).parts[0] for fn in items}  # class folders may hold subfolders
-    empty = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in used)
+    empty = sorted(p.name for p in train_dir.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and p.name not in used)
     if empty and not skip_bad:
         raise DataError(f"Class folder(s) {format_list(empty)} in {train_dir} hold no images: add images or "
                         "remove the folder(s) (skip_bad=True leaves them out).", options={"skip_bad": True})

@@ -24,11 +24,12 @@ TOP_LOSSES_TITLE = "prediction/actual/loss/probability"
 def plot_image_top_losses(interp, k: int = 9, largest: bool = True, figsize=None, heatmap: bool = False,
                           heatmap_class: str = "predicted", heatmap_layer: nn.Module | None = None,
                           alpha: float = 0.6, return_fig: bool | None = None, save_to=None):
-    """The `k` images of `interp` (a `ClassificationInterpretation`) with the largest (or smallest) losses in a grid, as the model saw them
-    (denormalised). Each title reads 'prediction/actual / loss / probability of the actual class'.
-    `heatmap` overlays Grad-CAM for the `heatmap_class` ('predicted' or 'actual'): where the model
-    looked, as seen by `heatmap_layer` (default: the body's output, see `cam_layer`; an earlier
-    layer gives a finer map on small images). Returns the Figure."""
+    """The `k` images of `interp` (a `ClassificationInterpretation`) with the largest (or smallest)
+    losses in a grid, as the model saw them (denormalised). Each title reads 'prediction/actual / loss
+    / probability of the actual class'. `heatmap` overlays Grad-CAM for the `heatmap_class`
+    ('predicted' or 'actual'): where the model looked, as seen by `heatmap_layer` (default: the body's
+    output, see `cam_layer`; an earlier layer gives a finer map on small images). Returns the
+    Figure."""
     if heatmap_class not in ("predicted", "actual"):
         raise InterpretationError(f"heatmap_class must be 'predicted' or 'actual', got {heatmap_class!r}.")
     losses, idxs = interp.top_losses(k, largest)
@@ -94,7 +95,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: nn
         with hook_output(layer, detach=False) as hook, torch.enable_grad():  # stored maps stay in the graph
             out = model(x.detach().requires_grad_(True))  # so the feature maps are in the graph, even when frozen
             if not isinstance(hook.stored, torch.Tensor) or hook.stored.dim() != 4:
-                raise InterpretationError(f"Grad-CAM needs a 4-d feature map (n, channels, h, w) from {type(layer).__name__}"
+                raise InterpretationError(f"Grad-CAM needs a 4-d feature map (n, channels, h, w) from "
+                                          f"{type(layer).__name__}"
                                           "; pass layer= (a convolutional layer of the model).")
             score = out.gather(1, targets.long().view(-1, 1)).sum()
             grads = torch.autograd.grad(score, hook.stored)[0]

@@ -18,10 +18,19 @@ from ..layers import AdaptiveConcatPool2d, bn_drop_lin
 from ..learner import Learner
 from .feature_cache import DEFAULT_N_VIEWS, FeatureCache
 from .models import arch_meta, arch_name
-from .timm_models import TimmBody, arch_ref, is_timm_model, resolve_arch, timm_body
+from .timm_models import (
+    TimmBody,
+    arch_ref,
+    features_layer_groups,
+    is_features_encoder,
+    is_timm_model,
+    resolve_arch,
+    timm_body,
+)
 
 __all__ = [
     "AdaptiveConcatPool2d",
+    "body_layer_groups",
     "build_cnn_model",
     "cnn_layer_groups",
     "cnn_learner",
@@ -106,16 +115,26 @@ def build_cnn_model(arch: Callable, nc: int, pretrained: bool | str = False, cut
     return nn.Sequential(body, head)
 
 
-def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> list[nn.Module]:
-    """Body pieces starting at each index in `split`, then the head: [body[:s0], body[s0:s1], ..., head].
-    For a `TimmBody`, `split` indexes its stages (`TimmBody.layer_groups`)."""
-    body, head = model[0], model[1]
+def body_layer_groups(body: nn.Module, split: tuple[int, ...] | None) -> list[nn.Module]:
+    """The one layer-group splitter of a body (or encoder): pieces starting at each index in `split`.
+    An `nn.Sequential` is cut between its children ([body[:s0], body[s0:s1], ...]); a `TimmBody` or a
+    timm `features_only` encoder between its stages (`split` indexes them; by default a cut before
+    the first stage past stride 8); any other module stays whole."""
     if isinstance(body, TimmBody):
-        return [*body.layer_groups(split or ()), head]
+        return body.layer_groups(split or ())
+    if is_features_encoder(body):
+        return features_layer_groups(body, split or ())
+    if not isinstance(body, nn.Sequential):
+        return [body]
     bounds = [0, *(split or ()), len(body)]
     if sorted(bounds) != bounds or len(set(bounds)) != len(bounds):
         raise FastbaseError(f"Split points {split} must increase inside the body's {len(body)} children.")
-    return [body[a:b] for a, b in pairwise(bounds)] + [head]
+    return [body[a:b] for a, b in pairwise(bounds)]
+
+
+def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> list[nn.Module]:
+    """The body of `nn.Sequential(body, head)` split by `body_layer_groups`, then the head."""
+    return [*body_layer_groups(model[0], split), model[1]]
 
 
 def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = True, lin_ftrs=None, ps=0.5,
@@ -140,10 +159,11 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
 
     Layer groups follow the architecture's metadata: three for resnets (two for the body, one for
     the head), so `slice` learning rates reach every part. Unnormalised data are normalised with the
-    architecture's pretrained stats; data normalised with other stats get a warning. `channels_last=True` stores the weights and batches channels-last
-    (`learn.to_channels_last()`), faster on CPUs with oneDNN: see `bench/cpu_speed.py`. The default,
-    None, does so on the CPU for the architectures measured faster that way (`ArchMeta.channels_last_cpu`:
-    ResNets, MobileNets, EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
+    architecture's pretrained stats; data normalised with other stats get a warning.
+    `channels_last=True` stores the weights and batches channels-last (`learn.to_channels_last()`),
+    faster on CPUs with oneDNN: see `bench/cpu_speed.py`. The default, None, does so on the CPU for
+    the architectures measured faster that way (`ArchMeta.channels_last_cpu`: ResNets, MobileNets,
+    EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
 
     `feature_cache` (default: `pretrained`): while the body is frozen with its BatchNorm fixed, fits,
     lr_find and validation run the head on cached body features (`FeatureCache`, with

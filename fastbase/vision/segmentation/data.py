@@ -227,7 +227,8 @@ class SegmentationDataBunch(ImageDataBunch):
     @classmethod
     def _datasets(cls, lls, common: dict, canvas: bool):
         make = functools.partial(SegmentationDataset, **common)
-        return make(lls.train.x.items, lls.train.y.items, canvas=canvas), make(lls.valid.x.items, lls.valid.y.items), make
+        train_ds = make(lls.train.x.items, lls.train.y.items, canvas=canvas)
+        return train_ds, make(lls.valid.x.items, lls.valid.y.items), make
 
     def decode_prediction(self, probs: torch.Tensor, thresh: float = 0.5, regression: bool = False):
         """`(ImageSegment, (1, H, W) class map)` of per-pixel probabilities `(c, H, W)`, as fastai v1."""

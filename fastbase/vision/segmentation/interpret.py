@@ -133,7 +133,8 @@ class SegmentationInterpretation(ClassificationInterpretation):
             axes[row, 0].imshow(image.permute(1, 2, 0).numpy())
             axes[row, 0].axis("off")
             axes[row, 0].set_title(f"#{i}: loss {loss:.3f}, accuracy {float(accuracy[i]):.3f}")
-            for ax, mask, name in ((axes[row, 1], self.y_true[i], "true"), (axes[row, 2], self.pred_class[i], "predicted")):
+            masks = ((axes[row, 1], self.y_true[i], "true"), (axes[row, 2], self.pred_class[i], "predicted"))
+            for ax, mask, name in masks:
                 show_mask(mask, ax=ax, image=image, alpha=alpha, cmap=cmap, classes=self.classes, legend=legend,
                           title=name)
         fig.tight_layout()

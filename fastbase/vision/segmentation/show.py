@@ -37,7 +37,8 @@ def _codes(mask) -> torch.Tensor:
     if codes.dim() == 3 and codes.shape[0] == 1:
         codes = codes[0]
     if codes.dim() != 2:
-        raise ValueError(f"show_mask needs a mask of class indexes (H, W) or (1, H, W); got shape {tuple(codes.shape)}.")
+        raise ValueError(f"show_mask needs a mask of class indexes (H, W) or (1, H, W); "
+                         f"got shape {tuple(codes.shape)}.")
     return codes.long()
 
 

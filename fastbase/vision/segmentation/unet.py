@@ -23,7 +23,7 @@ from torch import nn
 
 from ...core import FastbaseError, ifnone
 from ...export import model_spec
-from ...hooks import dummy_eval, model_sizes
+from ...hooks import dummy_batch
 from ...layers import (
     NormType,
     PixelShuffle_ICNR,
@@ -37,7 +37,7 @@ from ...layers import (
 from ...learner import Learner
 from ...losses import CrossEntropyFlat
 from ..learner import (
-    cnn_layer_groups,
+    body_layer_groups,
     create_body,
     pretrained_learner,
     resolve_pretrained_arch,
@@ -45,8 +45,6 @@ from ..learner import (
 from ..timm_models import (
     TimmArch,
     arch_ref,
-    features_layer_groups,
-    is_features_encoder,
     resolve_arch,
     timm_features_encoder,
 )
@@ -68,16 +66,37 @@ def skip_indices(sizes: Sequence[torch.Size]) -> list[int]:
     return [i for i in range(len(spatial) - 1) if spatial[i] != spatial[i + 1]]
 
 
-def _pyramid_sizes(encoder: nn.Module, img_size: tuple[int, int]) -> list:
-    """The shapes of the feature maps an encoder returns as a list, for a dummy batch of `img_size`."""
-    out = dummy_eval(encoder, img_size)
+def encoder_features(encoder: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The feature maps of an encoder for `x`, shallow to deep: each child's output for an
+    `nn.Sequential` of stages (e.g. from `create_body`), or the list a feature encoder returns
+    (timm's `features_only` models). The one way `DynamicUnet` reads an encoder, to size the
+    decoder and in `forward`."""
+    if isinstance(encoder, nn.Sequential):
+        maps = []
+        for stage in encoder:
+            x = stage(x)
+            maps.append(x)
+        return maps
+    out = encoder(x)
     if not isinstance(out, (list, tuple)) or not out or not all(isinstance(t, torch.Tensor) for t in out):
         got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise FastbaseError(f"DynamicUnet needs the encoder as an nn.Sequential of its stages (it reads the output of "
                             f"each child) or a module returning its feature maps as a list (timm's features_only "
                             f"models); {type(encoder).__name__} returns {got}. Use create_body(arch), "
                             "timm_features_encoder(name), or wrap the stages: nn.Sequential(stem, stage1, ...).")
-    return [t.shape for t in out]
+    return list(out)
+
+
+def _feature_sizes(encoder: nn.Module, img_size: tuple[int, int]) -> list[torch.Size]:
+    """The shapes of the encoder's feature maps (`encoder_features`) for a dummy batch of `img_size`,
+    run in eval mode without gradients (the encoder's mode is put back)."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            return [t.shape for t in encoder_features(encoder, dummy_batch(encoder, img_size))]
+    finally:
+        encoder.train(was_training)
 
 
 class UnetBlock(nn.Module):
@@ -131,9 +150,9 @@ class DynamicUnet(nn.Module):
                  last_cross: bool = True, bottle: bool = False, norm_type: NormType | None = None):
         super().__init__()
         img_size = _size_hw(img_size)
-        self.pyramid = not isinstance(encoder, nn.Sequential)
+        self.pyramid = not isinstance(encoder, nn.Sequential)  # the encoder returns its maps itself
         try:
-            sizes = model_sizes(encoder, size=img_size) if not self.pyramid else _pyramid_sizes(encoder, img_size)
+            sizes = _feature_sizes(encoder, img_size)
         except RuntimeError as e:  # e.g. a stride-2 kernel of 2 on a 1-pixel map deep in the encoder
             raise FastbaseError(f"DynamicUnet: the {type(encoder).__name__} encoder cannot take a {img_size} input "
                                 f"({str(e).strip()[:200]}); train at a larger size.") from e
@@ -175,16 +194,9 @@ class DynamicUnet(nn.Module):
         return nn.ModuleList(parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pyramid:
-            features = self.encoder(x)
-            skips, h = [features[i] for i in self.skip_idxs], features[-1]
-        else:
-            skips, wanted, h = [], set(self.skip_idxs), x
-            for i, layer in enumerate(self.encoder):
-                h = layer(h)
-                if i in wanted:
-                    skips.append(h)
-        h = self.middle(h)
+        features = encoder_features(self.encoder, x)
+        skips = [features[i] for i in self.skip_idxs]
+        h = self.middle(features[-1])
         for block, skip in zip(self.blocks, reversed(skips)):
             h = block(h, skip)
         h = self.upsample(h)
@@ -226,13 +238,9 @@ def build_unet_model(arch: Callable | str | dict, n_classes: int, img_size, pret
 
 
 def unet_layer_groups(model: DynamicUnet, split: tuple[int, ...] | None) -> list[nn.Module]:
-    """The encoder cut at each index of `split` (as `cnn_layer_groups` cuts a body; for a timm
-    encoder, indexes of its stages, by default a cut before the first stage past stride 8), then the decoder."""
-    if is_features_encoder(model.encoder):
-        return [*features_layer_groups(model.encoder, split or ()), model.decoder]
-    if model.pyramid:  # another module returning its maps: no stages to cut at
-        return [model.encoder, model.decoder]
-    return cnn_layer_groups([model.encoder, model.decoder], split)
+    """The encoder split by `body_layer_groups` (as `cnn_learner` splits a body; for a timm encoder,
+    indexes of its stages), then the decoder."""
+    return [*body_layer_groups(model.encoder, split), model.decoder]
 
 
 def _image_size(data) -> tuple[int, int]:
