@@ -108,9 +108,9 @@ def test_plot_confusion_matrix_names_the_classes(trained):
 def test_show_results_interpretation_and_image_segment_colour_a_class_alike(trained):
     """One mask painter: each class has one colour in `show_results`, in the interpretation's plot and
     in `ImageSegment.show` (the same colour map, bounds and class count)."""
-    from fastbase.vision.segmentation import ImageSegment
+    from fastbase.vision.segmentation import ImageSegment, show_segment_results
 
-    results = trained.show_results(rows=1, return_fig=True)
+    results = show_segment_results(trained, rows=1, return_fig=True)  # SegmentationDataBunch.show_results
     top = SegmentationInterpretation.from_learner(trained).plot_top_losses(k=1, return_fig=True)
     alone = ImageSegment(torch.tensor([[0, 1]]), trained.data.classes).show()
     painted = [results.axes[0].images[-1], top.axes[1].images[-1], alone.images[-1]]
