@@ -349,6 +349,9 @@ def test_every_module_imports_alone():
 
 # Task packages: each holds a whole task and imports the shared layers, never another task.
 TASK_PACKAGES = ["fastbase.vision.segmentation", "fastbase.tabular", "fastbase.collab"]
+# Imports across tasks that are known and being removed: collab's category encoding still comes from
+# tabular's processors until it moves to the shared data layer (issue 26). Nothing may be added here.
+KNOWN_CROSS_TASK = {("fastbase.collab.data", "fastbase.tabular.procs")}
 
 
 def _task_of(name: str) -> str | None:
@@ -360,7 +363,8 @@ def test_a_task_package_never_imports_another_task(path):
     own = _task_of(module_name(path))
     if own is None:
         return
-    others = [(t, line) for t, line, _ in imports_of(path) if _task_of(t) not in (None, own)]
+    others = [(t, line) for t, line, _ in imports_of(path)
+              if _task_of(t) not in (None, own) and (module_name(path), t) not in KNOWN_CROSS_TASK]
     assert not others, f"{module_name(path)} (task {own}) imports another task: {others}"
 
 
