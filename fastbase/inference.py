@@ -73,7 +73,10 @@ class Inference(Loop):
     def destroy(self) -> None:
         """Free what this Learner holds (model, optimizer, data, and so GPU memory); it cannot train or
         predict afterwards. For notebooks that try several models in a row."""
-        self.model, self.opt, self.data, self.callbacks = None, None, None, []  # callbacks: e.g. cached features
+        self.model = None
+        self.opt = None
+        self.data = None
+        self.callbacks = []  # a callback may hold memory too, e.g. cached features
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -60,8 +60,12 @@ class ClassificationInterpretation:
                 f"one class index per item); got predictions {tuple(preds.shape)} and targets "
                 f"{tuple(y_true.shape)}{' from multi-label data' if learn.data.multi_label else ''}. For multi-label "
                 "data, threshold learn.get_preds() yourself.")
-        self.learn, self.data, self.ds_type = learn, learn.data, as_ds_type(ds_type)
-        self.preds, self.y_true, self.losses = preds.float(), y_true.long(), losses.float().reshape(-1)
+        self.learn = learn
+        self.data = learn.data
+        self.ds_type = as_ds_type(ds_type)
+        self.preds = preds.float()
+        self.y_true = y_true.long()
+        self.losses = losses.float().reshape(-1)
         self.pred_class = self.preds.argmax(dim=1)
         n_classes = self.preds.shape[1]
         classes = self.data.classes

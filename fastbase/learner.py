@@ -71,18 +71,31 @@ class Learner(Inference):
                  bn_wd: bool = False, wd: float = 1e-2, train_bn: bool = True, path=None, model_dir="models",
                  callback_fns=None, callbacks=None, layer_groups=None, silent: bool | None = None,
                  freeze_bn_stats: bool | str = False, model_spec: dict | None = None, clip: float | None = None):
-        self.data, self.model = data, model.to(data.device)
-        self.opt_func, self.true_wd, self.bn_wd, self.wd, self.train_bn = opt_func, true_wd, bn_wd, wd, train_bn
-        self.loss_func = default_loss(data) if loss_func is None else loss_func
-        self.metrics = listify(metrics)
-        self.path, self.model_dir = Path(ifnone(path, data.path)), model_dir
-        self.callback_fns, self.callbacks = listify(callback_fns), listify(callbacks)
         if freeze_bn_stats not in BN_STATS_MODES:
             choices = "; ".join(f"{mode!r}: {what}" for mode, what in BN_STATS_MODES.items())
             raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r} is not a setting. Use one of {choices}.")
-        self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
-        self.clip, self.feature_cache = clip, True
-        self.recorder, self.opt, self.n_frozen = Recorder(), None, 0
+        self.data = data
+        self.model = model.to(data.device)
+        # how the parameters train
+        self.opt_func = opt_func
+        self.true_wd = true_wd
+        self.bn_wd = bn_wd
+        self.wd = wd
+        self.train_bn = train_bn
+        self.freeze_bn_stats = freeze_bn_stats
+        self.clip = clip
+        self.loss_func = default_loss(data) if loss_func is None else loss_func
+        self.metrics = listify(metrics)
+        self.path = Path(ifnone(path, data.path))
+        self.model_dir = model_dir
+        self.callback_fns = listify(callback_fns)
+        self.callbacks = listify(callbacks)
+        self.silent = silent
+        self.model_spec = model_spec
+        self.feature_cache = True
+        self.opt = None
+        self.n_frozen = 0
+        self.recorder = Recorder()
         self.recorder.learn = self
         self.layer_groups = check_layer_groups(self.model, ifnone(layer_groups, [self.model]))
         self._init_loop()
@@ -108,7 +121,10 @@ class Learner(Inference):
                                 "Build a Learner on a DataBunch of your data to train.")
         if wants_distributed(self):  # started by torchrun: train as one of its processes
             self.to_distributed()
-        self.n_epochs, self.start_epoch, self.epoch, self.iter = epochs, start_epoch, start_epoch, None
+        self.n_epochs = epochs
+        self.start_epoch = start_epoch
+        self.epoch = start_epoch
+        self.iter = None
         self.opt.zero_grad()
         cbs = [DeferredInterrupt(), ValidationStats([as_metric(m) for m in self.metrics]), self.recorder,
                *self._own_callbacks(), *listify(callbacks)]
@@ -241,7 +257,9 @@ class Learner(Inference):
         """Set new layer groups (modules, or a function model -> modules); rebuilds the optimizer at the next fit."""
         groups = layer_groups(self.model) if callable(layer_groups) and not isinstance(layer_groups, nn.Module) \
             else layer_groups
-        self.layer_groups, self.opt, self.n_frozen = check_layer_groups(self.model, groups), None, 0
+        self.layer_groups = check_layer_groups(self.model, groups)
+        self.opt = None  # rebuilt over the new groups at the next fit
+        self.n_frozen = 0
         return self
 
     def freeze_to(self, n: int) -> None:
