@@ -347,35 +347,6 @@ def test_every_module_imports_alone():
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
 
 
-# Task packages: each holds a whole task and imports the shared layers, never another task.
-TASK_PACKAGES = ["fastbase.vision.segmentation", "fastbase.tabular", "fastbase.collab"]
-# Imports across tasks that are known and being removed: collab's category encoding still comes from
-# tabular's processors until it moves to the shared data layer (issue 26). Nothing may be added here.
-KNOWN_CROSS_TASK = {("fastbase.collab.data", "fastbase.tabular.procs")}
-
-
-def _task_of(name: str) -> str | None:
-    return next((t for t in TASK_PACKAGES if name == t or name.startswith(t + ".")), None)
-
-
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
-def test_a_task_package_never_imports_another_task(path):
-    own = _task_of(module_name(path))
-    if own is None:
-        return
-    others = [(t, line) for t, line, _ in imports_of(path)
-              if _task_of(t) not in (None, own) and (module_name(path), t) not in KNOWN_CROSS_TASK]
-    assert not others, f"{module_name(path)} (task {own}) imports another task: {others}"
-
-
-def test_shared_vision_modules_import_no_task_package():
-    """`fastbase.vision`'s shared modules (image, transforms, bodies, show...) serve every image task,
-    so they import none; only the notebook namespace (`fastbase.vision`'s __init__) gathers them."""
-    shared = [p for p in MODULES if module_name(p).startswith("fastbase.vision.") and _task_of(module_name(p)) is None]
-    found = [(module_name(p), t) for p in shared for t, _, _ in imports_of(p) if _task_of(t)]
-    assert not found, found
-
-
 _ENGINE = ["learner", "inference", "interpret", "export", "deploy", "serve", "metrics", "loop", "sanity"]
 
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..callbacks.hooks import hook_output
 from ..core import ifnone
 from ..figures import finish_figure, subplots
+from ..hooks import hook_output
 from ..interpret import InterpretationError
 from .timm_models import TimmBody
 

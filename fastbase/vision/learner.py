@@ -206,9 +206,10 @@ def pretrained_learner(data, model: nn.Module, meta, pretrained: bool | str, lay
     """The set-up `cnn_learner` and `unet_learner` share, on a model built from a pretrained (or
     random) body: layer groups (`split_on`, else the architecture's split unless `cut` is given,
     through `layer_groups(model, split)`), the BatchNorm defaults (a pretrained body keeps its
-    BatchNorm: `train_bn=False`, `freeze_bn_stats='finetune'` unless the caller chose another), `model_spec` (`spec` plus the split,
-    unless the split is a function), `setup(learn)` for the caller's own parts, the body frozen when
-    pretrained, and channels-last on the CPU for the families measured faster that way."""
+    BatchNorm: `train_bn=False`, and `freeze_bn_stats='finetune'` unless the caller chose another),
+    `model_spec` (`spec` plus the split, unless the split is a function), `setup(learn)` for the
+    caller's own parts, the body frozen when pretrained, and channels-last on the CPU for the
+    families measured faster that way."""
     split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
     groups = split(model) if callable(split) else layer_groups(model, split)
     learn = Learner(data, model, layer_groups=groups, train_bn=ifnone(train_bn, not pretrained),
