@@ -8,7 +8,7 @@ the families measured faster that way). For each backbone:
   epoch_s      seconds of one training epoch (forward, loss, backward, AdamW step over the training
                set; validation excluded), the median of --epochs epochs after one untimed warm-up epoch
   bs1_ms/bsN_ms median milliseconds of an eval-mode forward pass under `torch.inference_mode` at batch
-               size 1 and --bs (random input at --size, `fastbase.compare.measure_latency`)
+               size 1 and --bs (random input at --size, `fastbase.vision.compare.measure_latency`)
   params       parameters of the whole model (body and head)
 
 Backbones take turns epoch by epoch and round by round, in an order that reverses each time (the
@@ -51,10 +51,10 @@ def main() -> int:
     os.environ.setdefault("FASTBASE_NO_BAR", "1")
     import torch
 
-    from fastbase.compare import TrainTimer as EpochTimer
-    from fastbase.compare import measure_latency
     from fastbase.core import set_seed
     from fastbase.vision import ImageDataBunch, cnn_learner, imagenet_stats
+    from fastbase.vision.compare import TrainTimer as EpochTimer
+    from fastbase.vision.compare import measure_latency
 
     torch.set_num_threads(args.threads)
     set_seed(0)

@@ -150,7 +150,7 @@ def cmd_predict(args) -> int:
 def cmd_compare(args) -> int:
     """Train each architecture in each mode on DATA with the same budget and write compare.csv,
     compare.md and compare.png to --out; exit code 1 when every pair failed."""
-    from .compare import (
+    from .vision.compare import (
         MODES_HELP,
         compare_archs,
         markdown_table,

@@ -88,8 +88,9 @@ def _input_shape(learn, shape=None) -> tuple[int, ...]:
         return tuple(int(s) for s in shape)
     if not data.inference_only and data.valid_dl is not None and len(data.valid_dl):
         return tuple(data.one_batch(DatasetType.Valid)[0].shape[1:])
-    if getattr(data, "size", None) is not None:
-        return (3, *data.size)
+    size = data.input_spec()["size"]
+    if size is not None:
+        return (3, *size)
     raise DeployError("Cannot tell the input size of this model: pass input_shape=(3, h, w), the size of one "
                       "input without the batch axis.")
 
@@ -97,16 +98,15 @@ def _input_shape(learn, shape=None) -> tuple[int, ...]:
 def deploy_metadata(learn, shape, activation: str) -> dict:
     """What a program needs to feed the exported model and read its output, as plain data."""
     data = learn.data
-    stats = data.stats
+    stats, spec = data.stats, data.input_spec()
     return {
         "format": "fastbase-deploy/1", "fastbase_version": __version__,
         "classes": None if data.classes is None else [str(c) for c in data.classes],
         "multi_label": bool(data.multi_label),
         "input": {"name": "input", "shape": ["batch", *shape], "dtype": "float32", "range": [0.0, 1.0],
                   "layout": "NCHW" if len(shape) == 3 else None,
-                  "size": None if getattr(data, "size", None) is None else list(data.size),
-                  "resize_method": getattr(getattr(data, "resize_method", None), "name", None),
-                  "padding_mode": getattr(data, "padding_mode", None)},
+                  "size": spec["size"], "resize_method": spec["resize_method"],
+                  "padding_mode": spec["padding_mode"]},
         "normalization": None if stats is None else {"mean": list(stats[0]), "std": list(stats[1])},
         "output": {"name": "output", "activation": activation,
                    "meaning": {"softmax": "class probabilities", "sigmoid": "per-class probabilities"}.get(

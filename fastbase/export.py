@@ -17,8 +17,8 @@ from . import __version__
 from .core import FastbaseError, Path, import_ref, is_main_process, object_ref
 from .files import atomic_write
 
-__all__ = ["ExportError", "UnsafeFileError", "checked_model_spec", "export_state", "loss_ref", "read_export",
-           "safe_load", "save_state", "write_state"]
+__all__ = ["ExportError", "UnsafeFileError", "checked_model_spec", "export_state", "loss_ref", "model_spec",
+           "read_export", "safe_load", "save_state", "write_state"]
 
 
 class ExportError(FastbaseError):
@@ -44,23 +44,32 @@ def save_state(model: nn.Module, opt=None) -> dict:
     return state
 
 
-def export_state(model: nn.Module, model_spec, data, loss_func) -> dict:
+def model_spec(factory, kwargs: dict, **extra) -> dict:
+    """How `load_learner` rebuilds a model: {'factory': 'module:qualname' of `factory` (`object_ref`),
+    'kwargs': the plain arguments to call it with, **extra} (e.g. `layer_group_split`)."""
+    return {"factory": object_ref(factory), "kwargs": kwargs, **extra}
+
+
+def export_state(model: nn.Module, model_spec, data, loss_func, learner: str | None = None) -> dict:
     """What `Learner.export` writes: the model's state dict (on the CPU) and how to rebuild it
-    (`model_spec`), the DataBunch's export state, the loss by name and the fastbase version."""
+    (`model_spec`), the DataBunch's export state, the loss by name, the Learner's class as
+    'module:qualname' (`learner`; None: the plain Learner) and the fastbase version."""
     return {"fastbase_version": __version__, "model_spec": checked_model_spec(model_spec),
-            "data": data.export_state(), "loss_func": loss_ref(loss_func),
+            "data": data.export_state(), "loss_func": loss_ref(loss_func), "learner": learner,
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
-def read_export(file, device=None) -> tuple[nn.Module, object, object, dict]:
-    """(model, inference-only DataBunch, loss function or None, model_spec) from what `export_state`
-    wrote; a clear error when `file` is not an export or names code that is not installed."""
+def read_export(file, device=None) -> tuple[nn.Module, object, object, dict, type | None]:
+    """(model, inference-only DataBunch, loss function or None, model_spec, Learner class or None for
+    the plain Learner) from what `export_state` wrote; a clear error when `file` is not an export or
+    names code that is not installed."""
     state = safe_load(file, "cpu")
     if not isinstance(state, dict) or not {"model_spec", "state_dict", "data"} <= set(state):
         raise FastbaseError(f"{file} is not a fastbase export (expected the dict that Learner.export writes).")
     spec = state["model_spec"]
     try:
         factory, data_cls = import_ref(spec["factory"]), import_ref(state["data"]["type"])
+        learner_cls = import_ref(state["learner"]) if state.get("learner") else None
     except FastbaseError as e:
         raise ExportError(f"Cannot rebuild the Learner in {file}: {e}. Install the package that defines it.") from e
     model = factory(**spec.get("kwargs", {}))
@@ -69,7 +78,7 @@ def read_export(file, device=None) -> tuple[nn.Module, object, object, dict]:
     loss = state.get("loss_func")
     loss = import_ref(loss) if loss else None
     loss = loss() if isinstance(loss, type) else loss
-    return model, data, loss, spec
+    return model, data, loss, spec, learner_cls
 
 
 def safe_load(file, map_location):
@@ -80,8 +89,9 @@ def safe_load(file, map_location):
     try:
         return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        first_line = str(e).splitlines()[0][:200]
         raise UnsafeFileError(f"Refused to load {file}: it holds Python objects other than tensors and plain data, "
-                              f"which could run code when loaded ({str(e).splitlines()[0][:200]}). fastbase only writes "
+                              f"which could run code when loaded ({first_line}). fastbase only writes "
                               "plain files; if you trust this one completely, open it with "
                               "torch.load(..., weights_only=False) yourself.") from e
 

@@ -1,38 +1,29 @@
-"""Layer 7: looking at a trained classifier: top losses, confusion matrix, most confused pairs.
+"""Layer 5: looking at a trained classifier: top losses, confusion matrix, most confused pairs.
 
 `ClassificationInterpretation.from_learner(learn)` runs `learn.get_preds(with_loss=True)` once and
 keeps the probabilities, targets and per-item losses; everything else is computed from them. The
-numbers work for any single-label classifier; `plot_top_losses` draws images (an ImageDataBunch),
-and with `heatmap=True` overlays a Grad-CAM map (`grad_cam`); for a table it gives the rows as a
-DataFrame (`plot_tab_top_losses`).
+numbers work for any single-label classifier, whatever the task; how the top losses are drawn is
+the task's (`data.plot_top_losses`, the task contract of `fastbase.data.task`): images in a grid
+with an optional Grad-CAM heatmap (`fastbase.vision.interpret`), a table's rows as a DataFrame.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import Subset
 
-from .core import FastbaseError, ifnone
+from .core import ifnone
 from .data import DatasetType
+from .data.task import InterpretationError
 from .figures import finish_figure, subplots
-from .hooks import hook_output
-from .vision.data import ImageDataBunch
-from .vision.timm_models import TimmBody
 
-__all__ = ["ClassificationInterpretation", "InterpretationError", "TopLosses", "cam_layer", "grad_cam"]
+__all__ = ["ClassificationInterpretation", "InterpretationError", "TopLosses", "as_ds_type"]
 
-TOP_LOSSES_TITLE = "prediction/actual/loss/probability"
 _NO_LABELS = ("The {} set has no labels, so there are no losses or mistakes to show. Interpret the validation "
               "set (the default) or the training set (ds_type='train').")
-
-
-class InterpretationError(FastbaseError, ValueError):
-    """The Learner or its data cannot be interpreted this way; the message says what would work."""
 
 
 class TopLosses(NamedTuple):
@@ -41,7 +32,7 @@ class TopLosses(NamedTuple):
     indices: torch.Tensor
 
 
-def _as_ds_type(ds_type) -> DatasetType:
+def as_ds_type(ds_type) -> DatasetType:
     if isinstance(ds_type, str):
         try:
             return DatasetType[ds_type.capitalize()]
@@ -63,14 +54,18 @@ class ClassificationInterpretation:
 
     def __init__(self, learn, preds: torch.Tensor, y_true: torch.Tensor, losses: torch.Tensor,
                  ds_type: DatasetType = DatasetType.Valid):
-        if getattr(learn.data, "multi_label", False) or y_true.dim() != 1 or preds.dim() != 2:
+        if learn.data.multi_label or y_true.dim() != 1 or preds.dim() != 2:
             raise InterpretationError(
                 f"ClassificationInterpretation needs single-label classification (predictions (n, classes) and "
                 f"one class index per item); got predictions {tuple(preds.shape)} and targets "
                 f"{tuple(y_true.shape)}{' from multi-label data' if learn.data.multi_label else ''}. For multi-label "
                 "data, threshold learn.get_preds() yourself.")
-        self.learn, self.data, self.ds_type = learn, learn.data, _as_ds_type(ds_type)
-        self.preds, self.y_true, self.losses = preds.float(), y_true.long(), losses.float().reshape(-1)
+        self.learn = learn
+        self.data = learn.data
+        self.ds_type = as_ds_type(ds_type)
+        self.preds = preds.float()
+        self.y_true = y_true.long()
+        self.losses = losses.float().reshape(-1)
         self.pred_class = self.preds.argmax(dim=1)
         n_classes = self.preds.shape[1]
         classes = self.data.classes
@@ -84,12 +79,12 @@ class ClassificationInterpretation:
     def from_learner(cls, learn, ds_type=DatasetType.Valid, tta: bool = False) -> ClassificationInterpretation:
         """Predictions of `learn` on `ds_type` ('valid', 'train', 'test' or a DatasetType) with their
         losses. With `tta`, the probabilities of `learn.TTA` and their cross-entropy (-log p(actual))."""
-        ds_type = _as_ds_type(ds_type)
+        ds_type = as_ds_type(ds_type)
         if learn.data.multi_label:
             raise InterpretationError("ClassificationInterpretation is for single-label data; this Learner's data "
                                       "are multi-label. Threshold learn.get_preds() yourself.")
         read_as = DatasetType.Fix if ds_type == DatasetType.Train else ds_type
-        if ds_type == DatasetType.Test and not getattr(learn.data.dl(read_as).dataset, "labelled", False):
+        if not learn.data.has_labels(read_as):
             raise InterpretationError(_NO_LABELS.format(ds_type.name))
         if tta:
             preds, y_true = learn.TTA(ds_type=read_as)
@@ -155,53 +150,16 @@ class ClassificationInterpretation:
         fig.tight_layout()
         return finish_figure(fig, return_fig, save_to)
 
-    def plot_top_losses(self, k: int = 9, largest: bool = True, figsize=None, heatmap: bool = False,
-                        heatmap_class: str = "predicted", heatmap_layer: nn.Module | None = None, alpha: float = 0.6,
-                        return_fig: bool | None = None, save_to=None):
-        """The `k` items with the largest (or smallest) losses in a grid, as the model saw them
-        (denormalised). Each title reads 'prediction/actual / loss / probability of the actual class'.
-        `heatmap` overlays Grad-CAM for the `heatmap_class` ('predicted' or 'actual'): where the model
-        looked, as seen by `heatmap_layer` (default: the body's output, see `cam_layer`; an earlier
-        layer gives a finer map on small images). Returns the Figure."""
-        if hasattr(self.data, "decoded_rows"):  # a table: its rows, not images
-            return self.plot_tab_top_losses(k, largest)
-        self._check_images()
-        if heatmap_class not in ("predicted", "actual"):
-            raise InterpretationError(f"heatmap_class must be 'predicted' or 'actual', got {heatmap_class!r}.")
-        losses, idxs = self.top_losses(k, largest)
-        if len(idxs) == 0:
-            raise InterpretationError("No items to show: k must be at least 1 and the data set not empty.")
-        x = self._model_inputs(idxs.tolist())
-        images = self.data.denorm(x).detach().float().clamp(0, 1).cpu()
-        cams = None
-        if heatmap:
-            targets = (self.pred_class if heatmap_class == "predicted" else self.y_true)[idxs]
-            cams = grad_cam(self.learn.model, x, targets.to(x.device), layer=heatmap_layer)
-        rows = math.ceil(math.sqrt(len(idxs)))
-        cols = math.ceil(len(idxs) / rows)
-        fig, axes = subplots(rows, cols, figsize=ifnone(figsize, (3 * cols, 3 * rows + 0.4)), squeeze=False)
-        fig.suptitle(TOP_LOSSES_TITLE)
-        for n, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if n >= len(idxs):
-                continue
-            i = int(idxs[n])
-            ax.imshow(images[n].permute(1, 2, 0).numpy())
-            if cams is not None:
-                ax.imshow(cams[n].numpy(), alpha=alpha, cmap="magma", interpolation="bilinear")
-            actual, pred = int(self.y_true[i]), int(self.pred_class[i])
-            ax.set_title(f"{self.classes[pred]}/{self.classes[actual]} / {float(losses[n]):.2f} / "
-                         f"{float(self.preds[i, actual]):.2f}")
-        fig.tight_layout()
-        return finish_figure(fig, return_fig, save_to)
+    def plot_top_losses(self, k: int = 9, largest: bool = True, **kwargs):
+        """The `k` items with the largest (or smallest) losses, as the task's data show them
+        (`data.plot_top_losses`): images in a grid titled 'prediction/actual / loss / probability of
+        the actual class' (with `heatmap=True`, Grad-CAM over them), a table's rows as a DataFrame."""
+        return self.data.plot_top_losses(self, k, largest, **kwargs)
 
     def plot_tab_top_losses(self, k: int = 9, largest: bool = True):
         """The `k` rows of a table with the largest (or smallest) losses, as a DataFrame: 'Prediction',
         'Actual', 'Loss', 'Probability' (of the actual class), then the row's inputs as a person reads
         them (category names, continuous values before normalisation) and its index in the data set."""
-        if not hasattr(self.data, "decoded_rows"):
-            raise InterpretationError(f"plot_tab_top_losses shows rows of a table, so it needs a TabularDataBunch; this "
-                                      f"Learner's data is a {type(self.data).__name__}. Use plot_top_losses.")
         losses, idxs = self.top_losses(k, largest)
         read_as = DatasetType.Fix if self.ds_type == DatasetType.Train else self.ds_type
         rows = self.data.decoded_rows(idxs.tolist(), read_as).drop(columns="target", errors="ignore")
@@ -213,15 +171,7 @@ class ClassificationInterpretation:
         rows.insert(len(rows.columns), "index", idxs.tolist())
         return rows
 
-    def _check_images(self) -> None:
-        # imported here, not at the top: fastbase.vision's namespace imports this module
-
-        if not isinstance(self.data, ImageDataBunch):
-            raise InterpretationError(f"plot_top_losses draws images, so it needs an ImageDataBunch; this Learner's "
-                                      f"data is a {type(self.data).__name__}. top_losses() gives the losses and "
-                                      "item indexes (a table's rows: plot_tab_top_losses).")
-
-    def _model_inputs(self, idxs: list[int]) -> torch.Tensor:
+    def model_inputs(self, idxs: list[int]) -> torch.Tensor:
         """The model's inputs (normalised, on the device) for these items of the data set, in order."""
         read_as = DatasetType.Fix if self.ds_type == DatasetType.Train else self.ds_type
         dl = self.data.dl(read_as)
@@ -232,51 +182,3 @@ class ClassificationInterpretation:
     def __repr__(self):
         return (f"ClassificationInterpretation({len(self)} items of the {self.ds_type.name} set, "
                 f"{len(self.classes)} classes, accuracy {float((self.pred_class == self.y_true).float().mean()):.4f})")
-
-
-# --- Grad-CAM ---------------------------------------------------------------------------------------
-def cam_layer(model: nn.Module) -> nn.Module:
-    """The layer whose output Grad-CAM weighs: the body (`model[0]`) of a cnn_learner model
-    (`nn.Sequential(body, head)`), else the last `nn.Conv2d` of the model. A timm body's output is its
-    last stage's map; a ViT-like timm body has no map, so it gets an error that says so."""
-    if isinstance(model, nn.Sequential) and len(model) >= 2 and isinstance(model[0], TimmBody):
-        if not model[0].spatial:
-            raise InterpretationError(f"timm's {model[0].name} is a transformer: its body gives pooled tokens, not a "
-                                      "spatial feature map, so Grad-CAM does not apply. Use heatmap=False (or pass "
-                                      "layer= a module whose output is (n, channels, h, w)).")
-        return model[0]
-    if isinstance(model, nn.Sequential) and len(model) >= 2 and len(list(model[0].children())) > 0 \
-            and any(isinstance(m, nn.Conv2d) for m in model[0].modules()):
-        return model[0]
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise InterpretationError(f"{type(model).__name__} has no nn.Conv2d layer, so there is no feature map for a "
-                                  "heatmap; use heatmap=False or pass layer= to grad_cam.")
-    return convs[-1]
-
-
-def grad_cam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, layer: nn.Module | None = None) -> torch.Tensor:
-    """Grad-CAM maps (n, H, W) >= 0 for model inputs `x` (n, C, H, W) and class indexes `targets` (n,):
-    the feature maps A (n, K, h, w) of `layer` (default `cam_layer(model)`), weighted by the mean
-    gradient of each target's score over each map, summed over K, ReLU'd and upsampled to (H, W).
-
-    Runs the model in eval mode; parameters' `.grad` are left untouched (the gradient is taken with
-    respect to the feature maps only), and the model's training mode is restored."""
-    layer = ifnone(layer, cam_layer(model))
-    was_training = model.training
-    model.eval()
-    try:
-        with hook_output(layer, detach=False) as hook, torch.enable_grad():  # stored maps stay in the graph
-            out = model(x.detach().requires_grad_(True))  # so the feature maps are in the graph, even when frozen
-            if not isinstance(hook.stored, torch.Tensor) or hook.stored.dim() != 4:
-                raise InterpretationError(f"Grad-CAM needs a 4-d feature map (n, channels, h, w) from {type(layer).__name__}"
-                                          "; pass layer= (a convolutional layer of the model).")
-            score = out.gather(1, targets.long().view(-1, 1)).sum()
-            grads = torch.autograd.grad(score, hook.stored)[0]
-    finally:
-        model.train(was_training)
-    acts = hook.stored.detach()
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False).clamp_min(0)
-    return cam[:, 0].detach().cpu()

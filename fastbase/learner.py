@@ -1,6 +1,8 @@
 """Layer 5: the Learner: the training loop over a model and a DataBunch, fitting (plain, one-cycle,
-lr_find), freezing layer groups, evaluation and inference, saving and export. Its helpers: the
-optimizer wrapper and layer groups (`fastbase.optimizer`), metrics and losses (`fastbase.metrics`).
+lr_find) and freezing layer groups; evaluation, inference, saving and export come from its base
+class (`fastbase.inference.Inference`), and `load_learner` rebuilds any Learner from an export.
+Its helpers: the optimizer wrapper and layer groups (`fastbase.optimizer`), metrics and losses
+(`fastbase.metrics`).
 
 The loop fires the events of `fastbase.callback` (read `_do_fit` down to `_one_batch`): all the
 optional parts of training (schedules, recording, progress, the LR finder, Ctrl-C handling,
@@ -8,7 +10,6 @@ frozen BatchNorm statistics) are callbacks. Nothing is read from the device per 
 """
 from __future__ import annotations
 
-import gc
 import math
 import pathlib
 import warnings
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import debug, deploy, finetune, sanity
-from .callback import DeferredInterrupt, GatherPreds, ValidationStats
+from . import debug, finetune, sanity
+from .callback import DeferredInterrupt, ValidationStats
 from .callbacks.bn_stats import BN_STATS_MODES, bn_freeze_for
 from .callbacks.channels_last import ChannelsLast, to_memory_format
 from .callbacks.checkpoint import ResumeCallback
@@ -29,25 +30,11 @@ from .callbacks.mixed_precision import MixedPrecision, as_fp32
 from .callbacks.mixup import MixUp
 from .callbacks.one_cycle import OneCycleScheduler
 from .callbacks.progress import ProgressCallback, progress_disabled
-from .core import (
-    FastbaseError,
-    Path,
-    distrib_barrier,
-    ifnone,
-    listify,
-    num_distrib,
-)
-from .data import DatasetType
-from .data.items import prediction_item
-from .export import (
-    export_state,
-    read_export,
-    safe_load,
-    save_state,
-    write_state,
-)
-from .loop import Loop, eval_grad_mode, split_batch
-from .metrics import as_metric, default_loss, loss_activation, per_item_loss
+from .core import FastbaseError, Path, ifnone, listify, num_distrib
+from .export import read_export
+from .inference import Inference
+from .loop import split_batch
+from .metrics import as_metric, default_loss
 from .optimizer import (
     Adam,
     OptimWrapper,
@@ -63,7 +50,7 @@ __all__ = ["DEFAULT_LR", "Learner", "load_learner"]
 DEFAULT_LR = slice(3e-3)  # fastai v1's default: 3e-3 for the last layer group, 3e-4 for the others
 
 
-class Learner(Loop):
+class Learner(Inference):
     """Trains `model` on `data`: `fit`, `fit_one_cycle`, `lr_find`, then `validate`, `get_preds`,
     `predict`, `save`/`load`, `export`.
 
@@ -84,18 +71,31 @@ class Learner(Loop):
                  bn_wd: bool = False, wd: float = 1e-2, train_bn: bool = True, path=None, model_dir="models",
                  callback_fns=None, callbacks=None, layer_groups=None, silent: bool | None = None,
                  freeze_bn_stats: bool | str = False, model_spec: dict | None = None, clip: float | None = None):
-        self.data, self.model = data, model.to(data.device)
-        self.opt_func, self.true_wd, self.bn_wd, self.wd, self.train_bn = opt_func, true_wd, bn_wd, wd, train_bn
-        self.loss_func = default_loss(data) if loss_func is None else loss_func
-        self.metrics = listify(metrics)
-        self.path, self.model_dir = Path(ifnone(path, data.path)), model_dir
-        self.callback_fns, self.callbacks = listify(callback_fns), listify(callbacks)
         if freeze_bn_stats not in BN_STATS_MODES:
             choices = "; ".join(f"{mode!r}: {what}" for mode, what in BN_STATS_MODES.items())
             raise FastbaseError(f"freeze_bn_stats={freeze_bn_stats!r} is not a setting. Use one of {choices}.")
-        self.silent, self.freeze_bn_stats, self.model_spec = silent, freeze_bn_stats, model_spec
-        self.clip, self.feature_cache = clip, True
-        self.recorder, self.opt, self.n_frozen = Recorder(), None, 0
+        self.data = data
+        self.model = model.to(data.device)
+        # how the parameters train
+        self.opt_func = opt_func
+        self.true_wd = true_wd
+        self.bn_wd = bn_wd
+        self.wd = wd
+        self.train_bn = train_bn
+        self.freeze_bn_stats = freeze_bn_stats
+        self.clip = clip
+        self.loss_func = default_loss(data) if loss_func is None else loss_func
+        self.metrics = listify(metrics)
+        self.path = Path(ifnone(path, data.path))
+        self.model_dir = model_dir
+        self.callback_fns = listify(callback_fns)
+        self.callbacks = listify(callbacks)
+        self.silent = silent
+        self.model_spec = model_spec
+        self.feature_cache = True
+        self.opt = None
+        self.n_frozen = 0
+        self.recorder = Recorder()
         self.recorder.learn = self
         self.layer_groups = check_layer_groups(self.model, ifnone(layer_groups, [self.model]))
         self._init_loop()
@@ -121,7 +121,10 @@ class Learner(Loop):
                                 "Build a Learner on a DataBunch of your data to train.")
         if wants_distributed(self):  # started by torchrun: train as one of its processes
             self.to_distributed()
-        self.n_epochs, self.start_epoch, self.epoch, self.iter = epochs, start_epoch, start_epoch, None
+        self.n_epochs = epochs
+        self.start_epoch = start_epoch
+        self.epoch = start_epoch
+        self.iter = None
         self.opt.zero_grad()
         cbs = [DeferredInterrupt(), ValidationStats([as_metric(m) for m in self.metrics]), self.recorder,
                *self._own_callbacks(), *listify(callbacks)]
@@ -254,7 +257,9 @@ class Learner(Loop):
         """Set new layer groups (modules, or a function model -> modules); rebuilds the optimizer at the next fit."""
         groups = layer_groups(self.model) if callable(layer_groups) and not isinstance(layer_groups, nn.Module) \
             else layer_groups
-        self.layer_groups, self.opt, self.n_frozen = check_layer_groups(self.model, groups), None, 0
+        self.layer_groups = check_layer_groups(self.model, groups)
+        self.opt = None  # rebuilt over the new groups at the next fit
+        self.n_frozen = 0
         return self
 
     def freeze_to(self, n: int) -> None:
@@ -275,114 +280,6 @@ class Learner(Loop):
         """Make every layer group trainable."""
         self.freeze_to(0)
 
-    # --- evaluation and inference ---------------------------------------------------------------
-    def validate(self, dl=None, callbacks=None, metrics=None) -> list[float] | None:
-        """[loss, *metrics] over `dl` (default: the validation set), averaged over items; None if cancelled."""
-        dl = self.data.dl(DatasetType.Valid) if dl is None else dl
-        stats = ValidationStats([as_metric(m) for m in (self.metrics if metrics is None else listify(metrics))])
-        with self._using([stats, *self.callbacks, *listify(callbacks)]):
-            self._do_validate(dl)
-            return self.valid_values
-
-    def get_preds(self, ds_type: DatasetType = DatasetType.Valid, with_loss: bool = False, activ=None, dl=None):
-        """[predictions, targets(, per-item losses)] on the CPU for a whole set, in order. Predictions
-        go through `activ` (default: softmax for cross-entropy, sigmoid for BCE, else none)."""
-        dl = self.data.dl(ds_type) if dl is None else dl
-        gather = GatherPreds(per_item_loss(self.loss_func) if with_loss else None)
-        with self._using([*self.callbacks, gather]):
-            self._do_validate(dl)
-        if not gather.preds:
-            raise FastbaseError("No predictions: the data set is empty.")
-        activ = ifnone(activ, loss_activation(self.loss_func))
-        result = [activ(torch.cat(gather.preds)).cpu(), torch.cat(gather.targets).cpu() if gather.targets else None]
-        if with_loss:
-            result.append(torch.cat(gather.losses).cpu())
-        return result
-
-    def predict(self, item, thresh: float = 0.5):
-        """(label item, decoded tensor, probabilities) for one raw item, as fastai v1: a `Category` and
-        its class index; multi-label: a `MultiCategory` of the classes above `thresh` and its multi-hot
-        tensor; regression (no classes, not cross-entropy): a `FloatItem` and the raw outputs;
-        segmentation on image data: an `ImageSegment` and its `(1, H, W)` class map."""
-        x, _ = self.data.one_item(item)
-        self.model.eval()
-        with eval_grad_mode(self.model):
-            pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
-        probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu().clone()  # a normal tensor
-        classes, ce = self.data.classes, isinstance(self.loss_func, nn.CrossEntropyLoss)
-        regression = classes is None and not self.data.multi_label and not ce
-        label, decoded = prediction_item(probs, classes, self.data.multi_label, thresh, regression,
-                                         getattr(self.data, "pixel_item", None))
-        return label, decoded, probs
-
-    def show_results(self, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs):
-        """Draw items of one `ds_type` batch titled with their prediction and target; the DataBunch
-        draws (`data.show_results`), so it works for single-label, multi-label and regression alike."""
-        return self.data.show_results(self, ds_type=ds_type, rows=rows, **kwargs)
-
-    def destroy(self) -> None:
-        """Free what this Learner holds (model, optimizer, data, and so GPU memory); it cannot train or
-        predict afterwards. For notebooks that try several models in a row."""
-        self.model, self.opt, self.data, self.callbacks = None, None, None, []  # callbacks: e.g. cached features
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def predict_folder(self, items, bs: int = 64, thresh: float = 0.5, progress: bool | None = None):
-        """`Predictions(files, classes, probs)` for a folder of images or a list of items, in batches
-        of `bs`; an unreadable file gets class None and NaN probabilities and is named in a warning."""
-        return deploy.predict_items(self, items, bs=bs, thresh=thresh, progress=progress)
-
-    def TTA(self, beta: float = 0.4, scale: float = 1.35, ds_type: DatasetType = DatasetType.Valid, n_aug: int = 4):
-        """Test-time augmentation: (beta * plain predictions + (1 - beta) * the mean of `n_aug` passes
-        over the same items through the training-time batch transforms, targets). A DataBunch with a
-        `tta_dl(ds_type, scale)` method provides its own augmented loader (vision zooms by `scale`)."""
-        preds, targets = self.get_preds(ds_type)[:2]
-        if hasattr(self.data, "tta_dl"):
-            aug_dl = self.data.tta_dl(ds_type, scale=scale)
-        else:
-            aug_dl = self.data.train_dl.new(dataset=self.data.dl(ds_type).dataset, shuffle=False, drop_last=False)
-        augmented = torch.stack([self.get_preds(dl=aug_dl)[0] for _ in range(n_aug)]).mean(0)
-        return beta * preds + (1 - beta) * augmented, targets
-
-    # --- saving, loading, export ----------------------------------------------------------------
-    def _model_file(self, name) -> pathlib.Path:
-        if isinstance(name, pathlib.PurePath):
-            return Path(name)
-        return self.path / self.model_dir / f"{name}.pth"
-
-    def save(self, name, with_opt: bool = True) -> pathlib.Path:
-        """Write {'model': state dict, 'opt': optimizer state} to `path/model_dir/name.pth` (or to the
-        Path `name`) atomically; loads back with `weights_only=True`."""
-        return write_state(save_state(self.model, self.opt if with_opt else None), self._model_file(name))
-
-    def load(self, name, with_opt: bool = True, strict: bool = True, device=None) -> Learner:
-        """Load what `save` wrote (or a bare model state dict); refuses files that could run code."""
-        distrib_barrier()  # under torchrun, wait until rank 0 has written the file
-        state = safe_load(self._model_file(name), ifnone(device, self.data.device))
-        self.model.load_state_dict(state.get("model", state), strict=strict)
-        if with_opt and "opt" in state:
-            if self.opt is None:
-                self.create_opt()
-            self.opt.load_state_dict(state["opt"])
-        return self
-
-    def export(self, fname="export.pkl") -> pathlib.Path:
-        """Write what inference needs as plain data (not a pickled Learner): the model's state dict and
-        `model_spec`, the DataBunch's export state, the loss name and the fastbase version, to
-        `path/fname`. `load_learner` reads it back with `weights_only=True`."""
-        file = Path(fname) if isinstance(fname, pathlib.PurePath) else self.path / fname
-        return write_state(export_state(self.model, self.model_spec, self.data, self.loss_func), file)
-
-    def export_torchscript(self, fname="export.pt", probs: bool = True, **kwargs) -> pathlib.Path:
-        """The model for deployment as TorchScript: raw images in (float 0..1, NCHW, any batch size),
-        probabilities out (logits with `probs=False`), normalisation and classes inside (`fastbase.deploy`)."""
-        return deploy.export_torchscript(self, fname, probs=probs, **kwargs)
-
-    def export_onnx(self, fname="export.onnx", opset: int = 18, probs: bool = True, **kwargs) -> pathlib.Path:
-        """The same as `export_torchscript`, as ONNX; needs `pip install 'fastbase[onnx]'`."""
-        return deploy.export_onnx(self, fname, opset=opset, probs=probs, **kwargs)
-
     def summary(self) -> str:
         """Layers with output shapes (from one batch, without the batch dimension), parameter counts,
         trainable or frozen, and totals per layer group. Printed and returned."""
@@ -396,15 +293,25 @@ class Learner(Loop):
         return text
 
     def __repr__(self):
-        return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, layer_groups={len(self.layer_groups)}, "
+        return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, "
+                f"layer_groups={len(self.layer_groups)}, "
                 f"frozen={self.n_frozen}, loss_func={self.loss_func!r}, metrics={self.metric_names})")
 
 
-def load_learner(path, fname="export.pkl", device=None) -> Learner:
-    """A Learner ready for `predict`, from what `export` wrote: `path` is the file or its folder."""
+def load_learner(path, file="export.pkl", test=None, device=None, fname=None) -> Learner:
+    """The Learner that `export` wrote, ready for `predict`, as fastai v1: `path` is the file or its
+    folder (`file`, or `fname`, names it there). The export records its Learner's class, so a task's
+    Learner comes back as itself (a `CollabLearner` with its names). With `test` (a folder, a list of
+    items, or what the data's `add_test` takes), those items are the test set for
+    `learn.get_preds(ds_type=DatasetType.Test)`."""
     path = pathlib.Path(path)
-    file = path if path.is_file() else path / fname
-    model, data, loss, spec = read_export(file, device)
-    learn = Learner(data, model, loss_func=loss, path=file.parent, model_spec=spec, silent=True)
+    file = path if path.is_file() else path / (fname or file)
+    model, data, loss, spec, learner_cls = read_export(file, device)
+    learner_cls = learner_cls or Learner
+    if not (isinstance(learner_cls, type) and issubclass(learner_cls, Learner)):
+        raise FastbaseError(f"{file} names {learner_cls!r} as its Learner, which is not a fastbase Learner class.")
+    learn = learner_cls(data, model, loss_func=loss, path=file.parent, model_spec=spec, silent=True)
     learn.model.eval()
+    if test is not None:
+        learn.data.add_test(test)
     return learn

@@ -54,7 +54,8 @@ class Loop:
     def _own_callbacks(self) -> list:
         """The Learner's `callbacks` and `callback_fns` for this run: inside `probe()`, only those that
         change how a step is computed (`Callback.changes_step`), so nothing logs, tracks or saves."""
-        fns = [fn for fn in self.callback_fns if not self._probing or getattr(getattr(fn, "func", fn), "changes_step", False)]
+        fns = [fn for fn in self.callback_fns
+               if not self._probing or getattr(getattr(fn, "func", fn), "changes_step", False)]
         cbs = [*self.callbacks, *(callback_from_fn(fn, self) for fn in fns)]
         return [cb for cb in cbs if cb.changes_step] if self._probing else cbs
 
@@ -209,5 +210,7 @@ def split_batch(batch):
     """(xb, yb) as tuples from an (x, y) batch; an unlabeled batch gives yb = ()."""
     if isinstance(batch, (list, tuple)) and len(batch) == 2:
         x, y = batch
-        return (tuple(x) if isinstance(x, (list, tuple)) else (x,)), (tuple(y) if isinstance(y, (list, tuple)) else (y,))
+        xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+        ys = tuple(y) if isinstance(y, (list, tuple)) else (y,)
+        return xs, ys
     return (tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)), ()

@@ -220,7 +220,7 @@ def _check_initial_loss(learn, x, y, loss_tol: float):
     loss = float(loss.float().mean())
     if not math.isfinite(loss):
         return False, f"the loss of a first batch is {loss}: check the inputs, the model's output and the loss."
-    if getattr(learn.data, "multi_label", False) and pred.dim() == 2:
+    if learn.data.multi_label and pred.dim() == 2:
         expected, what = math.log(2), "ln(2), a model unsure of every label"
     elif _is_labels(y) and pred.dim() == 2 and pred.shape[1] >= 2:
         expected, what = math.log(pred.shape[1]), f"ln({pred.shape[1]}), uniform over the classes"

@@ -75,7 +75,7 @@ class ServedModel:
         self.learn = load_learner(path, device=device)
         self.file = path if path.is_file() else path / "export.pkl"
         data = self.learn.data
-        if getattr(data, "size", None) is None or not hasattr(data, "resize_method"):
+        if data.input_spec()["size"] is None:
             raise DataError(f"{self.file} is not an image model with a fixed input size ({type(data).__name__}); "
                             "fastbase serve answers image classifiers exported by cnn_learner.")
         if data.classes is None:

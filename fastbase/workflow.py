@@ -117,8 +117,9 @@ def _limited(data, n: int, seed: int):
 
     idx = torch.randperm(len(data.train_ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     subset = Subset(data.train_ds, idx)
-    for attr in ("classes", "c", "multi_label"):
-        setattr(subset, attr, getattr(data.train_ds, attr, None))
+    subset.classes = data.classes
+    subset.c = data.c
+    subset.multi_label = data.multi_label
     data.train_dl = data.train_dl.new(dataset=subset, drop_last=len(subset) > data.train_dl.batch_size)
     return data
 

@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fastbase.cli import main
-from fastbase.compare import (
+from fastbase.data import DataBunch
+from fastbase.vision.compare import (
     COLUMNS,
     compare_archs,
     learner_for,
@@ -22,7 +23,6 @@ from fastbase.compare import (
     pareto_front,
     plot_compare,
 )
-from fastbase.data import DataBunch
 from fastbase.vision.models import PretrainedWeightsError
 
 

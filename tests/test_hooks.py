@@ -20,9 +20,10 @@ from fastbase.callbacks.hooks import (
     num_features_model,
 )
 from fastbase.core import FastbaseError
-from fastbase.interpret import InterpretationError, grad_cam
+from fastbase.interpret import InterpretationError
 from fastbase.layers import Flatten, NormType, conv_layer, requires_grad, res_block
 from fastbase.optimizer import layer_groups_summary
+from fastbase.vision.interpret import grad_cam
 
 matplotlib.use("Agg")
 

@@ -13,14 +13,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from fastbase.data import DataBunch, DatasetType, imagenet_stats
-from fastbase.interpret import (
-    ClassificationInterpretation,
-    InterpretationError,
-    cam_layer,
-    grad_cam,
-)
+from fastbase.interpret import ClassificationInterpretation, InterpretationError
 from fastbase.learner import Learner
 from fastbase.vision.data import ImageDataBunch
+from fastbase.vision.interpret import cam_layer, grad_cam
 
 matplotlib.use("Agg")
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")  # torchvision 0.29

@@ -53,6 +53,7 @@ LAYERS = {
     "fastbase.data.label_lists": 2,
     "fastbase.data.loader": 2,
     "fastbase.data.splits": 2,
+    "fastbase.data.task": 2,  # the task contract: what the engine asks of a task's data
     "fastbase.data.workers": 2,
     # layer 3: the callback machinery
     "fastbase.callback": 3,
@@ -77,6 +78,8 @@ LAYERS = {
     "fastbase.optimizer": 5,
     "fastbase.metrics": 5,
     "fastbase.loop": 5,
+    "fastbase.inference": 5,  # the Learner's evaluation, inference and files (its base class)
+    "fastbase.interpret": 5,  # interpretation's numbers for any classifier; drawing is the task's
     "fastbase.export": 5,
     "fastbase.learner": 5,
     "fastbase.debug": 5,
@@ -93,20 +96,24 @@ LAYERS = {
     "fastbase.vision.dataset": 6,
     "fastbase.vision.feature_cache": 6,
     "fastbase.vision.feature_store": 6,
+    "fastbase.vision.compare": 6,
     "fastbase.vision.image": 6,
-    "fastbase.vision.inference": 6,
+    "fastbase.vision.interpret": 6,
     "fastbase.vision.item_cache": 6,
     "fastbase.vision.label_table": 6,
     "fastbase.vision.learner": 6,
     "fastbase.vision.models": 6,
     "fastbase.vision.rand_pad": 6,
-    "fastbase.vision.segment": 6,
-    "fastbase.vision.segmentation": 6,
+    "fastbase.vision.segmentation": 6,  # the segmentation task, whole: data, unet, metrics, interpret, show
+    "fastbase.vision.segmentation.data": 6,
+    "fastbase.vision.segmentation.interpret": 6,
+    "fastbase.vision.segmentation.metrics": 6,
+    "fastbase.vision.segmentation.show": 6,
+    "fastbase.vision.segmentation.unet": 6,
     "fastbase.vision.show": 6,
     "fastbase.vision.sizing": 6,
     "fastbase.vision.timm_models": 6,
     "fastbase.vision.transforms": 6,
-    "fastbase.vision.unet": 6,
     "fastbase.vision.web_images": 6,
     "fastbase.collab": 6,  # collaborative filtering (lesson 4); its namespace gathers basics (layer 5) and itself
     "fastbase.collab.data": 6,
@@ -119,10 +126,6 @@ LAYERS = {
     "fastbase.tabular.models": 6,
     "fastbase.tabular.procs": 6,
     "fastbase.tabular.transform": 6,
-    # layer 7: image interpretation and comparison, above vision
-    "fastbase.interpret": 7,
-    "fastbase.seg_interpret": 7,
-    "fastbase.compare": 7,
     # layer 8: the applications: widgets, command line, server, reports
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks
     "fastbase.widgets.cleaning": 8,
@@ -342,3 +345,16 @@ def test_every_module_imports_alone():
     result = subprocess.run([sys.executable, "-c", _IMPORT_EACH_FRESH, *names],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+_ENGINE = ["learner", "inference", "interpret", "export", "deploy", "serve", "metrics", "loop", "sanity"]
+
+
+@pytest.mark.parametrize("name", _ENGINE)
+def test_the_engine_asks_the_task_contract_instead_of_probing_the_data(name):
+    """What the engine needs from a task's data is a method with a default (`fastbase.data.task`)."""
+    import re
+
+    source = (ROOT / f"{name}.py").read_text()
+    probes = re.findall(r"(?:hasattr|getattr)\([^)]*data\b[^)]*\)", source)
+    assert not probes, f"fastbase/{name}.py probes the data: {probes}"

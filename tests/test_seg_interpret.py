@@ -9,9 +9,12 @@ import torch
 from test_unet import digit_data, tiny_arch
 
 from fastbase.interpret import InterpretationError
-from fastbase.metrics import MeanIoU, acc_segmentation
-from fastbase.seg_interpret import SegmentationInterpretation
-from fastbase.vision.unet import unet_learner
+from fastbase.vision.segmentation import (
+    MeanIoU,
+    SegmentationInterpretation,
+    acc_segmentation,
+    unet_learner,
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +103,18 @@ def test_plot_confusion_matrix_names_the_classes(trained):
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["background", "digit"]
     assert len(ax.texts) == 4
+
+
+def test_show_results_interpretation_and_image_segment_colour_a_class_alike(trained):
+    """One mask painter: each class has one colour in `show_results`, in the interpretation's plot and
+    in `ImageSegment.show` (the same colour map, bounds and class count)."""
+    from fastbase.vision.segmentation import ImageSegment, show_segment_results
+
+    results = show_segment_results(trained, rows=1, return_fig=True)  # SegmentationDataBunch.show_results
+    top = SegmentationInterpretation.from_learner(trained).plot_top_losses(k=1, return_fig=True)
+    alone = ImageSegment(torch.tensor([[0, 1]]), trained.data.classes).show()
+    painted = [results.axes[0].images[-1], top.axes[1].images[-1], alone.images[-1]]
+    for code in (0, 1):
+        colours = {tuple(np.round(im.cmap(im.norm(code)), 6)) for im in painted}
+        assert len(colours) == 1, f"class {code} is drawn in {len(colours)} colours: {colours}"
+    assert {im.norm.vmin for im in painted} == {-0.5} and {im.norm.vmax for im in painted} == {1.5}

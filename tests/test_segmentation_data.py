@@ -12,10 +12,17 @@ from fastbase.core import Path
 from fastbase.data import DataError, LabelError, imagenet_stats
 from fastbase.learner import load_learner
 from fastbase.losses import CrossEntropyFlat
-from fastbase.metrics import MeanIoU, acc_segmentation, dice
 from fastbase.vision import models
 from fastbase.vision.image import Image, get_image_files, open_image
-from fastbase.vision.segmentation import ImageSegment, SegmentationItemList, open_mask
+from fastbase.vision.segmentation import (
+    ImageSegment,
+    MeanIoU,
+    SegmentationItemList,
+    acc_segmentation,
+    dice,
+    open_mask,
+    unet_learner,
+)
 from fastbase.vision.transforms import (
     Brightness,
     Contrast,
@@ -24,7 +31,6 @@ from fastbase.vision.transforms import (
     Zoom,
     get_transforms,
 )
-from fastbase.vision.unet import unet_learner
 
 
 @pytest.fixture(scope="module")

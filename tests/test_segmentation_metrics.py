@@ -12,15 +12,8 @@ from fastbase.core import FastbaseError
 from fastbase.data import DataBunch
 from fastbase.layers import SigmoidRange
 from fastbase.losses import CrossEntropyFlat
-from fastbase.metrics import (
-    AvgMetric,
-    MeanIoU,
-    acc_segmentation,
-    as_metric,
-    dice,
-    foreground_acc,
-    per_item_loss,
-)
+from fastbase.metrics import AvgMetric, as_metric, per_item_loss
+from fastbase.vision.segmentation import MeanIoU, acc_segmentation, dice, foreground_acc
 
 
 def scores(pred_map: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fastbase.vision.show import mask_colormap, show_mask
+from fastbase.vision.segmentation import mask_colormap, show_mask
 
 
 def test_show_mask_draws_the_classes_over_the_image_with_alpha():

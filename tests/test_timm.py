@@ -11,13 +11,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from fastbase.compare import compare_archs
 from fastbase.core import FastbaseError
 from fastbase.data import DataBunch
-from fastbase.interpret import InterpretationError, cam_layer, grad_cam
+from fastbase.interpret import InterpretationError
 from fastbase.learner import load_learner
 from fastbase.vision import models
 from fastbase.vision.activations import stage_outputs
+from fastbase.vision.compare import compare_archs
+from fastbase.vision.interpret import cam_layer, grad_cam
 from fastbase.vision.learner import cnn_learner
 from fastbase.vision.models import PretrainedWeightsError
 from fastbase.vision.timm_models import (

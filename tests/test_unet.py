@@ -15,11 +15,16 @@ from fastbase.datasets import URLs, untar_data
 from fastbase.layers import NormType, SelfAttention, conv_layer
 from fastbase.learner import load_learner
 from fastbase.losses import CrossEntropyFlat
-from fastbase.metrics import MeanIoU, acc_segmentation
 from fastbase.vision import models
 from fastbase.vision.learner import create_body
 from fastbase.vision.models import arch_meta, weights_file
-from fastbase.vision.unet import DynamicUnet, UnetBlock, unet_learner
+from fastbase.vision.segmentation import (
+    DynamicUnet,
+    MeanIoU,
+    UnetBlock,
+    acc_segmentation,
+    unet_learner,
+)
 
 
 class DigitMasks(Dataset):
@@ -212,7 +217,7 @@ def test_an_encoder_returning_its_feature_maps_as_a_list_works():
             first = self.a(x)
             return [first, self.b(first)]
 
-    from fastbase.vision.unet import unet_layer_groups
+    from fastbase.vision.segmentation import unet_layer_groups
 
     unet = DynamicUnet(TwoScales(), n_classes=2, img_size=(16, 16))
     assert unet.pyramid and unet.skip_idxs == [0] and unet(torch.randn(1, 3, 16, 16)).shape == (1, 2, 16, 16)

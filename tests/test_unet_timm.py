@@ -8,9 +8,8 @@ from torch import nn
 
 from fastbase.core import FastbaseError
 from fastbase.learner import load_learner
-from fastbase.metrics import acc_segmentation
+from fastbase.vision.segmentation import DynamicUnet, acc_segmentation, unet_learner
 from fastbase.vision.timm_models import timm_features_encoder
-from fastbase.vision.unet import DynamicUnet, unet_learner
 
 timm = pytest.importorskip("timm", reason="timm encoders are optional: pip install 'fastbase[timm]'")
 

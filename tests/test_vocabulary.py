@@ -20,9 +20,9 @@ from fastbase import basics, vision
 from fastbase.callbacks import EarlyStopping, EarlyStoppingCallback, SaveModelCallback
 from fastbase.core import Config, noop
 from fastbase.data import DatasetType
+from fastbase.learner import load_learner
 from fastbase.train import lr_find
 from fastbase.vision.data import ImageList
-from fastbase.vision.inference import load_learner
 from fastbase.vision.show import plot_multi, show_image
 from fastbase.vision.web_images import download_images, verify_images
 

@@ -92,7 +92,7 @@ class MixUp(Callback):
             learn.yb = (torch.stack([y.float(), y_j.float(), lam], dim=1), *learn.yb[1:])
 
     def _n_classes(self, y) -> int:
-        c = getattr(self.learn.data, "c", None)
+        c = self.learn.data.c
         return int(c) if c else int(y.max()) + 1
 
     def compute_loss(self):

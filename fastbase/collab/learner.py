@@ -1,6 +1,7 @@
 """Layer 6: `collab_learner` and `CollabLearner`, a Learner that also reads its model's embeddings
-by user or item name (`bias`, `weight`), as lesson 4 does; `pca` to look at those factors; and the
-`load_learner` that gives a `CollabLearner` back from an export.
+by user or item name (`bias`, `weight`), as lesson 4 does; and `pca` to look at those factors.
+`load_learner` (the one of `fastbase.learner`, re-exported here) gives a `CollabLearner` back from
+its export, which records the Learner's class.
 
 Top and bottom items by bias, with the names in `names`::
 
@@ -14,7 +15,9 @@ from torch import nn
 from .. import learner as base
 from ..core import ifnone
 from ..data import DataError, FloatItem, format_list
+from ..export import model_spec
 from ..layers import emb_sz_rule
+from ..learner import load_learner
 from ..loop import eval_grad_mode
 from .data import UNKNOWN, CollabDataBunch
 from .models import EmbeddingDotBias, EmbeddingNN
@@ -95,21 +98,8 @@ def collab_learner(data: CollabDataBunch, n_factors: int | None = None, use_nn: 
         kwargs = {"n_factors": int(n_factors or 50), "n_users": sizes[0], "n_items": sizes[1], "y_range": y_range}
         factory = EmbeddingDotBias
     learn = CollabLearner(data, factory(**kwargs), **learn_kwargs)
-    learn.model_spec = {"factory": f"{factory.__module__}:{factory.__qualname__}", "kwargs": kwargs}
+    learn.model_spec = model_spec(factory, kwargs)
     return learn
-
-
-def load_learner(path, fname="export.pkl", device=None) -> CollabLearner:
-    """The `CollabLearner` that `export` wrote (`path` is the file or its folder), with the user and
-    item names it was trained on, ready for `predict`, `bias` and `weight`."""
-    learn = base.load_learner(path, fname, device=device)
-    if not isinstance(learn.data, CollabDataBunch):
-        raise DataError(f"{path} holds a {type(learn.data).__name__} export, not a collaborative-filtering one; "
-                        "load it with fastbase.learner.load_learner.")
-    collab = CollabLearner(learn.data, learn.model, loss_func=learn.loss_func, path=learn.path,
-                           model_spec=learn.model_spec, silent=True)
-    collab.model.eval()
-    return collab
 
 
 def pca(t: torch.Tensor, k: int = 3) -> torch.Tensor:

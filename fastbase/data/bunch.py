@@ -17,12 +17,13 @@ from ..core import Path, defaults, ifnone, listify, seed_worker, to_device
 from .base import DataError, DatasetType, EmptyDatasetError
 from .items import ItemBase, prediction_item
 from .loader import DeviceDataLoader, Normalizer
+from .task import TaskData
 from .workers import resolve_num_workers
 
 __all__ = ["DataBunch"]
 
 
-class DataBunch:
+class DataBunch(TaskData):
     """Training, validation and optional test loaders on one device, with shared batch transforms.
 
     `classes`, `c` and `multi_label` come from the training dataset. Build one with `create` from
@@ -243,8 +244,6 @@ class DataBunch:
         (n, c, H, W), the (H, W) map of class indexes. `prediction_item` is the rule."""
         items = [prediction_item(row, self.classes, self.multi_label, thresh)[0] for row in probs]
         return [getattr(item, "obj", item) for item in items]
-
-    pixel_item = None  # the item class `predict` wraps a per-pixel class map in (None: the map itself)
 
     def item_files(self, path) -> list[Path]:
         """The files of folder `path` (and its subfolders) that are items of this kind of data, sorted;

@@ -77,20 +77,17 @@ class EmptyLabel(ItemBase):
 
 
 def prediction_item(out: torch.Tensor, classes=None, multi_label: bool = False, thresh: float = 0.5,
-                    regression: bool = False, pixel_item=None):
+                    regression: bool = False):
     """`(item, decoded tensor)` of one prediction `out` (after the loss's activation): a Category and
     its index, a MultiCategory and its multi-hot vector (classes above `thresh`), or, for
     `regression`, a FloatItem and the values; for per-pixel probabilities `(c, H, W)`, the `(H, W)` map of
     class indexes (as an item and as the decoded tensor). The one rule for turning a prediction into
-    labels: `Learner.predict`, `DataBunch.decode_preds` (`predict_folder`, `fastbase predict`) use it.
-    With `pixel_item` (the item class of a class map, e.g. vision's `ImageSegment`), a per-pixel
-    prediction gives that item of the `(1, H, W)` map and the map, as fastai v1."""
+    labels: `DataBunch.decode_prediction` (`Learner.predict`) and `DataBunch.decode_preds`
+    (`predict_folder`, `fastbase predict`) use it; a task whose item is a map wraps the map itself."""
     if regression:
         return FloatItem(out.reshape(-1)[0] if out.numel() == 1 else out), out
     if out.dim() > 1 and not multi_label:  # segmentation: one class per pixel, the map is the item
         idx = out.argmax(0)
-        if pixel_item is not None:
-            return pixel_item(idx[None], classes), idx[None]
         return idx, idx
     if multi_label:
         hot = (out > thresh).float()

@@ -160,6 +160,10 @@ class TabularDataBunch(DataBunch):
             frame["target"] = [str(ds.y.reconstruct(t)) for t in ds.targets[idx]]
         return frame
 
+    def plot_top_losses(self, interp, k: int = 9, largest: bool = True, **kwargs):
+        """A table's top losses are its rows: `interp.plot_tab_top_losses(k, largest)`, a DataFrame."""
+        return interp.plot_tab_top_losses(k, largest)
+
     def one_batch_rows(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train):
         """The first `rows` rows of one batch of `ds_type`, decoded (see `decoded_rows`)."""
         (cats, conts), y = next(iter(self.dl(ds_type)))

@@ -15,6 +15,7 @@ from ..data import DatasetType
 from ..data.categories import require_pandas
 from ..figures import finish_figure, subplots
 from ..metrics import as_metric
+from .data import TabularDataBunch
 
 __all__ = ["permutation_importance", "plot_importance"]
 
@@ -48,13 +49,13 @@ def permutation_importance(learn, ds_type: DatasetType = DatasetType.Valid, metr
     most important first; `baseline` is in its `attrs`."""
     pd = require_pandas()
     data = learn.data
-    if not hasattr(data, "processor"):
+    if not isinstance(data, TabularDataBunch):
         raise FastbaseError(f"permutation_importance needs a tabular Learner (a TabularDataBunch); this one's data is "
                             f"a {type(data).__name__}.")
     if n_repeats < 1:
         raise FastbaseError(f"n_repeats must be at least 1, got {n_repeats}.")
     ds = data.dl(ds_type).dataset
-    if not getattr(ds, "labelled", True):
+    if not data.has_labels(ds_type):
         raise FastbaseError(f"The {DatasetType(ds_type).name} set has no labels, so there is no score to lose.")
     metric = None if metric is None else as_metric(metric)
     sign = 1.0 if metric is None else -1.0  # a loss grows when the model gets worse; a metric falls

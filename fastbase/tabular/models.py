@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from ..core import FastbaseError, ifnone, listify
+from ..export import model_spec
 from ..layers import SigmoidRange, bn_drop_lin, emb_sz_rule
 from ..learner import Learner
 from ..metrics import Metric
+from .data import TabularDataBunch
 
 __all__ = ["TabularModel", "emb_sz_rule", "exp_rmspe", "fused_adam", "tabular_learner"]
 
@@ -78,7 +80,7 @@ def tabular_learner(data, layers=(200, 100), emb_szs=None, metrics=None, ps=None
     unless `emb_szs` ({column: width}) says, one output per class (or per regression target).
     Other keyword arguments go to `Learner` (`loss_func`, `wd`, `callback_fns`...); `opt_func`
     defaults to `fused_adam` (Adam, one fused kernel per step: small models step much faster)."""
-    if not hasattr(data, "get_emb_szs"):
+    if not isinstance(data, TabularDataBunch):
         raise FastbaseError(f"tabular_learner needs a TabularDataBunch (TabularList...databunch() or "
                             f"TabularDataBunch.from_df); got a {type(data).__name__}.")
     out_sz = data.c
@@ -93,7 +95,7 @@ def tabular_learner(data, layers=(200, 100), emb_szs=None, metrics=None, ps=None
               "y_range": None if y_range is None else [float(v) for v in y_range], "use_bn": bool(use_bn),
               "bn_final": bool(bn_final)}
     model = TabularModel(**kwargs)
-    spec = {"factory": "fastbase.tabular.models:TabularModel", "kwargs": kwargs}
+    spec = model_spec(TabularModel, kwargs)
     learn_kwargs.setdefault("opt_func", fused_adam)
     return Learner(data, model, metrics=metrics, model_spec=spec, **learn_kwargs)
 

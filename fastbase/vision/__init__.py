@@ -81,6 +81,7 @@ from ..data import (
     mnist_stats,
 )
 from ..datasets import URLs, download_data, untar_data
+from ..interpret import ClassificationInterpretation
 from ..layers import (
     AdaptiveConcatPool2d,
     Flatten,
@@ -105,36 +106,37 @@ from ..layers import (
     res_block,
     simple_cnn,
 )
-from ..learner import Learner
+from ..learner import Learner, load_learner
 from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy
-from ..metrics import (
-    MeanIoU,
-    acc_segmentation,
-    accuracy,
-    accuracy_thresh,
-    dice,
-    error_rate,
-    fbeta,
-    foreground_acc,
-    top_k_accuracy,
-)
+from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from ..namespace import PLOTTING, notebook_namespace
 from ..recorder import Recorder
 from ..train import lr_find
 from . import models
 from .activations import show_activations, show_filters
+from .compare import compare_archs, plot_compare
 from .data import ImageDataBunch, ImageList
 from .image import Image, ResizeMethod, get_image_files, open_image
-from .inference import load_learner
+from .interpret import grad_cam
 from .learner import cnn_learner, create_body, create_cnn, create_head
 from .rand_pad import RandPad, rand_pad
 from .segmentation import (
+    DynamicUnet,
     ImageSegment,
+    MeanIoU,
+    SegmentationDataBunch,
+    SegmentationInterpretation,
     SegmentationItemList,
     SegmentationLabelList,
+    UnetBlock,
+    acc_segmentation,
+    dice,
+    foreground_acc,
     open_mask,
+    show_mask,
+    unet_learner,
 )
-from .show import plot_multi, show_image, show_mask
+from .show import plot_multi, show_image
 from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (
     Brightness,
@@ -146,7 +148,6 @@ from .transforms import (
     Zoom,
     get_transforms,
 )
-from .unet import DynamicUnet, UnetBlock, unet_learner
 from .web_images import download_images, verify_images
 
 __all__ = [  # sorted; see the module docstring for what they are
@@ -155,15 +156,16 @@ __all__ = [  # sorted; see the module docstring for what they are
     "EarlyStopping", "EarlyStoppingCallback", "F", "FastbaseError", "Flip", "FloatItem", "FloatList",
     "GradientAccumulation", "GradientClipping", "Image", "ImageDataBunch", "ImageList", "ItemBase", "ItemList",
     "ItemLists", "LRFinder", "LabelList", "LabelLists", "LabelSmoothingCrossEntropy", "Learner", "MixUp",
-    "MixUpCallback", "MixUpLoss", "MixedPrecision", "MultiCategory", "MultiCategoryList", "OneCycleScheduler", "Order", "Path",
-    "ProgressCallback", "RandPad", "RecalibrateBN", "Recorder", "ReduceLROnPlateau", "ReduceLROnPlateauCallback", "ResizeMethod",
-    "Rotate", "SaveModelCallback", "TensorBoardLogger", "TensorDataset", "TerminateOnNaN", "URLs", "Warp", "Zoom",
-    "accuracy", "accuracy_thresh", "array", "cifar_stats", "cnn_learner", "compare_archs", "create_body", "create_cnn",
-    "create_head", "defaults", "doc", "download_data", "download_images", "error_rate", "fbeta", "gc", "get_files",
-    "get_image_files", "get_transforms", "grad_cam", "gzip", "imagenet_stats", "itemgetter", "load_data",
-    "load_learner", "lr_find", "math", "mnist_stats", "models", "nn", "noop", "np", "open_image", "optim", "os",
-    "partial", "pickle", "plot_compare", "plot_multi", "plt", "rand_pad", "re", "set_seed", "show_activations", "show_filters",
-    "show_image", "tensor", "top_k_accuracy", "torch", "untar_data", "verify_images",
+    "MixUpCallback", "MixUpLoss", "MixedPrecision", "MultiCategory", "MultiCategoryList", "OneCycleScheduler",
+    "Order", "Path", "ProgressCallback", "RandPad", "RecalibrateBN", "Recorder", "ReduceLROnPlateau",
+    "ReduceLROnPlateauCallback", "ResizeMethod", "Rotate", "SaveModelCallback", "TensorBoardLogger", "TensorDataset",
+    "TerminateOnNaN", "URLs", "Warp", "Zoom", "accuracy", "accuracy_thresh", "array", "cifar_stats", "cnn_learner",
+    "compare_archs", "create_body", "create_cnn", "create_head", "defaults", "doc", "download_data",
+    "download_images", "error_rate", "fbeta", "gc", "get_files", "get_image_files", "get_transforms", "grad_cam",
+    "gzip", "imagenet_stats", "itemgetter", "load_data", "load_learner", "lr_find", "math", "mnist_stats", "models",
+    "nn", "noop", "np", "open_image", "optim", "os", "partial", "pickle", "plot_compare", "plot_multi", "plt",
+    "rand_pad", "re", "set_seed", "show_activations", "show_filters", "show_image", "tensor", "top_k_accuracy",
+    "torch", "untar_data", "verify_images",
 ]
 __all__ += [  # hooks and model building blocks (fastbase.hooks, fastbase.layers); sorted
     "ActivationStats", "AdaptiveConcatPool2d", "Flatten", "Hook", "Hooks", "Lambda", "MergeLayer", "NormType",
@@ -171,21 +173,17 @@ __all__ += [  # hooks and model building blocks (fastbase.hooks, fastbase.layers
     "conv_layer", "dummy_eval", "flatten_model", "hook_output", "hook_outputs", "icnr", "in_channels", "init_default",
     "model_sizes", "num_features_model", "relu", "requires_grad", "res_block", "simple_cnn",
 ]
-__all__ += [  # segmentation models, loss and metrics (fastbase.vision.unet, fastbase.losses, fastbase.metrics); sorted
+__all__ += [  # segmentation models, loss and metrics (fastbase.vision.segmentation, fastbase.losses); sorted
     "CrossEntropyFlat", "DynamicUnet", "MeanIoU", "SigmoidRange", "UnetBlock", "acc_segmentation", "dice",
     "foreground_acc", "unet_learner",
 ]
 __all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and interpretation
-__all__ += ["ImageSegment", "SegmentationItemList", "SegmentationLabelList", "open_mask"]  # segmentation data
+__all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "SegmentationLabelList",
+            "open_mask"]  # segmentation data
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
-# Loaded on first use (fastbase.namespace): `plt` and `pd` so that importing fastbase does not pay for
-# pyplot or pandas; the interpretation and comparison tools because they sit above this package (they
-# import its modules), so importing them here would be circular.
-_LAZY = {**PLOTTING,
-         "ClassificationInterpretation": "fastbase.interpret:ClassificationInterpretation",
-         "SegmentationInterpretation": "fastbase.seg_interpret:SegmentationInterpretation",
-         "grad_cam": "fastbase.interpret:grad_cam", "compare_archs": "fastbase.compare:compare_archs",
-         "plot_compare": "fastbase.compare:plot_compare"}
+# Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
+# pyplot or pandas.
+_LAZY = {**PLOTTING}
 __getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY)
 
 

@@ -60,7 +60,8 @@ def stage_outputs(model: nn.Module, x: torch.Tensor, modules=None) -> list[tuple
     for target in targets:
         out = next((found[id(m)] for m in _last_chain(target) if id(m) in found), None)
         if isinstance(out, torch.Tensor) and out.dim() == 4:
-            outputs.append((f"{names.get(id(target), '')} {type(target).__name__}".strip(), out[0].detach().float().cpu()))
+            name = f"{names.get(id(target), '')} {type(target).__name__}".strip()
+            outputs.append((name, out[0].detach().float().cpu()))
     if modules is None:  # keep the last module of each spatial size
         outputs = [o for i, o in enumerate(outputs) if i == len(outputs) - 1 or
                    o[1].shape[-2:] != outputs[i + 1][1].shape[-2:]]

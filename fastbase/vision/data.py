@@ -28,7 +28,6 @@ from ..data import (
 from ..data.item_list import labels_from_re
 from .data_checks import (
     check_class_folders,
-    check_masks,
     check_tfm_y,
     find_folder,
     resolve_file,
@@ -52,9 +51,9 @@ from .image import (
     open_image,
     resize_image,
 )
+from .interpret import plot_image_top_losses
 from .item_cache import cache_budget
 from .label_table import df_table, read_csv_table
-from .segment import ImageSegment, SegmentationDataset, SegmentationLabelList
 from .show import show_image_batch, show_image_results
 from .transforms import (
     BatchAugment,
@@ -95,9 +94,10 @@ class ImageList(ItemList):
 class ImageDataBunch(DataBunch):
     """A DataBunch of labelled images. Batches reach the model as float `(n, 3, *size)` in [0, 1]
     (`(n, 1, *size)` for gray images, `convert_mode='L'`; normalised once `normalize` is called) with
-    int64 class indices, float multi-hot targets, or int64 masks `(n, 1, *size)` for segmentation."""
-    pixel_item = ImageSegment  # what `predict` makes of a per-pixel class map
+    int64 class indices or float multi-hot targets. A task whose targets are images too (segmentation's
+    masks) subclasses it: `tfm_y` moves targets with their images, `_datasets` builds its datasets."""
     convert_mode = "RGB"
+    tfm_y = False  # targets are labels, not images moved with their inputs
 
     # --- factories: files and labels ------------------------------------------------------------
     @classmethod
@@ -231,19 +231,10 @@ class ImageDataBunch(DataBunch):
         padding_mode = padding_mode or next((t.padding_mode for t in train_tfms if getattr(t, "padding_mode", None)),
                                             "reflection")
         train_y = lls.train.y
-        segmentation = isinstance(train_y, SegmentationLabelList)
-        check_tfm_y(segmentation, tfm_y, train_y, bool(train_tfms) or size is not None)
+        cls._check_labels(lls, tfm_y, bool(train_tfms) or size is not None)
         common = {"classes": train_y.classes, "size": size, "resize_method": method, "padding_mode": padding_mode,
                   "convert_mode": lls.train.x.settings.get("convert_mode", "RGB")}
-        if segmentation:
-            check_masks(lls)
-            make = functools.partial(SegmentationDataset, **common)
-            train_ds = make(lls.train.x.items, lls.train.y.items, canvas=needs_canvas(train_tfms))
-            valid_ds = make(lls.valid.x.items, lls.valid.y.items)
-        else:
-            make = functools.partial(ImageDataset, multi_label=train_y.multi_label, **common)
-            train_ds = make(lls.train.x.items, train_y.targets, canvas=needs_canvas(train_tfms))
-            valid_ds = make(lls.valid.x.items, lls.valid.y.targets)
+        train_ds, valid_ds, make = cls._datasets(lls, common, needs_canvas(train_tfms))
         train_ds.item_list, valid_ds.item_list = lls.train.x, lls.valid.x
         if cache_items is None:
             cache_items = size is not None and train_ds.cache_nbytes + valid_ds.cache_nbytes <= cache_budget()
@@ -255,10 +246,10 @@ class ImageDataBunch(DataBunch):
             test_ds = make(test_items, None, cache=bool(cache_items))
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         hw = size_hw(size)
-        augment = BatchAugment(train_tfms, hw, method, padding_mode, generator, segmentation) if train_tfms else ToFloat()
+        augment = BatchAugment(train_tfms, hw, method, padding_mode, generator, cls.tfm_y) if train_tfms else ToFloat()
         fix_ds = train_ds.new(canvas=False)
         if train_tfms:  # `train_ds[i]` augments each item afresh, with the global generator (not the loader's)
-            train_ds.item_tfm = BatchAugment(train_tfms, hw, method, padding_mode, None, segmentation)
+            train_ds.item_tfm = BatchAugment(train_tfms, hw, method, padding_mode, None, cls.tfm_y)
         data = cls.create(train_ds, valid_ds, test_ds, path=path, bs=bs, val_bs=val_bs, num_workers=num_workers,
                           dl_tfms=dl_tfms, device=device, collate_fn=collate_fn, seed=seed,
                           fix_ds=fix_ds, train_tfms=[augment], valid_tfms=[ToFloat()])
@@ -266,6 +257,18 @@ class ImageDataBunch(DataBunch):
         data.label_lists, data.loss_func = lls, train_y.loss_func
         data._set_image_settings(size, method, padding_mode, common["convert_mode"])
         return data
+
+    @classmethod
+    def _check_labels(cls, lls, tfm_y: bool, resizes: bool) -> None:
+        """Refuse labels this kind of bunch cannot train on (here: `tfm_y` with labels that are not images)."""
+        check_tfm_y(cls.tfm_y, tfm_y, lls.train.y, resizes)
+
+    @classmethod
+    def _datasets(cls, lls, common: dict, canvas: bool):
+        """(train, valid, make): the datasets of the labelled lists, and how to make another (the test set's)."""
+        make = functools.partial(ImageDataset, multi_label=lls.train.y.multi_label, **common)
+        train_ds = make(lls.train.x.items, lls.train.y.targets, canvas=canvas)
+        return train_ds, make(lls.valid.x.items, lls.valid.y.targets), make
 
     def _set_image_settings(self, size, resize_method, padding_mode, convert_mode: str = "RGB") -> None:
         self.size, self.resize_method, self.padding_mode = size_hw(size), ResizeMethod(resize_method), padding_mode
@@ -277,12 +280,10 @@ class ImageDataBunch(DataBunch):
         items = get_image_files(items) if isinstance(items, (str, os.PathLike)) else getattr(items, "items", items)
         if not isinstance(items, ImageDataset):
             items, _ = check_files(list(items), None, "test", check_images, skip_bad)
-            segments = not self.inference_only and isinstance(self.valid_ds, SegmentationDataset)
-            unlabelled = {"masks": None} if segments else {"y": None}
             items = ImageDataset(items, classes=self.classes, multi_label=self.multi_label, size=self.size,
                                  resize_method=self.resize_method, padding_mode=self.padding_mode,
                                  convert_mode=self.convert_mode) \
-                if self.inference_only else self.valid_ds.new(items=items, **unlabelled)
+                if self.inference_only else self.valid_ds.unlabelled(items)
         if self.inference_only:  # no validation loader to copy: one in this process, as `one_item` reads
             self.test_dl = DeviceDataLoader(DataLoader(items, batch_size=64), self.device,
                                             [ToFloat(), *([] if self.norm is None else [self.norm])])
@@ -302,8 +303,7 @@ class ImageDataBunch(DataBunch):
         kept = [t for t in train_tfms if not isinstance(t, (Zoom, RandomCrop))]
         tfms = [RandomCrop(), *kept, Zoom(max_zoom=scale, min_zoom=scale, p=1.0)]
         dataset = loader.dataset.new(canvas=True)
-        augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode,
-                               tfm_y=isinstance(dataset, SegmentationDataset))
+        augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode, tfm_y=self.tfm_y)
         norm = [] if self.norm is None else [self.norm]
         return loader.new(tfms=[augment, *norm], dataset=dataset, shuffle=False, drop_last=False)
 
@@ -324,7 +324,8 @@ class ImageDataBunch(DataBunch):
             x = item if item.dtype == torch.uint8 else (item.float().clamp(0, 1) * 255).round().to(torch.uint8)
             x = x.expand(n, *x.shape) if x.dim() == 2 else (x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x)
             if x.dim() != 3 or x.shape[0] != n:
-                raise DataError(f"one_item expects an image tensor {n} x H x W or H x W, got shape {tuple(item.shape)}.")
+                raise DataError(f"one_item expects an image tensor {n} x H x W or H x W, "
+                                f"got shape {tuple(item.shape)}.")
         else:
             if not hasattr(item, "mode"):  # a file or its bytes, not a PIL image
                 reason = check_image(item)
@@ -337,6 +338,11 @@ class ImageDataBunch(DataBunch):
             x = resize_image(x, self.size, self.resize_method, self.padding_mode)
         x = to_device(x.float().div(255).unsqueeze(0), self.device)
         return (x if self.norm is None else self.norm.norm(x)), torch.zeros(1, dtype=torch.long, device=self.device)
+
+    def input_spec(self) -> dict:
+        """The size inputs are resized to ([h, w] or None), the resize method's name and the padding mode."""
+        return {"size": None if self.size is None else list(self.size), "resize_method": self.resize_method.name,
+                "padding_mode": self.padding_mode}
 
     def export_state(self) -> dict:
         """The DataBunch's export state plus the image settings `one_item` needs: `size` ([h, w] or None),
@@ -363,3 +369,8 @@ class ImageDataBunch(DataBunch):
                      **kwargs):
         """Draw images of one `ds_type` batch titled with `learn`'s prediction and the target."""
         return show_image_results(learn, ds_type, rows, figsize, **kwargs)
+
+    def plot_top_losses(self, interp, k: int = 9, largest: bool = True, **kwargs):
+        """The `k` images of `interp` with the largest (or smallest) losses in a grid, with an optional
+        Grad-CAM heatmap (`plot_image_top_losses` says how)."""
+        return plot_image_top_losses(interp, k, largest, **kwargs)

@@ -1,6 +1,6 @@
 """Layer 6: the checks on the way to an ImageDataBunch: the factories' folders and class folders,
-unreadable files (left out or named), the transforms' split into training and validation, and the
-masks of segmentation data (they exist; `tfm_y` where masks must move with their images)."""
+unreadable files (left out or named), the transforms' split into training and validation, and
+`tfm_y` (targets that are images, such as masks, must move with their images, and only they)."""
 from __future__ import annotations
 
 from ..core import Path, is_listy
@@ -8,7 +8,7 @@ from ..data import DataError, LabelError, LabelList, LabelLists
 from .dataset import check_files, format_list
 from .transforms import CenterCrop, GeometricTransform, LightingTransform
 
-__all__ = ["check_class_folders", "check_masks", "check_tfm_y", "find_folder", "resolve_file", "split_tfms",
+__all__ = ["check_class_folders", "check_tfm_y", "find_folder", "resolve_file", "split_tfms",
            "without_bad_files"]
 
 
@@ -30,7 +30,8 @@ def check_class_folders(train_dir: Path, items, skip_bad: bool) -> None:
         raise LabelError(f"{len(loose)} image(s) lie directly in {train_dir} ({format_list(loose)}), outside any "
                          "class folder: move them into a folder named after their class.")
     used = {fn.relative_to(train_dir).parts[0] for fn in items}  # class folders may hold subfolders
-    empty = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in used)
+    empty = sorted(p.name for p in train_dir.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and p.name not in used)
     if empty and not skip_bad:
         raise DataError(f"Class folder(s) {format_list(empty)} in {train_dir} hold no images: add images or "
                         "remove the folder(s) (skip_bad=True leaves them out).", options={"skip_bad": True})
@@ -50,22 +51,14 @@ def without_bad_files(lls, check_images: bool, skip_bad: bool):
     return new
 
 
-def check_tfm_y(segmentation: bool, tfm_y: bool, train_y, resizes: bool) -> None:
-    if tfm_y and not segmentation:
+def check_tfm_y(image_targets: bool, tfm_y: bool, train_y, resizes: bool) -> None:
+    """`tfm_y` is set exactly when the targets are images (`image_targets`) that the transforms resize."""
+    if tfm_y and not image_targets:
         raise DataError(f"tfm_y=True moves targets that are images (masks) with their images; these labels are a "
                         f"{type(train_y).__name__}. Leave tfm_y out, or label with masks (SegmentationItemList).")
-    if segmentation and resizes and not tfm_y:
+    if image_targets and resizes and not tfm_y:
         raise DataError("Segmentation masks must be resized and moved with their images: pass tfm_y=True to "
                         "transform (e.g. .transform(get_transforms(), size=128, tfm_y=True)).")
-
-
-def check_masks(lls) -> None:
-    """Every training and validation mask file exists: a LabelError names the missing ones, with images."""
-    missing = [(m, fn) for ll in (lls.train, lls.valid) for fn, m in zip(ll.x.items, ll.y.items) if not Path(m).is_file()]
-    if missing:
-        listing = format_list(f"{m} (for {Path(fn).name})" for m, fn in missing)
-        raise LabelError(f"{len(missing)} mask file(s) do not exist: {listing}. Check the label function (get_y_fn): "
-                         "it should return the mask's path for an image's path.")
 
 
 def split_tfms(ds_tfms):

@@ -38,12 +38,13 @@ class ImageDataset(Dataset):
     deterministic centre crop, pad or squish), y a `Category`, a `MultiCategory` when `multi_label`, a
     `FloatItem` for regression targets (float, no classes) or an `EmptyLabel` for unlabelled (test)
     items. `targets` holds them all as one tensor (int64 class indices, float multi-hot `(n, c)` or
-    float values `(n, k)`), and `y` as a label list (`y[i]` an item, `y.classes`). DataLoaders fetch whole batches through `__getitems__` instead, which
-    gives `(x uint8, y, src_hw)` per item: uint8 is 4x cheaper to collate and to move to the device,
-    and `src_hw` (the extent of the picture, see `transforms.crop_matrices`) lets the batch transforms
-    place the crop window. With `canvas=True` (training with augmentation) items keep more than the
-    window, in a canvas of one size, so the single batch resample can take the window from anywhere in
-    it. For CROP the image is resized exactly as validation images are (so that it just covers `size`),
+    float values `(n, k)`), and `y` as a label list (`y[i]` an item, `y.classes`). DataLoaders fetch
+    whole batches through `__getitems__` instead, which gives `(x uint8, y, src_hw)` per item: uint8 is
+    4x cheaper to collate and to move to the device, and `src_hw` (the extent of the picture, see
+    `transforms.crop_matrices`) lets the batch transforms place the crop window. With `canvas=True`
+    (training with augmentation) items keep more than the window, in a canvas of one size, so the
+    single batch resample can take the window from anywhere in it.
+    For CROP the image is resized exactly as validation images are (so that it just covers `size`),
     its long side kept up to `CANVAS_SCALE` times `size` and the rest of the canvas padded: a window is
     then sampled at one output pixel per canvas pixel, and training and validation images have the
     same sharpness (a resample that shrinks or enlarges would blur or alias them, and shift what
@@ -142,6 +143,10 @@ class ImageDataset(Dataset):
         """The items at `indices` (and their labels) as a dataset of this kind and settings."""
         indices = list(indices)
         return self.new(items=[self.items[i] for i in indices], y=self.targets[indices] if self.labelled else None)
+
+    def unlabelled(self, items) -> ImageDataset:
+        """Other `items` with these settings and no labels (a test set)."""
+        return self.new(items=list(items), y=None)
 
     @property
     def canvas_hw(self) -> tuple[int, int] | None:

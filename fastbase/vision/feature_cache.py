@@ -86,9 +86,9 @@ def _split_head(head: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 def _random_tfms(data) -> list:
     """The training loader's transforms that are random (anything not known to be deterministic)."""
-    valid = {id(t) for t in getattr(data.valid_dl, "tfms", [])}
+    valid = {id(t) for t in data.valid_dl.tfms}
     found = []
-    for tfm in getattr(data.train_dl, "tfms", []):
+    for tfm in data.train_dl.tfms:
         if id(tfm) in valid or isinstance(tfm, (ToFloat, Normalizer)):
             continue
         if isinstance(tfm, BatchAugment):

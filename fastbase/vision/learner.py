@@ -12,15 +12,25 @@ import torch
 from torch import nn
 
 from ..core import FastbaseError, ifnone, listify
+from ..export import model_spec
 from ..hooks import num_features_model
 from ..layers import AdaptiveConcatPool2d, bn_drop_lin
 from ..learner import Learner
 from .feature_cache import DEFAULT_N_VIEWS, FeatureCache
 from .models import arch_meta, arch_name
-from .timm_models import TimmBody, arch_ref, is_timm_model, resolve_arch, timm_body
+from .timm_models import (
+    TimmBody,
+    arch_ref,
+    features_layer_groups,
+    is_features_encoder,
+    is_timm_model,
+    resolve_arch,
+    timm_body,
+)
 
 __all__ = [
     "AdaptiveConcatPool2d",
+    "body_layer_groups",
     "build_cnn_model",
     "cnn_layer_groups",
     "cnn_learner",
@@ -28,6 +38,8 @@ __all__ = [
     "create_cnn",
     "create_head",
     "num_features_model",
+    "pretrained_learner",
+    "resolve_pretrained_arch",
 ]
 
 
@@ -103,16 +115,26 @@ def build_cnn_model(arch: Callable, nc: int, pretrained: bool | str = False, cut
     return nn.Sequential(body, head)
 
 
-def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> list[nn.Module]:
-    """Body pieces starting at each index in `split`, then the head: [body[:s0], body[s0:s1], ..., head].
-    For a `TimmBody`, `split` indexes its stages (`TimmBody.layer_groups`)."""
-    body, head = model[0], model[1]
+def body_layer_groups(body: nn.Module, split: tuple[int, ...] | None) -> list[nn.Module]:
+    """The one layer-group splitter of a body (or encoder): pieces starting at each index in `split`.
+    An `nn.Sequential` is cut between its children ([body[:s0], body[s0:s1], ...]); a `TimmBody` or a
+    timm `features_only` encoder between its stages (`split` indexes them; by default a cut before
+    the first stage past stride 8); any other module stays whole."""
     if isinstance(body, TimmBody):
-        return [*body.layer_groups(split or ()), head]
+        return body.layer_groups(split or ())
+    if is_features_encoder(body):
+        return features_layer_groups(body, split or ())
+    if not isinstance(body, nn.Sequential):
+        return [body]
     bounds = [0, *(split or ()), len(body)]
     if sorted(bounds) != bounds or len(set(bounds)) != len(bounds):
         raise FastbaseError(f"Split points {split} must increase inside the body's {len(body)} children.")
-    return [body[a:b] for a, b in pairwise(bounds)] + [head]
+    return [body[a:b] for a, b in pairwise(bounds)]
+
+
+def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> list[nn.Module]:
+    """The body of `nn.Sequential(body, head)` split by `body_layer_groups`, then the head."""
+    return [*body_layer_groups(model[0], split), model[1]]
 
 
 def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = True, lin_ftrs=None, ps=0.5,
@@ -137,10 +159,11 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
 
     Layer groups follow the architecture's metadata: three for resnets (two for the body, one for
     the head), so `slice` learning rates reach every part. Unnormalised data are normalised with the
-    architecture's pretrained stats; data normalised with other stats get a warning. `channels_last=True` stores the weights and batches channels-last
-    (`learn.to_channels_last()`), faster on CPUs with oneDNN: see `bench/cpu_speed.py`. The default,
-    None, does so on the CPU for the architectures measured faster that way (`ArchMeta.channels_last_cpu`:
-    ResNets, MobileNets, EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
+    architecture's pretrained stats; data normalised with other stats get a warning.
+    `channels_last=True` stores the weights and batches channels-last (`learn.to_channels_last()`),
+    faster on CPUs with oneDNN: see `bench/cpu_speed.py`. The default, None, does so on the CPU for
+    the architectures measured faster that way (`ArchMeta.channels_last_cpu`: ResNets, MobileNets,
+    EfficientNets, RegNets, DenseNets); `False` keeps NCHW.
 
     `feature_cache` (default: `pretrained`): while the body is frozen with its BatchNorm fixed, fits,
     lr_find and validation run the head on cached body features (`FeatureCache`, with
@@ -150,25 +173,51 @@ def cnn_learner(data, base_arch: Callable, cut=None, pretrained: bool | str = Tr
     """
     if data.c is None:
         raise FastbaseError("cnn_learner needs data with classes (or `c` outputs); this DataBunch has neither.")
-    base_arch = resolve_arch(base_arch)
-    meta = arch_meta(base_arch)
-    if meta is not None and not isinstance(base_arch, type) and pretrained:
-        _check_normalization(data, meta.stats, arch_name(base_arch))
+    base_arch, meta = resolve_pretrained_arch(data, base_arch, pretrained)
     model = build_cnn_model(base_arch, data.c, pretrained, cut, lin_ftrs, ps, concat_pool, bn_final,
                             custom_head, init)
-    split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
-    groups = split(model) if callable(split) else cnn_layer_groups(model, split)
-    train_bn = ifnone(train_bn, not pretrained)
+    spec = None
+    if custom_head is None and cut is None:
+        spec = model_spec(build_cnn_model, {"arch": arch_ref(base_arch), "nc": data.c, "lin_ftrs": lin_ftrs, "ps": ps,
+                                            "concat_pool": concat_pool, "bn_final": bn_final, "init": None})
+
+    def add_feature_cache(learn: Learner) -> None:
+        learn.feature_cache = bool(pretrained) if feature_cache is None else feature_cache
+        learn.callbacks.append(FeatureCache(n_views=DEFAULT_N_VIEWS, auto=True))
+
     freeze_bn_stats = ifnone(freeze_bn_stats, "body" if pretrained else False)
-    learn = Learner(data, model, layer_groups=groups, train_bn=train_bn, freeze_bn_stats=freeze_bn_stats,
-                    **learn_kwargs)
-    if custom_head is None and cut is None and not callable(split):
-        learn.model_spec = {"factory": f"{build_cnn_model.__module__}:{build_cnn_model.__qualname__}",
-                            "kwargs": {"arch": arch_ref(base_arch), "nc": data.c, "lin_ftrs": lin_ftrs, "ps": ps,
-                                       "concat_pool": concat_pool, "bn_final": bn_final, "init": None},
-                            "layer_group_split": list(split)}
-    learn.feature_cache = bool(pretrained) if feature_cache is None else feature_cache
-    learn.callbacks.append(FeatureCache(n_views=DEFAULT_N_VIEWS, auto=True))
+    return pretrained_learner(data, model, meta, pretrained, cnn_layer_groups, split_on, cut, spec, train_bn,
+                              freeze_bn_stats, channels_last, add_feature_cache, **learn_kwargs)
+
+
+def resolve_pretrained_arch(data, arch, pretrained: bool | str):
+    """`(arch, metadata)` of an architecture given as `resolve_arch` takes it; a pretrained body of a
+    known family also normalises unnormalised `data` with its stats (a warning for other stats)."""
+    arch = resolve_arch(arch)
+    meta = arch_meta(arch)
+    if meta is not None and not isinstance(arch, type) and pretrained:
+        _check_normalization(data, meta.stats, arch_name(arch))
+    return arch, meta
+
+
+def pretrained_learner(data, model: nn.Module, meta, pretrained: bool | str, layer_groups: Callable, split_on, cut,
+                       spec: dict | None, train_bn: bool | None, freeze_bn_stats: bool | str | None,
+                       channels_last: bool | None, setup: Callable | None = None, **learn_kwargs) -> Learner:
+    """The set-up `cnn_learner` and `unet_learner` share, on a model built from a pretrained (or
+    random) body: layer groups (`split_on`, else the architecture's split unless `cut` is given,
+    through `layer_groups(model, split)`), the BatchNorm defaults (a pretrained body keeps its
+    BatchNorm: `train_bn=False`, and `freeze_bn_stats='finetune'` unless the caller chose another),
+    `model_spec` (`spec` plus the split, unless the split is a function), `setup(learn)` for the
+    caller's own parts, the body frozen when pretrained, and channels-last on the CPU for the
+    families measured faster that way."""
+    split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
+    groups = split(model) if callable(split) else layer_groups(model, split)
+    learn = Learner(data, model, layer_groups=groups, train_bn=ifnone(train_bn, not pretrained),
+                    freeze_bn_stats=ifnone(freeze_bn_stats, "finetune" if pretrained else False), **learn_kwargs)
+    if spec is not None and not callable(split):
+        learn.model_spec = {**spec, "layer_group_split": list(split)}
+    if setup is not None:
+        setup(learn)
     if pretrained:
         learn.freeze()
     if channels_last is None:

@@ -185,4 +185,11 @@ regnet_x_400mf = _torchvision_arch("regnet_x_400mf")
 regnet_x_800mf = _torchvision_arch("regnet_x_800mf")
 regnet_x_1_6gf = _torchvision_arch("regnet_x_1_6gf")
 
-__all__ += ["alexnet", "convnext_small", "convnext_tiny", "densenet121", "densenet161", "densenet169", "densenet201", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_1_6gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_y_1_6gf", "regnet_y_400mf", "regnet_y_800mf", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "squeezenet1_0", "squeezenet1_1", "vgg16_bn", "vgg19_bn", "wide_resnet50_2"]
+__all__ += [
+    "alexnet", "convnext_small", "convnext_tiny", "densenet121", "densenet161", "densenet169", "densenet201",
+    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5",
+    "efficientnet_b6", "efficientnet_b7", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+    "regnet_x_1_6gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_y_1_6gf", "regnet_y_400mf", "regnet_y_800mf",
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "squeezenet1_0", "squeezenet1_1",
+    "vgg16_bn", "vgg19_bn", "wide_resnet50_2",
+]

@@ -22,39 +22,30 @@ def show_image_batch(data, rows: int = 3, figsize=None, ds_type: DatasetType = D
     return _grid(items, rows, figsize, return_fig, save_to, **kwargs)
 
 
-def show_image_results(learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None,
-                       thresh: float = 0.5, return_fig: bool | None = None, save_to=None, **kwargs):
-    """Up to `rows` x `rows` images of the first `ds_type` batch, titled 'prediction / target' (green
-    when they agree, red otherwise)."""
+def batch_predictions(learn, ds_type: DatasetType = DatasetType.Valid):
+    """`(x, y, out)` of the first `ds_type` batch on the CPU: the inputs denormalised, the targets, and
+    `learn`'s predictions through the loss's activation (what `show_results` draws)."""
     data = learn.data
     x, y = next(iter(data.dl(ds_type)))
     learn.model.eval()
     with torch.no_grad():
         out = loss_activation(learn.loss_func)(learn.model(x)).detach().float().cpu()
-    x, y = data.denorm(x).cpu(), y.cpu()
+    return data.denorm(x).cpu(), y.cpu(), out
+
+
+def show_image_results(learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None,
+                       thresh: float = 0.5, return_fig: bool | None = None, save_to=None, **kwargs):
+    """Up to `rows` x `rows` images of the first `ds_type` batch, titled 'prediction / target' (green
+    when they agree, red otherwise)."""
+    data = learn.data
+    x, y, out = batch_predictions(learn, ds_type)
     labels = data.dl(ds_type).dataset.y
-    if getattr(data, "pixel_item", None) is not None and out.dim() == 4:
-        return _segment_results(x, y, out, data, rows, figsize, return_fig, save_to, **kwargs)
     regression = data.classes is None and not data.multi_label
     items = []
     for i in range(min(len(x), rows * rows)):
         pred, _ = prediction_item(out[i], data.classes, data.multi_label, thresh, regression)
         items.append((Image(x[i]), labels.reconstruct(y[i]), pred))
     return _grid(items, rows, figsize, return_fig, save_to, **kwargs)
-
-
-def _segment_results(x, y, out, data, rows, figsize, return_fig, save_to, **kwargs):
-    """`rows` images side by side: the true mask over the image, then the predicted one (fastai v1's
-    layout), coloured alike (codes 0..c-1)."""
-    rows = min(rows, len(x))
-    fig, axes = subplots(rows, 2, figsize=figsize or (6, 3 * rows), squeeze=False)
-    vmax = max(1, (data.c or 2) - 1)
-    for i in range(rows):
-        for ax, mask, title in ((axes[i, 0], y[i], "Ground truth"), (axes[i, 1], out[i].argmax(0)[None], "Prediction")):
-            Image(x[i]).show(ax=ax)
-            data.pixel_item(mask, data.classes).show(ax=ax, vmax=vmax, title=title if i == 0 else None, **kwargs)
-    fig.tight_layout()
-    return finish_figure(fig, return_fig, save_to)
 
 
 def _grid(items, rows, figsize, return_fig, save_to, **kwargs):
@@ -94,55 +85,3 @@ def plot_multi(func, r: int = 1, c: int = 1, figsize=(12, 6)):
         for j in range(c):
             func(i, j, axes[i, j])
     return fig
-
-
-def mask_colormap(n_classes: int, cmap="tab20"):
-    """A colour map with one colour per class index 0..n_classes-1 (a named map is cycled when it has
-    fewer colours), so a class has the same colour in every mask drawn with the same `n_classes`."""
-    import matplotlib
-    from matplotlib.colors import ListedColormap
-
-    if not isinstance(cmap, str):
-        return cmap
-    base = matplotlib.colormaps[cmap]
-    if hasattr(base, "colors"):  # a listed map (tab20, Set1): cycle its colours
-        colors = [base.colors[i % len(base.colors)] for i in range(max(n_classes, 1))]
-    else:  # a continuous map (viridis): sample it evenly
-        colors = [base(i / max(n_classes - 1, 1)) for i in range(max(n_classes, 1))]
-    return ListedColormap(colors)
-
-
-def show_mask(mask, ax=None, image=None, alpha: float = 0.5, cmap="tab20", classes=None, n_classes: int | None = None,
-              legend: bool = False, figsize=(3, 3), hide_axis: bool = True, title: str | None = None, **kwargs):
-    """Draw a segmentation mask (class indexes, (H, W) or (1, H, W)) as coloured regions on `ax`;
-    returns the axes.
-
-    Drawn with transparency `alpha` over what `ax` shows already, or over `image` (an `Image` or a
-    (3, H, W) tensor in [0, 1]) drawn first. Colours come from `cmap`, one per class index for
-    `n_classes` (default `len(classes)`, else the mask's largest index + 1), so masks drawn with the
-    same classes (true and predicted) colour a class alike. `legend` lists the names (`classes`) of
-    the classes present in the mask."""
-    data = torch.as_tensor(getattr(mask, "data", mask)).detach().cpu()
-    if data.dim() == 3 and data.shape[0] == 1:
-        data = data[0]
-    if data.dim() != 2:
-        raise ValueError(f"show_mask needs a mask of class indexes (H, W) or (1, H, W); got shape {tuple(data.shape)}.")
-    data = data.long()
-    n = n_classes if n_classes is not None else (len(classes) if classes is not None else int(data.max()) + 1)
-    if ax is None:
-        _, ax = subplots(figsize=figsize)
-    if image is not None:
-        show_image(image, ax=ax, hide_axis=hide_axis)
-    colours = mask_colormap(n, cmap)
-    ax.imshow(data.numpy(), cmap=colours, vmin=-0.5, vmax=n - 0.5, alpha=alpha, interpolation="nearest")
-    if hide_axis:
-        ax.axis("off")
-    if legend and classes is not None:
-        from matplotlib.patches import Patch
-
-        present = [int(c) for c in torch.unique(data).tolist() if 0 <= c < len(classes)]
-        ax.legend(handles=[Patch(color=colours(c), label=str(classes[c])) for c in present],
-                  loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
-    if title is not None:
-        ax.set_title(title, **kwargs)
-    return ax

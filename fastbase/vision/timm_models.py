@@ -348,7 +348,8 @@ def resolve_arch(arch):
                             "(a function pretrained=False -> nn.Module).") from None
     if timm.is_model(arch):
         return TimmArch(arch)
-    raise FastbaseError(f"Unknown architecture {arch!r}: not in fastbase.vision.models ({', '.join(sorted(models.model_meta))}) "
+    known = ", ".join(sorted(models.model_meta))
+    raise FastbaseError(f"Unknown architecture {arch!r}: not in fastbase.vision.models ({known}) "
                         "nor a timm model (timm.list_models()); or give your own as 'package.module:function'.")
 
 

@@ -213,7 +213,8 @@ def get_transforms(do_flip: bool = True, flip_vert: bool = False, max_rotate: fl
     if max_zoom > 1:
         train.append(Zoom(max_zoom=max_zoom, p=p_affine))
     if max_lighting:
-        train += [Brightness(max_lighting=max_lighting, p=p_lighting), Contrast(max_lighting=max_lighting, p=p_lighting)]
+        train += [Brightness(max_lighting=max_lighting, p=p_lighting),
+                  Contrast(max_lighting=max_lighting, p=p_lighting)]
     return train + list(xtra_tfms or []), [CenterCrop()]
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..data import DatasetType
 from ..hooks import Hook
-from ..interpret import ClassificationInterpretation, _as_ds_type
+from ..interpret import ClassificationInterpretation, as_ds_type
 from ..layers import AdaptiveConcatPool2d
 from .cleaning import CleaningError, CleaningSet, cleaning_set
 
@@ -46,7 +46,7 @@ class DatasetFormatter:
         (`None`: the raw activations). `ds_type` None compares training and validation images together,
         so that a copy in each set is found; DatasetType.Train or .Valid look at one set."""
         module = layer_at(learn.model, layer_ls)
-        ds_type = None if ds_type is None else _as_ds_type(ds_type)
+        ds_type = None if ds_type is None else as_ds_type(ds_type)
         ds = cleaning_set(learn.data, ds_type)
         types = [DatasetType.Fix, DatasetType.Valid] if ds_type is None else \
             [DatasetType.Fix if ds_type == DatasetType.Train else ds_type]

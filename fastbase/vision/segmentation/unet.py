@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import FastbaseError, ifnone
-from ..hooks import dummy_eval, model_sizes
-from ..layers import (
+from ...core import FastbaseError, ifnone
+from ...export import model_spec
+from ...hooks import dummy_batch
+from ...layers import (
     NormType,
     PixelShuffle_ICNR,
     SigmoidRange,
@@ -33,15 +34,17 @@ from ..layers import (
     relu,
     res_block,
 )
-from ..learner import Learner
-from ..losses import CrossEntropyFlat
-from .learner import _check_normalization, cnn_layer_groups, create_body
-from .models import arch_meta, arch_name
-from .timm_models import (
+from ...learner import Learner
+from ...losses import CrossEntropyFlat
+from ..learner import (
+    body_layer_groups,
+    create_body,
+    pretrained_learner,
+    resolve_pretrained_arch,
+)
+from ..timm_models import (
     TimmArch,
     arch_ref,
-    features_layer_groups,
-    is_features_encoder,
     resolve_arch,
     timm_features_encoder,
 )
@@ -63,16 +66,37 @@ def skip_indices(sizes: Sequence[torch.Size]) -> list[int]:
     return [i for i in range(len(spatial) - 1) if spatial[i] != spatial[i + 1]]
 
 
-def _pyramid_sizes(encoder: nn.Module, img_size: tuple[int, int]) -> list:
-    """The shapes of the feature maps an encoder returns as a list, for a dummy batch of `img_size`."""
-    out = dummy_eval(encoder, img_size)
+def encoder_features(encoder: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The feature maps of an encoder for `x`, shallow to deep: each child's output for an
+    `nn.Sequential` of stages (e.g. from `create_body`), or the list a feature encoder returns
+    (timm's `features_only` models). The one way `DynamicUnet` reads an encoder, to size the
+    decoder and in `forward`."""
+    if isinstance(encoder, nn.Sequential):
+        maps = []
+        for stage in encoder:
+            x = stage(x)
+            maps.append(x)
+        return maps
+    out = encoder(x)
     if not isinstance(out, (list, tuple)) or not out or not all(isinstance(t, torch.Tensor) for t in out):
         got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         raise FastbaseError(f"DynamicUnet needs the encoder as an nn.Sequential of its stages (it reads the output of "
                             f"each child) or a module returning its feature maps as a list (timm's features_only "
                             f"models); {type(encoder).__name__} returns {got}. Use create_body(arch), "
                             "timm_features_encoder(name), or wrap the stages: nn.Sequential(stem, stage1, ...).")
-    return [t.shape for t in out]
+    return list(out)
+
+
+def _feature_sizes(encoder: nn.Module, img_size: tuple[int, int]) -> list[torch.Size]:
+    """The shapes of the encoder's feature maps (`encoder_features`) for a dummy batch of `img_size`,
+    run in eval mode without gradients (the encoder's mode is put back)."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            return [t.shape for t in encoder_features(encoder, dummy_batch(encoder, img_size))]
+    finally:
+        encoder.train(was_training)
 
 
 class UnetBlock(nn.Module):
@@ -126,9 +150,9 @@ class DynamicUnet(nn.Module):
                  last_cross: bool = True, bottle: bool = False, norm_type: NormType | None = None):
         super().__init__()
         img_size = _size_hw(img_size)
-        self.pyramid = not isinstance(encoder, nn.Sequential)
+        self.pyramid = not isinstance(encoder, nn.Sequential)  # the encoder returns its maps itself
         try:
-            sizes = model_sizes(encoder, size=img_size) if not self.pyramid else _pyramid_sizes(encoder, img_size)
+            sizes = _feature_sizes(encoder, img_size)
         except RuntimeError as e:  # e.g. a stride-2 kernel of 2 on a 1-pixel map deep in the encoder
             raise FastbaseError(f"DynamicUnet: the {type(encoder).__name__} encoder cannot take a {img_size} input "
                                 f"({str(e).strip()[:200]}); train at a larger size.") from e
@@ -170,16 +194,9 @@ class DynamicUnet(nn.Module):
         return nn.ModuleList(parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pyramid:
-            features = self.encoder(x)
-            skips, h = [features[i] for i in self.skip_idxs], features[-1]
-        else:
-            skips, wanted, h = [], set(self.skip_idxs), x
-            for i, layer in enumerate(self.encoder):
-                h = layer(h)
-                if i in wanted:
-                    skips.append(h)
-        h = self.middle(h)
+        features = encoder_features(self.encoder, x)
+        skips = [features[i] for i in self.skip_idxs]
+        h = self.middle(features[-1])
         for block, skip in zip(self.blocks, reversed(skips)):
             h = block(h, skip)
         h = self.upsample(h)
@@ -221,18 +238,14 @@ def build_unet_model(arch: Callable | str | dict, n_classes: int, img_size, pret
 
 
 def unet_layer_groups(model: DynamicUnet, split: tuple[int, ...] | None) -> list[nn.Module]:
-    """The encoder cut at each index of `split` (as `cnn_layer_groups` cuts a body; for a timm
-    encoder, indexes of its stages, by default a cut before the first stage past stride 8), then the decoder."""
-    if is_features_encoder(model.encoder):
-        return [*features_layer_groups(model.encoder, split or ()), model.decoder]
-    if model.pyramid:  # another module returning its maps: no stages to cut at
-        return [model.encoder, model.decoder]
-    return cnn_layer_groups([model.encoder, model.decoder], split)
+    """The encoder split by `body_layer_groups` (as `cnn_learner` splits a body; for a timm encoder,
+    indexes of its stages), then the decoder."""
+    return [*body_layer_groups(model.encoder, split), model.decoder]
 
 
 def _image_size(data) -> tuple[int, int]:
-    """The training images' size: `data.size` when the data know it, else the size of one batch."""
-    size = getattr(data, "size", None)
+    """The training images' size: the size the data resize inputs to, else the size of one batch."""
+    size = data.input_spec()["size"]
     if size is not None:
         return _size_hw(size)
     x = data.one_batch()[0]
@@ -252,45 +265,32 @@ def unet_learner(data, arch: Callable | str, pretrained: bool | str = True, blur
     one batch's). `arch` is a function or a name `resolve_arch` takes: 'resnet34' (torchvision), or
     'timm:NAME' / a timm model name, whose encoder is timm's `features_only` model, split by stages.
 
-    As `cnn_learner`: the body is frozen when pretrained, so the first fit trains the decoder; a
-    pretrained body keeps its BatchNorm (`train_bn=False`, `freeze_bn_stats="finetune"`); unnormalised
-    data get the architecture's stats; layer groups are the encoder split by the architecture's
-    metadata (`split_on`: other indexes, or a function model -> groups) and the decoder, so `slice`
-    learning rates reach each; channels-last on the CPU for the families measured faster that way.
-    The loss defaults to the data's `loss_func`, else `CrossEntropyFlat(axis=1)` (cross-entropy per
-    pixel); `learn_kwargs` go to the Learner (`metrics`, `wd`, `loss_func`, `callback_fns`...).
-    `export()` works unless `cut` or `split_on` is a function.
+    The set-up is `cnn_learner`'s (`pretrained_learner`): the body is frozen when pretrained, so the
+    first fit trains the decoder; a pretrained body keeps its BatchNorm (`train_bn=False`,
+    `freeze_bn_stats="finetune"`); unnormalised data get the architecture's stats; layer groups are
+    the encoder split by the architecture's metadata (`split_on`: other indexes, or a function model
+    -> groups) and the decoder, so `slice` learning rates reach each; channels-last on the CPU for
+    the families measured faster that way. The loss defaults to the data's `loss_func`, else
+    `CrossEntropyFlat(axis=1)` (cross-entropy per pixel); `learn_kwargs` go to the Learner
+    (`metrics`, `wd`, `loss_func`, `callback_fns`...). `export()` works unless `cut` or `split_on` is
+    a function.
     """
     if data.c is None:
         raise FastbaseError("unet_learner needs data with classes (or `c` output channels); this DataBunch has "
                             "neither. Set `classes` on the training dataset (the mask codes) or `c`.")
-    arch = resolve_arch(arch)
-    meta = arch_meta(arch)
-    if meta is not None and not isinstance(arch, type) and pretrained:
-        _check_normalization(data, meta.stats, arch_name(arch))
+    arch, meta = resolve_pretrained_arch(data, arch, pretrained)
     img_size = _image_size(data)
     flags = {"blur": blur, "blur_final": blur_final, "self_attention": self_attention,
              "y_range": None if y_range is None else list(y_range), "last_cross": last_cross, "bottle": bottle,
              "norm_type": None if norm_type is None else _norm_type(norm_type).name}
     model = build_unet_model(arch, data.c, img_size, pretrained, cut, **flags)
-    split = split_on if split_on is not None else (meta.split if meta is not None and cut is None else ())
-    groups = split(model) if callable(split) else unet_layer_groups(model, split)
-    loss_func = learn_kwargs.pop("loss_func", None)
-    loss_func = ifnone(loss_func, getattr(data, "loss_func", None)) or CrossEntropyFlat(axis=1)
-    train_bn = ifnone(train_bn, not pretrained)
-    freeze_bn_stats = ifnone(freeze_bn_stats, "finetune" if pretrained else False)
-    learn = Learner(data, model, loss_func=loss_func, layer_groups=groups, train_bn=train_bn,
-                    freeze_bn_stats=freeze_bn_stats, **learn_kwargs)
-    if not callable(cut) and not callable(split):
-        learn.model_spec = _model_spec(arch, data.c, img_size, cut, flags, split)
-    if pretrained:
-        learn.freeze()
-    if channels_last is None:
-        channels_last = meta is not None and meta.channels_last_cpu and data.device.type == "cpu"
-    return learn.to_channels_last() if channels_last else learn
+    loss_func = ifnone(learn_kwargs.pop("loss_func", None), data.loss_func) or CrossEntropyFlat(axis=1)
+    spec = None if callable(cut) else _model_spec(arch, data.c, img_size, cut, flags)
+    return pretrained_learner(data, model, meta, pretrained, unet_layer_groups, split_on, cut, spec, train_bn,
+                              freeze_bn_stats, channels_last, loss_func=loss_func, **learn_kwargs)
 
 
-def _model_spec(arch, n_classes: int, img_size, cut, flags: dict, split) -> dict | None:
+def _model_spec(arch, n_classes: int, img_size, cut, flags: dict) -> dict | None:
     """How `load_learner` rebuilds the model (random weights, then the exported ones); None for an
     architecture that cannot be imported by name (a lambda, a function in __main__). A timm
     architecture is recorded as its name, arguments and timm version (`TimmArch.spec`)."""
@@ -298,6 +298,5 @@ def _model_spec(arch, n_classes: int, img_size, cut, flags: dict, split) -> dict
         ref = arch_ref(arch)
     except FastbaseError:
         return None
-    return {"factory": f"{build_unet_model.__module__}:{build_unet_model.__qualname__}",
-            "kwargs": {"arch": ref, "n_classes": n_classes, "img_size": list(img_size), "cut": cut, **flags},
-            "layer_group_split": list(split)}
+    return model_spec(build_unet_model, {"arch": ref, "n_classes": n_classes, "img_size": list(img_size), "cut": cut,
+                                         **flags})

@@ -1,25 +1,36 @@
-"""Layer 6: segmentation masks: `open_mask` and the `ImageSegment` item (a map of class codes that
+"""Layer 6: segmentation data: `open_mask` and the `ImageSegment` item (a map of class codes that
 shows itself as a coloured overlay), the labels of a segmentation chain (`SegmentationLabelList`:
-one mask file per image) and the dataset that loads an image and its mask placed the same way
-(`SegmentationDataset`), so one batch resample moves both (`BatchAugment(tfm_y=True)`).
+one mask file per image), the dataset that loads an image and its mask placed the same way
+(`SegmentationDataset`), so one batch resample moves both (`BatchAugment(tfm_y=True)`), and the
+chain's ends: `SegmentationItemList` and `SegmentationDataBunch`, as lesson 3's CamVid notebook
+writes them:
+
+    SegmentationItemList.from_folder(path/'images').split_by_rand_pct(0.2)
+        .label_from_func(get_y_fn, classes=codes).transform(get_transforms(), size=128, tfm_y=True)
+        .databunch(bs=8).normalize(imagenet_stats)
 
 Masks stay uint8 `1 x H x W` through the workers and the collate (codes below 256, as the PNG masks
 of CamVid hold them) and become int64 `(bs, 1, H, W)` on the batch, as fastai v1's targets.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import PIL.Image
 import torch
 
-from ..core import Path
-from ..data import DataError, LabelError, format_list
-from ..data.labels import LabelItemList
-from ..losses import CrossEntropyFlat
-from .dataset import ImageDataset
-from .image import Image, augment_one, check_image
+from ...core import Path
+from ...data import DataError, DatasetType, LabelError, format_list
+from ...data.labels import LabelItemList
+from ...losses import CrossEntropyFlat
+from ..data import ImageDataBunch, ImageList
+from ..dataset import ImageDataset
+from ..image import Image, augment_one, check_image
+from .show import show_mask, show_segment_results
 
-__all__ = ["ImageSegment", "SegmentationDataset", "SegmentationLabelList", "load_mask", "open_mask"]
+__all__ = ["ImageSegment", "SegmentationDataBunch", "SegmentationDataset", "SegmentationItemList",
+           "SegmentationLabelList", "load_mask", "open_mask"]
 
 
 def load_mask(fn, convert_mode: str = "L", div: bool = False) -> torch.Tensor:
@@ -58,21 +69,12 @@ class ImageSegment(Image):
 
     def show(self, ax=None, figsize=(3, 3), title: str | None = None, hide_axis: bool = True, cmap: str = "tab20",
              alpha: float | None = None, vmax: int | None = None, **kwargs):
-        """Draw the codes through `cmap` on `ax` (a new figure when None). `alpha` defaults to 0.5 over an
-        image already drawn on `ax` (an overlay) and to 1 alone. The colours span codes 0..`vmax`
-        (default: the number of classes less one, when known), so masks of one set match."""
-        if ax is None:
-            import matplotlib.pyplot as plt
-            _, ax = plt.subplots(figsize=figsize)
-        over = bool(ax.images)
-        alpha = (0.5 if over else 1.0) if alpha is None else alpha
-        top = vmax if vmax is not None else (len(self.classes) - 1 if self.classes else max(int(self.data.max()), 1))
-        ax.imshow(self.data[0].cpu().numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=top, interpolation="nearest")
-        if hide_axis:
-            ax.axis("off")
-        if title is not None:
-            ax.set_title(title, **kwargs)
-        return ax
+        """Draw the codes with `show_mask` on `ax` (a new figure when None): alpha 0.5 over an image
+        already drawn on `ax` (an overlay), 1 alone. The colours span codes 0..`vmax` (default: the
+        number of classes less one, when known), so masks of one set match."""
+        return show_mask(self.data, ax=ax, alpha=alpha, cmap=cmap, classes=self.classes,
+                         n_classes=None if vmax is None else vmax + 1, figsize=figsize, hide_axis=hide_axis,
+                         title=title, **kwargs)
 
     def apply_tfms(self, tfms, size=None, resize_method=None, padding_mode: str = "reflection", **kwargs):
         """A new ImageSegment moved by the geometric transforms of `tfms` (nearest-neighbour; lighting
@@ -114,6 +116,16 @@ class SegmentationLabelList(LabelItemList):
         return ImageSegment(t, self.classes)
 
 
+def check_masks(lls) -> None:
+    """Every training and validation mask file exists: a LabelError names the missing ones, with images."""
+    missing = [(m, fn) for ll in (lls.train, lls.valid) for fn, m in zip(ll.x.items, ll.y.items)
+               if not Path(m).is_file()]
+    if missing:
+        listing = format_list(f"{m} (for {Path(fn).name})" for m, fn in missing)
+        raise LabelError(f"{len(missing)} mask file(s) do not exist: {listing}. Check the label function (get_y_fn): "
+                         "it should return the mask's path for an image's path.")
+
+
 class SegmentationDataset(ImageDataset):
     """Image files and their mask files (`masks`; None for unlabelled test images): `raw_item` gives
     `(x uint8 C x h x w, mask uint8 1 x h x w, src_hw)`, the mask resized and placed as the image is
@@ -141,6 +153,10 @@ class SegmentationDataset(ImageDataset):
         indices = list(indices)
         return self.new(items=[self.items[i] for i in indices],
                         masks=None if self.masks is None else [self.masks[i] for i in indices])
+
+    def unlabelled(self, items) -> SegmentationDataset:
+        """Other image files with these settings and no masks (a test set)."""
+        return self.new(items=list(items), masks=None)
 
     @property
     def c(self) -> int | None:
@@ -182,3 +198,43 @@ class SegmentationDataset(ImageDataset):
 
     def label_text(self, y: torch.Tensor) -> str:
         return ""
+
+
+class SegmentationItemList(ImageList):
+    """Image files whose labels are mask files: `label_from_func(get_y_fn, classes=codes)` makes a
+    `SegmentationLabelList` (pass `classes`, the names of the mask codes); the chain ends in a
+    `SegmentationDataBunch`."""
+
+    def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
+        super().__init__(items, path=path, inner_df=inner_df, label_cls=label_cls or SegmentationLabelList, **settings)
+
+    @classmethod
+    def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> SegmentationDataBunch:
+        return (bunch_cls or SegmentationDataBunch).create_from_ll(lls, **kwargs)
+
+
+class SegmentationDataBunch(ImageDataBunch):
+    """An ImageDataBunch whose targets are masks: int64 `(n, 1, *size)` class codes, moved with their
+    images (`tfm_y`). What differs from classification is here, as the task contract's methods: the
+    datasets (`SegmentationDataset`), `predict`'s item (an `ImageSegment`) and `show_results`."""
+    tfm_y = True
+
+    @classmethod
+    def _check_labels(cls, lls, tfm_y: bool, resizes: bool) -> None:
+        super()._check_labels(lls, tfm_y, resizes)
+        check_masks(lls)
+
+    @classmethod
+    def _datasets(cls, lls, common: dict, canvas: bool):
+        make = functools.partial(SegmentationDataset, **common)
+        train_ds = make(lls.train.x.items, lls.train.y.items, canvas=canvas)
+        return train_ds, make(lls.valid.x.items, lls.valid.y.items), make
+
+    def decode_prediction(self, probs: torch.Tensor, thresh: float = 0.5, regression: bool = False):
+        """`(ImageSegment, (1, H, W) class map)` of per-pixel probabilities `(c, H, W)`, as fastai v1."""
+        codes = probs.argmax(0)[None]
+        return ImageSegment(codes, self.classes), codes
+
+    def show_results(self, learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None, **kwargs):
+        """The true and the predicted mask over each image of one `ds_type` batch (`show_segment_results`)."""
+        return show_segment_results(learn, ds_type, rows, figsize, **kwargs)

@@ -1,4 +1,4 @@
-"""Layer 7: looking at a trained segmentation model: IoU per class, confusion between classes over
+"""Layer 6: looking at a trained segmentation model: IoU per class, confusion between classes over
 pixels, and the images with the largest losses drawn with their true and predicted masks.
 
 `SegmentationInterpretation.from_learner(learn)` runs `learn.get_preds(with_loss=True)` once and
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from .core import ifnone
-from .data import DatasetType
-from .figures import finish_figure, subplots
-from .interpret import ClassificationInterpretation, InterpretationError, _as_ds_type
+from ...core import ifnone
+from ...data import DatasetType
+from ...figures import finish_figure, subplots
+from ...interpret import ClassificationInterpretation, InterpretationError, as_ds_type
 from .metrics import iou_per_class, pixel_confusion
-from .vision.show import show_mask
+from .show import show_mask
 
 __all__ = ["SegmentationInterpretation"]
 
@@ -50,7 +50,7 @@ class SegmentationInterpretation(ClassificationInterpretation):
         if y_true.dim() != 3 or pred_class.shape != y_true.shape:
             raise InterpretationError(f"The target masks {tuple(y_true.shape)} do not match the predicted class maps "
                                       f"{tuple(pred_class.shape)}: both should be (n, H, W).")
-        self.learn, self.data, self.ds_type = learn, learn.data, _as_ds_type(ds_type)
+        self.learn, self.data, self.ds_type = learn, learn.data, as_ds_type(ds_type)
         self.preds = None  # the probabilities are not kept: see the module docstring
         self.pred_class, self.y_true = pred_class.to(torch.uint8 if n_classes <= 256 else torch.long), y_true.long()
         self.losses = losses.float().reshape(len(y_true), -1).mean(1)
@@ -68,7 +68,7 @@ class SegmentationInterpretation(ClassificationInterpretation):
                      ) -> SegmentationInterpretation:
         """Predictions of `learn` on `ds_type` ('valid', 'train', 'test' or a DatasetType) with one
         loss per image; `void_code` (e.g. `codes.index('Void')`) leaves those pixels out of the counts."""
-        ds_type = _as_ds_type(ds_type)
+        ds_type = as_ds_type(ds_type)
         read_as = DatasetType.Fix if ds_type == DatasetType.Train else ds_type
         preds, y_true, losses = learn.get_preds(read_as, with_loss=True)
         if y_true is None:
@@ -118,7 +118,7 @@ class SegmentationInterpretation(ClassificationInterpretation):
         losses, idxs = self.top_losses(k, largest)
         if len(idxs) == 0:
             raise InterpretationError("No images to show: k must be at least 1 and the data set not empty.")
-        x = self._model_inputs(idxs.tolist())
+        x = self.model_inputs(idxs.tolist())
         if x.dim() != 4 or x.shape[1] not in (1, 3):
             raise InterpretationError(f"plot_top_losses draws images, so the inputs must be (n, 1 or 3, H, W); this "
                                       f"data gives {tuple(x.shape)}. top_losses() gives the losses and indexes.")
@@ -133,7 +133,8 @@ class SegmentationInterpretation(ClassificationInterpretation):
             axes[row, 0].imshow(image.permute(1, 2, 0).numpy())
             axes[row, 0].axis("off")
             axes[row, 0].set_title(f"#{i}: loss {loss:.3f}, accuracy {float(accuracy[i]):.3f}")
-            for ax, mask, name in ((axes[row, 1], self.y_true[i], "true"), (axes[row, 2], self.pred_class[i], "predicted")):
+            masks = ((axes[row, 1], self.y_true[i], "true"), (axes[row, 2], self.pred_class[i], "predicted"))
+            for ax, mask, name in masks:
                 show_mask(mask, ax=ax, image=image, alpha=alpha, cmap=cmap, classes=self.classes, legend=legend,
                           title=name)
         fig.tight_layout()

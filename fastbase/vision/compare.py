@@ -1,7 +1,7 @@
-"""Layer 7: choosing a backbone on your own data: `compare_archs` trains each (architecture, mode)
+"""Layer 6: choosing a backbone on your own data: `compare_archs` trains each (architecture, mode)
 pair with the same budget and schedule and returns one table of accuracy, training time, inference
-latency, size and memory; `plot_compare` draws the trade-offs; `fastbase compare` (in `fastbase.cli`) does both
-from the shell.
+latency, size and memory; `plot_compare` draws the trade-offs; `fastbase compare` (in
+`fastbase.cli`) does both from the shell.
 
 Modes: `head` trains a new head on the frozen pretrained body; `full` trains the whole pretrained
 network with discriminative learning rates (`slice(lr/100, lr)` over the layer groups: the new head
@@ -22,14 +22,14 @@ import time
 
 import torch
 
-from .callback import Callback
-from .core import FastbaseError, Path, set_seed
-from .data import DatasetType, imagenet_stats
-from .figures import save_figure
-from .metrics import accuracy, accuracy_thresh
-from .vision.learner import cnn_learner
-from .vision.models import arch_meta, arch_name
-from .vision.timm_models import resolve_arch
+from ..callback import Callback
+from ..core import FastbaseError, Path, set_seed
+from ..data import DatasetType, imagenet_stats
+from ..figures import save_figure
+from ..metrics import accuracy, accuracy_thresh
+from .learner import cnn_learner
+from .models import arch_meta, arch_name
+from .timm_models import resolve_arch
 
 __all__ = ["COLUMNS", "MODES", "TrainTimer", "compare_archs", "learner_for", "markdown_table",
            "measure_latency", "pareto_front", "plot_compare", "resolve_arch", "save_compare", "table_records"]

@@ -1,0 +1,64 @@
+"""Layer 2: the task contract: what the engine (Learner, interpretation, export, deploy, serve) asks
+of a task's data, as methods with defaults. `DataBunch` inherits them; a task's DataBunch overrides
+what differs (images resize their inputs, segmentation decodes a class map, tables show rows), so
+the engine never probes the data for attributes. docs/adding-a-task.md walks through it.
+
+The rest of the contract lives on `DataBunch` itself: `one_item` (a raw item to a batch of one),
+`decode_preds` (predictions to what a person reads), `item_files`, `export_state` /
+`load_export_state`, `show_batch` and `show_results`.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..core import FastbaseError
+from .base import DatasetType
+from .items import prediction_item
+
+__all__ = ["InterpretationError", "TaskData"]
+
+
+class InterpretationError(FastbaseError, ValueError):
+    """The Learner or its data cannot be interpreted this way; the message says what would work."""
+
+
+class TaskData:
+    """The methods with defaults that a task's DataBunch may override (see the module docstring).
+
+    `loss_func`: the loss the task calls for (None: the Learner picks one from the classes)."""
+    loss_func = None
+
+    def decode_prediction(self, probs: torch.Tensor, thresh: float = 0.5, regression: bool = False):
+        """`(item, decoded tensor)` of one prediction `probs` (after the loss's activation), for
+        `Learner.predict`: a Category, a MultiCategory (classes above `thresh`), or a FloatItem for
+        `regression`. A task whose prediction is another kind of item (a mask) overrides it."""
+        return prediction_item(probs, self.classes, self.multi_label, thresh, regression)
+
+    def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35):
+        """The loader `Learner.TTA` averages over: the `ds_type` items in order through the training
+        loader's batch transforms. `scale` is for tasks that zoom (images); the default ignores it."""
+        return self.train_dl.new(dataset=self.dl(ds_type).dataset, shuffle=False, drop_last=False)
+
+    def has_labels(self, ds_type: DatasetType = DatasetType.Valid) -> bool:
+        """Whether the `ds_type` items have targets (losses, mistakes): the training and validation
+        sets always; a test set when its dataset says `labelled`."""
+        ds = self.dl(ds_type).dataset
+        return ds_type != DatasetType.Test or bool(getattr(ds, "labelled", False))
+
+    def input_spec(self) -> dict:
+        """How a deployed model's input is prepared, as plain data: `size` ([h, w] the inputs are
+        resized to, or None), `resize_method` (a name or None) and `padding_mode`. Images set them."""
+        return {"size": None, "resize_method": None, "padding_mode": None}
+
+    def decoded_rows(self, idxs=None, ds_type: DatasetType = DatasetType.Valid):
+        """The items `idxs` of `ds_type` as rows a person reads (a table's task gives a DataFrame);
+        `ClassificationInterpretation.plot_tab_top_losses` shows them."""
+        raise InterpretationError(f"plot_tab_top_losses shows rows of a table, so it needs a TabularDataBunch; this "
+                                  f"Learner's data is a {type(self).__name__}. Use plot_top_losses.")
+
+    def plot_top_losses(self, interp, k: int = 9, largest: bool = True, **kwargs):
+        """Draw the `k` items of `interp` (a `ClassificationInterpretation`) with the largest (or
+        smallest) losses, as this task shows its items (images: a grid; a table: its rows)."""
+        raise InterpretationError(f"plot_top_losses draws images, so it needs an ImageDataBunch; this Learner's "
+                                  f"data is a {type(self).__name__}. top_losses() gives the losses and item indexes "
+                                  "(a table's rows: plot_tab_top_losses).")
