@@ -81,6 +81,7 @@ from ..data import (
     mnist_stats,
 )
 from ..datasets import URLs, download_data, untar_data
+from ..finetune import StageComparison, two_stages
 from ..interpret import ClassificationInterpretation
 from ..layers import (
     AdaptiveConcatPool2d,
@@ -180,6 +181,7 @@ __all__ += [  # segmentation models, loss and metrics (fastbase.vision.segmentat
 __all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and interpretation
 __all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "SegmentationLabelList",
             "open_mask"]  # segmentation data
+__all__ += ["StageComparison", "two_stages"]  # lesson 1's two stages compared (fastbase.finetune)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas.
