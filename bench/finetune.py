@@ -145,6 +145,15 @@ def build_coco(target: Path, seed: int = 0) -> Path:
     return target
 
 
+def temp_hub(tmp: str) -> dict:
+    """The environment that makes `pretrained=True` load ../shared's MobileNetV2 body: a torch hub cache
+    in `tmp` holding it under torchvision's file name, and a fastbase home there too, bars off."""
+    checkpoints = Path(tmp, "torch", "hub", "checkpoints")
+    checkpoints.mkdir(parents=True)
+    shutil.copy(WEIGHTS, checkpoints / HUB_NAME)
+    return {"TORCH_HOME": str(Path(tmp, "torch")), "FASTBASE_HOME": str(Path(tmp, "fb")), "FASTBASE_NO_BAR": "1"}
+
+
 def run_child(python: str, code: str, cfg: dict, env: dict) -> dict:
     proc = subprocess.run([python, "-c", code, json.dumps(cfg)], env=env, capture_output=True, text=True,
                           check=False)
@@ -215,11 +224,7 @@ def main() -> int:
                   "(python -m venv --system-site-packages /tmp/fastai-venv && /tmp/fastai-venv/bin/pip install fastai)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoints = Path(tmp, "torch", "hub", "checkpoints")
-        checkpoints.mkdir(parents=True)
-        shutil.copy(WEIGHTS, checkpoints / HUB_NAME)
-        env = {**os.environ, "TORCH_HOME": str(Path(tmp, "torch")), "FASTBASE_HOME": str(Path(tmp, "fb")),
-               "FASTBASE_NO_BAR": "1", "OMP_NUM_THREADS": str(args.threads)}
+        env = {**os.environ, **temp_hub(tmp), "OMP_NUM_THREADS": str(args.threads)}
         for name in args.sets.split(","):
             valid, flip = SETS[name]
             path = build_coco(Path(tmp, "coco_cls")) if name == "coco_tiny" else SHARED / "data" / name

@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finetune import HUB_NAME, SETS, SHARED, WEIGHTS, build_coco
+from finetune import SETS, SHARED, WEIGHTS, build_coco, temp_hub
 
 
 def _eps(learn, eps):
@@ -145,11 +144,7 @@ def main() -> int:
     variants = args.variants.split(",")
     table = []
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoints = Path(tmp, "torch", "hub", "checkpoints")
-        checkpoints.mkdir(parents=True)
-        shutil.copy(WEIGHTS, checkpoints / HUB_NAME)
-        os.environ.update({"TORCH_HOME": str(Path(tmp, "torch")), "FASTBASE_HOME": str(Path(tmp, "fb")),
-                           "FASTBASE_NO_BAR": "1"})
+        os.environ.update(temp_hub(tmp))
         for name in args.sets.split(","):
             valid, flip = SETS[name]
             path = build_coco(Path(tmp, "coco_cls")) if name == "coco_tiny" else SHARED / "data" / name
