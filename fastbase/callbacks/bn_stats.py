@@ -102,8 +102,8 @@ class BnFreeze(Callback):
 
     A layer that learns its first statistics in this fit starts its running average at its first
     batch (momentum `max(momentum, 1/t)` at its t-th batch) instead of at mean 0 and variance 1:
-    a new head trained for a dozen batches otherwise validates with statistics a quarter of the
-    way to the truth (0.9^12 of the start left at momentum 0.1)."""
+    a new head trained for a dozen batches otherwise validates with statistics still more than a
+    quarter short of the truth (0.9^12 = 0.28 of the start left at momentum 0.1)."""
     order = Order.BN_FREEZE
     changes_step = True
 
