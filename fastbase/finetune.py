@@ -52,17 +52,13 @@ class StageComparison:
 
 
 def _monitored(learn, monitor: str | None) -> tuple[str, float]:
-    names = learn.recorder.value_names
+    recorder = learn.recorder
     if monitor is None:
-        metrics = getattr(learn.recorder, "metric_names", [])
-        monitor = metrics[0] if metrics else "valid_loss"
-    if monitor not in names:
-        raise FastbaseError(f"Cannot compare the stages on {monitor!r}: this Learner records {names}. "
-                            "Pass monitor= one of them.")
-    row = learn.recorder.values[-1] if learn.recorder.values else []
-    index = names.index(monitor)
-    value = row[index] if index < len(row) else None
-    return monitor, math.nan if value is None else float(value)
+        monitor = recorder.metric_names[0] if recorder.metric_names else "valid_loss"
+    if monitor not in recorder.value_names:
+        raise FastbaseError(f"Cannot compare the stages on {monitor!r}: this Learner records "
+                            f"{recorder.value_names}. Pass monitor= one of them.")
+    return monitor, recorder.last_value(monitor)
 
 
 def two_stages(learn, frozen_fit: Callable[[], None] | None, unfrozen_fit: Callable[[], None], keep_best: bool = False,

@@ -80,6 +80,13 @@ class Recorder(Callback):
         """What each row of `values` holds: 'train_loss', 'valid_loss', then each metric."""
         return ["train_loss", "valid_loss", *self.metric_names]
 
+    def last_value(self, name: str) -> float:
+        """The last epoch's value of `name` (one of `value_names`); NaN where it was not computed (no
+        validation set) or no epoch has ended."""
+        row = self.values[-1] if self.values else []
+        index = self.value_names.index(name)
+        return float(row[index]) if index < len(row) and row[index] is not None else math.nan
+
     # --- what was recorded, as floats -----------------------------------------------------
     @property
     def losses(self) -> list[float]:

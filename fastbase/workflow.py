@@ -6,6 +6,7 @@ digits) and `predict_files`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -176,18 +177,16 @@ def run_train(data, out, arch: str = "resnet34", pretrained: bool = True, epochs
     lr = float(lr) if lr else float(min(max(suggestions.valley, LR_RANGE[0]), LR_RANGE[1]))
     stages = [report.StageLog("stage 1: head, body frozen" if learn.n_frozen else "stage 1: all layers")]
 
-    def stage(key: str, log, fit) -> None:
-        start = time.perf_counter()
-        fit(callbacks=[log])
-        times[key] = time.perf_counter() - start
-
     def frozen_fit() -> None:
-        stage("fit_one_cycle", stages[0], lambda **kw: learn.fit_one_cycle(epochs, lr, **kw))
+        start = time.perf_counter()
+        learn.fit_one_cycle(epochs, lr, callbacks=[stages[0]])
+        times["fit_one_cycle"] = time.perf_counter() - start
 
     def unfrozen_fit() -> None:
         stages.append(report.StageLog("stage 2: unfrozen, slice(lr/100, lr/10)"))
-        stage("fit_unfrozen", stages[1], lambda **kw: learn.fit_one_cycle(unfreeze_epochs, slice(lr / 100, lr / 10),
-                                                                          **kw))
+        start = time.perf_counter()
+        learn.fit_one_cycle(unfreeze_epochs, slice(lr / 100, lr / 10), callbacks=[stages[1]])
+        times["fit_unfrozen"] = time.perf_counter() - start
 
     comparison = None
     if unfreeze_epochs and learn.n_frozen:  # a pretrained body: say whether unfreezing helped
@@ -210,8 +209,7 @@ def run_train(data, out, arch: str = "resnet34", pretrained: bool = True, epochs
                "seconds": {k: round(v, 2) for k, v in times.items()}, "settings": settings or {},
                "data": data_info or {}, "out": str(out), "export": str(export),
                "second_stage": None if comparison is None else {
-                   "monitor": comparison.monitor, "frozen": comparison.frozen, "unfrozen": comparison.unfrozen,
-                   "helped": comparison.helped, "kept": comparison.kept, "message": comparison.message}}
+                   **dataclasses.asdict(comparison), "helped": comparison.helped, "message": comparison.message}}
     summary["report"] = str(report.write_report(out, summary))
     summary["files"] = sorted(p.name for p in out.iterdir() if p.is_file())
     return summary

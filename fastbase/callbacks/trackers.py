@@ -69,11 +69,7 @@ class TrackerCallback(Callback):
 
     def current(self) -> float:
         """This epoch's value of `monitor` (NaN if it was not computed, e.g. without a validation set)."""
-        recorder = self.learn.recorder
-        names = recorder.value_names
-        row = recorder.values[-1] if recorder.values else []
-        index = names.index(self.monitor)
-        return float(row[index]) if index < len(row) and row[index] is not None else math.nan
+        return self.learn.recorder.last_value(self.monitor)
 
     def improved(self, value: float) -> bool:
         """True (and `best` updated) if `value` beats the best by more than `min_delta`."""
