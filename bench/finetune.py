@@ -13,7 +13,7 @@ the largest box area, a fixed random fifth held out; built in a temporary folder
 
     python bench/finetune.py [--sets hymenoptera,imagenette_4,mnist_tiny,coco_tiny] [--seeds 0,1,2]
         [--variants default] [--fastai] [--size 160] [--bs 64] [--frozen 3] [--unfrozen 1] [--lr X]
-        [--threads 2] [--json out.json]
+        [--fastai-lr own|fastbase] [--threads 2] [--json out.json]
 
 `--variants` names fastbase settings from VARIANTS (cnn_learner keyword arguments and the second
 fit's keyword arguments), so a candidate default can be run beside the current one on every set
@@ -209,6 +209,9 @@ def main() -> int:
     parser.add_argument("--frozen", type=int, default=3, help="epochs with the body frozen")
     parser.add_argument("--unfrozen", type=int, default=1, help="epochs after unfreeze()")
     parser.add_argument("--lr", type=float, default=None, help="a fixed lr instead of each lr_find's valley")
+    parser.add_argument("--fastai-lr", choices=("own", "fastbase"), default="own",
+                        help="fastai's lr: its own lr_find's valley, or the one fastbase's first row found for the "
+                             "same set and seed (fastai's lr_find, its slowest part, then does not run: 0 s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="append each run's result to this JSON-lines file")
     args = parser.parse_args()
@@ -232,10 +235,12 @@ def main() -> int:
                 print(f"{name} skipped: {path} not found")
                 continue
             for seed in (int(s) for s in args.seeds.split(",")):
+                found_lr = None
                 for who, python, code in runners:
+                    lr = found_lr if who == "fastai 2.8" and args.fastai_lr == "fastbase" else args.lr
                     cfg = {"path": str(path), "valid": valid, "flip": flip, "size": args.size, "bs": args.bs,
                            "seed": seed, "threads": args.threads, "frozen": args.frozen, "unfrozen": args.unfrozen,
-                           "lr": args.lr, "variant": who, "bench": str(Path(__file__).parent)}
+                           "lr": lr, "variant": who, "bench": str(Path(__file__).parent)}
                     print(f"running {name} {who} seed {seed} ...", file=sys.stderr, flush=True)
                     try:
                         result = run_child(python, code, cfg, env)
@@ -243,6 +248,8 @@ def main() -> int:
                         print(e, file=sys.stderr)
                         continue
                     row = {"set": name, "who": who, "seed": seed, **result}
+                    if found_lr is None and who != "fastai 2.8":
+                        found_lr = result["lr"]
                     print(json.dumps(row), file=sys.stderr, flush=True)
                     if args.json:
                         with open(args.json, "a") as f:

@@ -72,6 +72,9 @@ VARIANTS = {
     "wd0": (None, {"wd": 0.0}, 1.0),
     "lr10": (None, {}, 0.1),
     "sched": (None, {"pct_start": 0.25, "final_div": 1e5}, 1.0),
+    "finetune": (lambda learn: setattr(learn, "freeze_bn_stats", "finetune"), {}, 1.0),
+    "recal": (None, "recal-fix", 1.0),  # the head's statistics recomputed on un-augmented training images
+    "recal-train": (None, "recal-train", 1.0),  # the same on augmented training batches
 }
 
 
@@ -100,7 +103,7 @@ def run(path: Path, valid: str, flip: bool, seed: int, variants: list[str], args
         prepare, fit_kw, factor = VARIANTS[name]
         learn.model.load_state_dict(model_state)
         learn.opt.opt.load_state_dict(opt_state)
-        learn.freeze_bn_stats = "finetune"
+        learn.freeze_bn_stats = args.base
         _eps(learn, 1e-8)
         learn.freeze()
         learn.unfreeze()
@@ -110,7 +113,12 @@ def run(path: Path, valid: str, flip: bool, seed: int, variants: list[str], args
         for k, g in generators.items():
             g.set_state(gen_states[k])
         start = time.perf_counter()
-        if isinstance(fit_kw, str):  # the BatchNorm of one part fixed, the other's learning
+        if fit_kw in ("recal-fix", "recal-train"):
+            from fastbase.callbacks.bn_stats import RecalibrateBN
+            from fastbase.data import DatasetType
+            kind = DatasetType.Fix if fit_kw == "recal-fix" else DatasetType.Train
+            fit_kw = {"callbacks": [RecalibrateBN(kind)]}
+        elif isinstance(fit_kw, str):  # the BatchNorm of one part fixed, the other's learning
             fit_kw = _fix(1 if fit_kw == "fix-head" else 0)
         if factor == "body-lr100":
             max_lr = [lr / 100] * (len(learn.layer_groups) - 1) + [lr / 10]
@@ -135,6 +143,7 @@ def main() -> int:
     parser.add_argument("--unfrozen", type=int, default=1)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--base", default="body", help="freeze_bn_stats of the second stage's base")
     args = parser.parse_args()
     if not WEIGHTS.is_file():
         print(f"skipped: needs {WEIGHTS} (the project's ../shared folder)")

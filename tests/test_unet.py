@@ -25,6 +25,7 @@ from fastbase.vision.segmentation import (
     acc_segmentation,
     unet_learner,
 )
+from fastbase.vision.segmentation.unet import encoder_features
 
 
 class DigitMasks(Dataset):
@@ -81,6 +82,16 @@ def test_skip_connections_where_the_resnet_encoder_changes_resolution():
     assert len(unet.blocks) == 4 and all(isinstance(b, UnetBlock) for b in unet.blocks)
     assert unet.blocks[0].shuf.conv[0].in_channels == 512  # the deepest block upsamples layer4's channels
     assert unet.cross is not None and unet.cross[0][0].in_channels == unet.blocks[-1].n_out + 3  # input joined again
+
+
+def test_forward_keeps_only_the_maps_the_skips_read():
+    body = create_body(models.resnet18, pretrained=False).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        every = encoder_features(body, x)
+        kept = encoder_features(body, x, keep=[2, 4])
+    assert [i for i, t in enumerate(kept) if t is not None] == [2, 4, len(body) - 1]  # the deepest always
+    assert all(torch.equal(kept[i], every[i]) for i in (2, 4, len(body) - 1))
 
 
 @pytest.mark.parametrize("size", [(32, 32), (45, 37)])

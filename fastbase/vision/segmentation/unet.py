@@ -15,7 +15,7 @@ same way and the last one at each resolution is a skip, the deepest feeds the mi
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,16 +66,20 @@ def skip_indices(sizes: Sequence[torch.Size]) -> list[int]:
     return [i for i in range(len(spatial) - 1) if spatial[i] != spatial[i + 1]]
 
 
-def encoder_features(encoder: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def encoder_features(encoder: nn.Module, x: torch.Tensor,
+                     keep: Collection[int] | None = None) -> list[torch.Tensor | None]:
     """The feature maps of an encoder for `x`, shallow to deep: each child's output for an
     `nn.Sequential` of stages (e.g. from `create_body`), or the list a feature encoder returns
     (timm's `features_only` models). The one way `DynamicUnet` reads an encoder, to size the
-    decoder and in `forward`."""
+    decoder and in `forward`. `keep`: for a sequential encoder, the indexes of the maps to return
+    (the last one always is); the others are None, so a map no skip connection reads is freed as
+    soon as the next child has run instead of living until the decoder is done."""
     if isinstance(encoder, nn.Sequential):
-        maps = []
-        for stage in encoder:
+        maps: list[torch.Tensor | None] = []
+        last = len(encoder) - 1
+        for i, stage in enumerate(encoder):
             x = stage(x)
-            maps.append(x)
+            maps.append(x if keep is None or i in keep or i == last else None)
         return maps
     out = encoder(x)
     if not isinstance(out, (list, tuple)) or not out or not all(isinstance(t, torch.Tensor) for t in out):
@@ -194,7 +198,7 @@ class DynamicUnet(nn.Module):
         return nn.ModuleList(parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = encoder_features(self.encoder, x)
+        features = encoder_features(self.encoder, x, keep=self.skip_idxs)
         skips = [features[i] for i in self.skip_idxs]
         h = self.middle(features[-1])
         for block, skip in zip(self.blocks, reversed(skips)):
