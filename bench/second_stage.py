@@ -55,6 +55,37 @@ def fix_bn(part: int):
     return FixBN()
 
 
+def rewarm():
+    """A callback making the BatchNorm layers that learn statistics in this fit (the head's, in the
+    "body" mode) average them afresh from its first batch: momentum max(m, 1/t) at the fit's t-th
+    batch, so the statistics describe the body as this fit leaves it rather than 0.9^n of them the
+    frozen stage's."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from fastbase.callback import Callback, Order
+
+    class Rewarm(Callback):
+        order = Order.BN_FREEZE + 1
+
+        def before_fit(self):
+            self.t, self.layers = 0, []
+
+        def before_batch(self):
+            if not self.learn.training:
+                return
+            if not self.layers:
+                self.layers = [(m, m.momentum) for m in self.learn.model.modules()
+                               if isinstance(m, _BatchNorm) and m.training and m.momentum is not None]
+            self.t += 1
+            for m, momentum in self.layers:
+                m.momentum = max(momentum, 1.0 / self.t)
+
+        def cleanup_fit(self):
+            for m, momentum in self.layers:
+                m.momentum = momentum
+    return Rewarm()
+
+
 def _fix(part: int) -> dict:
     return {"callbacks": [fix_bn(part)]}
 
@@ -75,6 +106,7 @@ VARIANTS = {
     "finetune": (lambda learn: setattr(learn, "freeze_bn_stats", "finetune"), {}, 1.0),
     "recal": (None, "recal-fix", 1.0),  # the head's statistics recomputed on un-augmented training images
     "recal-train": (None, "recal-train", 1.0),  # the same on augmented training batches
+    "rewarm": (None, "rewarm", 1.0),  # the head's statistics averaged afresh over this fit's batches
 }
 
 
@@ -113,7 +145,9 @@ def run(path: Path, valid: str, flip: bool, seed: int, variants: list[str], args
         for k, g in generators.items():
             g.set_state(gen_states[k])
         start = time.perf_counter()
-        if fit_kw in ("recal-fix", "recal-train"):
+        if fit_kw == "rewarm":
+            fit_kw = {"callbacks": [rewarm()]}
+        elif fit_kw in ("recal-fix", "recal-train"):
             from fastbase.callbacks.bn_stats import RecalibrateBN
             from fastbase.data import DatasetType
             kind = DatasetType.Fix if fit_kw == "recal-fix" else DatasetType.Train
