@@ -15,7 +15,11 @@ stage, as fastai does); eps (Adam's eps 1e-5, fastai 2's, instead of torch's 1e-
 (a tenth of the recipe's rates); sched (fastai 2's one-cycle: pct_start 0.25, final div 1e5);
 train-bn-eps (bn-train and eps together); bn-train-body and bn-train-head (statistics learnt in
 the body only, or in the head only, the other part's fixed); body-lr100 (every body group at lr/100, the head at lr/10: how
-`slice(lr/100, lr/10)` spreads over fastai 2's two groups for this body, where fastbase has three). About 30 s a variant on 2 idle CPU cores.
+`slice(lr/100, lr/10)` spreads over fastai 2's two groups for this body, where fastbase has three);
+finetune (`freeze_bn_stats="finetune"`); recal and recal-train (the head's statistics recomputed after
+each epoch over the training images without or with augmentation, `RecalibrateBN`); rewarm (the
+head's statistics averaged afresh over the fit's batches). `--base` sets `freeze_bn_stats` before
+every variant (default "body", cnn_learner's default). About 30 s a variant on 2 idle CPU cores.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PY
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# under pytest-xdist (`-n 2`) each worker process takes one core's thread
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 
