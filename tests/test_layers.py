@@ -114,6 +114,11 @@ LAYERS = {
     "fastbase.vision.sizing": 6,
     "fastbase.vision.timm_models": 6,
     "fastbase.vision.transforms": 6,
+    "fastbase.vision.augments": 6,
+    "fastbase.vision.pixel_tfms": 6,
+    "fastbase.vision.tfm_base": 6,
+    "fastbase.vision.tfm_funcs": 6,
+    "fastbase.vision.warps": 6,
     "fastbase.vision.web_images": 6,
     "fastbase.collab": 6,  # collaborative filtering (lesson 4); its namespace gathers basics (layer 5) and itself
     "fastbase.collab.data": 6,
