@@ -130,6 +130,7 @@ LAYERS = {
     "fastbase.tabular.loader": 6,
     "fastbase.tabular.models": 6,
     "fastbase.tabular.procs": 6,
+    "fastbase.tabular.processor": 6,
     "fastbase.tabular.transform": 6,
     # layer 8: the applications: widgets, command line, server, reports
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks
