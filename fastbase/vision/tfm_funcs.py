@@ -105,13 +105,14 @@ def perspective_warp(magnitude=0.0, p: float = 1.0, invert: bool = False) -> Per
     return Perspective(magnitude=magnitude, invert=invert, p=p)
 
 
-def skew(direction=(0, 7), magnitude=0.0, invert: bool = False, p: float = 1.0) -> Skew:
-    """One corner (`direction` // 2) pulled out along x (even `direction`) or y (odd) by `magnitude`."""
+def skew(direction=None, magnitude=0.0, invert: bool = False, p: float = 1.0) -> Skew:
+    """One corner (`direction` // 2) pulled out along x (even `direction`) or y (odd) by `magnitude`;
+    `direction` None: any of the 8."""
     return Skew(direction=direction, magnitude=magnitude, invert=invert, p=p)
 
 
-def tilt(direction=(0, 3), magnitude=0.0, invert: bool = False, p: float = 1.0) -> Tilt:
-    """One side (`direction` 0-3: right, left, bottom, top) grown by `magnitude` at both ends."""
+def tilt(direction=None, magnitude=0.0, invert: bool = False, p: float = 1.0) -> Tilt:
+    """One side (`direction` 0-3: right, left, bottom, top) grown by `magnitude` at both ends; None: any."""
     return Tilt(direction=direction, magnitude=magnitude, invert=invert, p=p)
 
 

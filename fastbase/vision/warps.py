@@ -15,7 +15,7 @@ from ..data import DataError
 from .sizing import PADDING_MODES
 from .tfm_base import CORNERS, GeometricTransform, affine, check_spec, corner_homographies, draw
 
-__all__ = ["Pad", "Perspective", "Skew", "Squish", "Tilt", "ZoomSquish"]
+__all__ = ["CornerPull", "Pad", "Perspective", "Skew", "Squish", "Tilt", "ZoomSquish"]
 
 
 class Perspective(GeometricTransform):
@@ -31,24 +31,41 @@ class Perspective(GeometricTransform):
         return corner_homographies(CORNERS + moves, self.invert)
 
 
-class Skew(GeometricTransform):
-    """fastai's `skew`: one corner pulled outwards along one axis by `magnitude`. `direction` 0-7 (a
-    number, or a range drawn as whole numbers): corner `direction // 2` (top-left, bottom-left,
-    top-right, bottom-right), along x for even directions, y for odd ones."""
+class CornerPull(GeometricTransform):
+    """Corners pulled outwards (away from the centre) along one axis by `magnitude`, chosen by a whole
+    number `direction` in [0, `directions` - 1] (a number or a range drawn per image): one homography.
+    Subclasses say which corners and axis a direction means (`_pulled`)."""
+    directions = 1
 
-    def __init__(self, direction=(0, 7), magnitude=0.0, invert: bool = False, p: float = 1.0):
+    def __init__(self, direction=None, magnitude=0.0, invert: bool = False, p: float = 1.0):
+        direction = (0, self.directions - 1) if direction is None else direction
         super().__init__(p, direction=direction, magnitude=magnitude, invert=invert)
-        self.direction = check_spec("direction", direction, 0, 7, "skew")
-        self.magnitude, self.invert = check_spec("magnitude", magnitude, -1, 1, "skew"), bool(invert)
+        owner = type(self).__name__.lower()
+        self.direction = check_spec("direction", direction, 0, self.directions - 1, owner)
+        self.magnitude, self.invert = check_spec("magnitude", magnitude, -1, 1, owner), bool(invert)
+
+    def _pulled(self, direction: torch.Tensor) -> tuple[list, torch.Tensor]:
+        """([(n,) corner indexes, ...], (n,) axis: 0 for x, 1 for y) of each image's `direction`."""
+        raise NotImplementedError
 
     def _matrices(self, n, out_hw, generator):
         direction = draw(self.direction, n, generator, integer=True).long()
         magnitude = draw(self.magnitude, n, generator)
-        corner, axis = direction // 2, direction % 2
-        moved = CORNERS.repeat(n, 1, 1)
-        rows = torch.arange(n)
-        moved[rows, corner, axis] += magnitude * CORNERS[corner, axis]  # outwards: away from the centre
+        moved, rows = CORNERS.repeat(n, 1, 1), torch.arange(n)
+        corners, axis = self._pulled(direction)
+        for corner in corners:
+            moved[rows, corner, axis] += magnitude * CORNERS[corner, axis]  # outwards: away from the centre
         return corner_homographies(moved, self.invert)
+
+
+class Skew(CornerPull):
+    """fastai's `skew`: one corner pulled outwards along one axis by `magnitude`. `direction` 0-7:
+    corner `direction // 2` (top-left, bottom-left, top-right, bottom-right), along x for even
+    directions, y for odd ones."""
+    directions = 8
+
+    def _pulled(self, direction):
+        return [direction // 2], direction % 2
 
 
 # tilt's directions: the two corners of one side, and the axis along which they spread apart
@@ -56,23 +73,13 @@ _TILT_SIDES = torch.tensor([[2, 3], [0, 1], [1, 3], [0, 2]])  # right, left, bot
 _TILT_AXIS = torch.tensor([1, 1, 0, 0])  # a left/right side grows taller (y), a top/bottom one wider (x)
 
 
-class Tilt(GeometricTransform):
+class Tilt(CornerPull):
     """fastai's `tilt`: one side of the picture grows by `magnitude` at both of its ends, as if the
-    picture leaned away. `direction` 0-3: the right, left, bottom or top side (a number or a range)."""
+    picture leaned away. `direction` 0-3: the right, left, bottom or top side."""
+    directions = 4
 
-    def __init__(self, direction=(0, 3), magnitude=0.0, invert: bool = False, p: float = 1.0):
-        super().__init__(p, direction=direction, magnitude=magnitude, invert=invert)
-        self.direction = check_spec("direction", direction, 0, 3, "tilt")
-        self.magnitude, self.invert = check_spec("magnitude", magnitude, -1, 1, "tilt"), bool(invert)
-
-    def _matrices(self, n, out_hw, generator):
-        direction = draw(self.direction, n, generator, integer=True).long()
-        magnitude = draw(self.magnitude, n, generator)
-        moved, rows, axis = CORNERS.repeat(n, 1, 1), torch.arange(n), _TILT_AXIS[direction]
-        for end in (0, 1):
-            corner = _TILT_SIDES[direction, end]
-            moved[rows, corner, axis] += magnitude * CORNERS[corner, axis]
-        return corner_homographies(moved, self.invert)
+    def _pulled(self, direction):
+        return [_TILT_SIDES[direction, 0], _TILT_SIDES[direction, 1]], _TILT_AXIS[direction]
 
 
 class Squish(GeometricTransform):
