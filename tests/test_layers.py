@@ -114,6 +114,11 @@ LAYERS = {
     "fastbase.vision.sizing": 6,
     "fastbase.vision.timm_models": 6,
     "fastbase.vision.transforms": 6,
+    "fastbase.vision.augments": 6,
+    "fastbase.vision.pixel_tfms": 6,
+    "fastbase.vision.tfm_base": 6,
+    "fastbase.vision.tfm_funcs": 6,
+    "fastbase.vision.warps": 6,
     "fastbase.vision.web_images": 6,
     "fastbase.collab": 6,  # collaborative filtering (lesson 4); its namespace gathers basics (layer 5) and itself
     "fastbase.collab.data": 6,
@@ -125,6 +130,7 @@ LAYERS = {
     "fastbase.tabular.loader": 6,
     "fastbase.tabular.models": 6,
     "fastbase.tabular.procs": 6,
+    "fastbase.tabular.processor": 6,
     "fastbase.tabular.transform": 6,
     # layer 8: the applications: widgets, command line, server, reports
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks

@@ -138,6 +138,29 @@ from .segmentation import (
     unet_learner,
 )
 from .show import plot_multi, show_image
+from .tfm_funcs import (
+    brightness,
+    contrast,
+    crop,
+    crop_pad,
+    cutout,
+    dihedral,
+    flip_lr,
+    jitter,
+    pad,
+    perspective_warp,
+    rand_crop,
+    rand_resize_crop,
+    rand_zoom,
+    rgb_randomize,
+    rotate,
+    skew,
+    squish,
+    symmetric_warp,
+    tilt,
+    zoom,
+    zoom_crop,
+)
 from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (
     Brightness,
@@ -182,6 +205,11 @@ __all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and
 __all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "SegmentationLabelList",
             "open_mask"]  # segmentation data
 __all__ += ["StageComparison", "two_stages"]  # lesson 1's two stages compared (fastbase.finetune)
+__all__ += [  # fastai v1's transform functions (fastbase.vision.tfm_funcs); sorted
+    "brightness", "contrast", "crop", "crop_pad", "cutout", "dihedral", "flip_lr", "jitter", "pad",
+    "perspective_warp", "rand_crop", "rand_resize_crop", "rand_zoom", "rgb_randomize", "rotate", "skew", "squish",
+    "symmetric_warp", "tilt", "zoom", "zoom_crop",
+]
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas.

@@ -57,6 +57,7 @@ from .label_table import df_table, read_csv_table
 from .show import show_image_batch, show_image_results
 from .transforms import (
     BatchAugment,
+    Crop,
     RandomCrop,
     ToFloat,
     Zoom,
@@ -227,6 +228,8 @@ class ImageDataBunch(DataBunch):
                             "resize_method, padding_mode, tfm_y.")
         lls = without_bad_files(lls, check_images, skip_bad)
         train_tfms, valid_tfms = split_tfms(lls.tfms)
+        if size is None:  # fastai's crop(size=...) sets the size when transform(size=) does not
+            size = next((t.size for t in [*train_tfms, *valid_tfms] if isinstance(t, Crop) and t.size), None)
         # a transform's own fill (rand_pad(mode='zeros')) unless `transform(padding_mode=)` says
         padding_mode = padding_mode or next((t.padding_mode for t in train_tfms if getattr(t, "padding_mode", None)),
                                             "reflection")
@@ -300,7 +303,7 @@ class ImageDataBunch(DataBunch):
         """The `ds_type` items in order, through the training augmentation with a zoom of exactly `scale`
         towards a random point and a random crop window, for test-time augmentation (`Learner.TTA`)."""
         loader, (train_tfms, _) = self.dl(ds_type), getattr(self, "ds_tfms", ([], []))
-        kept = [t for t in train_tfms if not isinstance(t, (Zoom, RandomCrop))]
+        kept = [t for t in train_tfms if not isinstance(t, (Zoom, Crop))]
         tfms = [RandomCrop(), *kept, Zoom(max_zoom=scale, min_zoom=scale, p=1.0)]
         dataset = loader.dataset.new(canvas=True)
         augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode, tfm_y=self.tfm_y)
