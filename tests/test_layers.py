@@ -97,6 +97,7 @@ LAYERS = {
     "fastbase.vision.feature_cache": 6,
     "fastbase.vision.feature_store": 6,
     "fastbase.vision.compare": 6,
+    "fastbase.vision.coords": 6,  # points and boxes as targets: placed and moved with their images
     "fastbase.vision.image": 6,
     "fastbase.vision.interpret": 6,
     "fastbase.vision.item_cache": 6,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
 from ..data import DataError, TfmOrder
+from .coords import CoordTargets
 from .sizing import PADDING_MODES, ResizeMethod
 
 __all__ = ["BatchAugment", "Brightness", "CenterCrop", "Contrast", "Dihedral", "Flip", "GeometricTransform",
@@ -316,14 +317,14 @@ class BatchAugment:
     contrast) in place in logit space, then any other callables in `tfms` (float batch -> float
     batch). Random draws use `generator` (CPU). With `tfm_y` (segmentation), `y` is a uint8 mask
     (n, 1, H, W) of class codes on the same canvas: it takes the same resample, nearest-neighbour (no
-    lighting), and leaves as int64 (n, 1, *size)."""
+    lighting), and leaves as int64 (n, 1, *size); a `CoordTargets` `tfm_y` moves coordinates (`coords`)."""
     order = TfmOrder.TO_FLOAT
 
     def __init__(self, tfms, size=None, resize_method=ResizeMethod.CROP, padding_mode: str = "reflection",
-                 generator: torch.Generator | None = None, tfm_y: bool = False):
+                 generator: torch.Generator | None = None, tfm_y: bool | CoordTargets = False):
         if padding_mode not in PADDING_MODES:
             raise DataError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}.")
-        self.tfms, self.size, self.tfm_y = list(tfms), size, bool(tfm_y)
+        self.tfms, self.size, self.tfm_y = list(tfms), size, tfm_y if isinstance(tfm_y, CoordTargets) else bool(tfm_y)
         self.resize_method, self.padding_mode, self.generator = ResizeMethod(resize_method), padding_mode, generator
         self.geometric = [t for t in self.tfms if isinstance(t, GeometricTransform)]
         self.lighting = [t for t in self.tfms if isinstance(t, LightingTransform)]
@@ -361,10 +362,11 @@ class BatchAugment:
             m = crop_matrices(src_hw.cpu(), out_hw, self.resize_method, self.random_crop, rng, canvas_hw=in_hw)
             for t in self.geometric:
                 m = m @ t.matrices(n, out_hw, rng)
-            if self.tfm_y:
+            if self.tfm_y is True:
                 x, y = resample(x, m, out_hw, self.padding_mode, self._workspace, mask=y)
             else:
                 x = resample(x, m, out_hw, self.padding_mode, self._workspace)
+            y = self.tfm_y.move(y, m) if isinstance(self.tfm_y, CoordTargets) else y  # points, boxes
         y = as_target(y)
         x = x.mul_(1 / 255)
         if bool((scale != 1).any() or (shift != 0).any()):  # lighting, on the (smaller) output
@@ -375,7 +377,7 @@ class BatchAugment:
         return x, y
 
     def __repr__(self):
-        tfm_y = ", tfm_y=True" if self.tfm_y else ""
+        tfm_y = f", tfm_y={self.tfm_y!r}" if self.tfm_y else ""
         return (f"BatchAugment(size={self.size}, resize_method={self.resize_method.name}, "
                 f"padding_mode={self.padding_mode!r}{tfm_y}, tfms={self.tfms})")
 
