@@ -104,6 +104,10 @@ LAYERS = {
     "fastbase.vision.label_table": 6,
     "fastbase.vision.learner": 6,
     "fastbase.vision.models": 6,
+    "fastbase.vision.points": 6,  # the points task: ImagePoints, PointsItemList/LabelList, PointsDataBunch, drawing
+    "fastbase.vision.points.data": 6,
+    "fastbase.vision.points.items": 6,
+    "fastbase.vision.points.show": 6,
     "fastbase.vision.rand_pad": 6,
     "fastbase.vision.segmentation": 6,  # the segmentation task, whole: data, unet, metrics, interpret, show
     "fastbase.vision.segmentation.data": 6,

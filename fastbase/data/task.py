@@ -34,6 +34,12 @@ class TaskData:
         `regression`. A task whose prediction is another kind of item (a mask) overrides it."""
         return prediction_item(probs, self.classes, self.multi_label, thresh, regression)
 
+    def item_prediction(self, item, label):
+        """`Learner.predict`'s item for the raw `item` it was asked about, from `decode_prediction`'s
+        `label`: unchanged by default; a task whose predictions are coordinates on the model's input
+        (points) gives them in the pixels of `item` itself."""
+        return label
+
     def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35):
         """The loader `Learner.TTA` averages over: the `ds_type` items in order through the training
         loader's batch transforms. `scale` is for tasks that zoom (images); the default ignores it."""

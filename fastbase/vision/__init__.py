@@ -108,7 +108,7 @@ from ..layers import (
     simple_cnn,
 )
 from ..learner import Learner, load_learner
-from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy
+from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy, MSELossFlat
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from ..namespace import PLOTTING, notebook_namespace
 from ..recorder import Recorder
@@ -116,10 +116,12 @@ from ..train import lr_find
 from . import models
 from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
+from .coords import FlowField
 from .data import ImageDataBunch, ImageList
 from .image import Image, ResizeMethod, get_image_files, open_image
 from .interpret import grad_cam
 from .learner import cnn_learner, create_body, create_cnn, create_head
+from .points import ImagePoints, PointsDataBunch, PointsItemList, PointsLabelList, PointsProcessor
 from .rand_pad import RandPad, rand_pad
 from .segmentation import (
     DynamicUnet,
@@ -182,6 +184,8 @@ __all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and
 __all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "SegmentationLabelList",
             "open_mask"]  # segmentation data
 __all__ += ["StageComparison", "two_stages"]  # lesson 1's two stages compared (fastbase.finetune)
+__all__ += ["FlowField", "ImagePoints", "MSELossFlat", "PointsDataBunch", "PointsItemList", "PointsLabelList",
+            "PointsProcessor"]  # points as targets (fastbase.vision.points, fastbase.vision.coords)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas.
