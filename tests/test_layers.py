@@ -94,6 +94,10 @@ LAYERS = {
     "fastbase.vision.data": 6,
     "fastbase.vision.data_checks": 6,
     "fastbase.vision.dataset": 6,
+    "fastbase.vision.detection": 6,  # object detection data: ImageBBox, ObjectItemList, COCO annotations, drawing
+    "fastbase.vision.detection.data": 6,
+    "fastbase.vision.detection.items": 6,
+    "fastbase.vision.detection.show": 6,
     "fastbase.vision.feature_cache": 6,
     "fastbase.vision.feature_store": 6,
     "fastbase.vision.compare": 6,

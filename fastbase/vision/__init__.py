@@ -118,6 +118,7 @@ from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
 from .coords import FlowField
 from .data import ImageDataBunch, ImageList
+from .detection import ImageBBox, ObjectCategoryList, ObjectDataBunch, ObjectItemList, bb_pad_collate, get_annotations
 from .image import Image, ResizeMethod, get_image_files, open_image
 from .interpret import grad_cam
 from .learner import cnn_learner, create_body, create_cnn, create_head
@@ -186,6 +187,8 @@ __all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "Se
 __all__ += ["StageComparison", "two_stages"]  # lesson 1's two stages compared (fastbase.finetune)
 __all__ += ["FlowField", "ImagePoints", "MSELossFlat", "PointsDataBunch", "PointsItemList", "PointsLabelList",
             "PointsProcessor"]  # points as targets (fastbase.vision.points, fastbase.vision.coords)
+__all__ += ["ImageBBox", "ObjectCategoryList", "ObjectDataBunch", "ObjectItemList", "bb_pad_collate",
+            "get_annotations"]  # boxes as targets (fastbase.vision.detection)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas.
