@@ -1,10 +1,14 @@
 """The points task: lesson3-head-pose's cells on data of BIWI's layout (tiny images, a tiny random body,
 one epoch), points that follow their images, bad labels named with their files, predictions in the
 pixels of the image asked about, and export/load_learner."""
+import os
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from points_fixtures import HW, biwi_folder
 from tiny_vision import tiny_arch
 
@@ -146,3 +150,23 @@ def test_training_batches_put_the_points_on_the_moved_discs(biwi):
         centroid = torch.stack([(v * ys).sum() / v.sum(), (v * xs).sum() / v.sum()])
         assert torch.allclose(centroid, pts.pixels[0], atol=1.0), (centroid, pts.pixels[0])
     assert checked >= 8
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED, "data", "faces68_tiny")),
+                    reason="../shared/data/faces68_tiny is absent (a clone without the shared data)")
+def test_68_landmarks_of_faces68_tiny(tmp_path):
+    import pandas as pd
+    path = Path(SHARED) / "data" / "faces68_tiny"
+    df = pd.read_csv(path / "points.csv")
+    xy = {r.fname: np.array(r.points.split(), dtype=np.float32).reshape(-1, 2) for r in df.itertuples()}
+    valid = set(df.fname[df.is_valid])
+    items = PointsItemList.from_folder(path / "images").split_by_valid_func(lambda o: o.name in valid)
+    with pytest.raises(LabelError, match="outside the image"):  # 4 faces have landmarks just off the frame
+        items.label_from_func(lambda o: tensor(xy[o.name][:, ::-1].copy()))
+    data = (items.label_from_func(lambda o: tensor(xy[o.name][:, ::-1].copy()), outside="keep")
+            .transform(get_transforms(), tfm_y=True, size=32).databunch(bs=8, num_workers=0, seed=0))
+    assert data.c == 136 and len(data.valid_ds) == 84
+    x, y = data.one_batch()
+    assert x.shape == (8, 3, 32, 32) and y.shape == (8, 68, 2)
+    learn = cnn_learner(data, tiny_arch, pretrained=False, path=tmp_path, silent=True)
+    assert learn.model(x).shape == (8, 136)
