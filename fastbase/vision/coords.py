@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from ..data import DataError
 from .sizing import ResizeMethod, canvas_size, cover_geometry, fit_size
 
-__all__ = ["BoxTargets", "CoordTargets", "FlowField", "PointTargets", "apply_homography", "check_points", "outside",
+__all__ = ["BoxTargets", "CoordItem", "CoordTargets", "FlowField", "PointTargets", "apply_homography", "outside",
            "place_points", "placement", "scale_flow", "scale_points", "unscale_points"]
 
 
@@ -42,6 +41,38 @@ class FlowField:
 
     def __repr__(self):
         return f"FlowField(size={self.size}, {len(self)} points)"
+
+
+class CoordItem:
+    """What the items made of coordinates (`ImagePoints`, `ImageBBox`) share: their image's `size`
+    (h, w), and `show`, which draws them (`draw`) over the image on `ax`, or alone on new axes that
+    span the image in pixels."""
+    size: tuple[int, int]
+    noun = "coordinates"
+
+    def show(self, ax=None, figsize=(3, 3), title: str | None = None, hide_axis: bool = True, **kwargs):
+        if ax is None:
+            import matplotlib.pyplot as plt
+            _, ax = plt.subplots(figsize=figsize)
+            ax.set_xlim(0, self.size[1])
+            ax.set_ylim(self.size[0], 0)
+        self.draw(ax, **kwargs)
+        if hide_axis:
+            ax.axis("off")
+        if title is not None:
+            ax.set_title(title)
+        return ax
+
+    def draw(self, ax, **kwargs) -> None:
+        raise NotImplementedError
+
+    def text(self) -> str:
+        return ""
+
+    def __str__(self):
+        return f"{type(self).__name__} ({len(self)} {self.noun}) on {self.size[0]}x{self.size[1]}"
+
+    __repr__ = __str__
 
 
 def scale_points(points: torch.Tensor, hw) -> torch.Tensor:
@@ -141,13 +172,3 @@ def place_points(points: torch.Tensor, full_hw, size, method, canvas: bool) -> t
     (ay, by), (ax, bx), placed = placement(full_hw, size, method, canvas)
     pixels = points * points.new_tensor([ay, ax]) + points.new_tensor([by, bx])
     return scale_points(pixels, placed)
-
-
-def check_points(points: torch.Tensor, hw, name) -> None:
-    """Points `(k, 2)` `(y, x)` in pixels lie on an image of `hw`: a DataError naming `name` otherwise."""
-    h, w = hw
-    bad = (points[:, 0] < 0) | (points[:, 0] > h) | (points[:, 1] < 0) | (points[:, 1] > w)
-    if bool(bad.any()):
-        first = [tuple(round(v, 1) for v in p) for p in points[bad][:3].tolist()]
-        raise DataError(f"{name}: {int(bad.sum())} point(s) lie outside the {w}x{h} image, e.g. (y, x) = {first}. "
-                        "Points are (y, x) pairs in pixels of the image; check the order and the label function.")

@@ -16,16 +16,17 @@ import torch
 from ...core import Path
 from ...data import DataError, LabelError, format_list
 from ...data.labels import LabelItemList, sorted_classes
-from ..coords import scale_points, unscale_points
+from ..coords import CoordItem, scale_points, unscale_points
 
 __all__ = ["ImageBBox", "ObjectCategoryList", "bb_pad_collate", "get_annotations"]
 
 BACKGROUND = "background"
 
 
-class ImageBBox:
+class ImageBBox(CoordItem):
     """Labelled boxes on an image of `size` (h, w): `data` is `(boxes (b, 4) scaled, labels (b,) int64)`,
     `pixels` the boxes in pixels, `classes` the names of the labels (index 0 'background')."""
+    noun = "boxes"
 
     def __init__(self, boxes: torch.Tensor, labels: torch.Tensor, size, classes=None, scores=None):
         self.boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
@@ -64,34 +65,16 @@ class ImageBBox:
     def names(self) -> list[str]:
         return [self.classes[i] if self.classes is not None else str(i) for i in self.labels.tolist()]
 
-    def show(self, ax=None, figsize=(3, 3), title: str | None = None, hide_axis: bool = True, color="white",
-             text_size: int = 8, **kwargs):
-        """Draw the boxes with their class names on `ax` (over the image already there)."""
+    def draw(self, ax, color="white", text_size: int = 8, **kwargs) -> None:
+        """Draw the boxes and their class names on `ax` (`show(ax)` calls it); `color=None`: one per class."""
         import matplotlib.pyplot as plt
         from matplotlib import patches
-        if ax is None:
-            _, ax = plt.subplots(figsize=figsize)
-            ax.set_xlim(0, self.size[1])
-            ax.set_ylim(self.size[0], 0)
         colors = plt.get_cmap("tab10")
         for k, ((t, lft, b, r), lbl, name) in enumerate(zip(self.pixels.tolist(), self.labels.tolist(), self.names())):
             edge = colors(lbl % 10) if color is None else color
             ax.add_patch(patches.Rectangle((lft - 0.5, t - 0.5), r - lft, b - t, fill=False, edgecolor=edge, lw=1.5))
             score = "" if self.scores is None else f" {self.scores[k]:.2f}"
             ax.text(lft - 0.5, t - 0.5, f"{name}{score}", color=edge, fontsize=text_size, va="bottom", **kwargs)
-        if hide_axis:
-            ax.axis("off")
-        if title is not None:
-            ax.set_title(title)
-        return ax
-
-    def text(self) -> str:
-        return ""
-
-    def __str__(self):
-        return f"ImageBBox ({len(self)} boxes) on {self.size[0]}x{self.size[1]}"
-
-    __repr__ = __str__
 
 
 def _scale_boxes(boxes: torch.Tensor, hw) -> torch.Tensor:

@@ -17,20 +17,21 @@ from ...core import Path
 from ...data import LabelError, format_list
 from ...data.labels import LabelItemList
 from ...losses import MSELossFlat
-from ..coords import FlowField, outside, scale_points, unscale_points
+from ..coords import CoordItem, FlowField, outside, scale_points, unscale_points
 
 __all__ = ["ImagePoints", "PointsLabelList", "PointsProcessor", "image_hw"]
 
 OUTSIDE = ("error", "keep")  # what labels with points outside their image do
 
 
-class ImagePoints:
+class ImagePoints(CoordItem):
     """Points on an image of `flow.size` (h, w), as fastai v1's: `flow.flow` holds `(y, x)` pairs
     (`y_first=False`: `(x, y)`) in pixels, or already in `[-1, 1]` with `scale=False`.
 
     `data`: `(k, 2)` scaled `(y, x)` (what a model learns); `pixels`: the same in pixels; `flow`: a
     FlowField of the scaled points; `outside`: which points lie off the image (they are kept);
     `resize(size)`: the same points on an image of another size; `show(ax)` draws them."""
+    noun = "points"
 
     def __init__(self, flow: FlowField, scale: bool = True, y_first: bool = True):
         pts = flow.flow if y_first else flow.flow.flip(1)
@@ -64,29 +65,10 @@ class ImagePoints:
         hw = (size, size) if isinstance(size, int) else tuple(size)[-2:]
         return ImagePoints(FlowField(hw, self._data), scale=False)
 
-    def show(self, ax=None, figsize=(3, 3), title: str | None = None, hide_axis: bool = True, color="red",
-             size: float = 20, marker: str = "o", **kwargs):
-        """Draw the points on `ax` (over the image already there; a new figure when None)."""
-        if ax is None:
-            import matplotlib.pyplot as plt
-            _, ax = plt.subplots(figsize=figsize)
-            ax.set_xlim(0, self.size[1])
-            ax.set_ylim(self.size[0], 0)
+    def draw(self, ax, color="red", size: float = 20, marker: str = "o", **kwargs) -> None:
+        """Draw the points on `ax` (`show(ax)` calls it): pixel centres where matplotlib puts them."""
         px = self.pixels.detach().cpu() - 0.5  # matplotlib puts pixel (r, c)'s centre at (c, r)
         ax.scatter(px[:, 1].numpy(), px[:, 0].numpy(), s=size, c=color, marker=marker, **kwargs)
-        if hide_axis:
-            ax.axis("off")
-        if title is not None:
-            ax.set_title(title)
-        return ax
-
-    def text(self) -> str:
-        return ""
-
-    def __str__(self):
-        return f"ImagePoints ({len(self)} points) on {self.size[0]}x{self.size[1]}"
-
-    __repr__ = __str__
 
 
 def image_hw(fn) -> tuple[int, int]:
