@@ -170,3 +170,15 @@ def test_68_landmarks_of_faces68_tiny(tmp_path):
     assert x.shape == (8, 3, 32, 32) and y.shape == (8, 68, 2)
     learn = cnn_learner(data, tiny_arch, pretrained=False, path=tmp_path, silent=True)
     assert learn.model(x).shape == (8, 136)
+
+
+def test_served_points_are_in_the_pixels_of_the_upload(biwi, tmp_path):
+    from fastbase.serve import ServedModel
+    data = head_pose_data(biwi, tfms=([], []), size=(12, 16))
+    learn = cnn_learner(data, tiny_arch, pretrained=False, path=tmp_path, silent=True)
+    learn.export()
+    served = ServedModel(tmp_path / "export.pkl")
+    fn = data.valid_ds.items[1]
+    (answer,) = served.predict([served.decode(fn.read_bytes(), fn.name)])
+    pts, _, _ = learn.predict(fn)
+    assert answer["size"] == list(HW) and np.allclose(answer["points"], pts.pixels.tolist(), atol=0.01)

@@ -121,13 +121,20 @@ class PointsDataBunch(ImageDataBunch):
     def item_prediction(self, item, label: ImagePoints) -> ImagePoints:
         """The predicted points on `item` itself, in its pixels: the input's placement (crop, pad or
         squish to `size`) undone."""
-        if self.size is None:
-            return label
-        full_hw = _item_hw(item)
+        return label if self.size is None else self._on_image(label, _item_hw(item))
+
+    def _on_image(self, label: ImagePoints, full_hw) -> ImagePoints:
+        """Points predicted on the model's input, moved onto the image of `full_hw` it was made from."""
         (ay, by), (ax, bx), placed = placement(full_hw, self.size, self.resize_method, canvas=False)
         pts = label.data
         pixels = (unscale_points(pts, placed) - pts.new_tensor([by, bx])) / pts.new_tensor([ay, ax])
         return ImagePoints(FlowField(full_hw, scale_points(pixels, full_hw)), scale=False)
+
+    def serve_answer(self, row: torch.Tensor, item_hw) -> dict:
+        """`fastbase serve`'s answer: the points as `(y, x)` pixels of the upload, and its (h, w)."""
+        label, _ = self.decode_prediction(row.cpu())
+        pts = label if self.size is None else self._on_image(label, tuple(item_hw))
+        return {"points": [[round(v, 2) for v in p] for p in pts.pixels.tolist()], "size": list(pts.size)}
 
     def one_item(self, item):
         """As ImageDataBunch's, with image files decoded at full size (so `item_prediction` maps back exactly)."""
