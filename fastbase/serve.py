@@ -114,7 +114,7 @@ class ServedModel:
         try:
             with PIL.Image.open(io.BytesIO(body)) as img:  # the header only: nothing is decoded yet
                 w, h = img.size
-                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+                turned = _quarter_turned(img)
         except PIL.Image.DecompressionBombError as e:
             raise ClientError(413, f"{name} is too large to decode ({e}).") from e
         except Exception as e:
@@ -143,6 +143,15 @@ def answer(row: torch.Tensor, classes: list[str], multi_label: bool = False, thr
     values = [round(float(p), 6) for p in row]
     top = [values[i] for i in item.data.nonzero().view(-1).tolist()] if multi_label else max(values)
     return {"label": item.obj, "probability": top, "probabilities": dict(zip(classes, values))}
+
+
+def _quarter_turned(img) -> bool:
+    """Whether the EXIF orientation of the opened `img` turns it a quarter (its height is its width);
+    False when the metadata cannot be read (the decoder then says what is wrong with the file)."""
+    try:
+        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 -- a truncated or odd file: its decode names the problem
+        return False
 
 
 class Batcher:
