@@ -63,7 +63,7 @@ class Inference(Loop):
         ce = isinstance(self.loss_func, nn.CrossEntropyLoss)
         regression = self.data.classes is None and not self.data.multi_label and not ce
         label, decoded = self.data.decode_prediction(probs, thresh, regression)
-        return label, decoded, probs
+        return self.data.item_prediction(item, label), decoded, probs
 
     def show_results(self, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs):
         """Draw items of one `ds_type` batch titled with their prediction and target; the DataBunch

@@ -111,3 +111,25 @@ class CrossEntropyFlat(nn.Module):
 
     def extra_repr(self) -> str:
         return f"axis={self.axis}, reduction={self.reduction!r}"
+
+__all__ += ["MSELossFlat"]
+
+
+class MSELossFlat(nn.Module):
+    """Mean squared error between outputs and targets of the same number of values per item, each
+    flattened to (bs, -1): fastai v1's loss for points, whose model gives `2 * n_points` numbers and
+    whose targets are `(bs, n_points, 2)`. `reduction='none'` gives one loss per item (its mean)."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise FastbaseError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+        self.reduction = reduction
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        out, targ = output.reshape(len(output), -1).float(), target.reshape(len(target), -1).float()
+        if out.shape != targ.shape:
+            raise FastbaseError(f"MSELossFlat: the output {tuple(output.shape)} and the target {tuple(target.shape)} "
+                                "hold different numbers of values per item (a points model gives 2 * n_points).")
+        loss = F.mse_loss(out, targ, reduction="none")
+        return loss.mean(1) if self.reduction == "none" else (loss.sum() if self.reduction == "sum" else loss.mean())

@@ -94,15 +94,24 @@ LAYERS = {
     "fastbase.vision.data": 6,
     "fastbase.vision.data_checks": 6,
     "fastbase.vision.dataset": 6,
+    "fastbase.vision.detection": 6,  # object detection data: ImageBBox, ObjectItemList, COCO annotations, drawing
+    "fastbase.vision.detection.data": 6,
+    "fastbase.vision.detection.items": 6,
+    "fastbase.vision.detection.show": 6,
     "fastbase.vision.feature_cache": 6,
     "fastbase.vision.feature_store": 6,
     "fastbase.vision.compare": 6,
+    "fastbase.vision.coords": 6,  # points and boxes as targets: placed and moved with their images
     "fastbase.vision.image": 6,
     "fastbase.vision.interpret": 6,
     "fastbase.vision.item_cache": 6,
     "fastbase.vision.label_table": 6,
     "fastbase.vision.learner": 6,
     "fastbase.vision.models": 6,
+    "fastbase.vision.points": 6,  # the points task: ImagePoints, PointsItemList/LabelList, PointsDataBunch, drawing
+    "fastbase.vision.points.data": 6,
+    "fastbase.vision.points.items": 6,
+    "fastbase.vision.points.show": 6,
     "fastbase.vision.rand_pad": 6,
     "fastbase.vision.segmentation": 6,  # the segmentation task, whole: data, unet, metrics, interpret, show
     "fastbase.vision.segmentation.data": 6,

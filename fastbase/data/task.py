@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..core import FastbaseError
-from .base import DatasetType
+from .base import DataError, DatasetType
 from .items import prediction_item
 
 __all__ = ["InterpretationError", "TaskData"]
@@ -33,6 +33,20 @@ class TaskData:
         `Learner.predict`: a Category, a MultiCategory (classes above `thresh`), or a FloatItem for
         `regression`. A task whose prediction is another kind of item (a mask) overrides it."""
         return prediction_item(probs, self.classes, self.multi_label, thresh, regression)
+
+    def item_prediction(self, item, label):
+        """`Learner.predict`'s item for the raw `item` it was asked about, from `decode_prediction`'s
+        `label`: unchanged by default; a task whose predictions are coordinates on the model's input
+        (points) gives them in the pixels of `item` itself."""
+        return label
+
+    def serve_answer(self, row: torch.Tensor, item_hw) -> dict:
+        """`fastbase serve`'s JSON answer for one prediction `row` (after the loss's activation) of an
+        uploaded image of `item_hw` (h, w), for data without classes (classifiers get the class
+        probabilities, from `serve`). The default refuses: a task answers only if it says how (points:
+        their pixels on the upload)."""
+        raise DataError(f"fastbase serve answers classifiers and tasks that say how to answer; a "
+                        f"{type(self).__name__} without classes does not.")
 
     def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35):
         """The loader `Learner.TTA` averages over: the `ds_type` items in order through the training

@@ -108,7 +108,7 @@ from ..layers import (
     simple_cnn,
 )
 from ..learner import Learner, load_learner
-from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy
+from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy, MSELossFlat
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from ..namespace import PLOTTING, notebook_namespace
 from ..recorder import Recorder
@@ -116,10 +116,13 @@ from ..train import lr_find
 from . import models
 from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
+from .coords import FlowField
 from .data import ImageDataBunch, ImageList
+from .detection import ImageBBox, ObjectCategoryList, ObjectDataBunch, ObjectItemList, bb_pad_collate, get_annotations
 from .image import Image, ResizeMethod, get_image_files, open_image
 from .interpret import grad_cam
 from .learner import cnn_learner, create_body, create_cnn, create_head
+from .points import ImagePoints, PointsDataBunch, PointsItemList, PointsLabelList, PointsProcessor
 from .rand_pad import RandPad, rand_pad
 from .segmentation import (
     DynamicUnet,
@@ -210,6 +213,10 @@ __all__ += [  # fastai v1's transform functions (fastbase.vision.tfm_funcs); sor
     "perspective_warp", "rand_crop", "rand_resize_crop", "rand_zoom", "rgb_randomize", "rotate", "skew", "squish",
     "symmetric_warp", "tilt", "zoom", "zoom_crop",
 ]
+__all__ += ["FlowField", "ImagePoints", "MSELossFlat", "PointsDataBunch", "PointsItemList", "PointsLabelList",
+            "PointsProcessor"]  # points as targets (fastbase.vision.points, fastbase.vision.coords)
+__all__ += ["ImageBBox", "ObjectCategoryList", "ObjectDataBunch", "ObjectItemList", "bb_pad_collate",
+            "get_annotations"]  # boxes as targets (fastbase.vision.detection)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas.

@@ -20,6 +20,7 @@ from torch.utils.data import get_worker_info
 
 from ..data import DataError, TfmOrder
 from .augments import Brightness, CenterCrop, Contrast, Crop, Dihedral, Flip, RandomCrop, Rotate, Warp, Zoom
+from .coords import CoordTargets
 from .sizing import PADDING_MODES, ResizeMethod, size_hw
 from .tfm_base import (
     GeometricTransform,
@@ -170,20 +171,25 @@ class BatchAugment:
     (its `size` is the output's when `size` is None). Random draws use `generator` (CPU). With `tfm_y`
     (segmentation), `y` is a uint8 mask (n, 1, H, W) of class codes on the same canvas: it takes the
     same resample and grid moves, nearest-neighbour (no lighting, no pixel transforms), and leaves as
-    int64 (n, 1, *size)."""
+    int64 (n, 1, *size). A `CoordTargets` `tfm_y` (points, boxes) moves coordinates by the inverse of the
+    resample's map (`coords`); grid moves have no exact inverse, so they are refused with coordinates."""
     order = TfmOrder.TO_FLOAT
 
     def __init__(self, tfms, size=None, resize_method=ResizeMethod.CROP, padding_mode: str = "reflection",
-                 generator: torch.Generator | None = None, tfm_y: bool = False):
+                 generator: torch.Generator | None = None, tfm_y: bool | CoordTargets = False):
         if padding_mode not in PADDING_MODES:
             raise DataError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}.")
-        self.tfms, self.size, self.tfm_y = list(tfms), size, bool(tfm_y)
+        self.tfms, self.size, self.tfm_y = list(tfms), size, tfm_y if isinstance(tfm_y, CoordTargets) else bool(tfm_y)
         self.resize_method, self.padding_mode, self.generator = ResizeMethod(resize_method), padding_mode, generator
         self.geometric = [t for t in self.tfms if isinstance(t, GeometricTransform)]
         self.lighting = [t for t in self.tfms if isinstance(t, LightingTransform)]
         self.others = sorted((t for t in self.tfms if callable(t)), key=lambda t: getattr(t, "order", 0))
         self.grid = [t for t in self.tfms if isinstance(t, GridTransform)]
         self.pixel = [t for t in self.tfms if isinstance(t, PixelTransform)]
+        if self.grid and isinstance(self.tfm_y, CoordTargets):
+            raise DataError(f"{', '.join(type(t).__name__ for t in self.grid)} moves the sampling grid point by point, "
+                            "which has no exact inverse to move points or boxes with; leave it out of the transforms "
+                            "of coordinate targets.")
         self.crop = next((t for t in reversed(self.tfms) if isinstance(t, Crop)), None)
         self.random_crop = self.crop is not None and not self.crop.centred
         if self.size is None and self.crop is not None:
@@ -224,10 +230,11 @@ class BatchAugment:
             for t in self.geometric:
                 m = m @ t.matrices(n, out_hw, rng)
             move_grid = self._move_grid(rng) if self.grid else None
-            if self.tfm_y:
+            if self.tfm_y is True:
                 x, y = resample(x, m, out_hw, self.padding_mode, self._workspace, mask=y, move_grid=move_grid)
             else:
                 x = resample(x, m, out_hw, self.padding_mode, self._workspace, move_grid=move_grid)
+            y = self.tfm_y.move(y, m) if isinstance(self.tfm_y, CoordTargets) else y  # points, boxes
         y = as_target(y)
         x = x.mul_(1 / 255)
         if bool((scale != 1).any() or (shift != 0).any()):  # lighting, on the (smaller) output
@@ -247,7 +254,7 @@ class BatchAugment:
         return move
 
     def __repr__(self):
-        tfm_y = ", tfm_y=True" if self.tfm_y else ""
+        tfm_y = f", tfm_y={self.tfm_y!r}" if self.tfm_y else ""
         return (f"BatchAugment(size={self.size}, resize_method={self.resize_method.name}, "
                 f"padding_mode={self.padding_mode!r}{tfm_y}, tfms={self.tfms})")
 
