@@ -1,0 +1,122 @@
+"""Layer 6: turning texts into tokens: `SpacyTokenizer` (spaCy's rule-based tokenizer of
+`spacy.blank(lang)`: no model to download) and `Tokenizer`, which runs the rules of
+`fastbase.text.rules` around it, over many texts in worker processes with a progress bar.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+
+from ..core import FastbaseError, ifnone, num_cpus
+from ..progress import progress_bar, progress_disabled
+from .rules import default_post_rules, default_pre_rules, default_spec_tok
+
+__all__ = ["BaseTokenizer", "SpacyTokenizer", "TextError", "Tokenizer"]
+
+
+class TextError(FastbaseError, ValueError):
+    """Text data fastbase cannot use as given; the message names the document, file or value."""
+
+
+class BaseTokenizer:
+    """The plainest tokenizer: words are what lies between spaces. Subclasses split better."""
+
+    def __init__(self, lang: str = "en"):
+        self.lang = lang
+
+    def tokenizer(self, t: str) -> list[str]:
+        return t.split(" ")
+
+    def pipe(self, texts) -> list[list[str]]:
+        """The tokens of each of `texts` (subclasses batch the work)."""
+        return [self.tokenizer(t) for t in texts]
+
+    def add_special_cases(self, toks) -> None:
+        """Tokens the tokenizer must keep whole (`xxbos`...)."""
+
+
+class SpacyTokenizer(BaseTokenizer):
+    """spaCy's rule-based tokenizer for `lang` (`spacy.blank(lang)`): punctuation, contractions and
+    the language's exceptions, without a trained pipeline."""
+
+    def __init__(self, lang: str = "en"):
+        super().__init__(lang)
+        try:
+            import spacy
+        except ImportError as e:
+            raise TextError("fastbase.text tokenizes with spaCy: `pip install 'fastbase[text]'`.") from e
+        try:
+            self.tok = spacy.blank(lang).tokenizer
+        except (ImportError, ValueError, KeyError) as e:
+            raise TextError(f"spaCy has no language {lang!r} ({e}); use a language code such as 'en', 'fr', "
+                            "'de' or 'xx' (several languages).") from e
+
+    def tokenizer(self, t: str) -> list[str]:
+        return [w.text for w in self.tok(t)]
+
+    def pipe(self, texts) -> list[list[str]]:
+        return [[w.text for w in doc] for doc in self.tok.pipe(texts)]
+
+    def add_special_cases(self, toks) -> None:
+        for w in toks:
+            self.tok.add_special_case(w, [{"ORTH": w}])
+
+
+class Tokenizer:
+    """Tokenize texts as fastai v1 does: `pre_rules` on each text, `tok_func(lang)` splits it,
+    `post_rules` on its tokens. `special_cases` (default: the special tokens) stay whole. `process_all`
+    spreads the texts over `n_cpus` processes (default: the machine's cores, at most 8)."""
+
+    def __init__(self, tok_func=SpacyTokenizer, lang: str = "en", pre_rules=None, post_rules=None,
+                 special_cases=None, n_cpus: int | None = None):
+        self.tok_func, self.lang = tok_func, lang
+        self.pre_rules = list(ifnone(pre_rules, default_pre_rules))
+        self.post_rules = list(ifnone(post_rules, default_post_rules))
+        self.special_cases = list(ifnone(special_cases, default_spec_tok))
+        self.n_cpus = max(1, ifnone(n_cpus, min(8, num_cpus())))
+        self._tok = None
+
+    def __getstate__(self):  # the spaCy tokenizer is rebuilt in each worker, not pickled
+        return {**self.__dict__, "_tok": None}
+
+    @property
+    def tok(self) -> BaseTokenizer:
+        if self._tok is None:
+            self._tok = self.tok_func(self.lang)
+            self._tok.add_special_cases(self.special_cases)
+        return self._tok
+
+    def __repr__(self):
+        names = [getattr(r, "__name__", repr(r)) for r in self.pre_rules + self.post_rules]
+        return f"Tokenizer {getattr(self.tok_func, '__name__', self.tok_func)} in {self.lang} with rules {names}"
+
+    def process_text(self, t: str) -> list[str]:
+        """The tokens of one text."""
+        return self.process_many([t])[0]
+
+    def process_many(self, texts) -> list[list[str]]:
+        """The tokens of each of `texts`, in this process."""
+        for rule in self.pre_rules:
+            texts = [rule(t) for t in texts]
+        docs = self.tok.pipe(texts)
+        for rule in self.post_rules:
+            docs = [rule(d) for d in docs]
+        return docs
+
+    def process_all(self, texts, chunk: int = 1000, show_progress: bool | None = None) -> list[list[str]]:
+        """The tokens of each of `texts`, in order; in `n_cpus` worker processes when there are more
+        texts than one `chunk`, with a progress bar over the chunks (unless silenced)."""
+        texts = list(texts)
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TextError(f"Text {bad} is a {type(texts[bad]).__name__} ({texts[bad]!r:.60}), not a string.")
+        pieces = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
+        show = not progress_disabled() if show_progress is None else show_progress
+        if self.n_cpus == 1 or len(pieces) < 2:
+            work = progress_bar(pieces, leave=False) if show and len(pieces) > 1 else pieces
+            return [doc for piece in work for doc in self.process_many(piece)]
+        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        with concurrent.futures.ProcessPoolExecutor(min(self.n_cpus, len(pieces)), mp_context=context) as pool:
+            results = pool.map(self.process_many, pieces)
+            steps = progress_bar(range(len(pieces)), leave=False) if show else range(len(pieces))
+            return [doc for _ in steps for doc in next(results)]
