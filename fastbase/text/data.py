@@ -48,7 +48,7 @@ class TextList(ItemList):
     or id lists. `vocab` (a `Vocab`, e.g. `data_lm.vocab`) numericalizes them with a language
     model's vocabulary; `tokenizer` (default `Tokenizer()`) splits them. Once the chain builds its
     DataBunch, `ids` holds the documents' ids and `il[i]` is a `Text`."""
-    _extensions = [".txt"]
+    _extensions = (".txt",)
 
     def __init__(self, items, path=".", vocab: Vocab | None = None, tokenizer: Tokenizer | None = None, **kwargs):
         super().__init__(items, path=path, vocab=vocab, tokenizer=tokenizer, **kwargs)

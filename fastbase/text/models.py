@@ -23,10 +23,11 @@ __all__ = ["AWD_LSTM", "BatchNorm1dFlat", "EmbeddingDropout", "LinearDecoder", "
            "PoolingLinearClassifier", "RNNDropout", "SequentialRNN", "WeightDropout", "awd_lstm_clas_config",
            "awd_lstm_lm_config", "dropout_mask", "get_language_model", "get_text_classifier"]
 
-awd_lstm_lm_config = dict(emb_sz=400, n_hid=1152, n_layers=3, pad_token=1, bidir=False, output_p=0.1,
-                          hidden_p=0.15, input_p=0.25, embed_p=0.02, weight_p=0.2, tie_weights=True, out_bias=True)
-awd_lstm_clas_config = dict(emb_sz=400, n_hid=1152, n_layers=3, pad_token=1, bidir=False, output_p=0.4,
-                            hidden_p=0.3, input_p=0.4, embed_p=0.05, weight_p=0.5)
+awd_lstm_lm_config = {"emb_sz": 400, "n_hid": 1152, "n_layers": 3, "pad_token": 1, "bidir": False, "output_p": 0.1,
+                      "hidden_p": 0.15, "input_p": 0.25, "embed_p": 0.02, "weight_p": 0.2, "tie_weights": True,
+                      "out_bias": True}
+awd_lstm_clas_config = {"emb_sz": 400, "n_hid": 1152, "n_layers": 3, "pad_token": 1, "bidir": False,
+                        "output_p": 0.4, "hidden_p": 0.3, "input_p": 0.4, "embed_p": 0.05, "weight_p": 0.5}
 
 
 def dropout_mask(x: torch.Tensor, size, p: float) -> torch.Tensor:
@@ -160,8 +161,7 @@ class LinearDecoder(nn.Module):
             self.decoder.weight = tie_encoder.weight
 
     def forward(self, input):
-        raw_outputs, outputs = input[:2]
-        return self.decoder(self.output_dp(outputs[-1]))
+        return self.decoder(self.output_dp(input[1][-1]))  # input: (raw_outputs, outputs)
 
 
 class SequentialRNN(nn.Sequential):
@@ -186,7 +186,7 @@ class MultiBatchEncoder(nn.Module):
         self.module.reset()
 
     def forward(self, input: torch.Tensor):
-        bs, sl = input.size()
+        sl = input.size(1)
         self.module.reset()
         raw_outputs, outputs, masks = [], [], []
         for i in range(0, sl, self.bptt):
@@ -216,7 +216,7 @@ class PoolingLinearClassifier(nn.Module):
         self.layers = nn.Sequential(*mods)
 
     def forward(self, input):
-        raw_outputs, outputs, mask = input
+        _, outputs, mask = input
         output = outputs[-1]
         keep = (~mask).unsqueeze(-1).to(output.dtype)
         avg_pool = (output * keep).sum(1) / keep.sum(1).clamp(min=1)

@@ -9,9 +9,25 @@ import html
 import re
 
 __all__ = [
-    "BOS", "EOS", "FLD", "PAD", "TK_MAJ", "TK_REP", "TK_UP", "TK_WREP", "UNK", "default_post_rules",
-    "default_pre_rules", "default_spec_tok", "deal_caps", "fix_html", "replace_all_caps", "replace_rep",
-    "replace_wrep", "rm_useless_spaces", "spec_add_spaces",
+    "BOS",
+    "EOS",
+    "FLD",
+    "PAD",
+    "TK_MAJ",
+    "TK_REP",
+    "TK_UP",
+    "TK_WREP",
+    "UNK",
+    "deal_caps",
+    "default_post_rules",
+    "default_pre_rules",
+    "default_spec_tok",
+    "fix_html",
+    "replace_all_caps",
+    "replace_rep",
+    "replace_wrep",
+    "rm_useless_spaces",
+    "spec_add_spaces",
 ]
 
 UNK, PAD, BOS, EOS, FLD = "xxunk", "xxpad", "xxbos", "xxeos", "xxfld"
