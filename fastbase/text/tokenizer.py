@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import re
 
 from ..core import FastbaseError, ifnone, num_cpus
 from ..progress import progress_bar, progress_disabled
 from .rules import default_post_rules, default_pre_rules, default_spec_tok
 
 __all__ = ["BaseTokenizer", "SpacyTokenizer", "TextError", "Tokenizer"]
+
+_WHITESPACE = re.compile(r"(\s+)")
 
 
 class TextError(FastbaseError, ValueError):
@@ -37,10 +40,19 @@ class BaseTokenizer:
 
 class SpacyTokenizer(BaseTokenizer):
     """spaCy's rule-based tokenizer for `lang` (`spacy.blank(lang)`): punctuation, contractions and
-    the language's exceptions, without a trained pipeline."""
+    the language's exceptions, without a trained pipeline.
+
+    spaCy splits a text at whitespace and then cuts each piece by its rules alone, so the tokens of
+    a piece never depend on its neighbours. `pipe` therefore asks spaCy once per distinct piece and
+    reuses the answer (`cache_size` pieces at most), and makes the whitespace tokens as spaCy does
+    (a run of whitespace is a token, less the one space that separates two words): the same tokens,
+    without building a spaCy `Doc` per text (`bench/text.py` measures both)."""
+    cache_size = 1_000_000
 
     def __init__(self, lang: str = "en"):
         super().__init__(lang)
+        self._pieces: dict[str, list[str]] = {}
+        self._spaced_cases = False
         try:
             import spacy
         except ImportError as e:
@@ -55,11 +67,33 @@ class SpacyTokenizer(BaseTokenizer):
         return [w.text for w in self.tok(t)]
 
     def pipe(self, texts) -> list[list[str]]:
-        return [[w.text for w in doc] for doc in self.tok.pipe(texts)]
+        if self._spaced_cases:  # a special case across whitespace: only spaCy's own pass sees it
+            return [[w.text for w in doc] for doc in self.tok.pipe(texts)]
+        return [self._tokens(t) for t in texts]
+
+    def _tokens(self, text: str) -> list[str]:
+        parts = _WHITESPACE.split(text)
+        out, pieces = [], self._pieces
+        for i, part in enumerate(parts):
+            if i % 2 == 0:  # a piece without whitespace
+                if part:
+                    found = pieces.get(part)
+                    if found is None:
+                        if len(pieces) >= self.cache_size:
+                            pieces.clear()
+                        found = pieces[part] = [w.text for w in self.tok(part)]
+                    out.extend(found)
+            else:  # whitespace: whole at the start of the text, else less its first character if a space
+                space = part if i == 1 and not parts[0] else part[1:] if part[0] == " " else part
+                if space:
+                    out.append(space)
+        return out
 
     def add_special_cases(self, toks) -> None:
         for w in toks:
             self.tok.add_special_case(w, [{"ORTH": w}])
+            self._spaced_cases = self._spaced_cases or any(c.isspace() for c in w)
+        self._pieces.clear()
 
 
 class Tokenizer:
