@@ -68,11 +68,11 @@ def run_tokenize(args) -> None:
             json.dump(texts, f)
         times = {"fastbase": [], "fastai": []}
         for _ in range(args.runs):
-            for lib in times:
+            for lib, seconds in times.items():
                 cmd = ([sys.executable, __file__, "child", f.name] if lib == "fastbase" else
                        [args.fastai_python, "-c", FASTAI_CHILD, f.name])
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-                times[lib].append(json.loads(out)["seconds"])
+                seconds.append(json.loads(out)["seconds"])
         med = {lib: statistics.median(t) for lib, t in times.items()}
         rows.append((name, len(texts), med["fastbase"], med["fastai"]))
         print(f"{name}: {len(texts)} docs  fastbase {len(texts) / med['fastbase']:.0f} docs/s "

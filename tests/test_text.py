@@ -140,7 +140,7 @@ def test_lm_training_windows_vary_and_cover_the_streams(lm_data):
 
 
 def test_classifier_batches_pad_first_and_validation_is_longest_first(clas_data):
-    x, y = next(iter(clas_data.valid_dl))
+    x, _ = next(iter(clas_data.valid_dl))
     pad = clas_data.vocab.pad_idx
     assert (x[:, -1] != pad).all() and (x[-1, 0] == pad or len({int((r != pad).sum()) for r in x}) == 1)
     lengths = clas_data.valid_ds.lengths
@@ -206,7 +206,7 @@ def test_ulmfit_end_to_end(lm_data, clas_data, one_thread):
     defaults.silent = True
     learn = language_model_learner(lm_data, config=LM_CONFIG, pretrained=False, metrics=[accuracy, Perplexity()])
     learn.fit_one_cycle(1, 1e-2)
-    loss, acc, ppl = learn.recorder.values[-1][1:]
+    loss, _, ppl = learn.recorder.values[-1][1:]
     assert np.isclose(ppl, np.exp(loss), rtol=0.02) and len(learn.layer_groups) == 3  # per token, per batch
     generated = learn.predict("This film was", n_words=4)
     assert generated.startswith("This film was ") and len(generated.split()) == 7
@@ -219,7 +219,7 @@ def test_ulmfit_end_to_end(lm_data, clas_data, one_thread):
     assert not any(p.requires_grad for p in clas.layer_groups[1].parameters())
     assert all(p.requires_grad for p in clas.layer_groups[2].parameters())
     clas.fit_one_cycle(1, slice(1e-3, 1e-2))
-    label, idx, probs = clas.predict("This film was good great lovely .")
+    label, _, probs = clas.predict("This film was good great lovely .")
     assert str(label) in ("neg", "pos") and probs.shape == (2,)
     clas.export()
     inference = load_learner(clas.path)

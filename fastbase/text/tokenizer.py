@@ -149,8 +149,24 @@ class Tokenizer:
         if self.n_cpus == 1 or len(pieces) < 2:
             work = progress_bar(pieces, leave=False) if show and len(pieces) > 1 else pieces
             return [doc for piece in work for doc in self.process_many(piece)]
-        context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-        with concurrent.futures.ProcessPoolExecutor(min(self.n_cpus, len(pieces)), mp_context=context) as pool:
-            results = pool.map(self.process_many, pieces)
+        fork = "fork" in multiprocessing.get_all_start_methods()
+        if fork:
+            _ = self.tok  # built once here; forked workers inherit it instead of each loading spaCy
+        context = multiprocessing.get_context("fork" if fork else None)
+        with concurrent.futures.ProcessPoolExecutor(min(self.n_cpus, len(pieces)), mp_context=context,
+                                                    initializer=_start_worker, initargs=(self,)) as pool:
+            results = pool.map(_tokenize_piece, pieces)
             steps = progress_bar(range(len(pieces)), leave=False) if show else range(len(pieces))
             return [doc for _ in steps for doc in next(results)]
+
+
+_worker_tokenizer: Tokenizer | None = None  # set in each worker process by `_start_worker`, never in the parent
+
+
+def _start_worker(tokenizer: Tokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def _tokenize_piece(texts: list[str]) -> list[list[str]]:
+    return _worker_tokenizer.process_many(texts)
