@@ -135,6 +135,7 @@ LAYERS = {
     "fastbase.text": 6,  # text and ULMFiT: tokenizer, vocab, TextList, LM and classifier data, AWD-LSTM, learners
     "fastbase.text.bunch": 6,
     "fastbase.text.data": 6,
+    "fastbase.text.interpret": 6,
     "fastbase.text.learner": 6,
     "fastbase.text.loaders": 6,
     "fastbase.text.models": 6,

@@ -16,6 +16,7 @@ from .. import basics
 from ..namespace import notebook_namespace
 from .bunch import TextClasDataBunch, TextDataBunch, TextLMDataBunch
 from .data import LMLabelList, Text, TextList, open_text
+from .interpret import TextClassificationInterpretation, attention_html
 from .learner import (
     LanguageLearner,
     Perplexity,
@@ -100,6 +101,7 @@ __all__ = [  # sorted; notebook_namespace adds fastbase.basics' names
     "Text",
     "TextClasDataBunch",
     "TextClasDataset",
+    "TextClassificationInterpretation",
     "TextDataBunch",
     "TextError",
     "TextLMDataBunch",
@@ -108,6 +110,7 @@ __all__ = [  # sorted; notebook_namespace adds fastbase.basics' names
     "Tokenizer",
     "Vocab",
     "WeightDropout",
+    "attention_html",
     "awd_lstm_clas_config",
     "awd_lstm_clas_split",
     "awd_lstm_lm_config",

@@ -149,12 +149,17 @@ class TextDataBunch(DataBunch):
         targets = [classes[int(t)] if classes is not None and y.dim() == 1 else str(t.tolist()) for t in y[:rows]]
         return pd.DataFrame({"text": texts, "target": targets})
 
+    def plot_top_losses(self, interp, k: int = 9, largest: bool = True, **kwargs):
+        """The top losses as a table of texts (`TextClassificationInterpretation.show_top_losses`)."""
+        from .interpret import TextClassificationInterpretation
+        return TextClassificationInterpretation.show_top_losses(interp, k, largest=largest, **kwargs)
+
     def _show_ids(self, ids) -> list[str]:
         words = self.vocab.textify(ids.tolist(), sep=None)
         return [w for w in words if w != self.vocab.itos[self.pad_idx]]
 
     # --- plain-data save ------------------------------------------------------------------------
-    def save(self, fname="data_save.pkl") -> Path:
+    def save(self, fname="data_save.json") -> Path:
         """Write the numericalized lists to `path/fname` (JSON: vocabulary, classes, labels) and
         `path/fname.npz` (the ids); `load_data(path, fname, bs=)` rebuilds the DataBunch without
         tokenizing again. Nothing is pickled."""

@@ -34,6 +34,10 @@ class LMDataset(Dataset):
     def __len__(self):
         return len(self.docs)
 
+    @property
+    def vocab(self):
+        return self.labelled.x.vocab
+
     def set_order(self, order) -> None:
         """Lay the documents end to end in `order` and cut the result into the `bs` streams."""
         stream = self.docs.concat(order)
@@ -135,6 +139,10 @@ class TextClasDataset(Dataset):
 
     def __getitem__(self, i):
         return self.labelled[i]
+
+    @property
+    def vocab(self):
+        return self.labelled.x.vocab
 
     def __getitems__(self, idxs):
         return [(self.docs[i], self.targets[i]) for i in idxs]
