@@ -24,6 +24,7 @@ from fastbase.text import (
     Perplexity,
     RNNLearner,
     TextClasDataBunch,
+    TextClassificationInterpretation,
     TextError,
     TextList,
     TextLMDataBunch,
@@ -96,7 +97,7 @@ def test_tokenizer_applies_the_rules_and_keeps_special_tokens_whole(tok):
 
 def test_tokenizer_gives_the_same_tokens_in_worker_processes():
     texts = [f"Text number {i}, with SOME words." for i in range(9)]
-    assert Tokenizer(n_cpus=2).process_all(texts, chunk=3) == Tokenizer(n_cpus=1).process_all(texts)
+    assert Tokenizer(n_cpus=2).process_all(texts, chunk=3, min_chunk=1) == Tokenizer(n_cpus=1).process_all(texts)
 
 
 def test_vocab_puts_special_tokens_first_and_pads_to_a_multiple_of_8(tmp_path):
@@ -221,6 +222,12 @@ def test_ulmfit_end_to_end(lm_data, clas_data, one_thread):
     clas.fit_one_cycle(1, slice(1e-3, 1e-2))
     label, _, probs = clas.predict("This film was good great lovely .")
     assert str(label) in ("neg", "pos") and probs.shape == (2,)
+    interp = TextClassificationInterpretation.from_learner(clas)
+    item, weights = interp.intrinsic_attention("This film was good .")
+    assert weights.shape == (len(item.text.split(" ")),) and float(weights.max()) == 1.0
+    assert interp.html_intrinsic_attention("This film was good .").count("<span") == len(weights)
+    top = interp.show_top_losses(3)
+    assert list(top.columns) == ["text", "prediction", "actual", "loss", "probability"] and len(top) == 3
     clas.export()
     inference = load_learner(clas.path)
     assert isinstance(inference, RNNLearner) and inference.data.vocab == clas_data.vocab

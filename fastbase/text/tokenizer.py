@@ -137,13 +137,16 @@ class Tokenizer:
             docs = [rule(d) for d in docs]
         return docs
 
-    def process_all(self, texts, chunk: int = 1000, show_progress: bool | None = None) -> list[list[str]]:
-        """The tokens of each of `texts`, in order; in `n_cpus` worker processes when there are more
-        texts than one `chunk`, with a progress bar over the chunks (unless silenced)."""
+    def process_all(self, texts, chunk: int = 1000, show_progress: bool | None = None,
+                    min_chunk: int = 100) -> list[list[str]]:
+        """The tokens of each of `texts`, in order, in pieces of at most `chunk` texts (at least
+        `min_chunk`, and a few per worker): in `n_cpus` worker processes when there are several
+        pieces, with a progress bar over them (unless silenced)."""
         texts = list(texts)
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
         if bad is not None:
             raise TextError(f"Text {bad} is a {type(texts[bad]).__name__} ({texts[bad]!r:.60}), not a string.")
+        chunk = max(min_chunk, min(chunk, -(-len(texts) // (4 * self.n_cpus))))  # a few pieces per worker
         pieces = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
         show = not progress_disabled() if show_progress is None else show_progress
         if self.n_cpus == 1 or len(pieces) < 2:
