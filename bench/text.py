@@ -17,6 +17,7 @@ imdb_sample's 200 `is_valid` reviews, per seed, and the minutes of the recipe (p
 
     python bench/text.py tokenize [--runs 3]
     python bench/text.py ulmfit [--seeds 0,1,2] [--lm-epochs 2] [--clas-epochs 2] [--emb-sz 64] [--n-hid 256]
+                                [--pretrain-epochs 2] [--max-vocab 10000]
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def run_ulmfit(args) -> None:
     config_file = lm_dir / "lm_fwd.json"
     if not config_file.is_file():
         result = pretrain_lm(WIKI, lm_dir, epochs=args.pretrain_epochs, emb_sz=args.emb_sz, n_hid=args.n_hid,
-                             n_layers=args.n_layers, bs=64, lr=5e-3, max_vocab=20000)
+                             n_layers=args.n_layers, bs=64, lr=5e-3, max_vocab=args.max_vocab)
         print("pretrained:", json.dumps(result, default=str), flush=True)
     config = json.loads(config_file.read_text())
     clas_config = {**awd_lstm_clas_config, **{k: config[k] for k in ("emb_sz", "n_hid", "n_layers")}}
@@ -155,7 +156,7 @@ def main(argv=None) -> None:
     ulm.add_argument("--lm-dir", default="/tmp/fastbase_text_bench/lm")
     ulm.add_argument("--work", default="/tmp/fastbase_text_bench/work")
     for name, default in (("pretrain-epochs", 2), ("lm-epochs", 2), ("clas-epochs", 2), ("emb-sz", 64),
-                          ("n-hid", 256), ("n-layers", 2)):
+                          ("n-hid", 256), ("n-layers", 2), ("max-vocab", 10000)):
         ulm.add_argument(f"--{name}", type=int, default=default)
     args = parser.parse_args(argv)
     if args.mode == "child":

@@ -266,3 +266,12 @@ def test_pretrained_without_network_names_the_url_and_the_ways_out(lm_data, monk
     monkeypatch.setenv("FASTBASE_OFFLINE", "1")
     with pytest.raises(TextError, match=r"WT103_FWD.*pretrained=False.*pretrained_fnames"):
         language_model_learner(lm_data, config=LM_CONFIG)
+
+
+def test_the_notebook_namespace_gives_the_lessons_names():
+    ns = {}
+    exec("from fastbase.text import *", ns)
+    lesson = {"TextList", "TextLMDataBunch", "TextClasDataBunch", "language_model_learner", "text_classifier_learner",
+              "AWD_LSTM", "ItemLists", "DatasetType", "untar_data", "URLs", "load_data", "Learner", "accuracy",
+              "BatchNorm1dFlat", "F", "nn", "torch", "np", "TextClassificationInterpretation"}
+    assert lesson <= set(ns), lesson - set(ns)

@@ -7,7 +7,7 @@ numericalized lists as plain data (JSON and a NumPy archive) so `load_data` skip
 from __future__ import annotations
 
 import json
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import torch
@@ -118,9 +118,15 @@ class TextDataBunch(DataBunch):
     def pad_idx(self) -> int:
         return self.vocab.pad_idx
 
+    @cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer of the training documents (the default one for a DataBunch loaded for inference)."""
+        own = None if self.inference_only else self.train_ds.labelled.x.tokenizer
+        return own or Tokenizer(n_cpus=1)
+
     def numericalize_text(self, text: str, include_bos: bool = True) -> torch.Tensor:
         """The ids of a raw text as the training documents were made (rules, tokens, `xxbos`)."""
-        tokens = Tokenizer(n_cpus=1).process_text(text)
+        tokens = self.tokenizer.process_text(text)
         return torch.tensor(self.vocab.numericalize(([BOS] if include_bos else []) + tokens), dtype=torch.long)
 
     def one_item(self, item):

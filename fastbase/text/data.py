@@ -149,7 +149,7 @@ def process_lists(lls, tokenizer=None, vocab: Vocab | None = None, max_vocab: in
     train = lls.train.x
     if not isinstance(train, TextList):
         raise TextError(f"A text DataBunch needs TextList items, got {type(train).__name__}.")
-    tokenizer = tokenizer or train.tokenizer or Tokenizer()
+    tokenizer = train.tokenizer = tokenizer or train.tokenizer or Tokenizer()
     vocab = vocab or train.vocab
     lists = [ll.x for ll in lls.lists]
     parts = [_document_tokens(il, tokenizer, include_bos, include_eos) for il in lists]

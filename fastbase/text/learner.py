@@ -18,7 +18,14 @@ from ..learner import Learner
 from ..loop import eval_grad_mode
 from ..metrics import Metric
 from .bunch import TextClasDataBunch, TextLMDataBunch
-from .models import AWD_LSTM, awd_lstm_clas_config, awd_lstm_lm_config, get_language_model, get_text_classifier
+from .models import (
+    AWD_LSTM,
+    MultiBatchEncoder,
+    awd_lstm_clas_config,
+    awd_lstm_lm_config,
+    get_language_model,
+    get_text_classifier,
+)
 from .pretrained import WT103_FILES, load_pretrained
 from .rules import TK_MAJ, TK_UP
 from .tokenizer import TextError
@@ -118,7 +125,7 @@ class RNNLearner(Learner):
     @property
     def encoder(self) -> nn.Module:
         enc = self.model[0]
-        return getattr(enc, "module", enc) if not isinstance(enc, AWD_LSTM) else enc
+        return enc.module if isinstance(enc, MultiBatchEncoder) else enc
 
     def save_encoder(self, name) -> Path:
         """Write the encoder's weights to `path/model_dir/name.pth`."""

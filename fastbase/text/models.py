@@ -133,11 +133,11 @@ class AWD_LSTM(nn.Module):
 
     def _hidden_for(self, layer: int, x: torch.Tensor):
         h = self.hidden[layer]
-        if h is None or h[0].device != x.device or h[0].dtype != x.dtype or h[0].is_inference() != x.is_inference():
+        if h is None or h[0].device != x.device or h[0].is_inference() != x.is_inference():
             n = (self.n_hid if layer != self.n_layers - 1 else self.emb_sz) // self.n_dir
             zeros = x.new_zeros(self.n_dir, self.bs, n)
             return zeros, zeros
-        return h
+        return h if h[0].dtype == x.dtype else (h[0].to(x.dtype), h[1].to(x.dtype))  # mixed precision
 
     def reset(self) -> None:
         """Forget the hidden state (a new set of streams or documents starts)."""
