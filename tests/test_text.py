@@ -269,9 +269,31 @@ def test_pretrained_without_network_names_the_url_and_the_ways_out(lm_data, monk
 
 
 def test_the_notebook_namespace_gives_the_lessons_names():
-    ns = {}
-    exec("from fastbase.text import *", ns)
+    import fastbase.text as namespace
+    ns = {name: getattr(namespace, name) for name in namespace.__all__}  # what `import *` binds
     lesson = {"TextList", "TextLMDataBunch", "TextClasDataBunch", "language_model_learner", "text_classifier_learner",
               "AWD_LSTM", "ItemLists", "DatasetType", "untar_data", "URLs", "load_data", "Learner", "accuracy",
               "BatchNorm1dFlat", "F", "nn", "torch", "np", "TextClassificationInterpretation"}
     assert lesson <= set(ns), lesson - set(ns)
+
+
+class StatefulGRU(torch.nn.Module):
+    """Lesson 7's Model4: the hidden state carries over from one batch to the next, validation included."""
+
+    def __init__(self, nv, nh=8, bs=4):
+        super().__init__()
+        self.i_h, self.rnn, self.h_o = torch.nn.Embedding(nv, nh), torch.nn.GRU(nh, nh, batch_first=True), \
+            torch.nn.Linear(nh, nv)
+        self.h = torch.zeros(1, bs, nh)
+
+    def forward(self, x):
+        res, h = self.rnn(self.i_h(x), self.h)
+        self.h = h.detach()
+        return self.h_o(res)
+
+
+def test_a_hidden_state_kept_through_validation_can_feed_training(lm_data):
+    from fastbase.learner import Learner
+    learn = Learner(lm_data, StatefulGRU(len(lm_data.vocab)), metrics=accuracy, silent=True)
+    learn.fit(2, 1e-2)  # the second epoch starts from the state validation left
+    assert len(learn.recorder.values) == 2 and not learn.model.h.is_inference()
