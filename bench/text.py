@@ -1,8 +1,8 @@
 """Benchmark: fastbase.text against fastai 2.8, and ULMFiT's point on this machine.
 
 `tokenize`: documents per second of tokenization with fastai's default rules and spaCy's English
-rules, 2 worker processes each, on imdb_sample's 1,000 reviews and on 20,000 sentences of
-wikitext2_sample (valid.txt then test.txt, cut at ' . '). Each run is a fresh child process (a
+rules, 2 worker processes each, on imdb_sample's 1,000 reviews and on 20,000 sentences (the
+17,421 of wikitext2_sample's valid.txt and test.txt, cut at ' . ', then imdb_sample's cut at '. '). Each run is a fresh child process (a
 fresh tokenizer: no piece is cached from an earlier run); runs alternate between the libraries.
 
   fastbase  Tokenizer(n_cpus=2).process_all(texts)
@@ -35,13 +35,22 @@ IMDB = SHARED / "imdb_sample"
 WIKI = SHARED / "wikitext2_sample"
 
 FASTAI_CHILD = """
-import json, sys, time
+import json, resource, sys, time
 from fastai.text.all import tokenize_texts
+def cpu():
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 texts = json.load(open(sys.argv[1]))
-start = time.perf_counter()
+start, cpu0 = time.perf_counter(), cpu()
 docs = tokenize_texts(texts, n_workers=2)
-print(json.dumps({"seconds": time.perf_counter() - start, "tokens": sum(len(d) for d in docs)}))
+print(json.dumps({"seconds": time.perf_counter() - start, "cpu": cpu() - cpu0, "tokens": sum(len(d) for d in docs)}))
 """
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the tokenizing workers)."""
+    import resource
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                         resource.RUSAGE_CHILDREN)))
 
 
 def corpora() -> dict[str, list[str]]:
@@ -50,35 +59,37 @@ def corpora() -> dict[str, list[str]]:
     lines = [line.strip() for name in ("valid.txt", "test.txt")
              for line in (WIKI / name).read_text(encoding="utf-8").splitlines() if line.strip()]
     sentences = [s.strip() + " ." for line in lines if not line.startswith("=") for s in line.split(" . ") if s.strip()]
-    return {"imdb_sample": imdb, "wikitext_20k": sentences[:20000]}
+    reviews = [s.strip() + "." for text in imdb for s in text.split(". ") if s.strip()]  # tops up to 20,000
+    return {"imdb_sample": imdb, "corpus_20k": (sentences + reviews)[:20000]}
 
 
 def child_fastbase(texts_file: str) -> dict:
     from fastbase.text import Tokenizer
     texts = json.loads(Path(texts_file).read_text())
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), cpu_seconds()
     docs = Tokenizer(n_cpus=2).process_all(texts, show_progress=False)
-    return {"seconds": time.perf_counter() - start, "tokens": sum(len(d) for d in docs)}
+    return {"seconds": time.perf_counter() - start, "cpu": cpu_seconds() - cpu0, "tokens": sum(len(d) for d in docs)}
 
 
 def run_tokenize(args) -> None:
     import tempfile
-    rows = []
     for name, texts in corpora().items():
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(texts, f)
         times = {"fastbase": [], "fastai": []}
         for _ in range(args.runs):
-            for lib, seconds in times.items():
+            for lib, runs in times.items():
                 cmd = ([sys.executable, __file__, "child", f.name] if lib == "fastbase" else
                        [args.fastai_python, "-c", FASTAI_CHILD, f.name])
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-                seconds.append(json.loads(out)["seconds"])
-        med = {lib: statistics.median(t) for lib, t in times.items()}
-        rows.append((name, len(texts), med["fastbase"], med["fastai"]))
-        print(f"{name}: {len(texts)} docs  fastbase {len(texts) / med['fastbase']:.0f} docs/s "
-              f"({med['fastbase']:.2f} s)  fastai {len(texts) / med['fastai']:.0f} docs/s ({med['fastai']:.2f} s)  "
-              f"ratio {med['fastai'] / med['fastbase']:.2f}x  runs {times}", flush=True)
+                runs.append(json.loads(out))
+        for key in ("seconds", "cpu"):
+            med = {lib: statistics.median(r[key] for r in runs) for lib, runs in times.items()}
+            print(f"{name} ({key}): {len(texts)} docs  fastbase {len(texts) / med['fastbase']:.0f} docs/s "
+                  f"({med['fastbase']:.2f} s)  fastai {len(texts) / med['fastai']:.0f} docs/s "
+                  f"({med['fastai']:.2f} s)  ratio {med['fastai'] / med['fastbase']:.2f}x  "
+                  f"each run: {[round(r[key], 2) for r in times['fastbase']]} / "
+                  f"{[round(r[key], 2) for r in times['fastai']]}", flush=True)
 
 
 def run_ulmfit(args) -> None:
