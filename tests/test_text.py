@@ -297,3 +297,17 @@ def test_a_hidden_state_kept_through_validation_can_feed_training(lm_data):
     learn = Learner(lm_data, StatefulGRU(len(lm_data.vocab)), metrics=accuracy, silent=True)
     learn.fit(2, 1e-2)  # the second epoch starts from the state validation left
     assert len(learn.recorder.values) == 2 and not learn.model.h.is_inference()
+
+
+def test_from_folder_labels_by_folder_and_a_language_model_exports(tmp_path, lm_data, tok):
+    for split, n in (("train", 4), ("valid", 2)):
+        for label, words in (("pos", GOOD), ("neg", BAD)):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(n):
+                (tmp_path / split / label / f"{i}.txt").write_text(f"It was {words[i % 4]} and {words[-1]} .")
+    data = TextClasDataBunch.from_folder(tmp_path, tokenizer=tok, min_freq=1, bs=4, device="cpu")
+    assert data.classes == ["neg", "pos"] and len(data.train_ds) == 8 and len(data.valid_ds) == 4
+    learn = language_model_learner(lm_data, config=LM_CONFIG, pretrained=False, path=tmp_path)
+    learn.export()
+    again = load_learner(tmp_path)
+    assert isinstance(again, LanguageLearner) and again.predict("This film", n_words=3).startswith("This film ")
