@@ -311,3 +311,9 @@ def test_from_folder_labels_by_folder_and_a_language_model_exports(tmp_path, lm_
     learn.export()
     again = load_learner(tmp_path)
     assert isinstance(again, LanguageLearner) and again.predict("This film", n_words=3).startswith("This film ")
+
+
+def test_post_rules_applied_per_piece_give_the_tokens_of_the_whole_document(tok):
+    texts = ["The BIG dog , the Big DOG !", "  Start\n\nAGAIN Now", "ok"]
+    per_document = Tokenizer(n_cpus=1, post_rules=[lambda d: replace_all_caps(d), lambda d: deal_caps(d)])
+    assert tok.process_all(texts) == per_document.process_all(texts)

@@ -98,5 +98,6 @@ def deal_caps(tokens: list[str]) -> list[str]:
     return out
 
 
+replace_all_caps.token_local = deal_caps.token_local = True  # each token's result depends on it alone
 default_pre_rules = [fix_html, replace_rep, replace_wrep, spec_add_spaces, rm_useless_spaces]
 default_post_rules = [replace_all_caps, deal_caps]

@@ -37,6 +37,11 @@ class BaseTokenizer:
     def add_special_cases(self, toks) -> None:
         """Tokens the tokenizer must keep whole (`xxbos`...)."""
 
+    def set_piece_rules(self, rules) -> bool:
+        """Offer the tokenizer post rules that act on each token alone (`token_local`), to apply as it
+        makes the tokens; True when it takes them (then the Tokenizer does not apply them again)."""
+        return False
+
 
 class SpacyTokenizer(BaseTokenizer):
     """spaCy's rule-based tokenizer for `lang` (`spacy.blank(lang)`): punctuation, contractions and
@@ -46,13 +51,15 @@ class SpacyTokenizer(BaseTokenizer):
     a piece never depend on its neighbours. `pipe` therefore asks spaCy once per distinct piece and
     reuses the answer (`cache_size` pieces at most), and makes the whitespace tokens as spaCy does
     (a run of whitespace is a token, less the one space that separates two words): the same tokens,
-    without building a spaCy `Doc` per text (`bench/text.py` measures both)."""
+    without building a spaCy `Doc` per text (`bench/text.py` measures both). Post rules that act on
+    each token alone (`piece_rules`, e.g. the capitals' markers) are applied once per piece too."""
     cache_size = 1_000_000
 
     def __init__(self, lang: str = "en"):
         super().__init__(lang)
         self._pieces: dict[str, list[str]] = {}
         self._spaced_cases = False
+        self.piece_rules: list = []
         try:
             import spacy
         except ImportError as e:
@@ -68,8 +75,18 @@ class SpacyTokenizer(BaseTokenizer):
 
     def pipe(self, texts) -> list[list[str]]:
         if self._spaced_cases:  # a special case across whitespace: only spaCy's own pass sees it
-            return [[w.text for w in doc] for doc in self.tok.pipe(texts)]
+            return [self._ruled([w.text for w in doc]) for doc in self.tok.pipe(texts)]
         return [self._tokens(t) for t in texts]
+
+    def set_piece_rules(self, rules) -> bool:
+        self.piece_rules = list(rules)
+        self._pieces.clear()
+        return True
+
+    def _ruled(self, tokens: list[str]) -> list[str]:
+        for rule in self.piece_rules:
+            tokens = rule(tokens)
+        return tokens
 
     def _tokens(self, text: str) -> list[str]:
         parts = _WHITESPACE.split(text)
@@ -81,12 +98,12 @@ class SpacyTokenizer(BaseTokenizer):
                     if found is None:
                         if len(pieces) >= self.cache_size:
                             pieces.clear()
-                        found = pieces[part] = [w.text for w in self.tok(part)]
+                        found = pieces[part] = self._ruled([w.text for w in self.tok(part)])
                     out.extend(found)
             else:  # whitespace: whole at the start of the text, else less its first character if a space
                 space = part if i == 1 and not parts[0] else part[1:] if part[0] == " " else part
                 if space:
-                    out.append(space)
+                    out.extend(self._ruled([space]))
         return out
 
     def add_special_cases(self, toks) -> None:
@@ -108,16 +125,19 @@ class Tokenizer:
         self.post_rules = list(ifnone(post_rules, default_post_rules))
         self.special_cases = list(ifnone(special_cases, default_spec_tok))
         self.n_cpus = max(1, ifnone(n_cpus, min(8, num_cpus())))
-        self._tok = None
+        self._tok, self._rules_in_tok = None, False
 
     def __getstate__(self):  # the spaCy tokenizer is rebuilt in each worker, not pickled
-        return {**self.__dict__, "_tok": None}
+        return {**self.__dict__, "_tok": None, "_rules_in_tok": False}
 
     @property
     def tok(self) -> BaseTokenizer:
         if self._tok is None:
-            self._tok = self.tok_func(self.lang)
-            self._tok.add_special_cases(self.special_cases)
+            tok = self.tok_func(self.lang)
+            tok.add_special_cases(self.special_cases)
+            local = all(getattr(r, "token_local", False) for r in self.post_rules)
+            self._rules_in_tok = local and tok.set_piece_rules(self.post_rules)
+            self._tok = tok
         return self._tok
 
     def __repr__(self):
@@ -133,8 +153,9 @@ class Tokenizer:
         for rule in self.pre_rules:
             texts = [rule(t) for t in texts]
         docs = self.tok.pipe(texts)
-        for rule in self.post_rules:
-            docs = [rule(d) for d in docs]
+        if not self._rules_in_tok:
+            for rule in self.post_rules:
+                docs = [rule(d) for d in docs]
         return docs
 
     def process_all(self, texts, chunk: int = 1000, show_progress: bool | None = None,
