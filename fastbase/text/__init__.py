@@ -6,7 +6,8 @@ Needs spaCy (`pip install 'fastbase[text]'`).
 Modules: `rules` (fastai's text rules and special tokens), `tokenizer`, `vocab` (Vocab, compact
 TokenIds), `data` (Text, TextList), `loaders` (the language-model streams, SortishSampler,
 pad_collate), `bunch` (the DataBunches), `models` (AWD_LSTM and its heads), `pretrained` (fastai's
-file layout), `learner`, `pretrain` (a command that pretrains a language model on a corpus).
+file layout), `learner`, `interpret` (TextClassificationInterpretation), `pretrain` (a command that
+pretrains a language model on a corpus).
 
 This package's namespace is also the public one for notebooks: `from fastbase.text import *` gives
 the names below and everything of `fastbase.basics` (`untar_data`, `URLs`, `np`, `torch`, `nn`,
