@@ -141,6 +141,18 @@ LAYERS = {
     "fastbase.tabular.procs": 6,
     "fastbase.tabular.processor": 6,
     "fastbase.tabular.transform": 6,
+    "fastbase.text": 6,  # text and ULMFiT: tokenizer, vocab, TextList, LM and classifier data, AWD-LSTM, learners
+    "fastbase.text.bunch": 6,
+    "fastbase.text.data": 6,
+    "fastbase.text.interpret": 6,
+    "fastbase.text.learner": 6,
+    "fastbase.text.loaders": 6,
+    "fastbase.text.models": 6,
+    "fastbase.text.pretrain": 6,
+    "fastbase.text.pretrained": 6,
+    "fastbase.text.rules": 6,
+    "fastbase.text.tokenizer": 6,
+    "fastbase.text.vocab": 6,
     # layer 8: the applications: widgets, command line, server, reports
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks
     "fastbase.widgets.cleaning": 8,
