@@ -69,8 +69,8 @@ class CMScores(ConfusionMatrix):
         if average == "binary":
             if self.pos_label not in (0, 1):
                 raise MetricError(f"pos_label={self.pos_label!r}: with two classes the positive one is 0 or 1.")
-            return fn(preds, targs, self.n_classes, average="none", **kwargs)[self.pos_label]
-        return fn(preds, targs, self.n_classes, average=average or "none", **kwargs)
+            return fn(preds, targs, num_classes=self.n_classes, average="none", **kwargs)[self.pos_label]
+        return fn(preds, targs, num_classes=self.n_classes, average=average or "none", **kwargs)
 
 
 class Precision(CMScores):
