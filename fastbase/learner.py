@@ -24,6 +24,7 @@ from .callbacks.bn_stats import BN_STATS_MODES, bn_freeze_for
 from .callbacks.channels_last import ChannelsLast, to_memory_format
 from .callbacks.checkpoint import ResumeCallback
 from .callbacks.distributed import to_distributed, wants_distributed
+from .callbacks.general_sched import FlatCosAnnealScheduler
 from .callbacks.gradients import GradientClipping
 from .callbacks.lr_finder import LRFinder, LRFinderError, LRSuggestions
 from .callbacks.mixed_precision import MixedPrecision, as_fp32
@@ -153,6 +154,15 @@ class Learner(Inference):
                                   final_div=final_div, start_epoch=start_epoch)
         self.fit(cyc_len, max_lr, wd=wd, callbacks=[sched, *listify(callbacks)], start_epoch=ifnone(start_epoch, 0),
                  resume=resume)
+
+    def fit_fc(self, tot_epochs: int = 1, lr=DEFAULT_LR, moms=(0.95, 0.85), start_pct: float = 0.72,
+               wd: float | None = None, callbacks=None) -> None:
+        """Fit `tot_epochs` at a flat `lr` (momentum `moms[0]`) for the first `start_pct` of the
+        batches, then anneal it to 0 along a cosine (momentum `moms[1]`): fastai v1's flat-cosine
+        schedule (`FlatCosAnnealScheduler`)."""
+        lr = self.lr_range(lr)
+        sched = FlatCosAnnealScheduler(self, lr, tot_epochs=tot_epochs, moms=moms, start_pct=start_pct)
+        self.fit(tot_epochs, lr, wd=wd, callbacks=[sched, *listify(callbacks)])
 
     def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
                   pct_start: float = 0.3, div: float = 5.0, keep_best: bool = False, monitor: str | None = None,
