@@ -20,17 +20,27 @@ from numpy import array
 from torch import nn, optim, tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .callback import Callback
+from .callback import Callback, annealing_cos, annealing_exp, annealing_linear, annealing_no, annealing_poly
 from .callbacks import (
     CSVLogger,
     EarlyStopping,
     EarlyStoppingCallback,
+    FlatCosAnnealScheduler,
+    GeneralScheduler,
+    LearnerTensorboardWriter,
     MixUp,
     MixUpCallback,
+    MLFlowTracker,
     OneCycleScheduler,
+    OverSamplingCallback,
+    PeakMemMetric,
     ReduceLROnPlateau,
     ReduceLROnPlateauCallback,
     SaveModelCallback,
+    ShowGraph,
+    StopAfterNBatches,
+    TerminateOnNaNCallback,
+    TrainingPhase,
 )
 from .core import Config, FastbaseError, Path, defaults, noop, set_seed
 from .data import (
@@ -52,11 +62,44 @@ from .data import (
 )
 from .datasets import URLs, download_data, untar_data
 from .finetune import StageComparison, two_stages
+from .interpret import ClassConfusion, ClassificationInterpretation, MultiLabelClassificationInterpretation
 from .learner import Learner, load_learner
-from .metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
-from .namespace import PLOTTING, notebook_namespace
+from .metrics import (
+    AUROC,
+    RMSE,
+    ConfusionMatrix,
+    ExplainedVariance,
+    ExpRMSPE,
+    FBeta,
+    KappaScore,
+    MatthewsCorreff,
+    MultiLabelFbeta,
+    Precision,
+    R2Score,
+    Recall,
+    accuracy,
+    accuracy_thresh,
+    auc_roc_score,
+    error_rate,
+    exp_rmspe,
+    explained_variance,
+    fbeta,
+    foreground_acc,
+    mae,
+    mean_absolute_error,
+    mean_squared_error,
+    mean_squared_logarithmic_error,
+    mse,
+    msle,
+    r2_score,
+    rmse,
+    roc_curve,
+    root_mean_squared_error,
+    top_k_accuracy,
+)
+from .namespace import PLOTTING, doc, notebook_namespace
 from .recorder import Recorder
-from .train import lr_find
+from .train import fit_fc, lr_find
 
 __all__ = [  # sorted; `plt` and `pd` are added by notebook_namespace below
     "CSVLogger", "Callback", "Category", "CategoryList", "Config", "DataBunch", "DataLoader", "Dataset", "DatasetType",
@@ -67,5 +110,53 @@ __all__ = [  # sorted; `plt` and `pd` are added by notebook_namespace below
     "error_rate", "fbeta", "gc", "get_files", "gzip", "itemgetter", "load_data", "load_learner", "lr_find", "math",
     "nn", "noop", "np", "optim", "os", "partial", "pickle", "re", "set_seed", "tensor", "top_k_accuracy", "torch",
     "two_stages", "untar_data",
+]
+__all__ += [  # the rest of fastai v1's metrics, schedules, callbacks and interpretations; sorted
+    "AUROC",
+    "RMSE",
+    "ClassConfusion",
+    "ClassificationInterpretation",
+    "ConfusionMatrix",
+    "ExpRMSPE",
+    "ExplainedVariance",
+    "FBeta",
+    "FlatCosAnnealScheduler",
+    "GeneralScheduler",
+    "KappaScore",
+    "LearnerTensorboardWriter",
+    "MLFlowTracker",
+    "MatthewsCorreff",
+    "MultiLabelClassificationInterpretation",
+    "MultiLabelFbeta",
+    "OverSamplingCallback",
+    "PeakMemMetric",
+    "Precision",
+    "R2Score",
+    "Recall",
+    "ShowGraph",
+    "StopAfterNBatches",
+    "TerminateOnNaNCallback",
+    "TrainingPhase",
+    "annealing_cos",
+    "annealing_exp",
+    "annealing_linear",
+    "annealing_no",
+    "annealing_poly",
+    "auc_roc_score",
+    "doc",
+    "exp_rmspe",
+    "explained_variance",
+    "fit_fc",
+    "foreground_acc",
+    "mae",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "mean_squared_logarithmic_error",
+    "mse",
+    "msle",
+    "r2_score",
+    "rmse",
+    "roc_curve",
+    "root_mean_squared_error",
 ]
 __getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=PLOTTING)

@@ -31,7 +31,7 @@ from .callbacks.mixed_precision import MixedPrecision, as_fp32
 from .callbacks.mixup import MixUp
 from .callbacks.one_cycle import OneCycleScheduler
 from .callbacks.progress import ProgressCallback, progress_disabled
-from .core import FastbaseError, Path, ifnone, listify, num_distrib
+from .core import FastbaseError, Path, PrettyString, ifnone, listify, num_distrib
 from .export import read_export
 from .inference import Inference
 from .loop import split_batch
@@ -290,17 +290,16 @@ class Learner(Inference):
         """Make every layer group trainable."""
         self.freeze_to(0)
 
-    def summary(self) -> str:
+    def summary(self) -> PrettyString:
         """Layers with output shapes (from one batch, without the batch dimension), parameter counts,
-        trainable or frozen, and totals per layer group. Printed and returned."""
+        trainable or frozen, and totals per layer group. Returned as text that a notebook shows once as
+        the cell's value, and `print(learn.summary())` prints once (as fastai v1)."""
         xb = None if self.data.inference_only else split_batch(next(iter(self.data.train_dl)))[0]
         bn = (f"BatchNorm: train_bn={self.train_bn}, freeze_bn_stats={self.freeze_bn_stats!r} "
               f"({BN_STATS_MODES.get(self.freeze_bn_stats, 'see BnFreeze')})")
         lines = [layer_groups_summary(self.model, self.layer_groups, xb), bn,
                  f"Optimizer: {self.opt!r}", f"Loss: {self.loss_func!r}  Metrics: {self.metric_names}"]
-        text = "\n".join(lines)
-        print(text)
-        return text
+        return PrettyString("\n".join(lines))
 
     def __repr__(self):
         return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, "

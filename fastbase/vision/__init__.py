@@ -11,7 +11,6 @@ does not pay for matplotlib's pyplot or pandas; `import *` asks for them, and th
 """
 import gc
 import gzip
-import inspect
 import math
 import os
 import pickle
@@ -27,7 +26,7 @@ from numpy import array
 from torch import nn, optim, tensor
 from torch.utils.data import TensorDataset
 
-from ..callback import Callback, Order
+from ..callback import Callback, Order, annealing_cos, annealing_exp, annealing_linear, annealing_no, annealing_poly
 from ..callbacks import (
     AccumulateScheduler,
     ActivationStats,
@@ -36,23 +35,33 @@ from ..callbacks import (
     CSVLogger,
     EarlyStopping,
     EarlyStoppingCallback,
+    FlatCosAnnealScheduler,
+    GeneralScheduler,
     GradientAccumulation,
     GradientClipping,
     Hook,
     Hooks,
+    LearnerTensorboardWriter,
     LRFinder,
     MixedPrecision,
     MixUp,
     MixUpCallback,
     MixUpLoss,
+    MLFlowTracker,
     OneCycleScheduler,
+    OverSamplingCallback,
+    PeakMemMetric,
     ProgressCallback,
     RecalibrateBN,
     ReduceLROnPlateau,
     ReduceLROnPlateauCallback,
     SaveModelCallback,
+    ShowGraph,
+    StopAfterNBatches,
     TensorBoardLogger,
     TerminateOnNaN,
+    TerminateOnNaNCallback,
+    TrainingPhase,
     dummy_eval,
     hook_output,
     hook_outputs,
@@ -82,7 +91,7 @@ from ..data import (
 )
 from ..datasets import URLs, download_data, untar_data
 from ..finetune import StageComparison, two_stages
-from ..interpret import ClassificationInterpretation
+from ..interpret import ClassConfusion, ClassificationInterpretation, MultiLabelClassificationInterpretation
 from ..layers import (
     AdaptiveConcatPool2d,
     Flatten,
@@ -109,10 +118,41 @@ from ..layers import (
 )
 from ..learner import Learner, load_learner
 from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy
-from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
-from ..namespace import PLOTTING, notebook_namespace
+from ..metrics import (
+    AUROC,
+    RMSE,
+    ConfusionMatrix,
+    ExplainedVariance,
+    ExpRMSPE,
+    FBeta,
+    KappaScore,
+    MatthewsCorreff,
+    MultiLabelFbeta,
+    Precision,
+    R2Score,
+    Recall,
+    accuracy,
+    accuracy_thresh,
+    auc_roc_score,
+    error_rate,
+    exp_rmspe,
+    explained_variance,
+    fbeta,
+    mae,
+    mean_absolute_error,
+    mean_squared_error,
+    mean_squared_logarithmic_error,
+    mse,
+    msle,
+    r2_score,
+    rmse,
+    roc_curve,
+    root_mean_squared_error,
+    top_k_accuracy,
+)
+from ..namespace import PLOTTING, doc, notebook_namespace
 from ..recorder import Recorder
-from ..train import lr_find
+from ..train import fit_fc, lr_find
 from . import models
 from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
@@ -211,26 +251,53 @@ __all__ += [  # fastai v1's transform functions (fastbase.vision.tfm_funcs); sor
     "symmetric_warp", "tilt", "zoom", "zoom_crop",
 ]
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
+__all__ += [  # the rest of fastai v1's metrics, schedules, callbacks and interpretations; sorted
+    "AUROC",
+    "RMSE",
+    "ClassConfusion",
+    "ConfusionMatrix",
+    "ExpRMSPE",
+    "ExplainedVariance",
+    "FBeta",
+    "FlatCosAnnealScheduler",
+    "GeneralScheduler",
+    "KappaScore",
+    "LearnerTensorboardWriter",
+    "MLFlowTracker",
+    "MatthewsCorreff",
+    "MultiLabelClassificationInterpretation",
+    "MultiLabelFbeta",
+    "OverSamplingCallback",
+    "PeakMemMetric",
+    "Precision",
+    "R2Score",
+    "Recall",
+    "ShowGraph",
+    "StopAfterNBatches",
+    "TerminateOnNaNCallback",
+    "TrainingPhase",
+    "annealing_cos",
+    "annealing_exp",
+    "annealing_linear",
+    "annealing_no",
+    "annealing_poly",
+    "auc_roc_score",
+    "exp_rmspe",
+    "explained_variance",
+    "fit_fc",
+    "mae",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "mean_squared_logarithmic_error",
+    "mse",
+    "msle",
+    "r2_score",
+    "rmse",
+    "roc_curve",
+    "root_mean_squared_error",
+]
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas.
 _LAZY = {**PLOTTING}
 __getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY)
 
-
-def doc(obj) -> None:
-    """Print `obj`'s signature, its docstring and the file and line where it is defined (for an
-    instance, those of its class)."""
-    target = obj if callable(obj) or inspect.ismodule(obj) else type(obj)
-    target = getattr(target, "__wrapped__", target)
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
-    try:
-        signature = str(inspect.signature(target))
-    except (TypeError, ValueError):
-        signature = ""
-    lines = [f"{name}{signature}", "", inspect.getdoc(target) or "(no docstring)"]
-    try:
-        file, line = inspect.getsourcefile(target), inspect.getsourcelines(target)[1]
-        lines += ["", f"Defined in {getattr(target, '__module__', None) or target.__name__}, {file}:{line}"]
-    except (TypeError, OSError):
-        pass
-    print("\n".join(lines))
