@@ -39,7 +39,7 @@ def test_xresnet_has_the_three_conv_stem_zero_bn_and_pooled_shortcut():
         models.xresnet18(pretrained=True)
 
 
-def image_data(n=16, size=16, c=3):
+def image_data(n=8, size=16, c=3):
     gen = torch.Generator().manual_seed(0)
     ds = TensorDataset(torch.rand(n, 3, size, size, generator=gen), torch.randint(0, c, (n,), generator=gen))
     ds.classes = [f"c{i}" for i in range(c)]
@@ -52,9 +52,9 @@ def test_xresnet_and_wrn_train_in_cnn_learner():
     learn = cnn_learner(data, models.xresnet18, pretrained=False, silent=True)
     assert len(learn.layer_groups) == 3
     learn.fit(1, 1e-3)
-    assert learn.get_preds()[0].shape == (16, 3)
+    assert learn.get_preds()[0].shape == (8, 3)
     wrn = cnn_learner(data, models.wrn_22, pretrained=False, silent=True)
-    assert wrn.get_preds()[0].shape == (16, 3)
+    assert wrn.get_preds()[0].shape == (8, 3)
 
 
 def test_xresnet_in_unet_learner():
