@@ -1,6 +1,6 @@
 """Layer 5, a public namespace: what fastai v1's `from fastai.basics import *` gives, for notebooks
-that train any model (lesson 5's SGD on MNIST): the data block API, DataBunch, Learner, callbacks,
-metrics, `lr_find`, the datasets and config, plus `np`, `torch`, `nn`, `F`, `optim`, `tensor`,
+that train any model (lesson 5's SGD on MNIST): the data block API, DataBunch, Learner, callbacks and
+schedules, every metric of `fastbase.metrics`, `lr_find`, `fit_fc`, interpretation, the datasets and config, plus `np`, `torch`, `nn`, `F`, `optim`, `tensor`,
 `TensorDataset`, `Path`, `gzip`, `pickle`, `partial`, `plt` and `pd` (these two loaded on first
 use). Nothing image-specific: that is `fastbase.vision`.
 """
@@ -20,6 +20,7 @@ from numpy import array
 from torch import nn, optim, tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from . import metrics
 from .callback import Callback, annealing_cos, annealing_exp, annealing_linear, annealing_no, annealing_poly
 from .callbacks import (
     CSVLogger,
@@ -64,39 +65,7 @@ from .datasets import URLs, download_data, untar_data
 from .finetune import StageComparison, two_stages
 from .interpret import ClassConfusion, ClassificationInterpretation, MultiLabelClassificationInterpretation
 from .learner import Learner, load_learner
-from .metrics import (
-    AUROC,
-    RMSE,
-    ConfusionMatrix,
-    ExplainedVariance,
-    ExpRMSPE,
-    FBeta,
-    KappaScore,
-    MatthewsCorreff,
-    MultiLabelFbeta,
-    Precision,
-    R2Score,
-    Recall,
-    accuracy,
-    accuracy_thresh,
-    auc_roc_score,
-    error_rate,
-    exp_rmspe,
-    explained_variance,
-    fbeta,
-    foreground_acc,
-    mae,
-    mean_absolute_error,
-    mean_squared_error,
-    mean_squared_logarithmic_error,
-    mse,
-    msle,
-    r2_score,
-    rmse,
-    roc_curve,
-    root_mean_squared_error,
-    top_k_accuracy,
-)
+from .metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from .namespace import PLOTTING, doc, notebook_namespace
 from .recorder import Recorder
 from .train import fit_fc, lr_find
@@ -111,52 +80,12 @@ __all__ = [  # sorted; `plt` and `pd` are added by notebook_namespace below
     "nn", "noop", "np", "optim", "os", "partial", "pickle", "re", "set_seed", "tensor", "top_k_accuracy", "torch",
     "two_stages", "untar_data",
 ]
-__all__ += [  # the rest of fastai v1's metrics, schedules, callbacks and interpretations; sorted
-    "AUROC",
-    "RMSE",
-    "ClassConfusion",
-    "ClassificationInterpretation",
-    "ConfusionMatrix",
-    "ExpRMSPE",
-    "ExplainedVariance",
-    "FBeta",
-    "FlatCosAnnealScheduler",
-    "GeneralScheduler",
-    "KappaScore",
-    "LearnerTensorboardWriter",
-    "MLFlowTracker",
-    "MatthewsCorreff",
-    "MultiLabelClassificationInterpretation",
-    "MultiLabelFbeta",
-    "OverSamplingCallback",
-    "PeakMemMetric",
-    "Precision",
-    "R2Score",
-    "Recall",
-    "ShowGraph",
-    "StopAfterNBatches",
-    "TerminateOnNaNCallback",
-    "TrainingPhase",
-    "annealing_cos",
-    "annealing_exp",
-    "annealing_linear",
-    "annealing_no",
-    "annealing_poly",
-    "auc_roc_score",
-    "doc",
-    "exp_rmspe",
-    "explained_variance",
-    "fit_fc",
-    "foreground_acc",
-    "mae",
-    "mean_absolute_error",
-    "mean_squared_error",
-    "mean_squared_logarithmic_error",
-    "mse",
-    "msle",
-    "r2_score",
-    "rmse",
-    "roc_curve",
-    "root_mean_squared_error",
+__all__ += [  # fastai v1's schedules, callbacks and interpretations (its metrics: all of fastbase.metrics, below)
+    "ClassConfusion", "ClassificationInterpretation", "FlatCosAnnealScheduler", "GeneralScheduler",
+    "LearnerTensorboardWriter", "MLFlowTracker", "MultiLabelClassificationInterpretation", "OverSamplingCallback",
+    "PeakMemMetric", "ShowGraph", "StopAfterNBatches", "TerminateOnNaNCallback", "TrainingPhase", "annealing_cos",
+    "annealing_exp", "annealing_linear", "annealing_no", "annealing_poly", "doc", "fit_fc",
 ]
-__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=PLOTTING)
+# Every name of `fastbase.metrics` (fastai v1's `from fastai.metrics import *`), read from there on first use.
+_METRICS = {name: f"{metrics.__name__}:{name}" for name in metrics.__all__}
+__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy={**PLOTTING, **_METRICS})

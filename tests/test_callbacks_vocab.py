@@ -6,9 +6,9 @@ import math
 import matplotlib
 import pytest
 import torch
+from tiny_models import make_learner
 from torch import nn
 from torch.utils.data import TensorDataset
-from tiny_models import make_data, make_learner
 
 from fastbase.callback import Callback, annealing_cos, annealing_poly
 from fastbase.callbacks import (

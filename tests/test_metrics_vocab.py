@@ -141,7 +141,8 @@ def test_a_learner_scores_whole_set_metrics_on_the_validation_set():
     loss, f1, auroc, acc = learn.validate()
     assert f1 == pytest.approx(skm.f1_score(targs.numpy(), preds.argmax(1).numpy()), abs=1e-5)
     assert auroc == pytest.approx(skm.roc_auc_score(targs.numpy(), preds[:, 1].numpy()), abs=1e-5)
-    assert learn.metric_names == ["f_beta", "auroc", "accuracy"]
+    assert learn.metric_names == ["f_beta", "auroc", "accuracy"] and math.isfinite(loss)
+    assert acc == pytest.approx(float((preds.argmax(1) == targs).float().mean()), abs=1e-6)
 
 
 def test_a_missing_target_is_a_clear_error():

@@ -5,7 +5,8 @@ gives what course-v3 lessons use (the API from `untar_data` to `ClassificationIn
 plus `np`, `torch`, `nn`, `F`, `plt`, `pd`, `Path`, `re` and `doc`; the data block API from
 `ImageList` to `LabelLists`; and the rest of fastai v1's notebook vocabulary: `gc`, `gzip`,
 `pickle`, `PIL`, `array`, `tensor`, `optim`, `TensorDataset`, `itemgetter`, `noop`...), through the explicit
-`__all__` below. Library code never star-imports; it imports from the modules themselves.
+`__all__` below, completed by the names of `fastbase.basics` it does not define itself. Library code
+never star-imports; it imports from the modules themselves.
 `plt` and `pd` are loaded on first use (PEP 562 `__getattr__`), so `import fastbase.vision`
 does not pay for matplotlib's pyplot or pandas; `import *` asks for them, and then gets them.
 """
@@ -26,7 +27,8 @@ from numpy import array
 from torch import nn, optim, tensor
 from torch.utils.data import TensorDataset
 
-from ..callback import Callback, Order, annealing_cos, annealing_exp, annealing_linear, annealing_no, annealing_poly
+from .. import basics
+from ..callback import Callback, Order
 from ..callbacks import (
     AccumulateScheduler,
     ActivationStats,
@@ -35,33 +37,23 @@ from ..callbacks import (
     CSVLogger,
     EarlyStopping,
     EarlyStoppingCallback,
-    FlatCosAnnealScheduler,
-    GeneralScheduler,
     GradientAccumulation,
     GradientClipping,
     Hook,
     Hooks,
-    LearnerTensorboardWriter,
     LRFinder,
     MixedPrecision,
     MixUp,
     MixUpCallback,
     MixUpLoss,
-    MLFlowTracker,
     OneCycleScheduler,
-    OverSamplingCallback,
-    PeakMemMetric,
     ProgressCallback,
     RecalibrateBN,
     ReduceLROnPlateau,
     ReduceLROnPlateauCallback,
     SaveModelCallback,
-    ShowGraph,
-    StopAfterNBatches,
     TensorBoardLogger,
     TerminateOnNaN,
-    TerminateOnNaNCallback,
-    TrainingPhase,
     dummy_eval,
     hook_output,
     hook_outputs,
@@ -91,7 +83,7 @@ from ..data import (
 )
 from ..datasets import URLs, download_data, untar_data
 from ..finetune import StageComparison, two_stages
-from ..interpret import ClassConfusion, ClassificationInterpretation, MultiLabelClassificationInterpretation
+from ..interpret import ClassificationInterpretation
 from ..layers import (
     AdaptiveConcatPool2d,
     Flatten,
@@ -118,41 +110,10 @@ from ..layers import (
 )
 from ..learner import Learner, load_learner
 from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy
-from ..metrics import (
-    AUROC,
-    RMSE,
-    ConfusionMatrix,
-    ExplainedVariance,
-    ExpRMSPE,
-    FBeta,
-    KappaScore,
-    MatthewsCorreff,
-    MultiLabelFbeta,
-    Precision,
-    R2Score,
-    Recall,
-    accuracy,
-    accuracy_thresh,
-    auc_roc_score,
-    error_rate,
-    exp_rmspe,
-    explained_variance,
-    fbeta,
-    mae,
-    mean_absolute_error,
-    mean_squared_error,
-    mean_squared_logarithmic_error,
-    mse,
-    msle,
-    r2_score,
-    rmse,
-    roc_curve,
-    root_mean_squared_error,
-    top_k_accuracy,
-)
+from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from ..namespace import PLOTTING, doc, notebook_namespace
 from ..recorder import Recorder
-from ..train import fit_fc, lr_find
+from ..train import lr_find
 from . import models
 from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
@@ -251,53 +212,9 @@ __all__ += [  # fastai v1's transform functions (fastbase.vision.tfm_funcs); sor
     "symmetric_warp", "tilt", "zoom", "zoom_crop",
 ]
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
-__all__ += [  # the rest of fastai v1's metrics, schedules, callbacks and interpretations; sorted
-    "AUROC",
-    "RMSE",
-    "ClassConfusion",
-    "ConfusionMatrix",
-    "ExpRMSPE",
-    "ExplainedVariance",
-    "FBeta",
-    "FlatCosAnnealScheduler",
-    "GeneralScheduler",
-    "KappaScore",
-    "LearnerTensorboardWriter",
-    "MLFlowTracker",
-    "MatthewsCorreff",
-    "MultiLabelClassificationInterpretation",
-    "MultiLabelFbeta",
-    "OverSamplingCallback",
-    "PeakMemMetric",
-    "Precision",
-    "R2Score",
-    "Recall",
-    "ShowGraph",
-    "StopAfterNBatches",
-    "TerminateOnNaNCallback",
-    "TrainingPhase",
-    "annealing_cos",
-    "annealing_exp",
-    "annealing_linear",
-    "annealing_no",
-    "annealing_poly",
-    "auc_roc_score",
-    "exp_rmspe",
-    "explained_variance",
-    "fit_fc",
-    "mae",
-    "mean_absolute_error",
-    "mean_squared_error",
-    "mean_squared_logarithmic_error",
-    "mse",
-    "msle",
-    "r2_score",
-    "rmse",
-    "roc_curve",
-    "root_mean_squared_error",
-]
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
-# pyplot or pandas.
+# pyplot or pandas. The rest of `fastbase.basics` (fastai v1's metrics, schedules, callbacks, `fit_fc`...)
+# comes with it, read from there on first use.
 _LAZY = {**PLOTTING}
-__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY)
+__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY, base=basics)
 
