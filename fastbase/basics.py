@@ -1,8 +1,9 @@
 """Layer 5, a public namespace: what fastai v1's `from fastai.basics import *` gives, for notebooks
-that train any model (lesson 5's SGD on MNIST): the data block API, DataBunch, Learner, callbacks and
-schedules, every metric of `fastbase.metrics`, `lr_find`, `fit_fc`, interpretation, the datasets and config, plus `np`, `torch`, `nn`, `F`, `optim`, `tensor`,
-`TensorDataset`, `Path`, `gzip`, `pickle`, `partial`, `plt` and `pd` (these two loaded on first
-use). Nothing image-specific: that is `fastbase.vision`.
+that train any model (lesson 5's SGD on MNIST): the data block API, DataBunch, Learner, callbacks
+and schedules, every metric of `fastbase.metrics`, `lr_find`, `fit_fc`, interpretation, the datasets
+and config, plus `np`, `torch`, `nn`, `F`, `optim`, `tensor`, `TensorDataset`, `Path`, `gzip`,
+`pickle`, `partial`, `plt` and `pd` (these two loaded on first use). Nothing image-specific: that
+is `fastbase.vision`.
 """
 import gc
 import gzip
