@@ -58,11 +58,16 @@ def gpu_mem_get_free() -> int:
     return gpu_mem_get().free
 
 
-def gpu_mem_get_free_no_cache() -> int:
-    """Free MB of the current GPU once PyTorch has released its cache (`torch.cuda.empty_cache`)."""
+def _gpu_mem_no_cache() -> GPUMemory:
+    """`gpu_mem_get()` once PyTorch has released its cache (`torch.cuda.empty_cache`)."""
     if have_cuda():
         torch.cuda.empty_cache()
-    return gpu_mem_get().free
+    return gpu_mem_get()
+
+
+def gpu_mem_get_free_no_cache() -> int:
+    """Free MB of the current GPU once PyTorch has released its cache."""
+    return _gpu_mem_no_cache().free
 
 
 def gpu_mem_get_used() -> int:
@@ -72,9 +77,7 @@ def gpu_mem_get_used() -> int:
 
 def gpu_mem_get_used_no_cache() -> int:
     """Used MB of the current GPU once PyTorch has released its cache."""
-    if have_cuda():
-        torch.cuda.empty_cache()
-    return gpu_mem_get().used
+    return _gpu_mem_no_cache().used
 
 
 def gpu_mem_get_used_fast(gpu_handle=None) -> int:
