@@ -226,7 +226,13 @@ class ValidationStats(Callback):
         losses = torch.stack([t.float().reshape(()) for t in self._losses])
         sizes = torch.tensor(self._sizes, dtype=losses.dtype, device=losses.device)
         loss = (losses * sizes).sum() / sizes.sum()
-        self.learn.valid_values = _to_floats([loss, *(m.value for m in self.metrics)])
+        values = [m.value for m in self.metrics]
+        for metric, value in zip(self.metrics, values):
+            if isinstance(value, torch.Tensor) and value.numel() != 1:
+                raise FastbaseError(f"The metric {metric.name} gives {tuple(value.shape)} values, but a column of the "
+                                    "table holds one number: pass an averaged form (e.g. average='macro') as a "
+                                    "metric, and read per-class values from the metric object itself.")
+        self.learn.valid_values = _to_floats([loss, *values])
 
 
 class GatherPreds(Callback):

@@ -9,6 +9,7 @@ from sklearn import metrics as skm
 from tiny_models import make_learner
 
 from fastbase import metrics
+from fastbase.core import FastbaseError
 from fastbase.metrics import as_metric
 
 BATCHES = (7, 16, 3, 14)  # uneven batch sizes: a mean of batch values would differ from the whole-set value
@@ -150,3 +151,9 @@ def test_a_missing_target_is_a_clear_error():
         metrics.rmse(torch.zeros(3), torch.zeros(4))
     with pytest.raises(metrics.MetricError, match="one class index per item"):
         accumulate(metrics.KappaScore(), torch.zeros(sum(BATCHES)), torch.zeros(sum(BATCHES)))
+
+
+def test_a_metric_with_several_values_is_refused_with_its_name():
+    learn = make_learner(metrics=[metrics.Recall(average=None)])
+    with pytest.raises(FastbaseError, match=r"recall gives \(2,\) values"):
+        learn.fit(1, 1e-2)
