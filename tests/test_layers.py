@@ -38,6 +38,8 @@ LAYERS = {
     "fastbase.state": 0,
     "fastbase.layers": 0,  # model building blocks: they need only torch and core
     "fastbase.hooks": 0,  # hooks and shape probes on models, beside the layers
+    "fastbase.utils": 0,  # fastai v1's fastai.utils: memory of the GPU and the process
+    "fastbase.utils.mem": 0,
     # layer 1: datasets on disk
     "fastbase.datasets": 1,
     "fastbase.archives": 1,
@@ -65,17 +67,27 @@ LAYERS = {
     "fastbase.callbacks.channels_last": 4,
     "fastbase.callbacks.checkpoint": 4,
     "fastbase.callbacks.distributed": 4,
+    "fastbase.callbacks.general_sched": 4,
     "fastbase.callbacks.gradients": 4,
     "fastbase.callbacks.hooks": 4,
     "fastbase.callbacks.loggers": 4,
     "fastbase.callbacks.lr_finder": 4,
+    "fastbase.callbacks.mem": 4,
+    "fastbase.callbacks.misc": 4,
+    "fastbase.callbacks.mlflow": 4,
     "fastbase.callbacks.mixed_precision": 4,
     "fastbase.callbacks.mixup": 4,
     "fastbase.callbacks.one_cycle": 4,
+    "fastbase.callbacks.oversampling": 4,
     "fastbase.callbacks.progress": 4,
+    "fastbase.callbacks.show_graph": 4,
+    "fastbase.callbacks.tensorboard": 4,
     "fastbase.callbacks.trackers": 4,
     # layer 5: the Learner, its loop, export and inference
     "fastbase.optimizer": 5,
+    "fastbase.metric_base": 5,  # the metric protocol and its accumulators
+    "fastbase.metric_regression": 5,
+    "fastbase.metric_scores": 5,  # whole-set classification scores (torchmetrics)
     "fastbase.metrics": 5,
     "fastbase.loop": 5,
     "fastbase.inference": 5,  # the Learner's evaluation, inference and files (its base class)
@@ -129,6 +141,7 @@ LAYERS = {
     "fastbase.vision.tfm_funcs": 6,
     "fastbase.vision.warps": 6,
     "fastbase.vision.web_images": 6,
+    "fastbase.vision.xresnet": 6,  # XResNet and the wide ResNet, from random weights
     "fastbase.collab": 6,  # collaborative filtering (lesson 4); its namespace gathers basics (layer 5) and itself
     "fastbase.collab.data": 6,
     "fastbase.collab.learner": 6,

@@ -59,6 +59,17 @@ class TaskData:
         ds = self.dl(ds_type).dataset
         return ds_type != DatasetType.Test or bool(getattr(ds, "labelled", False))
 
+    def item_targets(self, ds_type: DatasetType = DatasetType.Train) -> torch.Tensor:
+        """The targets of the `ds_type` items, in order (class indexes for single-label data), for
+        callbacks that weigh items by class (`OverSamplingCallback`): the dataset's `targets` where it
+        keeps them (labelled item lists, image and tabular datasets), else read through its loader."""
+        ds = self.dl(ds_type).dataset
+        targets = getattr(ds, "targets", None)
+        if isinstance(targets, torch.Tensor):
+            return targets
+        loader = self.dl(ds_type).new(shuffle=False, drop_last=False)
+        return torch.cat([batch[-1].cpu() for batch in loader])
+
     def input_spec(self) -> dict:
         """How a deployed model's input is prepared, as plain data: `size` ([h, w] the inputs are
         resized to, or None), `resize_method` (a name or None) and `padding_mode`. Images set them."""
@@ -76,3 +87,25 @@ class TaskData:
         raise InterpretationError(f"plot_top_losses draws images, so it needs an ImageDataBunch; this Learner's "
                                   f"data is a {type(self).__name__}. top_losses() gives the losses and item indexes "
                                   "(a table's rows: plot_tab_top_losses).")
+
+    def plot_multi_top_losses(self, interp, samples: int = 3, **kwargs):
+        """Draw the `samples` items of `interp` (a `MultiLabelClassificationInterpretation`) with the
+        largest losses, titled with their predicted and actual labels (images draw them)."""
+        raise InterpretationError(f"plot_multi_top_losses draws images, so it needs an ImageDataBunch; this "
+                                  f"Learner's data is a {type(self).__name__}. top_losses() and labels_of(i) give "
+                                  "the losses and labels.")
+
+    def show_confused(self, interp, idxs, title: str, figsize=None, varlist=None):
+        """`ClassConfusion`'s view of items `idxs` of one confused pair: by default the rows of a table
+        (`decoded_rows`, only the `varlist` columns when given) as a DataFrame; images draw a grid."""
+        ds_type = DatasetType.Fix if interp.ds_type == DatasetType.Train else interp.ds_type
+        try:
+            rows = self.decoded_rows(list(idxs), ds_type)
+        except InterpretationError:
+            raise InterpretationError(f"ClassConfusion shows images or a table's rows; this Learner's data is a "
+                                      f"{type(self).__name__}. Its .indices give the items of each pair.") from None
+        if varlist is not None:
+            rows = rows[list(varlist)]
+        rows.insert(len(rows.columns), "index", list(idxs))
+        rows.attrs["title"] = title
+        return rows

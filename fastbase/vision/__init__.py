@@ -5,13 +5,13 @@ gives what course-v3 lessons use (the API from `untar_data` to `ClassificationIn
 plus `np`, `torch`, `nn`, `F`, `plt`, `pd`, `Path`, `re` and `doc`; the data block API from
 `ImageList` to `LabelLists`; and the rest of fastai v1's notebook vocabulary: `gc`, `gzip`,
 `pickle`, `PIL`, `array`, `tensor`, `optim`, `TensorDataset`, `itemgetter`, `noop`...), through the explicit
-`__all__` below. Library code never star-imports; it imports from the modules themselves.
+`__all__` below, completed by the names of `fastbase.basics` it does not define itself. Library code
+never star-imports; it imports from the modules themselves.
 `plt` and `pd` are loaded on first use (PEP 562 `__getattr__`), so `import fastbase.vision`
 does not pay for matplotlib's pyplot or pandas; `import *` asks for them, and then gets them.
 """
 import gc
 import gzip
-import inspect
 import math
 import os
 import pickle
@@ -27,6 +27,7 @@ from numpy import array
 from torch import nn, optim, tensor
 from torch.utils.data import TensorDataset
 
+from .. import basics
 from ..callback import Callback, Order
 from ..callbacks import (
     AccumulateScheduler,
@@ -110,7 +111,7 @@ from ..layers import (
 from ..learner import Learner, load_learner
 from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy, MSELossFlat
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
-from ..namespace import PLOTTING, notebook_namespace
+from ..namespace import PLOTTING, doc, notebook_namespace
 from ..recorder import Recorder
 from ..train import lr_find
 from . import models
@@ -219,25 +220,8 @@ __all__ += ["ImageBBox", "ObjectCategoryList", "ObjectDataBunch", "ObjectItemLis
             "get_annotations"]  # boxes as targets (fastbase.vision.detection)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
-# pyplot or pandas.
+# pyplot or pandas. The rest of `fastbase.basics` (fastai v1's metrics, schedules, callbacks, `fit_fc`...)
+# comes with it, read from there on first use.
 _LAZY = {**PLOTTING}
-__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY)
+__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY, base=basics)
 
-
-def doc(obj) -> None:
-    """Print `obj`'s signature, its docstring and the file and line where it is defined (for an
-    instance, those of its class)."""
-    target = obj if callable(obj) or inspect.ismodule(obj) else type(obj)
-    target = getattr(target, "__wrapped__", target)
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
-    try:
-        signature = str(inspect.signature(target))
-    except (TypeError, ValueError):
-        signature = ""
-    lines = [f"{name}{signature}", "", inspect.getdoc(target) or "(no docstring)"]
-    try:
-        file, line = inspect.getsourcefile(target), inspect.getsourcelines(target)[1]
-        lines += ["", f"Defined in {getattr(target, '__module__', None) or target.__name__}, {file}:{line}"]
-    except (TypeError, OSError):
-        pass
-    print("\n".join(lines))

@@ -51,7 +51,7 @@ from .image import (
     open_image,
     resize_image,
 )
-from .interpret import plot_image_top_losses
+from .interpret import plot_confused_images, plot_image_multi_top_losses, plot_image_top_losses
 from .item_cache import cache_budget
 from .label_table import df_table, read_csv_table
 from .show import show_image_batch, show_image_results
@@ -377,3 +377,11 @@ class ImageDataBunch(DataBunch):
         """The `k` images of `interp` with the largest (or smallest) losses in a grid, with an optional
         Grad-CAM heatmap (`plot_image_top_losses` says how)."""
         return plot_image_top_losses(interp, k, largest, **kwargs)
+
+    def plot_multi_top_losses(self, interp, samples: int = 3, **kwargs):
+        """Multi-label top losses as images titled with their labels (`plot_image_multi_top_losses`)."""
+        return plot_image_multi_top_losses(interp, samples, **kwargs)
+
+    def show_confused(self, interp, idxs, title: str, figsize=None, varlist=None):
+        """`ClassConfusion`'s view: the images of one confused pair in a grid (`plot_confused_images`)."""
+        return plot_confused_images(interp, idxs, title, figsize)
