@@ -245,11 +245,14 @@ def _message(e: FastbaseError, command: argparse.ArgumentParser) -> str:
 
 def _is_data_error(e: FastbaseError) -> bool:
     """Errors about what the user gave (paths, data, labels, archives, model files): exit code 2."""
+    from .callbacks.checkpoint import CheckpointError
     from .data import DataError
     from .datasets import ArchiveError, CatalogueError
     from .export import UnsafeFileError
+    from .file_checks import DamagedFileError
 
-    return isinstance(e, (UsageError, DataError, CatalogueError, ArchiveError, UnsafeFileError))
+    return isinstance(e, (UsageError, DataError, CatalogueError, ArchiveError, UnsafeFileError, DamagedFileError,
+                          CheckpointError))
 
 
 if __name__ == "__main__":

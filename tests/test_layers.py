@@ -35,6 +35,7 @@ LAYERS = {
     "fastbase.progress": 0,  # the one progress path: training, inference and downloads draw through it
     "fastbase.figures": 0,
     "fastbase.files": 0,
+    "fastbase.file_checks": 0,  # digests and damage diagnosis of the files fastbase reads back
     "fastbase.state": 0,
     "fastbase.layers": 0,  # model building blocks: they need only torch and core
     "fastbase.hooks": 0,  # hooks and shape probes on models, beside the layers

@@ -7,13 +7,12 @@ Nothing here knows a kind of item: the item list class of the training items bui
 """
 from __future__ import annotations
 
-import json
-
 import torch
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, import_ref, is_listy, object_ref
+from ..file_checks import json_with_digest, read_json_state
 from ..files import atomic_write
 from .base import DataError, EmptyDatasetError
 from .items import ItemBase
@@ -190,7 +189,8 @@ class LabelLists(ItemLists):
     def save(self, fname="data_save.json") -> Path:
         """Write `state()` as JSON to `path/fname` (plain data: loading it runs no code)."""
         file = self.path / fname
-        return atomic_write(file, lambda tmp: Path(tmp).write_text(json.dumps(self.state())))
+        text = json_with_digest(self.state())
+        return atomic_write(file, lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
     def from_state(cls, state: dict, path=None) -> LabelLists:
@@ -215,10 +215,7 @@ def load_data(path, fname="data_save.json", bs: int = 64, val_bs: int | None = N
     file = Path(path) / fname
     if not file.is_file():
         raise DataError(f"No saved data {file}: write it with `data.save('{fname}')` (or `label_lists.save`).")
-    try:
-        state = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{file} is not a fastbase data file (JSON): {e}.") from e
+    state = read_json_state(file, required=("x_cls", "y_cls", "train", "valid"), what="fastbase data file")
     lls = LabelLists.from_state(state, path)
     if tfms is not None or kwargs:
         lls.transform(tfms, **kwargs)
