@@ -38,7 +38,7 @@ def write_state(state: dict, file) -> Path:
     if not is_main_process():
         return file
     state = with_digest(state)
-    return atomic_write(file, lambda tmp: torch.save(state, tmp))
+    return atomic_write(file, lambda tmp: torch.save(state, tmp), size=_tensor_bytes(state))
 
 
 def save_state(model: nn.Module, opt=None) -> dict:
@@ -119,6 +119,17 @@ def safe_load(file, map_location):
     check_format(state, file)
     check_digest(state, file)
     return state
+
+
+def _tensor_bytes(obj) -> int:
+    """The bytes of the tensors in a nested state: about the size of its file, for a disk-full error."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def _unpickler_reason(error: Exception) -> str:

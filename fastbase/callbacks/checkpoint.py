@@ -114,7 +114,7 @@ def save_checkpoint(state: dict, path, keep: int = 1) -> pathlib.Path:
             if _older(path, i - 1).exists():
                 os.replace(_older(path, i - 1), _older(path, i))
 
-    atomic_write(path, write, before_replace=rotate)
+    atomic_write(path, write, before_replace=rotate, size=len(header) + len(payload))
     for stale in _older_files(path)[max(0, keep - 1):]:
         stale.unlink()
     return path

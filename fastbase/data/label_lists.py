@@ -190,7 +190,8 @@ class LabelLists(ItemLists):
         """Write `state()` as JSON to `path/fname` (plain data: loading it runs no code)."""
         file = self.path / fname
         text = json_with_digest(self.state())
-        return atomic_write(file, lambda tmp: Path(tmp).write_text(text))
+        return atomic_write(file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
+                            size=len(text.encode()))
 
     @classmethod
     def from_state(cls, state: dict, path=None) -> LabelLists:
