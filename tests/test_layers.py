@@ -135,6 +135,8 @@ LAYERS = {
     "fastbase.cli": 8,
     "fastbase.cli_commands": 8,
     "fastbase.serve": 8,
+    "fastbase.serve_config": 8,  # the server's settings and flags
+    "fastbase.serve_guard": 8,  # the server's API key, request bound and metrics
     "fastbase.workflow": 8,
     "fastbase.report": 8,
 }
@@ -143,7 +145,7 @@ FACADES = {"fastbase.vision": 8}
 # The task packages; inside vision, each subpackage (a folder) is a task of its own.
 TASKS = ("fastbase.vision", "fastbase.text", "fastbase.tabular", "fastbase.collab")
 # Modules that run a trained model; they never need the training callbacks.
-INFERENCE = ("fastbase.deploy", "fastbase.serve", "fastbase.export")
+INFERENCE = ("fastbase.deploy", "fastbase.serve", "fastbase.serve_config", "fastbase.serve_guard", "fastbase.export")
 
 
 def module_name(path: Path) -> str:
