@@ -41,7 +41,8 @@ def server(export):
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), before]))  # the export names tiny_vision
     try:
-        server = ServerProcess(export, "--api-key", KEY, "--max-queue", "2", "--timeout", "2", "--threads", "1")
+        server = ServerProcess(export, "--api-key", KEY, "--max-queue", "2", "--timeout", "2", "--threads", "1",
+                               timeout=240)  # a starved CPU can take minutes to import torch
     finally:
         if before is None:
             del os.environ["PYTHONPATH"]
