@@ -125,6 +125,18 @@ def slow_sender(server) -> socket.socket:
     return sock
 
 
+def read_reply(sock: socket.socket) -> str:
+    """The whole HTTP reply on `sock`: headers and body can arrive in separate packets."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if not chunk or (sep and b"content-length:" in head.lower() and len(body) >= int(
+                head.lower().split(b"content-length:")[1].split(b"\r\n")[0])):
+            return data.decode()
+
+
 def held(server) -> int:
     return requests.get(server.url + "/health", timeout=10).json()["held"]
 
@@ -137,7 +149,7 @@ def test_past_max_queue_requests_get_503_and_slow_senders_time_out_with_408(serv
     busy = predict(server, auth())
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "1" and "--max-queue" in busy.json()["error"]
     for sock in senders:
-        reply = sock.recv(4096).decode()
+        reply = read_reply(sock)
         sock.close()
         assert reply.startswith("HTTP/1.1 408") and "did not arrive within the server's --timeout of 2 s" in reply
     assert held(server) == 0 and predict(server, auth()).status_code == 200  # the server keeps serving

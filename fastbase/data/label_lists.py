@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, import_ref, is_listy, object_ref
-from ..file_checks import DamagedFileError, json_with_digest, read_json_state
+from ..file_checks import DamagedFileError, file_size, json_with_digest, read_json_state
 from ..files import atomic_write
 from .base import DataError, EmptyDatasetError
 from .items import ItemBase
@@ -223,13 +223,14 @@ def load_data(path, fname="data_save.json", bs: int = 64, val_bs: int | None = N
     file = Path(path) / fname
     if not file.is_file():
         raise DataError(f"No saved data {file}: write it with `data.save('{fname}')` (or `label_lists.save`).")
-    state = read_json_state(file, required=("y_cls",), what="fastbase data file")
-    if state.get("load_with"):  # a task that saves its lists its own way (text: ids in a NumPy archive)
+    state = read_json_state(file, what="fastbase data file")
+    if isinstance(state, dict) and state.get("load_with"):  # a task that saves its lists its own way (text: ids in a NumPy archive)
         return import_ref(state["load_with"])(state, Path(path), bs=bs, val_bs=val_bs, num_workers=num_workers,
                                               device=device, **kwargs)
-    missing = [k for k in ("x_cls", "train", "valid") if k not in state]
+    missing = [k for k in ("x_cls", "y_cls", "train", "valid") if not isinstance(state, dict) or k not in state]
     if missing:
-        raise DamagedFileError(f"{file} is not a fastbase data file: it has no {missing[0]!r} entry.")
+        raise DamagedFileError(f"{file} ({file_size(file)}) is not a fastbase data file: it has no {missing[0]!r} "
+                               "entry.")
     lls = LabelLists.from_state(state, path)
     if tfms is not None or kwargs:
         lls.transform(tfms, **kwargs)
