@@ -224,7 +224,8 @@ def load_data(path, fname="data_save.json", bs: int = 64, val_bs: int | None = N
     if not file.is_file():
         raise DataError(f"No saved data {file}: write it with `data.save('{fname}')` (or `label_lists.save`).")
     state = read_json_state(file, what="fastbase data file")
-    if isinstance(state, dict) and state.get("load_with"):  # a task that saves its lists its own way (text: ids in a NumPy archive)
+    # a task that saves its lists its own way (text: ids in a NumPy archive)
+    if isinstance(state, dict) and state.get("load_with"):
         return import_ref(state["load_with"])(state, Path(path), bs=bs, val_bs=val_bs, num_workers=num_workers,
                                               device=device, **kwargs)
     missing = [k for k in ("x_cls", "y_cls", "train", "valid") if not isinstance(state, dict) or k not in state]
