@@ -110,6 +110,7 @@ LAYERS = {
     "fastbase.vision.segmentation.metrics": 6,
     "fastbase.vision.segmentation.show": 6,
     "fastbase.vision.segmentation.unet": 6,
+    "fastbase.vision.sampling": 6,
     "fastbase.vision.show": 6,
     "fastbase.vision.sizing": 6,
     "fastbase.vision.timm_models": 6,

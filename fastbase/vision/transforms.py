@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import get_worker_info
 
 from ..data import DataError, TfmOrder
+from .sampling import affine_matrices, crop_matrices, resample, reused, sampling_grid
 from .sizing import PADDING_MODES, ResizeMethod
 
 __all__ = ["BatchAugment", "Brightness", "CenterCrop", "Contrast", "Dihedral", "Flip", "GeometricTransform",
@@ -65,12 +65,6 @@ class GeometricTransform(Transform):
         raise NotImplementedError
 
 
-def _affine(a, b, c, d, e, f) -> torch.Tensor:
-    """(n, 3, 3) from the rows [a b c], [d e f], [0 0 1] of (n,) tensors."""
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([a, b, c, d, e, f, zero, zero, one], dim=1).view(-1, 3, 3)
-
-
 def _uniform(n, low, high, generator):
     return low + (high - low) * torch.rand(n, generator=generator)
 
@@ -92,8 +86,8 @@ class Dihedral(GeometricTransform):
         k = torch.randint(0, 8, (n,), generator=generator)
         sx, sy = 1.0 - 2 * (k & 1).float(), 1.0 - 2 * ((k >> 1) & 1).float()
         swap, zero = (k >> 2 & 1).bool(), torch.zeros(n)
-        plain = _affine(sx, zero, zero, zero, sy, zero)
-        turned = _affine(zero, sx, zero, sy, zero, zero)
+        plain = affine_matrices(sx, zero, zero, zero, sy, zero)
+        turned = affine_matrices(zero, sx, zero, sy, zero, zero)
         return torch.where(swap.view(n, 1, 1), turned, plain)
 
 
@@ -107,7 +101,7 @@ class Rotate(GeometricTransform):
         angle = _uniform(n, -self.params["max_deg"], self.params["max_deg"], generator) * (math.pi / 180)
         cos, sin, zero = angle.cos(), angle.sin(), torch.zeros(n)
         h, w = out_hw  # rotate in pixel units, so a non-square output is not sheared
-        return _affine(cos, -sin * h / w, zero, sin * w / h, cos, zero)
+        return affine_matrices(cos, -sin * h / w, zero, sin * w / h, cos, zero)
 
 
 class Zoom(GeometricTransform):
@@ -121,7 +115,7 @@ class Zoom(GeometricTransform):
     def _matrices(self, n, out_hw, generator):
         inv = 1 / _uniform(n, self.params["min_zoom"], self.params["max_zoom"], generator)
         col, row, zero = torch.rand(n, generator=generator), torch.rand(n, generator=generator), torch.zeros(n)
-        return _affine(inv, zero, (1 - inv) * (2 * col - 1), zero, inv, (1 - inv) * (2 * row - 1))
+        return affine_matrices(inv, zero, (1 - inv) * (2 * col - 1), zero, inv, (1 - inv) * (2 * row - 1))
 
 
 _CORNERS = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
@@ -224,92 +218,6 @@ def needs_canvas(tfms) -> bool:
 
 
 # --- the batch transforms --------------------------------------------------------------------
-def crop_matrices(src_hw: torch.Tensor, out_hw, method: ResizeMethod, random: bool, generator=None,
-                  canvas_hw=None) -> torch.Tensor:
-    """(n, 3, 3) maps from output coordinates to the input canvas (`canvas_hw`, default: each item's
-    `src_hw`), placing the window that `method` keeps.
-
-    CROP: the picture fills a `src_hw` (n, 2) region in the middle of the canvas, at the scale the
-    output wants (`ImageDataset` resizes it so); the window, `out_hw` canvas pixels when it fits, goes
-    to a random whole-pixel place in the region (`random`) or its centre. Whole pixels: an item that
-    is not otherwise moved comes out exactly as its canvas pixels, not interpolated between them.
-    PAD and SQUISH: the canvas holds the whole image squished, `src_hw` being its real (H, W); PAD
-    takes the window that fits the image in the output (the rest is padding), SQUISH all of it."""
-    n = src_hw.shape[0]
-    h, w = src_hw[:, 0].float(), src_hw[:, 1].float()
-    th, tw = out_hw
-    zero = torch.zeros(n)
-    if method == ResizeMethod.SQUISH:
-        return torch.eye(3).expand(n, 3, 3)
-    if method == ResizeMethod.CROP:
-        ch, cw = (h, w) if canvas_hw is None else (torch.full((n,), float(v)) for v in canvas_hw)
-        ratio = torch.maximum(th / h, tw / w)  # 1 when the region was sized for the output
-        (cy, fh), (cx, fw) = (_window(size / ratio, region, canvas, random, generator)
-                              for size, region, canvas in ((th, h, ch), (tw, w, cw)))
-        return _affine(fw, zero, cx, zero, fh, cy)
-    ratio = torch.minimum(th / h, tw / w)
-    fh, fw = th / (h * ratio), tw / (w * ratio)  # window size as a fraction of the image (>=1: padding)
-    return _affine(fw, zero, zero, zero, fh, zero)
-
-
-def _window(size, region, canvas, random: bool, generator):
-    """One axis of a CROP window of `size` canvas pixels inside a `region` centred in `canvas` (all (n,)):
-    its centre and half-extent in the canvas's [-1, 1] coordinates."""
-    start = ((canvas - region) / 2).floor()  # where `image.pad_image` put the region
-    slack = (region - size).clamp(min=0)
-    if random:
-        whole = slack.floor()
-        offset = (torch.rand(region.shape[0], generator=generator) * (whole + 1)).floor().minimum(whole)
-    else:
-        offset = slack / 2
-    return 2 * (start + offset + size / 2) / canvas - 1, size / canvas
-
-
-def resample(x: torch.Tensor, matrices: torch.Tensor, out_hw, padding_mode: str = "reflection",
-             workspace: dict | None = None, mask: torch.Tensor | None = None):
-    """Sample float `x` (n, C, H, W) at `matrices` (n, 3, 3, output->input, perspective allowed) applied
-    to an `out_hw` grid: one `grid_sample` call for the whole batch. Returns (n, C, *out_hw).
-    `workspace` (a dict) keeps the grid's memory between calls. With `mask` (n, 1, H, W) of class
-    codes, returns `(x, mask)`: the mask sampled on the same grid, nearest-neighbour, as int64."""
-    grid = sampling_grid(matrices, out_hw, x.device, x.shape[0], workspace)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
-    if mask is None:
-        return out
-    moved = F.grid_sample(mask.float(), grid, mode="nearest", padding_mode=padding_mode, align_corners=False)
-    return out, moved.long()
-
-
-def sampling_grid(matrices: torch.Tensor, out_hw, device, n: int, workspace: dict | None = None) -> torch.Tensor:
-    """The (n, *out_hw, 2) `grid_sample` grid of `matrices` (n, 3, 3) on `device`."""
-    th, tw = out_hw
-    perspective = bool((matrices[:, 2, :2] != 0).any())  # checked before the move: no device sync
-    m = matrices.to(device, torch.float32).view(n, 9, 1, 1)
-    xs = torch.linspace(-1 + 1 / tw, 1 - 1 / tw, tw, device=device).view(1, 1, tw)  # pixel centres
-    ys = torch.linspace(-1 + 1 / th, 1 - 1 / th, th, device=device).view(1, th, 1)  # (align_corners=False)
-    # each coordinate plane by broadcasting a row and a column, written straight into the grid: the
-    # grid is the one full-size temporary (a batched matmul is 3x slower on the CPU)
-    grid = _reused(workspace, "grid", (n, th, tw, 2), torch.float32, device)
-    torch.add(m[:, 0] * xs, m[:, 1] * ys + m[:, 2], out=grid[..., 0])
-    torch.add(m[:, 3] * xs, m[:, 4] * ys + m[:, 5], out=grid[..., 1])
-    if perspective:
-        depth = _reused(workspace, "depth", (n, th, tw), torch.float32, device)
-        grid.div_(torch.add(m[:, 6] * xs, m[:, 7] * ys + m[:, 8], out=depth).unsqueeze(-1))
-    return grid
-
-
-def _reused(workspace: dict | None, name: str, shape, dtype, device) -> torch.Tensor:
-    """A tensor from `workspace` when one of this shape is there, else a new one (kept there). Reusing
-    batch-sized temporaries spares the page faults of fresh allocations (bench/RESULTS.md, "Batch transforms")."""
-    key = (name, tuple(shape), dtype, torch.device(device))
-    if workspace is None:
-        return torch.empty(shape, dtype=dtype, device=device)
-    if key not in workspace:
-        if len(workspace) > 8:  # shapes keep changing (e.g. a last, smaller batch): start again
-            workspace.clear()
-        workspace[key] = torch.empty(shape, dtype=dtype, device=device)
-    return workspace[key]
-
-
 class BatchAugment:
     """Device transform of training batches: `(x uint8 (n,3,H,W), y, src_hw (n,2))` -> `(x float in
     [0,1] (n,3,*size), y)`. One resample for crop window + geometry, then lighting (brightness,
@@ -330,7 +238,7 @@ class BatchAugment:
         self.others = sorted((t for t in self.tfms if callable(t)), key=lambda t: getattr(t, "order", 0))
         self.random_crop = any(isinstance(t, RandomCrop) for t in self.tfms)
         self.makes_new_batch = not self.others  # x is this call's own tensor, unless a callable returns another
-        self._workspace: dict = {}  # batch-sized temporaries, reused (see `_reused`)
+        self._workspace: dict = {}  # batch-sized temporaries, reused (see `reused`)
 
     def __getstate__(self):  # workers get the settings, not the workspace
         return {**self.__dict__, "_workspace": {}}
@@ -356,16 +264,13 @@ class BatchAugment:
         moves = self.geometric or self.random_crop or out_hw != in_hw or (src_hw.cpu() != torch.tensor(in_hw)).any()
         # when resampled, the float copy is a temporary and can live in the workspace; it is scaled to
         # [0, 1] after the resample, on the output, which is smaller than the canvas
-        x = _reused(self._workspace, "x", x.shape, torch.float32, x.device).copy_(x) if moves else x.float()
+        x = reused(self._workspace, "x", x.shape, torch.float32, x.device).copy_(x) if moves else x.float()
         if moves:
             m = crop_matrices(src_hw.cpu(), out_hw, self.resize_method, self.random_crop, rng, canvas_hw=in_hw)
             for t in self.geometric:
                 m = m @ t.matrices(n, out_hw, rng)
-            if self.tfm_y:
-                x, y = resample(x, m, out_hw, self.padding_mode, self._workspace, mask=y)
-            else:
-                x = resample(x, m, out_hw, self.padding_mode, self._workspace)
-        y = as_target(y)
+            x, y = self.move(x, y, m, out_hw)
+        y = self.target(y)
         x = x.mul_(1 / 255)
         if bool((scale != 1).any() or (shift != 0).any()):  # lighting, on the (smaller) output
             x = (x.clamp_(_EPS, 1 - _EPS).logit_().mul_(scale.to(x.device).view(n, 1, 1, 1))
@@ -373,6 +278,17 @@ class BatchAugment:
         for t in self.others:
             x = t(x)
         return x, y
+
+    def move(self, x: torch.Tensor, y, m: torch.Tensor, out_hw):
+        """`(x, y)` resampled at `m` (one grid): float `x` bilinear; with `tfm_y` the mask `y` too,
+        nearest-neighbour. A task whose targets are other images overrides it (and `target`)."""
+        if self.tfm_y:
+            return resample(x, m, out_hw, self.padding_mode, self._workspace, mask=y)
+        return resample(x, m, out_hw, self.padding_mode, self._workspace), y
+
+    def target(self, y):
+        """The batch's targets as the loss reads them (`as_target`)."""
+        return as_target(y)
 
     def __repr__(self):
         tfm_y = ", tfm_y=True" if self.tfm_y else ""
