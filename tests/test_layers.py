@@ -32,6 +32,7 @@ LAYERS = {
     "fastbase.config": 0,
     "fastbase.distrib": 0,
     "fastbase.namespace": 0,
+    "fastbase.parallel": 0,  # parallel(func, items): data preparation over processes, with a progress bar
     "fastbase.progress": 0,  # the one progress path: training, inference and downloads draw through it
     "fastbase.figures": 0,
     "fastbase.files": 0,
@@ -68,6 +69,7 @@ LAYERS = {
     "fastbase.callbacks.gradients": 4,
     "fastbase.callbacks.hooks": 4,
     "fastbase.callbacks.loggers": 4,
+    "fastbase.callbacks.loss_metrics": 4,
     "fastbase.callbacks.lr_finder": 4,
     "fastbase.callbacks.mixed_precision": 4,
     "fastbase.callbacks.mixup": 4,

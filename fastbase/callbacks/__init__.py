@@ -19,6 +19,7 @@ from .hooks import (
     num_features_model,
 )
 from .loggers import CSVLogger, TensorBoardLogger
+from .loss_metrics import LossMetrics
 from .lr_finder import LRFinder, LRFinderError, LRSuggestions, suggest_lrs
 from .mixed_precision import MixedPrecision, as_fp32, autocast_dtype
 from .mixup import MixUp, MixUpLoss
@@ -42,7 +43,7 @@ MixUpCallback = MixUp
 __all__ = ["AccumulateScheduler", "ActivationStats", "BnFreeze", "CSVLogger", "ChannelsLast", "Checkpoint",
            "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "EarlyStoppingCallback",
            "GradientAccumulation", "GradientClipping", "Hook", "HookCallback", "Hooks", "LRFinder",
-           "LRFinderError", "LRSuggestions", "MixUp", "MixUpCallback", "MixUpLoss", "MixedPrecision",
+           "LRFinderError", "LRSuggestions", "LossMetrics", "MixUp", "MixUpCallback", "MixUpLoss", "MixedPrecision",
            "OneCycleScheduler", "ProgressCallback", "RecalibrateBN", "ReduceLROnPlateau",
            "ReduceLROnPlateauCallback", "ResumeCallback", "SaveModelCallback", "TensorBoardLogger",
            "TerminateOnNaN", "TrackerCallback", "TrainingDiverged", "as_fp32", "autocast_dtype", "dummy_batch",
