@@ -4,6 +4,7 @@ progress bar; a failure names the item that raised it."""
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from .helpers import FastbaseError, num_cpus
@@ -18,7 +19,11 @@ class ParallelError(FastbaseError):
 
 def _failed(func, item, index: int, error: BaseException) -> ParallelError:
     name = getattr(func, "__name__", type(func).__name__)
-    return ParallelError(f"parallel: {name} raised {type(error).__name__}: {error} on item #{index}, {item!r}.")
+    hint = ""
+    if isinstance(error, (pickle.PicklingError, AttributeError, TypeError)) and "pickle" in str(error):
+        hint = (" The function goes to the worker processes by pickling: define it at the top level of a module or "
+                "notebook (not a lambda or a nested function), or pass max_workers=0 to run here.")
+    return ParallelError(f"parallel: {name} raised {type(error).__name__}: {error} on item #{index}, {item!r}.{hint}")
 
 
 def _ticks(n: int, leave: bool):

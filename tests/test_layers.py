@@ -106,6 +106,9 @@ LAYERS = {
     "fastbase.vision.learner": 6,
     "fastbase.vision.models": 6,
     "fastbase.vision.rand_pad": 6,
+    "fastbase.vision.image2image": 6,  # images as targets (lesson 7's super-resolution): data, show
+    "fastbase.vision.image2image.data": 6,
+    "fastbase.vision.image2image.show": 6,
     "fastbase.vision.segmentation": 6,  # the segmentation task, whole: data, unet, metrics, interpret, show
     "fastbase.vision.segmentation.data": 6,
     "fastbase.vision.segmentation.interpret": 6,

@@ -15,6 +15,7 @@ import inspect
 import math
 import os
 import pickle
+import random
 import re
 from functools import partial
 from operator import itemgetter
@@ -40,6 +41,7 @@ from ..callbacks import (
     GradientClipping,
     Hook,
     Hooks,
+    LossMetrics,
     LRFinder,
     MixedPrecision,
     MixUp,
@@ -108,16 +110,26 @@ from ..layers import (
     simple_cnn,
 )
 from ..learner import Learner, load_learner
-from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy
+from ..losses import (
+    BCEFlat,
+    BCEWithLogitsFlat,
+    CrossEntropyFlat,
+    FlattenedLoss,
+    L1LossFlat,
+    LabelSmoothingCrossEntropy,
+    MSELossFlat,
+)
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from ..namespace import PLOTTING, notebook_namespace
+from ..parallel import parallel
 from ..recorder import Recorder
 from ..train import lr_find
 from . import models
 from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
 from .data import ImageDataBunch, ImageList
-from .image import Image, ResizeMethod, get_image_files, open_image
+from .image import Image, ResizeMethod, get_image_files, open_image, resize_to
+from .image2image import ImageImageDataBunch, ImageImageList
 from .interpret import grad_cam
 from .learner import cnn_learner, create_body, create_cnn, create_head
 from .rand_pad import RandPad, rand_pad
@@ -182,6 +194,8 @@ __all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and
 __all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "SegmentationLabelList",
             "open_mask"]  # segmentation data
 __all__ += ["StageComparison", "two_stages"]  # lesson 1's two stages compared (fastbase.finetune)
+__all__ += ["BCEFlat", "BCEWithLogitsFlat", "FlattenedLoss", "ImageImageDataBunch", "ImageImageList", "L1LossFlat",
+            "LossMetrics", "MSELossFlat", "parallel", "random", "resize_to"]  # lesson 7: images as targets
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas.
