@@ -106,6 +106,12 @@ LAYERS = {
     "fastbase.vision.learner": 6,
     "fastbase.vision.models": 6,
     "fastbase.vision.rand_pad": 6,
+    "fastbase.vision.gan": 6,  # GANs (lesson 7): models, noise data, losses, trainer callbacks, GANLearner
+    "fastbase.vision.gan.data": 6,
+    "fastbase.vision.gan.learner": 6,
+    "fastbase.vision.gan.losses": 6,
+    "fastbase.vision.gan.models": 6,
+    "fastbase.vision.gan.trainer": 6,
     "fastbase.vision.image2image": 6,  # images as targets (lesson 7's super-resolution): data, show
     "fastbase.vision.image2image.data": 6,
     "fastbase.vision.image2image.show": 6,

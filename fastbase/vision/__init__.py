@@ -124,10 +124,30 @@ from ..namespace import PLOTTING, notebook_namespace
 from ..parallel import parallel
 from ..recorder import Recorder
 from ..train import lr_find
-from . import models
+from . import gan, models
 from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
 from .data import ImageDataBunch, ImageList
+from .gan import (
+    AdaptiveGANSwitcher,
+    AdaptiveLoss,
+    FixedGANSwitcher,
+    GANDataBunch,
+    GANDiscriminativeLR,
+    GANItemList,
+    GANLearner,
+    GANLoss,
+    GANModule,
+    GANTrainer,
+    NoisyItem,
+    NoopLoss,
+    WassersteinLoss,
+    accuracy_thresh_expand,
+    basic_critic,
+    basic_generator,
+    crop_pad,
+    gan_critic,
+)
 from .image import Image, ResizeMethod, get_image_files, open_image, resize_to
 from .image2image import ImageImageDataBunch, ImageImageList
 from .interpret import grad_cam
@@ -196,6 +216,10 @@ __all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "Se
 __all__ += ["StageComparison", "two_stages"]  # lesson 1's two stages compared (fastbase.finetune)
 __all__ += ["BCEFlat", "BCEWithLogitsFlat", "FlattenedLoss", "ImageImageDataBunch", "ImageImageList", "L1LossFlat",
             "LossMetrics", "MSELossFlat", "parallel", "random", "resize_to"]  # lesson 7: images as targets
+__all__ += ["AdaptiveGANSwitcher", "AdaptiveLoss", "FixedGANSwitcher", "GANDataBunch", "GANDiscriminativeLR",
+            "GANItemList", "GANLearner", "GANLoss", "GANModule", "GANTrainer", "NoisyItem", "NoopLoss",
+            "WassersteinLoss", "accuracy_thresh_expand", "basic_critic", "basic_generator", "crop_pad", "gan",
+            "gan_critic"]  # lesson 7: GANs (fastbase.vision.gan)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas.

@@ -23,7 +23,7 @@ from .sizing import PADDING_MODES, ResizeMethod
 
 __all__ = ["BatchAugment", "Brightness", "CenterCrop", "Contrast", "Dihedral", "Flip", "GeometricTransform",
            "LightingTransform", "RandomCrop", "ResizeMethod", "Rotate", "ToFloat", "Transform", "Warp", "Zoom",
-           "as_target", "crop_matrices", "get_transforms", "needs_canvas", "resample", "sampling_grid"]
+           "as_target", "crop_matrices", "crop_pad", "get_transforms", "needs_canvas", "resample", "sampling_grid"]
 
 _EPS = 1e-5  # lighting clamps to [_EPS, 1 - _EPS] before the logit, so black and white stay finite
 
@@ -210,6 +210,15 @@ def get_transforms(do_flip: bool = True, flip_vert: bool = False, max_rotate: fl
         train += [Brightness(max_lighting=max_lighting, p=p_lighting),
                   Contrast(max_lighting=max_lighting, p=p_lighting)]
     return train + list(xtra_tfms or []), [CenterCrop()]
+
+
+def crop_pad(size=None, row_pct=(0, 1), col_pct=(0, 1), padding_mode: str = "reflection") -> Transform:
+    """fastai v1's `crop_pad` as the one-resample pipeline takes it: a window of the size given to
+    `transform(size=)` (`size` here is accepted for the course's call and must agree), anywhere in the
+    image when `row_pct`/`col_pct` are ranges (`RandomCrop`), else centred (`CenterCrop`); images
+    smaller than the window are padded (`padding_mode` of `transform`)."""
+    ranged = isinstance(row_pct, (tuple, list)) or isinstance(col_pct, (tuple, list))
+    return RandomCrop(size=size) if ranged else CenterCrop(size=size)
 
 
 def needs_canvas(tfms) -> bool:

@@ -10,10 +10,9 @@ from .data import (
     ImageImageList,
     ImagePairAugment,
     ImageTargetList,
-    PairNormalizer,
     PairToFloat,
 )
 from .show import show_pair_batch, show_pair_results
 
 __all__ = ["ImageImageDataBunch", "ImageImageDataset", "ImageImageList", "ImagePairAugment", "ImageTargetList",
-           "PairNormalizer", "PairToFloat", "show_pair_batch", "show_pair_results"]
+           "PairToFloat", "show_pair_batch", "show_pair_results"]

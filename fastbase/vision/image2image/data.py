@@ -18,7 +18,7 @@ import functools
 import torch
 
 from ...core import Path
-from ...data import DataError, DatasetType, LabelError, Normalizer, format_list
+from ...data import DataError, DatasetType, LabelError, format_list
 from ...data.labels import LabelItemList
 from ...losses import MSELossFlat
 from ..data import ImageDataBunch, ImageList
@@ -29,7 +29,7 @@ from ..transforms import BatchAugment, ToFloat
 from .show import show_pair_batch, show_pair_results
 
 __all__ = ["ImageImageDataBunch", "ImageImageDataset", "ImageImageList", "ImagePairAugment", "ImageTargetList",
-           "PairNormalizer", "PairToFloat"]
+           "PairToFloat"]
 
 
 class ImageTargetList(LabelItemList):
@@ -162,43 +162,9 @@ class PairToFloat(ToFloat):
         return x, y.float().div(255)
 
 
-class PairNormalizer(Normalizer):
-    """Normalises the input (`do_x`) and the target (`do_y`) of image pairs with the same stats;
-    `denorm` undoes the input's, `denorm_y` the target's (what showing and predictions use)."""
-
-    def __init__(self, mean, std, do_x: bool = True, do_y: bool = False):
-        super().__init__(mean, std)
-        self.do_x, self.do_y = bool(do_x), bool(do_y)
-
-    def norm(self, x, out=None):
-        return super().norm(x, out) if self.do_x else x
-
-    def denorm(self, x):
-        return super().denorm(x) if self.do_x else x
-
-    def norm_y(self, y, out=None):
-        return Normalizer.norm(self, y, out) if self.do_y else y
-
-    def denorm_y(self, y):
-        return Normalizer.denorm(self, y) if self.do_y else y
-
-    def __call__(self, batch):
-        x, y, *rest = batch
-        return (self.norm(x), self.norm_y(y), *rest)
-
-    def apply_(self, batch):
-        x, y, *rest = batch
-        if not x.is_floating_point() or x.requires_grad:
-            return self(batch)
-        return (self.norm(x, out=x), self.norm_y(y, out=y), *rest)
-
-    def __repr__(self):
-        return f"PairNormalizer(mean={self.mean.tolist()}, std={self.std.tolist()}, do_x={self.do_x}, do_y={self.do_y})"
-
-
 class ImageImageDataBunch(ImageDataBunch):
     """An ImageDataBunch whose targets are images: float `(n, 3, *size)`, moved with their inputs
-    (`tfm_y`, `ImagePairAugment`). `normalize(stats, do_x=True, do_y=False)`; `predict` gives an
+    (`tfm_y`, `ImagePairAugment`); `normalize(stats, do_y=True)` normalises them too. `predict` gives an
     `Image` (denormalised), `show_batch` inputs beside targets, `show_results` input | prediction |
     target."""
     tfm_y = True
@@ -223,36 +189,10 @@ class ImageImageDataBunch(ImageDataBunch):
         train_ds = make(lls.train.x.items, lls.train.y.items, canvas=canvas)
         return train_ds, make(lls.valid.x.items, lls.valid.y.items), make
 
-    def normalize(self, stats=None, do_x: bool = True, do_y: bool = False) -> ImageImageDataBunch:
-        """Normalise the inputs (`do_x`) and the targets (`do_y`) with `stats` = (mean, std), or the
-        stats of a training batch's inputs when None, as fastai v1's `normalize(stats, do_y=True)`."""
-        super().normalize(stats)
-        for dl in self.dls:
-            dl.remove_tfm(self.norm)
-        self.norm = PairNormalizer(self.norm.mean, self.norm.std, do_x, do_y)
-        for dl in self.dls:
-            dl.add_tfm(self.norm)
-        return self
-
-    def denorm_y(self, y: torch.Tensor) -> torch.Tensor:
-        """Targets (or predictions of them) back to [0, 1] pixels."""
-        return y if not isinstance(self.norm, PairNormalizer) else self.norm.denorm_y(y)
-
     def decode_prediction(self, probs: torch.Tensor, thresh: float = 0.5, regression: bool = False):
         """`(Image, its (3, H, W) pixels in [0, 1])` of one predicted image (denormalised)."""
         pixels = self.denorm_y(probs[None])[0].clamp(0, 1)
         return Image(pixels), pixels
-
-    def export_state(self) -> dict:
-        norm = self.norm if isinstance(self.norm, PairNormalizer) else None
-        return {**super().export_state(), "norm_xy": None if norm is None else [norm.do_x, norm.do_y]}
-
-    @classmethod
-    def load_export_state(cls, state: dict, device=None) -> ImageImageDataBunch:
-        self = super().load_export_state(state, device)
-        if self.norm is not None and state.get("norm_xy") is not None:
-            self.norm = PairNormalizer(self.norm.mean, self.norm.std, *state["norm_xy"])
-        return self
 
     def show_batch(self, rows: int = 3, figsize=None, ds_type: DatasetType = DatasetType.Train, **kwargs):
         """`rows` inputs beside their targets, denormalised (`imgsize=`: inches per image)."""
