@@ -25,20 +25,23 @@ from fastbase.vision import (
     ImageImageList,
     ImageList,
     MSELossFlat,
-    NoisyItem,
-    NoopLoss,
     NormType,
-    WassersteinLoss,
-    accuracy_thresh_expand,
     basic_critic,
     basic_generator,
-    crop_pad,
-    gan_critic,
     get_transforms,
     imagenet_stats,
     noop,
     optim,
     unet_learner,
+)
+from fastbase.vision.gan import (  # fastai's import path for the GAN names
+    CriticLoss,
+    NoisyItem,
+    NoopLoss,
+    WassersteinLoss,
+    accuracy_thresh_expand,
+    crop_pad,
+    gan_critic,
 )
 
 
@@ -75,6 +78,10 @@ def test_losses():
     expected = nn.BCEWithLogitsLoss()(scores, torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
     assert torch.allclose(AdaptiveLoss(nn.BCEWithLogitsLoss())(scores, labels), expected)
     assert float(accuracy_thresh_expand(scores, labels)) == pytest.approx(0.75)
+    real_pred, fake_pred = torch.tensor([[3.0], [2.0]]), torch.tensor([[-1.0], [0.5]])
+    bce = nn.BCEWithLogitsLoss()
+    expected = (bce(real_pred, torch.ones(2, 1)) + bce(fake_pred, torch.zeros(2, 1))) / 2
+    assert torch.allclose(CriticLoss(AdaptiveLoss(bce))(real_pred, fake_pred), expected)
 
 
 def test_wgan_as_lesson7_writes_it(pairs, tmp_path):
@@ -152,6 +159,8 @@ def superres_gan(pairs, tmp_path):
     data_crit = (ImageList.from_folder(tmp_path, include=["image_gen", "images"]).split_by_rand_pct(0.2, seed=42)
                  .label_from_folder(classes=["image_gen", "images"]).transform(get_transforms(), size=32)
                  .databunch(bs=4, num_workers=0, seed=0).normalize(imagenet_stats))
+    fig = data_crit.show_batch(rows=2, ds_type=DatasetType.Train, imgsize=2)  # the notebook's call
+    assert fig.get_size_inches().tolist() == [4, 4]
     learn_crit = Learner(data_crit, gan_critic(nf=8), metrics=accuracy_thresh_expand,
                          loss_func=AdaptiveLoss(nn.BCEWithLogitsLoss()), wd=1e-3, path=tmp_path)
     learn_crit.fit(1, 1e-3)
