@@ -208,3 +208,13 @@ def test_crappify_with_parallel_and_resize_to(pairs, tmp_path):
 
 def as_int(o, i):
     return int(o)
+
+
+def test_weight_norm_unet_trains_past_validation_in_channels_last(pairs):
+    """A channels-last U-Net with weight-normalised convolutions keeps training after a validation
+    (which runs in inference mode) within one fit: its parameters stay normal tensors."""
+    path_hr, path_lr = pairs
+    learn = unet_learner(pair_data(path_hr, path_lr), strided_arch, pretrained=False, norm_type=NormType.Weight,
+                         channels_last=True, loss_func=MSELossFlat())
+    learn.fit(2, 1e-3)
+    assert len(learn.recorder.values) == 2 and not any(p.is_inference() for p in learn.model.parameters())
