@@ -30,6 +30,7 @@ import re
 import signal
 import threading
 from enum import IntEnum
+from functools import partial
 
 import torch
 
@@ -39,7 +40,7 @@ __all__ = [
     "EVENTS", "STEP_PARTS", "Callback", "CallbackHandler", "CancelBatchException",
     "CancelEpochException", "CancelFitException", "CancelStepException", "CancelTrainException",
     "CancelValidException", "DeferredInterrupt", "GatherPreds", "Order", "Scheduler", "ValidationStats",
-    "annealing_cos", "annealing_exp", "annealing_linear", "annealing_no", "callback_from_fn",
+    "annealing_cos", "annealing_exp", "annealing_linear", "annealing_no", "annealing_poly", "callback_from_fn",
 ]
 
 
@@ -227,7 +228,13 @@ class ValidationStats(Callback):
         losses = torch.stack([t.float().reshape(()) for t in self._losses])
         sizes = torch.tensor(self._sizes, dtype=losses.dtype, device=losses.device)
         loss = (losses * sizes).sum() / sizes.sum()
-        self.learn.valid_values = _to_floats([loss, *(m.value for m in self.metrics)])
+        values = [m.value for m in self.metrics]
+        for metric, value in zip(self.metrics, values):
+            if isinstance(value, torch.Tensor) and value.numel() != 1:
+                raise FastbaseError(f"The metric {metric.name} gives {tuple(value.shape)} values, but a column of the "
+                                    "table holds one number: pass an averaged form (e.g. average='macro') as a "
+                                    "metric, and read per-class values from the metric object itself.")
+        self.learn.valid_values = _to_floats([loss, *values])
 
 
 class GatherPreds(Callback):
@@ -302,6 +309,16 @@ def annealing_exp(start, end, pct):
 def annealing_cos(start, end, pct):
     """Half a cosine from `start` to `end`: flat at both ends."""
     return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
+
+
+def annealing_poly(degree: float):
+    """A polynomial annealing function of `degree`: `end + (start - end) * (1 - pct) ** degree`
+    (degree 1 is linear; higher degrees fall faster at first)."""
+    return partial(_anneal_poly, degree=degree)
+
+
+def _anneal_poly(start, end, pct, degree):
+    return end + (start - end) * (1 - pct) ** degree
 
 
 class Scheduler:

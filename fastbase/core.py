@@ -20,6 +20,7 @@ from .distrib import (
 from .helpers import (
     FastbaseError,
     Path,
+    PrettyString,
     default_device,
     ifnone,
     import_ref,
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigError",
     "FastbaseError",
     "Path",
+    "PrettyString",
     "default_device",
     "defaults",
     "distrib_barrier",

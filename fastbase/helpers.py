@@ -19,6 +19,7 @@ import torch
 __all__ = [
     "FastbaseError",
     "Path",
+    "PrettyString",
     "default_device",
     "ifnone",
     "import_ref",
@@ -48,6 +49,14 @@ class Path(type(pathlib.Path())):
         if not self.is_dir():
             raise FastbaseError(f"{self} is not a folder, so it has nothing to list.")
         return sorted(self.iterdir())
+
+
+class PrettyString(str):
+    """A string whose repr is itself (fastai v1's name): a notebook shows a returned report once, as
+    text, and `print(...)` of it prints it once."""
+
+    def __repr__(self):
+        return str(self)
 
 
 def is_listy(x) -> bool:

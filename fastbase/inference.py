@@ -61,7 +61,7 @@ class Inference(Loop):
             pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
         probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu().clone()  # a normal tensor
         label, decoded = self.data.decode_prediction(probs, thresh, self._regression())
-        return label, decoded, probs
+        return self.data.item_prediction(item, label), decoded, probs
 
     def _regression(self) -> bool:
         """Whether predictions are values rather than classes (no classes, not cross-entropy)."""

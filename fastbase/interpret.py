@@ -20,7 +20,8 @@ from .data import DatasetType
 from .data.task import InterpretationError
 from .figures import finish_figure, subplots
 
-__all__ = ["ClassificationInterpretation", "InterpretationError", "TopLosses", "as_ds_type"]
+__all__ = ["ClassConfusion", "ClassificationInterpretation", "InterpretationError",
+           "MultiLabelClassificationInterpretation", "TopLosses", "as_ds_type"]
 
 _NO_LABELS = ("The {} set has no labels, so there are no losses or mistakes to show. Interpret the validation "
               "set (the default) or the training set (ds_type='train').")
@@ -171,10 +172,14 @@ class ClassificationInterpretation:
         rows.insert(len(rows.columns), "index", idxs.tolist())
         return rows
 
+    @property
+    def read_as(self) -> DatasetType:
+        """The loader the items are read from: the Fix loader (in order, no augmentation) for the training set."""
+        return DatasetType.Fix if self.ds_type == DatasetType.Train else self.ds_type
+
     def model_inputs(self, idxs: list[int]) -> torch.Tensor:
         """The model's inputs (normalised, on the device) for these items of the data set, in order."""
-        read_as = DatasetType.Fix if self.ds_type == DatasetType.Train else self.ds_type
-        dl = self.data.dl(read_as)
+        dl = self.data.dl(self.read_as)
         loader = dl.new(dataset=Subset(dl.dataset, idxs), batch_size=len(idxs), shuffle=False, drop_last=False,
                         num_workers=0)
         return next(iter(loader))[0]
@@ -182,3 +187,112 @@ class ClassificationInterpretation:
     def __repr__(self):
         return (f"ClassificationInterpretation({len(self)} items of the {self.ds_type.name} set, "
                 f"{len(self.classes)} classes, accuracy {float((self.pred_class == self.y_true).float().mean()):.4f})")
+
+
+class MultiLabelClassificationInterpretation(ClassificationInterpretation):
+    """Predictions of a multi-label classifier on one data set, and views of its mistakes.
+
+    `preds` (n, c) probabilities (the sigmoid of the outputs; `sigmoid=True` applies it to raw outputs
+    given here), `y_true` (n, c) 0/1 targets, `pred_class` (n, c) booleans (`preds > thresh`), `losses`
+    (n,) per-item losses (the mean over labels). `top_losses` and `model_inputs` work as for one label;
+    `confusion_matrix()` is one 2x2 matrix per label."""
+
+    def __init__(self, learn, preds: torch.Tensor, y_true: torch.Tensor, losses: torch.Tensor,
+                 ds_type: DatasetType = DatasetType.Valid, sigmoid: bool = True, thresh: float = 0.3):
+        if preds.dim() != 2 or preds.shape != y_true.shape:
+            raise InterpretationError(f"MultiLabelClassificationInterpretation needs predictions and 0/1 targets "
+                                      f"of the same shape (n, labels); got {tuple(preds.shape)} and "
+                                      f"{tuple(y_true.shape)}. For single-label data use "
+                                      "ClassificationInterpretation.")
+        self.learn, self.data, self.ds_type, self.thresh = learn, learn.data, as_ds_type(ds_type), thresh
+        self.preds = preds.float().sigmoid() if sigmoid else preds.float()
+        self.y_true = y_true.bool()
+        self.losses = losses.float().reshape(len(preds), -1).mean(1)
+        self.pred_class = self.preds > thresh
+        classes = self.data.classes
+        self.classes = list(classes) if classes is not None else list(range(preds.shape[1]))
+
+    @classmethod
+    def from_learner(cls, learn, ds_type=DatasetType.Valid, sigmoid: bool = True, thresh: float = 0.3
+                     ) -> MultiLabelClassificationInterpretation:
+        """Predictions of `learn` on `ds_type` with their losses. `get_preds` has already applied the
+        loss's activation (the sigmoid), so `sigmoid` is kept for fastai v1's signature."""
+        ds_type = as_ds_type(ds_type)
+        read_as = DatasetType.Fix if ds_type == DatasetType.Train else ds_type
+        if not learn.data.has_labels(read_as):
+            raise InterpretationError(_NO_LABELS.format(ds_type.name))
+        preds, y_true, losses = learn.get_preds(read_as, with_loss=True)
+        return cls(learn, preds, y_true, losses, ds_type, sigmoid=False, thresh=thresh)
+
+    def confusion_matrix(self) -> np.ndarray:
+        """(c, 2, 2) int array, one matrix per label as scikit-learn's `multilabel_confusion_matrix`:
+        [[true negatives, false positives], [false negatives, true positives]]."""
+        truth, pred = self.y_true.long(), self.pred_class.long()
+        cells = [((1 - truth) * (1 - pred)), ((1 - truth) * pred), (truth * (1 - pred)), (truth * pred)]
+        return torch.stack([c.sum(0) for c in cells], dim=1).reshape(-1, 2, 2).numpy().astype(np.int64)
+
+    def most_confused(self, min_val: int = 1) -> list[tuple]:
+        """(label, missed, wrongly predicted) for every label with at least `min_val` mistakes, most first."""
+        cm = self.confusion_matrix()
+        rows = [(self.classes[i], int(cm[i, 1, 0]), int(cm[i, 0, 1])) for i in range(len(cm))]
+        return sorted([r for r in rows if r[1] + r[2] >= min_val], key=lambda r: r[1] + r[2], reverse=True)
+
+    def plot_confusion_matrix(self, *args, **kwargs):
+        raise InterpretationError("A multi-label confusion matrix is one 2x2 matrix per label: read "
+                                  "interp.confusion_matrix() or interp.most_confused().")
+
+    def labels_of(self, i: int) -> tuple[list, list]:
+        """(predicted labels, actual labels) of item `i`."""
+        return ([self.classes[j] for j in self.pred_class[i].nonzero().flatten().tolist()],
+                [self.classes[j] for j in self.y_true[i].nonzero().flatten().tolist()])
+
+    def plot_multi_top_losses(self, samples: int = 3, figsize=(8, 8), save_misclassified: bool = False, **kwargs):
+        """The `samples` items with the largest losses, as the task draws them (images: each titled
+        with its predicted and actual labels and its loss). With `save_misclassified`, also returns
+        [(index, predicted labels, actual labels, loss)] of those whose predicted labels are wrong."""
+        fig = self.data.plot_multi_top_losses(self, samples, figsize=figsize, **kwargs)
+        if not save_misclassified:
+            return fig
+        losses, idxs = self.top_losses(samples)
+        wrong = [(int(i), *self.labels_of(int(i)), float(loss)) for loss, i in zip(losses, idxs)
+                 if bool((self.pred_class[int(i)] != self.y_true[int(i)]).any())]
+        return fig, wrong
+
+
+class ClassConfusion:
+    """The items of chosen confused pairs of classes: for each (actual, predicted) pair, up to
+    `cut_off` item indexes, largest loss first, shown as the task shows items (images in a grid, a
+    table's rows). `classlist`: class names whose every ordered pair is looked at, or with
+    `is_ordered` the (actual, predicted) pairs themselves. `varlist`: the table columns to keep. In a
+    notebook the object displays its views; `show()` returns them as {pair: Figure or DataFrame}."""
+
+    def __init__(self, interp: ClassificationInterpretation, classlist, is_ordered: bool = False,
+                 cut_off: int = 100, varlist=None, figsize=(8, 8)):
+        unknown = [c for c in (np.ravel(classlist).tolist()) if c not in interp.classes]
+        if unknown:
+            raise InterpretationError(f"ClassConfusion: {unknown} are not classes of this data; its classes are "
+                                      f"{interp.classes}.")
+        index = {c: i for i, c in enumerate(interp.classes)}
+        pairs = [tuple(p) for p in classlist] if is_ordered else \
+            [(a, b) for a in classlist for b in classlist if a != b]
+        self.interp, self.varlist, self.figsize = interp, varlist, figsize
+        order = interp.top_losses().indices
+        self.indices = {}
+        for actual, predicted in pairs:
+            hit = (interp.y_true[order] == index[actual]) & (interp.pred_class[order] == index[predicted])
+            self.indices[(actual, predicted)] = order[hit][:cut_off].tolist()
+
+    def show(self) -> dict:
+        """{(actual, predicted): the task's view of those items} for every pair with at least one item."""
+        return {pair: self.interp.data.show_confused(self.interp, idxs, f"actual {pair[0]} / predicted {pair[1]}",
+                                                     figsize=self.figsize, varlist=self.varlist)
+                for pair, idxs in self.indices.items() if idxs}
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        for view in self.show().values():
+            display(view)
+
+    def __repr__(self):
+        return f"ClassConfusion({ {pair: len(idxs) for pair, idxs in self.indices.items()} })"

@@ -24,13 +24,14 @@ from .callbacks.bn_stats import BN_STATS_MODES, bn_freeze_for
 from .callbacks.channels_last import ChannelsLast, to_memory_format
 from .callbacks.checkpoint import ResumeCallback
 from .callbacks.distributed import to_distributed, wants_distributed
+from .callbacks.general_sched import FlatCosAnnealScheduler
 from .callbacks.gradients import GradientClipping
 from .callbacks.lr_finder import LRFinder, LRFinderError, LRSuggestions
 from .callbacks.mixed_precision import MixedPrecision, as_fp32
 from .callbacks.mixup import MixUp
 from .callbacks.one_cycle import OneCycleScheduler
 from .callbacks.progress import ProgressCallback, progress_disabled
-from .core import FastbaseError, Path, ifnone, listify, num_distrib
+from .core import FastbaseError, Path, PrettyString, ifnone, listify, num_distrib
 from .export import read_export
 from .inference import Inference
 from .loop import split_batch
@@ -153,6 +154,15 @@ class Learner(Inference):
                                   final_div=final_div, start_epoch=start_epoch)
         self.fit(cyc_len, max_lr, wd=wd, callbacks=[sched, *listify(callbacks)], start_epoch=ifnone(start_epoch, 0),
                  resume=resume)
+
+    def fit_fc(self, tot_epochs: int = 1, lr=DEFAULT_LR, moms=(0.95, 0.85), start_pct: float = 0.72,
+               wd: float | None = None, callbacks=None) -> None:
+        """Fit `tot_epochs` at a flat `lr` (momentum `moms[0]`) for the first `start_pct` of the
+        batches, then anneal it to 0 along a cosine (momentum `moms[1]`): fastai v1's flat-cosine
+        schedule (`FlatCosAnnealScheduler`)."""
+        lr = self.lr_range(lr)
+        sched = FlatCosAnnealScheduler(self, lr, tot_epochs=tot_epochs, moms=moms, start_pct=start_pct)
+        self.fit(tot_epochs, lr, wd=wd, callbacks=[sched, *listify(callbacks)])
 
     def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100,
                   pct_start: float = 0.3, div: float = 5.0, keep_best: bool = False, monitor: str | None = None,
@@ -280,17 +290,16 @@ class Learner(Inference):
         """Make every layer group trainable."""
         self.freeze_to(0)
 
-    def summary(self) -> str:
+    def summary(self) -> PrettyString:
         """Layers with output shapes (from one batch, without the batch dimension), parameter counts,
-        trainable or frozen, and totals per layer group. Printed and returned."""
+        trainable or frozen, and totals per layer group. Returned as text that a notebook shows once as
+        the cell's value, and `print(learn.summary())` prints once (as fastai v1)."""
         xb = None if self.data.inference_only else split_batch(next(iter(self.data.train_dl)))[0]
         bn = (f"BatchNorm: train_bn={self.train_bn}, freeze_bn_stats={self.freeze_bn_stats!r} "
               f"({BN_STATS_MODES.get(self.freeze_bn_stats, 'see BnFreeze')})")
         lines = [layer_groups_summary(self.model, self.layer_groups, xb), bn,
                  f"Optimizer: {self.opt!r}", f"Loss: {self.loss_func!r}  Metrics: {self.metric_names}"]
-        text = "\n".join(lines)
-        print(text)
-        return text
+        return PrettyString("\n".join(lines))
 
     def __repr__(self):
         return (f"Learner(data={self.data!r}, model={type(self.model).__name__}, "

@@ -200,10 +200,13 @@ class Loop:
 def eval_grad_mode(model: nn.Module):
     """The autograd mode for validation and inference: `torch.inference_mode()` (no version counters or
     view tracking; see `bench/cpu_speed.py`), or `torch.no_grad()` while `model` has uninitialised lazy
-    parameters, which would otherwise be created as inference tensors that never train. Tensors made
+    parameters, which would otherwise be created as inference tensors that never train, or has a
+    recurrent layer: such models often keep their hidden state between calls (lesson 7's `self.h`),
+    and a state made during validation must feed the next training step. Otherwise tensors made
     during validation are inference tensors: `.clone()` one outside the loop before using it in training."""
     lazy = any(is_lazy(t) for t in (*model.parameters(), *model.buffers()))
-    return torch.no_grad() if lazy else torch.inference_mode()
+    recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    return torch.no_grad() if lazy or recurrent else torch.inference_mode()
 
 
 def split_batch(batch):

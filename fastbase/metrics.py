@@ -3,11 +3,14 @@
 Metric functions take `(pred, target)` batches and return the batch mean on the device. The
 Learner wraps each in `AvgMetric`, which averages over the validation set weighted by batch size
 (exact for these per-item means, whatever the batch sizes) and reads the device once per epoch.
-A class with `reset()`, `accumulate(pred, *yb)`, `value` and `name` can be passed instead.
+A class with `reset()`, `accumulate(pred, *yb)`, `value` and `name` can be passed instead; the
+whole-set metrics (`FBeta`, `AUROC`, `KappaScore`, `R2Score`... in `fastbase.metric_scores` and
+`fastbase.metric_regression`) are such classes, and the functions that are not means of per-item
+values (`rmse`, `r2_score`, `explained_variance`, `exp_rmspe`) are scored by them (`as_metric`).
+This module gathers fastai v1's `fastai.metrics` names.
 """
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import torch
@@ -16,9 +19,50 @@ from torch import nn
 
 from .core import FastbaseError
 from .losses import per_item_loss
+from .metric_base import AvgMetric, Metric, MetricError, WholeSetMetric
+from .metric_regression import (
+    RMSE,
+    ExplainedVariance,
+    ExpRMSPE,
+    R2Score,
+    RegMetrics,
+    exp_rmspe,
+    explained_variance,
+    mae,
+    mean_absolute_error,
+    mean_squared_error,
+    mean_squared_logarithmic_error,
+    mse,
+    msle,
+    r2_score,
+    rmse,
+    root_mean_squared_error,
+)
+from .metric_scores import (
+    AUROC,
+    CMScores,
+    ConfusionMatrix,
+    FBeta,
+    KappaScore,
+    MatthewsCorreff,
+    MultiLabelFbeta,
+    Precision,
+    Recall,
+    auc_roc_score,
+    roc_curve,
+)
 
-__all__ = ["AvgMetric", "Metric", "accuracy", "accuracy_thresh", "as_metric", "default_loss", "error_rate", "fbeta",
-           "loss_activation", "per_item_loss", "top_k_accuracy"]
+__all__ = ["AUROC", "RMSE", "AvgMetric", "CMScores", "ConfusionMatrix", "ExpRMSPE", "ExplainedVariance", "FBeta",
+           "KappaScore", "MatthewsCorreff", "Metric", "MetricError", "MultiLabelFbeta", "Precision", "R2Score",
+           "Recall", "RegMetrics", "WholeSetMetric", "accuracy", "accuracy_thresh", "as_metric", "auc_roc_score",
+           "default_loss", "error_rate", "exp_rmspe", "explained_variance", "fbeta", "foreground_acc",
+           "loss_activation", "mae", "mean_absolute_error", "mean_squared_error", "mean_squared_logarithmic_error",
+           "mse", "msle", "per_item_loss", "r2_score", "rmse", "roc_curve", "root_mean_squared_error", "top_k_accuracy"]
+
+# Functions whose value over a set is not the mean of their batch values: a Learner scores them
+# over the whole validation set with these classes.
+WHOLE_SET = {root_mean_squared_error: RMSE, r2_score: R2Score, explained_variance: ExplainedVariance,
+             exp_rmspe: ExpRMSPE}
 
 
 def accuracy(input: torch.Tensor, targs: torch.Tensor) -> torch.Tensor:
@@ -57,57 +101,23 @@ def fbeta(y_pred: torch.Tensor, y_true: torch.Tensor, thresh: float = 0.2, beta:
     return ((1 + beta2) * prec * rec / (prec * beta2 + rec + eps)).mean()
 
 
-class Metric:
-    """A metric accumulated over batches: `reset()`, then `accumulate(pred, *yb)` per batch (no
-    device sync), then `value` (tensor or float)."""
-
-    def reset(self) -> None:
-        pass
-
-    def accumulate(self, pred, *yb) -> None:
-        raise NotImplementedError
-
-    @property
-    def value(self):
-        raise NotImplementedError
-
-    @property
-    def name(self) -> str:
-        return re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()
-
-
-class AvgMetric(Metric):
-    """Average of `func(pred, *yb)` over batches, weighted by batch size, kept on the device."""
-
-    def __init__(self, func):
-        self.func = func
-        self.reset()
-
-    def reset(self):
-        self._values, self._sizes = [], []
-
-    def accumulate(self, pred, *yb):
-        self._values.append(torch.as_tensor(self.func(pred, *yb)).detach().float().reshape(()))
-        self._sizes.append(yb[0].shape[0] if yb else pred.shape[0])
-
-    @property
-    def value(self):
-        if not self._sizes:
-            return None
-        values = torch.stack(self._values)
-        sizes = torch.tensor(self._sizes, dtype=values.dtype, device=values.device)
-        return (values * sizes).sum() / sizes.sum()
-
-    @property
-    def name(self) -> str:
-        func = self.func.func if isinstance(self.func, partial) else self.func
-        return getattr(func, "__name__", type(func).__name__)
+def foreground_acc(input: torch.Tensor, target: torch.Tensor, void_code: int) -> torch.Tensor:
+    """Accuracy over the pixels (or items) whose target is not `void_code`: predictions (bs, c, ...)
+    against class indexes (bs, ...) or (bs, 1, ...). 0 when every target is `void_code`."""
+    if target.dim() == input.dim():
+        target = target.squeeze(1)
+    kept = target != void_code
+    correct = (input.argmax(dim=1) == target) & kept
+    return correct.sum().float() / kept.sum().clamp_min(1).float()
 
 
 def as_metric(metric) -> Metric:
-    """A metric object from a function (wrapped in AvgMetric), a Metric class, or a Metric object."""
+    """A metric object from a function (wrapped in AvgMetric, or scored over the whole set when
+    `WHOLE_SET` says so), a Metric class, or a Metric object."""
     if isinstance(metric, type):
         metric = metric()
+    if callable(metric) and not isinstance(metric, partial) and metric in WHOLE_SET:
+        return WHOLE_SET[metric](name=metric.__name__)
     if all(hasattr(metric, a) for a in ("reset", "accumulate", "value")):
         return metric
     if callable(metric):

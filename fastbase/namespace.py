@@ -10,15 +10,16 @@ A namespace module imports its names explicitly and writes them in a literal `__
 adds to that `__all__` the names of `lazy` (loaded on first use, PEP 562) and those of the `base`
 namespace the module does not define itself (read from `base` on first use), and leaves out a
 lazy name whose module is not installed (`pd` without pandas), since `import *` fails on a name
-that does not resolve.
+that does not resolve. `doc(obj)`, which every namespace gives, is here too.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 
-__all__ = ["PLOTTING", "notebook_namespace"]
+__all__ = ["PLOTTING", "doc", "notebook_namespace"]
 
 # pyplot and pandas as notebooks name them, loaded on first use: importing fastbase pays for neither
 PLOTTING = {"plt": "matplotlib.pyplot", "pd": "pandas"}
@@ -69,3 +70,22 @@ def notebook_namespace(module_name: str, names: list, lazy: dict | None = None, 
         return sorted(set(vars(module)) | set(names))
 
     return __getattr__, __dir__
+
+
+def doc(obj) -> None:
+    """Print `obj`'s signature, its docstring and the file and line where it is defined (for an
+    instance, those of its class)."""
+    target = obj if callable(obj) or inspect.ismodule(obj) else type(obj)
+    target = getattr(target, "__wrapped__", target)
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
+    try:
+        signature = str(inspect.signature(target))
+    except (TypeError, ValueError):
+        signature = ""
+    lines = [f"{name}{signature}", "", inspect.getdoc(target) or "(no docstring)"]
+    try:
+        file, line = inspect.getsourcefile(target), inspect.getsourcelines(target)[1]
+        lines += ["", f"Defined in {getattr(target, '__module__', None) or target.__name__}, {file}:{line}"]
+    except (TypeError, OSError):
+        pass
+    print("\n".join(lines))

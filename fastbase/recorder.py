@@ -42,6 +42,12 @@ class Recorder(Callback):
         self.reset()
         self.metric_names = list(getattr(self.learn, "metric_names", []))
 
+    def add_metric_names(self, names) -> None:
+        """Add columns after the metrics (fastai v1's name), for a callback that reports its own values: it
+        calls this in `before_fit` (order after `Order.RECORDER`) and appends one value per name to
+        `learn.valid_values` in `after_validate` (`PeakMemMetric` does)."""
+        self.metric_names += list(names)
+
     def after_loss(self):  # recorded as soon as known, so a batch stopped later still counts
         learn = self.learn
         if not learn.training:

@@ -78,14 +78,18 @@ class ServedModel:
         if data.input_spec()["size"] is None:
             raise DataError(f"{self.file} is not an image model with a fixed input size ({type(data).__name__}); "
                             "fastbase serve answers image classifiers exported by cnn_learner.")
-        if data.classes is None:
-            raise DataError(f"{self.file} has no classes (a regression or segmentation export); fastbase serve "
-                            "answers class probabilities.")
-        self.data, self.classes = data, [str(c) for c in data.classes]
+        self.data, self.classes = data, None if data.classes is None else [str(c) for c in data.classes]
         self.activation = loss_activation(self.learn.loss_func)
         blank = data.one_item(torch.zeros(3, *data.size, dtype=torch.uint8))[0]  # also warms the model up
-        shape = tuple(predict_batch(self.learn.model, self.activation, [blank]).shape)
-        if shape != (1, len(self.classes)):
+        out = predict_batch(self.learn.model, self.activation, [blank])
+        shape = tuple(out.shape)
+        if self.classes is None:  # a task without classes answers in its own terms (points), or is refused
+            try:
+                data.serve_answer(out[0], tuple(data.size))
+            except DataError as e:
+                raise DataError(f"{self.file} has no classes (a regression or segmentation export); fastbase serve "
+                                "answers class probabilities, or a task's own answer (points).") from e
+        elif shape != (1, len(self.classes)):
             raise DataError(f"{self.file} gives outputs of shape {shape[1:]} per image, not one probability per class "
                             f"({len(self.classes)}); fastbase serve answers image classifiers.")
         self.max_pixels = int(max_megapixels * 1e6)
@@ -102,13 +106,15 @@ class ServedModel:
                           "kwargs": spec.get("kwargs", {}), "exported_by_fastbase": self.written_by},
                 "fastbase_version": __version__, "max_megapixels": self.max_pixels / 1e6}
 
-    def decode(self, body: bytes, name: str) -> torch.Tensor:
-        """The normalised `(1, 3, h, w)` input for the image file bytes `body` (called `name` in errors)."""
+    def decode(self, body: bytes, name: str) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The normalised `(1, 3, h, w)` input for the image file bytes `body` (called `name` in errors),
+        and the upload's own (h, w)."""
         if not body:
             raise ClientError(422, f"{name} is empty (0 bytes); send the bytes of an image file.")
         try:
             with PIL.Image.open(io.BytesIO(body)) as img:  # the header only: nothing is decoded yet
                 w, h = img.size
+                turned = _quarter_turned(img)
         except PIL.Image.DecompressionBombError as e:
             raise ClientError(413, f"{name} is too large to decode ({e}).") from e
         except Exception as e:
@@ -118,13 +124,15 @@ class ServedModel:
             raise ClientError(413, f"{name} is {w}x{h} pixels ({w * h / 1e6:.1f} megapixels), over the server's limit "
                                    f"of {self.max_pixels / 1e6:g} (--max-megapixels); send a smaller image.")
         try:
-            return self.data.one_item(body)[0]
+            return self.data.one_item(body)[0], ((w, h) if turned else (h, w))
         except DataError as e:
             raise ClientError(422, f"{name} {str(e).split(': it ', 1)[-1].rstrip('.')}.") from e
 
-    def predict(self, xs: list[torch.Tensor]) -> list[dict]:
-        """One answer per input of `xs`, from one forward pass over all of them."""
-        probs = predict_batch(self.learn.model, self.activation, xs)
+    def predict(self, xs: list[tuple[torch.Tensor, tuple[int, int]]]) -> list[dict]:
+        """One answer per decoded upload of `xs` (`decode`'s), from one forward pass over all of them."""
+        probs = predict_batch(self.learn.model, self.activation, [x for x, _ in xs])
+        if self.classes is None:
+            return [self.data.serve_answer(row, hw) for row, (_, hw) in zip(probs, xs)]
         return [answer(row, self.classes, bool(self.data.multi_label)) for row in probs]
 
 
@@ -135,6 +143,15 @@ def answer(row: torch.Tensor, classes: list[str], multi_label: bool = False, thr
     values = [round(float(p), 6) for p in row]
     top = [values[i] for i in item.data.nonzero().view(-1).tolist()] if multi_label else max(values)
     return {"label": item.obj, "probability": top, "probabilities": dict(zip(classes, values))}
+
+
+def _quarter_turned(img) -> bool:
+    """Whether the EXIF orientation of the opened `img` turns it a quarter (its height is its width);
+    False when the metadata cannot be read (the decoder then says what is wrong with the file)."""
+    try:
+        return img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 -- a truncated or odd file: its decode names the problem
+        return False
 
 
 class Batcher:

@@ -134,6 +134,17 @@ def test_bias_and_weight_by_name_match_the_embeddings(data):
     assert learn.model.training is not None and next(learn.model.parameters()).requires_grad  # nothing switched off
 
 
+def test_weight_offers_pca_as_lesson_4_calls_it(data):
+    learn = collab_learner(data, n_factors=4, silent=True)
+    movie_w = learn.weight(data.classes["movie"][1:])
+    movie_pca = movie_w.pca(3)  # the lesson's call: a method of what learn.weight returns
+    assert torch.allclose(movie_pca, pca(movie_w, 3)) and type(movie_pca) is torch.Tensor
+    assert movie_w[:5].pca(2).shape == (5, 2)  # slices keep the method
+    fac0, fac1, fac2 = movie_pca.t()
+    assert fac0.shape == fac1.shape == fac2.shape == (len(movie_w),)
+    assert not hasattr(torch.zeros(2, 2), "pca")  # torch's own tensors are not patched
+
+
 def test_unknown_name_for_bias_is_a_clear_error(data):
     learn = collab_learner(data, n_factors=4, silent=True)
     with pytest.raises(DataError, match="movie 999 not in the training data"):

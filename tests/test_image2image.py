@@ -22,13 +22,19 @@ from fastbase.vision import (
     LossMetrics,
     NormType,
     children,
+    crop_pad,
+    cutout,
     get_transforms,
     hook_outputs,
+    jitter,
     open_image,
+    perspective_warp,
+    rand_crop,
     requires_grad,
     resize_to,
     unet_learner,
 )
+from fastbase.vision.gan import crop_pad as gan_crop_pad
 
 
 def pair_data(path_hr, path_lr, size=16, tfms=None, bs=4, **kwargs):
@@ -60,6 +66,25 @@ def test_input_and_target_take_the_same_geometry_and_lighting_only_touches_the_i
         bs=6, num_workers=0, seed=1)
     x, y = data.one_batch()
     assert torch.allclose(y, plain, atol=1e-5) and not torch.allclose(x, plain, atol=1e-2)
+
+
+def test_crop_window_grid_moves_and_pixel_transforms_in_one_pass_with_the_target(tmp_path):
+    """main's BatchAugment placement (a random `Crop`), a grid move (jitter) and a warp reach input and
+    target alike; cutout (a pixel transform) blacks out the input only; the GAN's crop_pad is fastai's."""
+    path_hr, _ = digit_pairs(tmp_path / "d", n=8)
+    src = ImageImageList.from_folder(path_hr).split_by_rand_pct(0.25, seed=0)
+    tfms = ([rand_crop(), jitter(magnitude=0.05), perspective_warp(magnitude=(-0.2, 0.2)), cutout(length=6)], [])
+    data = src.label_from_func(lambda x: path_hr / x.name).transform(tfms, size=16, tfm_y=True).databunch(
+        bs=6, num_workers=0, seed=1)
+    x, y = data.one_batch()
+    assert x.shape == y.shape == (6, 3, 16, 16)
+    hole = (x == 0).all(1, keepdim=True).expand_as(x)  # cutout's black squares, on the input only
+    assert hole.any() and not (y == 0).all(1)[hole[:, 0]].all()
+    assert torch.allclose(x[~hole], y[~hole], atol=1e-5)  # elsewhere the very same resampled pixels
+    plain = src.label_from_func(lambda x: path_hr / x.name).transform(None, size=16, tfm_y=True).databunch(
+        bs=6, num_workers=0, seed=1).one_batch()[1]
+    assert not torch.allclose(y, plain, atol=1e-2)  # and the targets did move
+    assert gan_crop_pad is crop_pad
 
 
 def test_normalize_do_y_and_denormalised_show(pairs):

@@ -39,6 +39,8 @@ LAYERS = {
     "fastbase.state": 0,
     "fastbase.layers": 0,  # model building blocks: they need only torch and core
     "fastbase.hooks": 0,  # hooks and shape probes on models, beside the layers
+    "fastbase.utils": 0,  # fastai v1's fastai.utils: memory of the GPU and the process
+    "fastbase.utils.mem": 0,
     # layer 1: datasets on disk
     "fastbase.datasets": 1,
     "fastbase.archives": 1,
@@ -66,18 +68,28 @@ LAYERS = {
     "fastbase.callbacks.channels_last": 4,
     "fastbase.callbacks.checkpoint": 4,
     "fastbase.callbacks.distributed": 4,
+    "fastbase.callbacks.general_sched": 4,
     "fastbase.callbacks.gradients": 4,
     "fastbase.callbacks.hooks": 4,
     "fastbase.callbacks.loggers": 4,
     "fastbase.callbacks.loss_metrics": 4,
     "fastbase.callbacks.lr_finder": 4,
+    "fastbase.callbacks.mem": 4,
+    "fastbase.callbacks.misc": 4,
+    "fastbase.callbacks.mlflow": 4,
     "fastbase.callbacks.mixed_precision": 4,
     "fastbase.callbacks.mixup": 4,
     "fastbase.callbacks.one_cycle": 4,
+    "fastbase.callbacks.oversampling": 4,
     "fastbase.callbacks.progress": 4,
+    "fastbase.callbacks.show_graph": 4,
+    "fastbase.callbacks.tensorboard": 4,
     "fastbase.callbacks.trackers": 4,
     # layer 5: the Learner, its loop, export and inference
     "fastbase.optimizer": 5,
+    "fastbase.metric_base": 5,  # the metric protocol and its accumulators
+    "fastbase.metric_regression": 5,
+    "fastbase.metric_scores": 5,  # whole-set classification scores (torchmetrics)
     "fastbase.metrics": 5,
     "fastbase.loop": 5,
     "fastbase.inference": 5,  # the Learner's evaluation, inference and files (its base class)
@@ -96,15 +108,24 @@ LAYERS = {
     "fastbase.vision.data": 6,
     "fastbase.vision.data_checks": 6,
     "fastbase.vision.dataset": 6,
+    "fastbase.vision.detection": 6,  # object detection data: ImageBBox, ObjectItemList, COCO annotations, drawing
+    "fastbase.vision.detection.data": 6,
+    "fastbase.vision.detection.items": 6,
+    "fastbase.vision.detection.show": 6,
     "fastbase.vision.feature_cache": 6,
     "fastbase.vision.feature_store": 6,
     "fastbase.vision.compare": 6,
+    "fastbase.vision.coords": 6,  # points and boxes as targets: placed and moved with their images
     "fastbase.vision.image": 6,
     "fastbase.vision.interpret": 6,
     "fastbase.vision.item_cache": 6,
     "fastbase.vision.label_table": 6,
     "fastbase.vision.learner": 6,
     "fastbase.vision.models": 6,
+    "fastbase.vision.points": 6,  # the points task: ImagePoints, PointsItemList/LabelList, PointsDataBunch, drawing
+    "fastbase.vision.points.data": 6,
+    "fastbase.vision.points.items": 6,
+    "fastbase.vision.points.show": 6,
     "fastbase.vision.rand_pad": 6,
     "fastbase.vision.gan": 6,  # GANs (lesson 7): models, noise data, losses, trainer callbacks, GANLearner
     "fastbase.vision.gan.data": 6,
@@ -126,7 +147,13 @@ LAYERS = {
     "fastbase.vision.sizing": 6,
     "fastbase.vision.timm_models": 6,
     "fastbase.vision.transforms": 6,
+    "fastbase.vision.augments": 6,
+    "fastbase.vision.pixel_tfms": 6,
+    "fastbase.vision.tfm_base": 6,
+    "fastbase.vision.tfm_funcs": 6,
+    "fastbase.vision.warps": 6,
     "fastbase.vision.web_images": 6,
+    "fastbase.vision.xresnet": 6,  # XResNet and the wide ResNet, from random weights
     "fastbase.collab": 6,  # collaborative filtering (lesson 4); its namespace gathers basics (layer 5) and itself
     "fastbase.collab.data": 6,
     "fastbase.collab.learner": 6,
@@ -137,7 +164,20 @@ LAYERS = {
     "fastbase.tabular.loader": 6,
     "fastbase.tabular.models": 6,
     "fastbase.tabular.procs": 6,
+    "fastbase.tabular.processor": 6,
     "fastbase.tabular.transform": 6,
+    "fastbase.text": 6,  # text and ULMFiT: tokenizer, vocab, TextList, LM and classifier data, AWD-LSTM, learners
+    "fastbase.text.bunch": 6,
+    "fastbase.text.data": 6,
+    "fastbase.text.interpret": 6,
+    "fastbase.text.learner": 6,
+    "fastbase.text.loaders": 6,
+    "fastbase.text.models": 6,
+    "fastbase.text.pretrain": 6,
+    "fastbase.text.pretrained": 6,
+    "fastbase.text.rules": 6,
+    "fastbase.text.tokenizer": 6,
+    "fastbase.text.vocab": 6,
     # layer 8: the applications: widgets, command line, server, reports
     "fastbase.widgets": 8,  # notebook widgets for cleaning data: they use interpretation and hooks
     "fastbase.widgets.cleaning": 8,

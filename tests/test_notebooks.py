@@ -1,6 +1,7 @@
 """The course notebooks in nbs/ run from top to bottom without an error (on the embedded digits,
-in a fresh python3 kernel with a private FASTBASE_HOME and headless plotting), start with the
-notebook import, and are committed without outputs."""
+in a fresh python3 kernel each, with headless plotting), start with the notebook import, and are
+committed without outputs. They run in order in one FASTBASE_HOME and one working folder, as a user
+runs them: what one notebook writes must not break the next (no plots inside a data set's folder)."""
 import json
 import os
 from pathlib import Path
@@ -26,23 +27,36 @@ def test_notebook_is_committed_without_outputs_and_starts_with_the_import(path):
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
 
 
+@pytest.fixture(scope="module")
+def user_folders(tmp_path_factory):
+    """(FASTBASE_HOME, working folder) shared by the notebooks of this module, which run in nbs/'s order."""
+    root = tmp_path_factory.mktemp("notebook_user")
+    (root / "work").mkdir()
+    return root / "fastbase_home", root / "work"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_without_errors(path, tmp_path):
+def test_notebook_runs_without_errors(path, user_folders):
     nbformat = pytest.importorskip("nbformat", reason="running notebooks needs nbformat (pip install -e '.[dev]')")
     nbclient = pytest.importorskip("nbclient", reason="running notebooks needs nbclient (pip install -e '.[dev]')")
     pytest.importorskip("ipykernel", reason="running notebooks needs ipykernel (pip install -e '.[dev]')")
     nb = nbformat.read(path, as_version=4)
     # The kernel's environment: a private fastbase home, no progress bars, headless plots.
     env = {k: v for k, v in os.environ.items() if k not in ("FASTBASE_CONFIG", "FASTBASE_MIRROR", "FASTBASE_OFFLINE")}
-    env.update(FASTBASE_HOME=str(tmp_path / "fastbase_home"), FASTBASE_NO_BAR="1", MPLBACKEND="Agg")
+    home, work = user_folders
+    env.update(FASTBASE_HOME=str(home), FASTBASE_NO_BAR="1", MPLBACKEND="Agg")
     if os.path.isdir(SHARED):  # notebooks read data from ../shared when present (07_collab: movie_lens_sample)
         env.setdefault("FASTBASE_SHARED", os.path.abspath(SHARED))
-    # the kernel runs in tmp_path: it imports this checkout's fastbase, not another installed one
+    # the kernel runs in the working folder: it imports this checkout's fastbase, not another installed one
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NBS.parent), env.get("PYTHONPATH", "")) if p)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+                                     resources={"metadata": {"path": str(work)}})
     client.execute(env=env)  # raises CellExecutionError, naming the cell and its traceback, on any error
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    digits = home / "data" / "digits"
+    if digits.is_dir():  # a later notebook reads every image under it as data: nothing else may add any
+        foreign = [p for p in digits.rglob("*.png") if p.relative_to(digits).parts[0] not in ("train", "valid")]
+        assert not foreign, f"{path.name} wrote images into the digits data set: {foreign[:3]}"

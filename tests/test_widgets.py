@@ -270,3 +270,18 @@ def test_thumbnails_keep_the_aspect_and_enlarge_tiny_images(tmp_path):
     PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "digit.png")
     assert PIL.Image.open(io.BytesIO(thumbnail(tmp_path / "photo.jpg"))).size == (150, 112)
     assert PIL.Image.open(io.BytesIO(thumbnail(tmp_path / "digit.png", size=96))).size == (96, 96)
+
+
+def test_lesson_2_without_a_validation_set_ranks_the_training_set_unaugmented(folder):
+    # the course's cleaning step: db = ImageList.from_folder(path).split_none()...; learn_cln = cnn_learner(db, ...)
+    from fastbase.vision import ImageList, get_transforms
+    db = (ImageList.from_folder(folder).split_none().label_from_folder().transform(get_transforms(), size=16)
+          .databunch(bs=8, num_workers=0)).normalize(imagenet_stats)
+    learn_cln = cnn_learner(db, tiny_arch, pretrained=False, silent=True)
+    ds, idxs = DatasetFormatter().from_toplosses(learn_cln)
+    assert ds.items == list(db.fix_dl.dataset.items) and sorted(idxs) == list(range(len(db.train_ds)))
+    _, _, losses = learn_cln.get_preds(DatasetType.Fix, with_loss=True)  # in order, not augmented
+    assert torch.equal(losses[idxs], losses.sort(descending=True, stable=True).values)
+    assert DatasetFormatter().from_toplosses(learn_cln)[1] == idxs  # the same ranking again: no random crop
+    ds, idxs = DatasetFormatter().from_similars(learn_cln, LAST_BODY_LAYER, n_pairs=3)
+    assert len(ds) == len(db.train_ds) and len(idxs) == 6 and max(idxs) < len(ds)

@@ -35,7 +35,7 @@ REFERENCE = "reference"
 # The notebook namespaces, in the order their pages are written: an object several of them export is
 # documented on the first, so the generic namespaces come before the task ones.
 NAMESPACES = ["fastbase.basics", "fastbase.callbacks.hooks", "fastbase.vision", "fastbase.tabular",
-              "fastbase.collab", "fastbase.widgets"]
+              "fastbase.collab", "fastbase.text", "fastbase.widgets"]
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 LINK = re.compile(r"(?P<head>!?\[[^\]]*\]\()(?P<target>[^)\s]+)(?P<tail>\))")
 

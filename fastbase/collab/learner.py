@@ -22,7 +22,16 @@ from ..loop import eval_grad_mode
 from .data import UNKNOWN, CollabDataBunch
 from .models import EmbeddingDotBias, EmbeddingNN
 
-__all__ = ["CollabLearner", "collab_learner", "load_learner", "pca"]
+__all__ = ["CollabLearner", "Factors", "collab_learner", "load_learner", "pca"]
+
+
+class Factors(torch.Tensor):
+    """The tensor `CollabLearner.weight` returns: a plain tensor of factors (n, n_factors) that also
+    offers `.pca(k)`, as lesson 4 calls it. Only these tensors have the method; torch's own are left alone."""
+
+    def pca(self, k: int = 3) -> torch.Tensor:
+        """`pca(self, k)`: the rows projected on their first `k` principal components, (n, k)."""
+        return pca(self, k)
 
 
 class CollabLearner(base.Learner):
@@ -61,9 +70,10 @@ class CollabLearner(base.Learner):
         """The learnt bias of each item (or user, `is_item=False`) named in `arr`: shape (len(arr),)."""
         return self._lookup(arr, "bias", is_item).squeeze(1)
 
-    def weight(self, arr, is_item: bool = True) -> torch.Tensor:
-        """The learnt factors of each item (or user) named in `arr`: shape (len(arr), n_factors)."""
-        return self._lookup(arr, "weight", is_item)
+    def weight(self, arr, is_item: bool = True) -> Factors:
+        """The learnt factors of each item (or user) named in `arr`: shape (len(arr), n_factors), as
+        `Factors`, so that lesson 4's `learn.weight(top_movies).pca(3)` works."""
+        return self._lookup(arr, "weight", is_item).as_subclass(Factors)
 
     def predict(self, item, thresh: float = 0.5):
         """(FloatItem, rating, rating) for one row (a Series or dict with the user and item columns, or a
@@ -104,9 +114,9 @@ def collab_learner(data: CollabDataBunch, n_factors: int | None = None, use_nn: 
 
 def pca(t: torch.Tensor, k: int = 3) -> torch.Tensor:
     """The rows of `t` (n, d) projected on their first `k` principal components: (n, k). Lesson 4's
-    `movie_w.pca(3)` is `pca(movie_w, 3)` here. Exact (an SVD of the centred rows); each component's
-    sign is arbitrary."""
-    t = torch.as_tensor(t, dtype=torch.float32)
+    `movie_w.pca(3)` is `pca(movie_w, 3)` (`learn.weight` gives `Factors`, which offer both). Exact (an
+    SVD of the centred rows); each component's sign is arbitrary."""
+    t = torch.as_tensor(t, dtype=torch.float32).as_subclass(torch.Tensor)
     if t.dim() != 2 or not 1 <= k <= min(t.shape):
         raise ValueError(f"pca needs a 2-d tensor and 1 <= k <= min(its shape); got shape {tuple(t.shape)} and k={k}.")
     centred = t - t.mean(0)

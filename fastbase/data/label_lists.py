@@ -122,6 +122,13 @@ class ItemLists:
     def label_empty(self, **kwargs) -> LabelLists:
         return self._label("label_empty", **kwargs)
 
+    def __getattr__(self, name: str):
+        """A labelling method of the items' own class (`TextList.label_for_lm`), applied to both lists."""
+        train = self.__dict__.get("train")
+        if not name.startswith("label_") or train is None or not callable(getattr(type(train), name, None)):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return lambda *args, **kwargs: self._label(name, *args, **kwargs)
+
     def label_from_lists(self, train_labels, valid_labels, label_cls=None, **kwargs) -> LabelLists:
         """Labels given as two lists, one per item of `train` and of `valid`."""
         train = self.train.label_from_list(list(train_labels), label_cls=label_cls, process=False, **kwargs)
@@ -219,6 +226,9 @@ def load_data(path, fname="data_save.json", bs: int = 64, val_bs: int | None = N
         state = json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{file} is not a fastbase data file (JSON): {e}.") from e
+    if state.get("load_with"):  # a task that saves its lists its own way (text: ids in a NumPy archive)
+        return import_ref(state["load_with"])(state, Path(path), bs=bs, val_bs=val_bs, num_workers=num_workers,
+                                              device=device, **kwargs)
     lls = LabelLists.from_state(state, path)
     if tfms is not None or kwargs:
         lls.transform(tfms, **kwargs)

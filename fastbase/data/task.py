@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..core import FastbaseError
-from .base import DatasetType
+from .base import DataError, DatasetType
 from .items import prediction_item
 
 __all__ = ["InterpretationError", "TaskData"]
@@ -34,6 +34,20 @@ class TaskData:
         `regression`. A task whose prediction is another kind of item (a mask) overrides it."""
         return prediction_item(probs, self.classes, self.multi_label, thresh, regression)
 
+    def item_prediction(self, item, label):
+        """`Learner.predict`'s item for the raw `item` it was asked about, from `decode_prediction`'s
+        `label`: unchanged by default; a task whose predictions are coordinates on the model's input
+        (points) gives them in the pixels of `item` itself."""
+        return label
+
+    def serve_answer(self, row: torch.Tensor, item_hw) -> dict:
+        """`fastbase serve`'s JSON answer for one prediction `row` (after the loss's activation) of an
+        uploaded image of `item_hw` (h, w), for data without classes (classifiers get the class
+        probabilities, from `serve`). The default refuses: a task answers only if it says how (points:
+        their pixels on the upload)."""
+        raise DataError(f"fastbase serve answers classifiers and tasks that say how to answer; a "
+                        f"{type(self).__name__} without classes does not.")
+
     def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35):
         """The loader `Learner.TTA` averages over: the `ds_type` items in order through the training
         loader's batch transforms. `scale` is for tasks that zoom (images); the default ignores it."""
@@ -44,6 +58,17 @@ class TaskData:
         sets always; a test set when its dataset says `labelled`."""
         ds = self.dl(ds_type).dataset
         return ds_type != DatasetType.Test or bool(getattr(ds, "labelled", False))
+
+    def item_targets(self, ds_type: DatasetType = DatasetType.Train) -> torch.Tensor:
+        """The targets of the `ds_type` items, in order (class indexes for single-label data), for
+        callbacks that weigh items by class (`OverSamplingCallback`): the dataset's `targets` where it
+        keeps them (labelled item lists, image and tabular datasets), else read through its loader."""
+        ds = self.dl(ds_type).dataset
+        targets = getattr(ds, "targets", None)
+        if isinstance(targets, torch.Tensor):
+            return targets
+        loader = self.dl(ds_type).new(shuffle=False, drop_last=False)
+        return torch.cat([batch[-1].cpu() for batch in loader])
 
     def input_spec(self) -> dict:
         """How a deployed model's input is prepared, as plain data: `size` ([h, w] the inputs are
@@ -62,3 +87,25 @@ class TaskData:
         raise InterpretationError(f"plot_top_losses draws images, so it needs an ImageDataBunch; this Learner's "
                                   f"data is a {type(self).__name__}. top_losses() gives the losses and item indexes "
                                   "(a table's rows: plot_tab_top_losses).")
+
+    def plot_multi_top_losses(self, interp, samples: int = 3, **kwargs):
+        """Draw the `samples` items of `interp` (a `MultiLabelClassificationInterpretation`) with the
+        largest losses, titled with their predicted and actual labels (images draw them)."""
+        raise InterpretationError(f"plot_multi_top_losses draws images, so it needs an ImageDataBunch; this "
+                                  f"Learner's data is a {type(self).__name__}. top_losses() and labels_of(i) give "
+                                  "the losses and labels.")
+
+    def show_confused(self, interp, idxs, title: str, figsize=None, varlist=None):
+        """`ClassConfusion`'s view of items `idxs` of one confused pair: by default the rows of a table
+        (`decoded_rows`, only the `varlist` columns when given) as a DataFrame; images draw a grid."""
+        ds_type = DatasetType.Fix if interp.ds_type == DatasetType.Train else interp.ds_type
+        try:
+            rows = self.decoded_rows(list(idxs), ds_type)
+        except InterpretationError:
+            raise InterpretationError(f"ClassConfusion shows images or a table's rows; this Learner's data is a "
+                                      f"{type(self).__name__}. Its .indices give the items of each pair.") from None
+        if varlist is not None:
+            rows = rows[list(varlist)]
+        rows.insert(len(rows.columns), "index", list(idxs))
+        rows.attrs["title"] = title
+        return rows

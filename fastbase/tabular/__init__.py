@@ -13,6 +13,7 @@ from .data import TabularDataBunch, TabularLine, TabularList
 from .importance import permutation_importance, plot_importance
 from .loader import TabularDataLoader, TabularDataset
 from .models import TabularModel, emb_sz_rule, exp_rmspe, fused_adam, tabular_learner
+from .processor import TabularProcessor
 from .procs import (
     NA_CATEGORY,
     Categorify,
@@ -21,9 +22,8 @@ from .procs import (
     Normalize,
     TabularError,
     TabularProc,
-    TabularProcessor,
 )
-from .transform import add_cyclic_datepart, add_datepart, cont_cat_split
+from .transform import add_cyclic_datepart, add_datepart, add_elapsed_times, cont_cat_split, make_date
 
 __all__ = [  # sorted; notebook_namespace adds fastbase.basics' names
     "NA_CATEGORY",
@@ -42,10 +42,12 @@ __all__ = [  # sorted; notebook_namespace adds fastbase.basics' names
     "TabularProcessor",
     "add_cyclic_datepart",
     "add_datepart",
+    "add_elapsed_times",
     "cont_cat_split",
     "emb_sz_rule",
     "exp_rmspe",
     "fused_adam",
+    "make_date",
     "permutation_importance",
     "plot_importance",
     "tabular_learner",

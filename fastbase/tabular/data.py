@@ -23,7 +23,8 @@ from ..data import (
 from ..data.categories import plain_value, require_pandas
 from ..layers import emb_sz_rule
 from .loader import TabularDataLoader, TabularDataset
-from .procs import TabularError, TabularProcessor
+from .processor import TabularProcessor
+from .procs import TabularError
 
 __all__ = ["TabularDataBunch", "TabularLine", "TabularList"]
 
@@ -91,6 +92,8 @@ class TabularList(ItemList):
             return TabularDataset(cats, conts, ll.y, frame=ll.x.inner_df, processor=processor)
         train, valid = convert(lls.train, "training table"), convert(lls.valid, "validation table")
         test = None if lls.test is None else convert(lls.test, "test table")
+        if test is not None and not test.labelled and train.targets.is_floating_point():  # placeholder targets
+            test.targets = train.targets.new_zeros(len(test), *train.targets.shape[1:])  # shaped as regression's
         data = TabularDataBunch.create(train, valid, test, path=path, bs=bs, val_bs=val_bs, device=device,
                                        dl_tfms=dl_tfms, seed=seed, processor=processor)
         data.label_lists = lls

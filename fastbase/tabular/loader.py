@@ -35,6 +35,17 @@ class TabularDataset(LabelledMixin, Dataset):
     def __len__(self):
         return len(self.targets)
 
+    @property
+    def cat_names(self) -> list:
+        """The categorical columns after processing (FillMissing's `_na` columns included), as fastai v1's
+        `data.train_ds.cat_names`."""
+        return [] if self.processor is None else list(self.processor.cat_names)
+
+    @property
+    def cont_names(self) -> list:
+        """The continuous columns after processing (`len(data.train_ds.cont_names)` in lesson 6)."""
+        return [] if self.processor is None else list(self.processor.cont_names)
+
     def batch(self, idx: torch.Tensor):
         """The rows at `idx` (an int64 tensor, or a slice) as one batch."""
         return (self.cats[idx], self.conts[idx]), self.targets[idx]

@@ -1,7 +1,8 @@
 """Layer 6: helpers that prepare a DataFrame before the data block chain: date columns into parts
-(`add_datepart`, `add_cyclic_datepart`) and the split of columns into continuous and categorical
-ones (`cont_cat_split`). As in fastai v1, the date helpers change the DataFrame in place (lesson 6
-calls them without using the result) and also return it.
+(`add_datepart`, `add_cyclic_datepart`, `make_date`), the time since and until events
+(`add_elapsed_times`), and the split of columns into continuous and categorical ones
+(`cont_cat_split`). As in fastai v1, the date-part helpers change the DataFrame in place (lesson 6
+calls them without using the result) and also return it; `add_elapsed_times` returns a new one.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from ..data.categories import require_pandas
 from .procs import TabularError
 
-__all__ = ["add_cyclic_datepart", "add_datepart", "cont_cat_split"]
+__all__ = ["add_cyclic_datepart", "add_datepart", "add_elapsed_times", "cont_cat_split", "make_date"]
 
 _DATE_ATTRS = ("Year", "Month", "Week", "Day", "Dayofweek", "Dayofyear", "Is_month_end", "Is_month_start",
                "Is_quarter_end", "Is_quarter_start", "Is_year_end", "Is_year_start")
@@ -30,6 +31,40 @@ def _dates(df, field_name: str):
             raise TabularError(f"Column {field_name!r} does not hold dates ({e}).") from e
         df[field_name] = col
     return col
+
+
+def make_date(df, date_field: str):
+    """Make `df[date_field]` a datetime64 column (parsing text dates), in place; a column that does not
+    hold dates is a TabularError naming it. Returns `df`."""
+    _dates(df, date_field)
+    return df
+
+
+def add_elapsed_times(df, field_names, date_field: str, base_field: str):
+    """For each event column in `field_names` (truthy on the days the event happens), per group of
+    `base_field` (a store, say) in date order, as fastai v1 names them: 'After<f>', the days since the
+    last event (0 before the first), 'Before<f>', the days until the next one, counted negative (0 after
+    the last), and '<f>_bw' / '<f>_fw', how many of this row and the 6 rows before / after it have the
+    event. Returns a new DataFrame (the same rows and index); `df` is not changed."""
+    fields = [field_names] if isinstance(field_names, str) else list(field_names)
+    missing = [c for c in [*fields, date_field, base_field] if c not in df.columns]
+    if missing:
+        raise TabularError(f"add_elapsed_times: the table has no column {missing[0]!r}; its columns: "
+                           f"{list(df.columns)}.")
+    out = make_date(df.reset_index(drop=True), date_field)  # a copy, with unique row labels to align on
+    ordered = out.sort_values([base_field, date_field], kind="stable")
+    groups = ordered[base_field]
+    for name in fields:
+        happened = ordered[name].fillna(False).astype(bool)
+        when = ordered[date_field].where(happened)
+        last, following = when.groupby(groups).ffill(), when.groupby(groups).bfill()
+        out["After" + name] = (ordered[date_field] - last).dt.days.fillna(0).astype(int)
+        out["Before" + name] = (ordered[date_field] - following).dt.days.fillna(0).astype(int)
+        counts = happened.astype("float64")
+        out[name + "_bw"] = counts.groupby(groups).transform(lambda s: s.rolling(7, min_periods=1).sum())
+        out[name + "_fw"] = counts[::-1].groupby(groups[::-1]).transform(lambda s: s.rolling(7, min_periods=1).sum())
+    out.index = df.index
+    return out
 
 
 def _prefix(field_name: str, prefix: str | None) -> str:

@@ -5,13 +5,13 @@ gives what course-v3 lessons use (the API from `untar_data` to `ClassificationIn
 plus `np`, `torch`, `nn`, `F`, `plt`, `pd`, `Path`, `re` and `doc`; the data block API from
 `ImageList` to `LabelLists`; and the rest of fastai v1's notebook vocabulary: `gc`, `gzip`,
 `pickle`, `PIL`, `array`, `tensor`, `optim`, `TensorDataset`, `itemgetter`, `noop`...), through the explicit
-`__all__` below. Library code never star-imports; it imports from the modules themselves.
+`__all__` below, completed by the names of `fastbase.basics` it does not define itself. Library code
+never star-imports; it imports from the modules themselves.
 `plt` and `pd` are loaded on first use (PEP 562 `__getattr__`), so `import fastbase.vision`
 does not pay for matplotlib's pyplot or pandas; `import *` asks for them, and then gets them.
 """
 import gc
 import gzip
-import inspect
 import math
 import os
 import pickle
@@ -28,6 +28,7 @@ from numpy import array
 from torch import nn, optim, tensor
 from torch.utils.data import TensorDataset
 
+from .. import basics
 from ..callback import Callback, Order
 from ..callbacks import (
     AccumulateScheduler,
@@ -120,14 +121,16 @@ from ..losses import (
     MSELossFlat,
 )
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
-from ..namespace import PLOTTING, notebook_namespace
+from ..namespace import PLOTTING, doc, notebook_namespace
 from ..parallel import parallel
 from ..recorder import Recorder
 from ..train import lr_find
 from . import gan, models
 from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
+from .coords import FlowField
 from .data import ImageDataBunch, ImageList
+from .detection import ImageBBox, ObjectCategoryList, ObjectDataBunch, ObjectItemList, bb_pad_collate, get_annotations
 from .gan import (
     AdaptiveGANSwitcher,
     AdaptiveLoss,
@@ -145,13 +148,13 @@ from .gan import (
     accuracy_thresh_expand,
     basic_critic,
     basic_generator,
-    crop_pad,
     gan_critic,
 )
 from .image import Image, ResizeMethod, get_image_files, open_image, resize_to
 from .image2image import ImageImageDataBunch, ImageImageList
 from .interpret import grad_cam
 from .learner import cnn_learner, create_body, create_cnn, create_head
+from .points import ImagePoints, PointsDataBunch, PointsItemList, PointsLabelList, PointsProcessor
 from .rand_pad import RandPad, rand_pad
 from .segmentation import (
     DynamicUnet,
@@ -170,6 +173,29 @@ from .segmentation import (
     unet_learner,
 )
 from .show import plot_multi, show_image
+from .tfm_funcs import (
+    brightness,
+    contrast,
+    crop,
+    crop_pad,
+    cutout,
+    dihedral,
+    flip_lr,
+    jitter,
+    pad,
+    perspective_warp,
+    rand_crop,
+    rand_resize_crop,
+    rand_zoom,
+    rgb_randomize,
+    rotate,
+    skew,
+    squish,
+    symmetric_warp,
+    tilt,
+    zoom,
+    zoom_crop,
+)
 from .timm_models import timm_arch, timm_features_encoder
 from .transforms import (
     Brightness,
@@ -215,32 +241,24 @@ __all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "Se
             "open_mask"]  # segmentation data
 __all__ += ["StageComparison", "two_stages"]  # lesson 1's two stages compared (fastbase.finetune)
 __all__ += ["BCEFlat", "BCEWithLogitsFlat", "FlattenedLoss", "ImageImageDataBunch", "ImageImageList", "L1LossFlat",
-            "LossMetrics", "MSELossFlat", "parallel", "random", "resize_to"]  # lesson 7: images as targets
+            "LossMetrics", "parallel", "random", "resize_to"]  # lesson 7: images as targets
 __all__ += ["AdaptiveGANSwitcher", "AdaptiveLoss", "FixedGANSwitcher", "GANDataBunch", "GANDiscriminativeLR",
             "GANItemList", "GANLearner", "GANLoss", "GANModule", "GANTrainer", "NoisyItem", "NoopLoss",
-            "WassersteinLoss", "accuracy_thresh_expand", "basic_critic", "basic_generator", "crop_pad", "gan",
+            "WassersteinLoss", "accuracy_thresh_expand", "basic_critic", "basic_generator", "gan",
             "gan_critic"]  # lesson 7: GANs (fastbase.vision.gan)
+__all__ += [  # fastai v1's transform functions (fastbase.vision.tfm_funcs); sorted
+    "brightness", "contrast", "crop", "crop_pad", "cutout", "dihedral", "flip_lr", "jitter", "pad",
+    "perspective_warp", "rand_crop", "rand_resize_crop", "rand_zoom", "rgb_randomize", "rotate", "skew", "squish",
+    "symmetric_warp", "tilt", "zoom", "zoom_crop",
+]
+__all__ += ["FlowField", "ImagePoints", "MSELossFlat", "PointsDataBunch", "PointsItemList", "PointsLabelList",
+            "PointsProcessor"]  # points as targets (fastbase.vision.points, fastbase.vision.coords)
+__all__ += ["ImageBBox", "ObjectCategoryList", "ObjectDataBunch", "ObjectItemList", "bb_pad_collate",
+            "get_annotations"]  # boxes as targets (fastbase.vision.detection)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
-# pyplot or pandas.
+# pyplot or pandas. The rest of `fastbase.basics` (fastai v1's metrics, schedules, callbacks, `fit_fc`...)
+# comes with it, read from there on first use.
 _LAZY = {**PLOTTING}
-__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY)
+__getattr__, __dir__ = notebook_namespace(__name__, __all__, lazy=_LAZY, base=basics)
 
-
-def doc(obj) -> None:
-    """Print `obj`'s signature, its docstring and the file and line where it is defined (for an
-    instance, those of its class)."""
-    target = obj if callable(obj) or inspect.ismodule(obj) else type(obj)
-    target = getattr(target, "__wrapped__", target)
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or type(target).__name__
-    try:
-        signature = str(inspect.signature(target))
-    except (TypeError, ValueError):
-        signature = ""
-    lines = [f"{name}{signature}", "", inspect.getdoc(target) or "(no docstring)"]
-    try:
-        file, line = inspect.getsourcefile(target), inspect.getsourcelines(target)[1]
-        lines += ["", f"Defined in {getattr(target, '__module__', None) or target.__name__}, {file}:{line}"]
-    except (TypeError, OSError):
-        pass
-    print("\n".join(lines))

@@ -51,12 +51,13 @@ from .image import (
     open_image,
     resize_image,
 )
-from .interpret import plot_image_top_losses
+from .interpret import plot_confused_images, plot_image_multi_top_losses, plot_image_top_losses
 from .item_cache import cache_budget
 from .label_table import df_table, read_csv_table
 from .show import show_image_batch, show_image_results
 from .transforms import (
     BatchAugment,
+    Crop,
     RandomCrop,
     ToFloat,
     Zoom,
@@ -228,6 +229,8 @@ class ImageDataBunch(DataBunch):
                             "resize_method, padding_mode, tfm_y.")
         lls = without_bad_files(lls, check_images, skip_bad)
         train_tfms, valid_tfms = split_tfms(lls.tfms)
+        if size is None:  # fastai's crop(size=...) sets the size when transform(size=) does not
+            size = next((t.size for t in [*train_tfms, *valid_tfms] if isinstance(t, Crop) and t.size), None)
         # a transform's own fill (rand_pad(mode='zeros')) unless `transform(padding_mode=)` says
         padding_mode = padding_mode or next((t.padding_mode for t in train_tfms if getattr(t, "padding_mode", None)),
                                             "reflection")
@@ -302,7 +305,7 @@ class ImageDataBunch(DataBunch):
         """The `ds_type` items in order, through the training augmentation with a zoom of exactly `scale`
         towards a random point and a random crop window, for test-time augmentation (`Learner.TTA`)."""
         loader, (train_tfms, _) = self.dl(ds_type), getattr(self, "ds_tfms", ([], []))
-        kept = [t for t in train_tfms if not isinstance(t, (Zoom, RandomCrop))]
+        kept = [t for t in train_tfms if not isinstance(t, (Zoom, Crop))]
         tfms = [RandomCrop(), *kept, Zoom(max_zoom=scale, min_zoom=scale, p=1.0)]
         dataset = loader.dataset.new(canvas=True)
         augment = self.augment_cls(tfms, self.size, self.resize_method, self.padding_mode, tfm_y=self.tfm_y)
@@ -376,3 +379,11 @@ class ImageDataBunch(DataBunch):
         """The `k` images of `interp` with the largest (or smallest) losses in a grid, with an optional
         Grad-CAM heatmap (`plot_image_top_losses` says how)."""
         return plot_image_top_losses(interp, k, largest, **kwargs)
+
+    def plot_multi_top_losses(self, interp, samples: int = 3, **kwargs):
+        """Multi-label top losses as images titled with their labels (`plot_image_multi_top_losses`)."""
+        return plot_image_multi_top_losses(interp, samples, **kwargs)
+
+    def show_confused(self, interp, idxs, title: str, figsize=None, varlist=None):
+        """`ClassConfusion`'s view: the images of one confused pair in a grid (`plot_confused_images`)."""
+        return plot_confused_images(interp, idxs, title, figsize)

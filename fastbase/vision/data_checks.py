@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..core import Path, is_listy
 from ..data import DataError, LabelError, LabelList, LabelLists
 from .dataset import check_files, format_list
-from .transforms import CenterCrop, GeometricTransform, LightingTransform
+from .transforms import Crop, GeometricTransform, LightingTransform
 
 __all__ = ["check_class_folders", "check_tfm_y", "find_folder", "resolve_file", "split_tfms",
            "without_bad_files"]
@@ -71,7 +71,7 @@ def split_tfms(ds_tfms):
     if moving:
         raise DataError(f"Validation transforms must be deterministic; {moving} are random. Move them to the "
                         "training list (validation images get the centre crop/pad/squish to `size`).")
-    other = [t for t in valid if not isinstance(t, CenterCrop)]
+    other = [t for t in valid if not (isinstance(t, Crop) and t.centred)]
     if other:
         raise DataError(f"Validation transforms {other} are not supported: fastbase resizes validation images "
                         "deterministically in the loader workers.")

@@ -47,7 +47,7 @@ from ..data import Normalizer
 from ..layers import AdaptiveConcatPool2d
 from ..progress import progress_disabled
 from .feature_store import CacheTooBig, feature_storage
-from .transforms import BatchAugment, CenterCrop, ToFloat
+from .transforms import BatchAugment, Crop, ToFloat
 
 __all__ = ["DEFAULT_N_VIEWS", "FeatureCache", "FeatureCacheError", "cache_blockers", "fixed_head_layers"]
 
@@ -92,7 +92,7 @@ def _random_tfms(data) -> list:
         if id(tfm) in valid or isinstance(tfm, (ToFloat, Normalizer)):
             continue
         if isinstance(tfm, BatchAugment):
-            found += [t for t in tfm.tfms if not isinstance(t, CenterCrop)]
+            found += [t for t in tfm.tfms if not (isinstance(t, Crop) and t.centred)]
         else:
             found.append(tfm)
     return found

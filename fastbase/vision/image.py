@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..core import Path, defaults, listify
 from ..data import DataError, get_files
-from .sizing import PADDING_MODES, ResizeMethod, canvas_size, size_hw
+from .sizing import PADDING_MODES, ResizeMethod, canvas_size, cover_geometry, fit_size, size_hw
 from .transforms import BatchAugment
 
 try:  # libjpeg-turbo through torchvision decodes faster than PIL (bench/data_loader.py); deprecated in torchvision 0.29
@@ -180,8 +180,7 @@ def resize_image(x: torch.Tensor, target_hw, method: ResizeMethod = ResizeMethod
         return _resize(x, (th, tw), mode)
     if method == ResizeMethod.CROP:  # the centre window that fills the target: a canvas of the target's size
         return cover_image(x, target_hw, target_hw, mode=mode)[0]
-    ratio = min(th / h, tw / w)
-    fitted = _resize(x, (min(th, max(1, round(h * ratio))), min(tw, max(1, round(w * ratio)))), mode)
+    fitted = _resize(x, fit_size((h, w), (th, tw)), mode)
     return pad_image(fitted, target_hw, padding_mode)
 
 
@@ -192,13 +191,8 @@ def cover_image(x: torch.Tensor, target_hw, canvas_hw, padding_mode: str = "refl
     `canvas_hw` about the centre, then padded evenly to `canvas_hw` with `padding_mode`. `(rh, rw)` is
     the size of the picture inside the canvas: a training crop window can go anywhere in it and be
     sampled at one output pixel per canvas pixel, as sharp as the validation images."""
-    (h, w), (th, tw), (ch, cw) = x.shape[-2:], target_hw, canvas_hw
-    ratio = max(th / h, tw / w)
-    rh, rw = max(th, round(h * ratio)), max(tw, round(w * ratio))
     # the part of the image that becomes the kept (<= canvas) region: cut in source pixels, resized once
-    kh, kw = min(rh, ch), min(rw, cw)
-    sh, sw = min(h, round(kh / ratio)), min(w, round(kw / ratio))
-    top, left = (h - sh) // 2, (w - sw) // 2
+    top, left, sh, sw, kh, kw = cover_geometry(tuple(x.shape[-2:]), target_hw, canvas_hw)
     region = _resize(x[:, top:top + sh, left:left + sw], (kh, kw), mode)
     return pad_image(region, canvas_hw, padding_mode), (kh, kw)
 

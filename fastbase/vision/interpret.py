@@ -16,7 +16,8 @@ from ..hooks import hook_output
 from ..interpret import InterpretationError
 from .timm_models import TimmBody
 
-__all__ = ["TOP_LOSSES_TITLE", "cam_layer", "grad_cam", "plot_image_top_losses"]
+__all__ = ["TOP_LOSSES_TITLE", "cam_layer", "grad_cam", "plot_confused_images", "plot_image_items",
+           "plot_image_multi_top_losses", "plot_image_top_losses"]
 
 TOP_LOSSES_TITLE = "prediction/actual/loss/probability"
 
@@ -58,6 +59,45 @@ def plot_image_top_losses(interp, k: int = 9, largest: bool = True, figsize=None
                      f"{float(interp.preds[i, actual]):.2f}")
     fig.tight_layout()
     return finish_figure(fig, return_fig, save_to)
+
+
+def plot_image_items(interp, idxs: list[int], titles: list[str], suptitle: str | None = None, figsize=None,
+                     cols: int | None = None, return_fig: bool | None = None, save_to=None):
+    """Items `idxs` of `interp`'s data set as the model saw them (denormalised), in a grid of `cols`
+    columns (default: about square), each with its title. Returns the Figure."""
+    if not len(idxs):
+        raise InterpretationError("No items to show: the list of items is empty.")
+    images = interp.data.denorm(interp.model_inputs(list(idxs))).detach().float().clamp(0, 1).cpu()
+    cols = cols or math.ceil(math.sqrt(len(idxs)))
+    rows = math.ceil(len(idxs) / cols)
+    fig, axes = subplots(rows, cols, figsize=ifnone(figsize, (3 * cols, 3 * rows + 0.4)), squeeze=False)
+    if suptitle:
+        fig.suptitle(suptitle)
+    for n, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if n < len(idxs):
+            ax.imshow(images[n].permute(1, 2, 0).numpy().squeeze(), cmap="gray" if images.shape[1] == 1 else None)
+            ax.set_title(titles[n], fontsize=9)
+    fig.tight_layout()
+    return finish_figure(fig, return_fig, save_to)
+
+
+def plot_image_multi_top_losses(interp, samples: int = 3, figsize=(8, 8), **kwargs):
+    """The `samples` images of a `MultiLabelClassificationInterpretation` with the largest losses, one
+    per row, titled with predicted and actual labels and the loss."""
+    losses, idxs = interp.top_losses(samples)
+    titles = []
+    for loss, i in zip(losses.tolist(), idxs.tolist()):
+        predicted, actual = interp.labels_of(i)
+        titles.append(f"predicted: {'; '.join(map(str, predicted)) or '-'}\nactual: "
+                      f"{'; '.join(map(str, actual)) or '-'}\nloss {loss:.2f}")
+    return plot_image_items(interp, idxs.tolist(), titles, "prediction / actual / loss", figsize, cols=1, **kwargs)
+
+
+def plot_confused_images(interp, idxs: list[int], title: str, figsize=None, varlist=None):
+    """`ClassConfusion`'s view for images: the pair's items in a grid, each titled with its loss."""
+    titles = [f"loss {float(interp.losses[i]):.2f}" for i in idxs]
+    return plot_image_items(interp, list(idxs), titles, title, figsize)
 
 
 # --- Grad-CAM ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..core import FastbaseError, Path, get_config
 from ..data import imagenet_stats
+from .xresnet import WideResNet, XResNet, wrn_22, xresnet18, xresnet34, xresnet50, xresnet101, xresnet152
 
 __all__ = [
     "ArchMeta",
@@ -62,6 +63,10 @@ def _regnet_body(model: nn.Module) -> nn.Sequential:
     return nn.Sequential(model.stem, *model.trunk_output.children())
 
 
+def _wide_resnet_body(model: nn.Module) -> nn.Sequential:
+    return nn.Sequential(*list(model.features.children())[:-3])  # up to the last BatchNorm and ReLU
+
+
 # Splits follow fastai v1 where it had them (resnet after layer2, densenet/vgg/squeezenet/alexnet at
 # the same depth) and put the cut near the middle of the body elsewhere.
 _TABLE = {
@@ -74,6 +79,9 @@ _TABLE = {
     "mobilenet_v3_large": (_features, (9,)),
     **{f"efficientnet_b{i}": (_features, (5,)) for i in range(8)},
     "convnext_tiny": (_features, (4,)), "convnext_small": (_features, (4,)),
+    # random-weight families: the body before the pooling, split where the second stage (group) starts
+    **{f"xresnet{d}": (_children_until(-3), (6,)) for d in (18, 34, 50, 101, 152)},
+    "wrn_22": (_wide_resnet_body, (4,)),
     **{n: (_regnet_body, (3,)) for n in ("regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_x_400mf",
                                          "regnet_x_800mf", "regnet_x_1_6gf")},
 }
@@ -193,3 +201,4 @@ __all__ += [
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "squeezenet1_0", "squeezenet1_1",
     "vgg16_bn", "vgg19_bn", "wide_resnet50_2",
 ]
+__all__ += ["WideResNet", "XResNet", "wrn_22", "xresnet18", "xresnet34", "xresnet50", "xresnet101", "xresnet152"]

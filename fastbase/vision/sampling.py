@@ -9,24 +9,21 @@ import torch
 import torch.nn.functional as F
 
 from .sizing import ResizeMethod
+from .tfm_base import affine
 
-__all__ = ["affine_matrices", "crop_matrices", "resample", "reused", "sampling_grid"]
-
-
-def affine_matrices(a, b, c, d, e, f) -> torch.Tensor:
-    """(n, 3, 3) from the rows [a b c], [d e f], [0 0 1] of (n,) tensors."""
-    zero, one = torch.zeros_like(a), torch.ones_like(a)
-    return torch.stack([a, b, c, d, e, f, zero, zero, one], dim=1).view(-1, 3, 3)
+__all__ = ["crop_matrices", "resample", "reused", "sampling_grid"]
 
 
 def crop_matrices(src_hw: torch.Tensor, out_hw, method: ResizeMethod, random: bool, generator=None,
-                  canvas_hw=None) -> torch.Tensor:
+                  canvas_hw=None, positions=None) -> torch.Tensor:
     """(n, 3, 3) maps from output coordinates to the input canvas (`canvas_hw`, default: each item's
     `src_hw`), placing the window that `method` keeps.
 
     CROP: the picture fills a `src_hw` (n, 2) region in the middle of the canvas, at the scale the
     output wants (`ImageDataset` resizes it so); the window, `out_hw` canvas pixels when it fits, goes
-    to a random whole-pixel place in the region (`random`) or its centre. Whole pixels: an item that
+    to a random whole-pixel place in the region (`random`) or its centre; `positions` (rows, cols,
+    drawn), as `Crop.positions` gives them, place it instead: 0 top/left to 1 bottom/right, on whole
+    pixels where `drawn`. Whole pixels: an item that
     is not otherwise moved comes out exactly as its canvas pixels, not interpolated between them.
     PAD and SQUISH: the canvas holds the whole image squished, `src_hw` being its real (H, W); PAD
     takes the window that fits the image in the output (the rest is padding), SQUISH all of it."""
@@ -39,34 +36,39 @@ def crop_matrices(src_hw: torch.Tensor, out_hw, method: ResizeMethod, random: bo
     if method == ResizeMethod.CROP:
         ch, cw = (h, w) if canvas_hw is None else (torch.full((n,), float(v)) for v in canvas_hw)
         ratio = torch.maximum(th / h, tw / w)  # 1 when the region was sized for the output
-        (cy, fh), (cx, fw) = (_window(size / ratio, region, canvas, random, generator)
-                              for size, region, canvas in ((th, h, ch), (tw, w, cw)))
-        return affine_matrices(fw, zero, cx, zero, fh, cy)
+        if positions is None:
+            rows, cols = ((torch.rand(n, generator=generator) if random else torch.full((n,), 0.5)) for _ in "rc")
+            positions = (rows, cols, torch.full((n,), bool(random)))
+        rows, cols, drawn = positions
+        (cy, fh), (cx, fw) = (_window(size / ratio, region, canvas, pct, drawn)
+                              for size, region, canvas, pct in ((th, h, ch, rows), (tw, w, cw, cols)))
+        return affine(fw, zero, cx, zero, fh, cy)
     ratio = torch.minimum(th / h, tw / w)
     fh, fw = th / (h * ratio), tw / (w * ratio)  # window size as a fraction of the image (>=1: padding)
-    return affine_matrices(fw, zero, zero, zero, fh, zero)
+    return affine(fw, zero, zero, zero, fh, zero)
 
 
-def _window(size, region, canvas, random: bool, generator):
-    """One axis of a CROP window of `size` canvas pixels inside a `region` centred in `canvas` (all (n,)):
-    its centre and half-extent in the canvas's [-1, 1] coordinates."""
+def _window(size, region, canvas, pct, drawn):
+    """One axis of a CROP window of `size` canvas pixels inside a `region` centred in `canvas` (all (n,)),
+    at `pct` of the slack (n,): its centre and half-extent in the canvas's [-1, 1] coordinates. Where
+    `drawn` (n, bool), the offset is a whole number of pixels, each equally likely."""
     start = ((canvas - region) / 2).floor()  # where `image.pad_image` put the region
     slack = (region - size).clamp(min=0)
-    if random:
-        whole = slack.floor()
-        offset = (torch.rand(region.shape[0], generator=generator) * (whole + 1)).floor().minimum(whole)
-    else:
-        offset = slack / 2
+    whole = slack.floor()
+    offset = torch.where(drawn, (pct * (whole + 1)).floor().minimum(whole), pct * slack)
     return 2 * (start + offset + size / 2) / canvas - 1, size / canvas
 
 
 def resample(x: torch.Tensor, matrices: torch.Tensor, out_hw, padding_mode: str = "reflection",
-             workspace: dict | None = None, mask: torch.Tensor | None = None):
+             workspace: dict | None = None, mask: torch.Tensor | None = None, move_grid=None):
     """Sample float `x` (n, C, H, W) at `matrices` (n, 3, 3, output->input, perspective allowed) applied
     to an `out_hw` grid: one `grid_sample` call for the whole batch. Returns (n, C, *out_hw).
     `workspace` (a dict) keeps the grid's memory between calls. With `mask` (n, 1, H, W) of class
-    codes, returns `(x, mask)`: the mask sampled on the same grid, nearest-neighbour, as int64."""
+    codes, returns `(x, mask)`: the mask sampled on the same grid, nearest-neighbour, as int64.
+    `move_grid(grid)`, when given, changes the (n, *out_hw, 2) grid in place before the sampling."""
     grid = sampling_grid(matrices, out_hw, x.device, x.shape[0], workspace)
+    if move_grid is not None:
+        move_grid(grid)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
     if mask is None:
         return out
@@ -93,8 +95,8 @@ def sampling_grid(matrices: torch.Tensor, out_hw, device, n: int, workspace: dic
 
 
 def reused(workspace: dict | None, name: str, shape, dtype, device) -> torch.Tensor:
-    """A tensor from `workspace` when one of this shape is there, else a new one (kept there): reused
-    temporaries spare the page faults of fresh allocations (bench/RESULTS.md, "Batch transforms")."""
+    """A tensor from `workspace` when one of this shape is there, else a new one (kept there). Reusing
+    batch-sized temporaries spares the page faults of fresh allocations (bench/RESULTS.md, "Batch transforms")."""
     key = (name, tuple(shape), dtype, torch.device(device))
     if workspace is None:
         return torch.empty(shape, dtype=dtype, device=device)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data import DataError
 
-__all__ = ["CANVAS_SCALE", "PADDING_MODES", "ResizeMethod", "canvas_size", "size_hw"]
+__all__ = ["CANVAS_SCALE", "PADDING_MODES", "ResizeMethod", "canvas_size", "cover_geometry", "fit_size", "size_hw"]
 
 PADDING_MODES = ("reflection", "zeros", "border")
 
@@ -42,3 +42,23 @@ def canvas_size(size_hw_, method: ResizeMethod) -> tuple[int, int]:
     a crop window can move; the output size itself for PAD and SQUISH."""
     scale = CANVAS_SCALE if ResizeMethod(method) == ResizeMethod.CROP else 1.0
     return math.ceil(size_hw_[0] * scale), math.ceil(size_hw_[1] * scale)
+
+
+def cover_geometry(hw, target_hw, canvas_hw) -> tuple[int, int, int, int, int, int]:
+    """Where CROP's cover puts an image of `hw` on a canvas of `canvas_hw` for an output of `target_hw`
+    (`image.cover_image` resizes by it, `coords` maps points by it): `(top, left, sh, sw, kh, kw)`, the
+    part of the image kept (`sh x sw` source pixels from `(top, left)`), resized to `kh x kw` and
+    centred on the canvas. The image is scaled so that it just covers `target_hw`."""
+    (h, w), (th, tw), (ch, cw) = hw, target_hw, canvas_hw
+    ratio = max(th / h, tw / w)
+    rh, rw = max(th, round(h * ratio)), max(tw, round(w * ratio))
+    kh, kw = min(rh, ch), min(rw, cw)
+    sh, sw = min(h, round(kh / ratio)), min(w, round(kw / ratio))
+    return (h - sh) // 2, (w - sw) // 2, sh, sw, kh, kw
+
+
+def fit_size(hw, target_hw) -> tuple[int, int]:
+    """(h, w) of an image of `hw` resized to fit inside `target_hw` (PAD), before it is padded evenly."""
+    (h, w), (th, tw) = hw, target_hw
+    ratio = min(th / h, tw / w)
+    return min(th, max(1, round(h * ratio))), min(tw, max(1, round(w * ratio)))

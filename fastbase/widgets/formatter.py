@@ -28,9 +28,13 @@ class DatasetFormatter:
     DataBunch's other labelled images, which cleaned.csv keeps), `idxs` the positions in `ds` to show."""
 
     @classmethod
-    def from_toplosses(cls, learn, n_imgs: int | None = None, ds_type=DatasetType.Valid) -> tuple[CleaningSet, list]:
+    def from_toplosses(cls, learn, n_imgs: int | None = None, ds_type=None) -> tuple[CleaningSet, list]:
         """The `n_imgs` (default: all) images of `ds_type` ('valid' or 'train') with the highest loss
-        under `learn`, highest first. The training set is read in order and without augmentation."""
+        under `learn`, highest first. The training set is read in order and without augmentation (fastai's
+        DatasetType.Fix). `ds_type` None: the validation set, or the training set when there is no
+        validation set (lesson 2's `split_none()`, which is fastai v1's only choice)."""
+        if ds_type is None:
+            ds_type = DatasetType.Valid if _has_items(learn.data, DatasetType.Valid) else DatasetType.Train
         interp = ClassificationInterpretation.from_learner(learn, ds_type)
         return cleaning_set(learn.data, interp.ds_type), interp.top_losses(n_imgs).indices.tolist()
 
@@ -50,12 +54,19 @@ class DatasetFormatter:
         ds = cleaning_set(learn.data, ds_type)
         types = [DatasetType.Fix, DatasetType.Valid] if ds_type is None else \
             [DatasetType.Fix if ds_type == DatasetType.Train else ds_type]
+        types = [t for t in types if ds_type is not None or _has_items(learn.data, t)]  # split_none: no valid
         pooling = None if pool is None else pool(pool_dim)
         features = torch.cat([_activations(learn, module, t, pooling, layer_ls) for t in types])
         if len(features) != len(ds):
             raise CleaningError(f"layer_ls={list(layer_ls)} gave activations for {len(features)} of the {len(ds)} "
                                 "images: that layer does not run once per image (a feature cache skips the body?).")
         return ds, [i for pair in most_similar_pairs(features, n_pairs) for i in pair]
+
+
+def _has_items(data, ds_type: DatasetType) -> bool:
+    """True when `data`'s loader for `ds_type` exists and reads at least one item."""
+    dl = data.dl(ds_type)
+    return dl is not None and len(dl.dataset) > 0
 
 
 def layer_at(model: nn.Module, layer_ls: Sequence[int]) -> nn.Module:

@@ -6,7 +6,7 @@ losses (`GANLoss`, `AdaptiveLoss`, `NoopLoss`, `WassersteinLoss`) and metric
 comes in as a Learner (`GANLearner.from_learners(unet_learner(...), critic_learner)`).
 `fastbase.vision`'s namespace re-exports these names; `fastbase.vision.gan` is fastai's import path.
 """
-from ..transforms import crop_pad
+from ..tfm_funcs import crop_pad
 from .data import GANDataBunch, GANImageTargets, GANItemList, NoiseInput, NoisyItem
 from .learner import GANLearner
 from .losses import (

@@ -141,12 +141,14 @@ class ImageImageDataset(ImageDataset):
 
 class ImagePairAugment(BatchAugment):
     """`BatchAugment` for image targets: the input and the target (uint8 `(n, 3, H, W)` on the same
-    canvas) go through one bilinear resample together; lighting touches the input only; the target
-    leaves as float in [0, 1]."""
+    canvas) go through one bilinear resample together (the same crop window, geometry and grid moves
+    such as jitter); lighting and pixel transforms (cutout...) touch the input only; the target leaves
+    as float in [0, 1]."""
 
-    def move(self, x, y, m, out_hw):
+    def move(self, x, y, m, out_hw, move_grid=None):
         c = x.shape[1]
-        both = resample(torch.cat([x, y.to(x.dtype)], dim=1), m, out_hw, self.padding_mode, self._workspace)
+        both = resample(torch.cat([x, y.to(x.dtype)], dim=1), m, out_hw, self.padding_mode, self._workspace,
+                        move_grid=move_grid)
         return both[:, :c], both[:, c:]
 
     def target(self, y):

@@ -1,0 +1,182 @@
+"""Benchmark: fastbase.text against fastai 2.8, and ULMFiT's point on this machine.
+
+`tokenize`: documents per second of tokenization with fastai's default rules and spaCy's English
+rules, 2 worker processes each, on imdb_sample's 1,000 reviews and on 20,000 sentences (the
+17,421 of wikitext2_sample's valid.txt and test.txt, cut at ' . ', then imdb_sample's cut at '. '). Each run is a fresh child process (a
+fresh tokenizer: no piece is cached from an earlier run); runs alternate between the libraries.
+
+  fastbase  Tokenizer(n_cpus=2).process_all(texts)
+  fastai    fastai 2.8's tokenize_texts(texts, n_workers=2) (run with --fastai-python, default
+            /tmp/fastai-venv/bin/python)
+
+`ulmfit`: pretrain an AWD-LSTM on wikitext2_sample (`fastbase.text.pretrain`, reused from
+`--lm-dir` when there), fine-tune it on imdb_sample's reviews, then train the classifier on its
+encoder with gradual unfreezing (1 epoch head, 1 with `freeze_to(-2)`, `--clas-epochs` unfrozen);
+the same classifier from scratch trains the same 2 + `--clas-epochs` epochs unfrozen. Accuracy on
+imdb_sample's 200 `is_valid` reviews, per seed, and the minutes of the recipe (pretraining excluded).
+
+    python bench/text.py tokenize [--runs 3]
+    python bench/text.py ulmfit [--seeds 0,1,2] [--lm-epochs 2] [--clas-epochs 2] [--emb-sz 64] [--n-hid 256]
+                                [--pretrain-epochs 2] [--max-vocab 10000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "data"
+IMDB = SHARED / "imdb_sample"
+WIKI = SHARED / "wikitext2_sample"
+
+FASTAI_CHILD = """
+import json, resource, sys, time
+from fastai.text.all import tokenize_texts
+def cpu():
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
+texts = json.load(open(sys.argv[1]))
+start, cpu0 = time.perf_counter(), cpu()
+docs = tokenize_texts(texts, n_workers=2)
+print(json.dumps({"seconds": time.perf_counter() - start, "cpu": cpu() - cpu0, "tokens": sum(len(d) for d in docs)}))
+"""
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the tokenizing workers)."""
+    import resource
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                         resource.RUSAGE_CHILDREN)))
+
+
+def corpora() -> dict[str, list[str]]:
+    import pandas as pd
+    imdb = pd.read_csv(IMDB / "texts.csv").text.tolist()
+    lines = [line.strip() for name in ("valid.txt", "test.txt")
+             for line in (WIKI / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    sentences = [s.strip() + " ." for line in lines if not line.startswith("=") for s in line.split(" . ") if s.strip()]
+    reviews = [s.strip() + "." for text in imdb for s in text.split(". ") if s.strip()]  # tops up to 20,000
+    return {"imdb_sample": imdb, "corpus_20k": (sentences + reviews)[:20000]}
+
+
+def child_fastbase(texts_file: str) -> dict:
+    from fastbase.text import Tokenizer
+    texts = json.loads(Path(texts_file).read_text())
+    start, cpu0 = time.perf_counter(), cpu_seconds()
+    docs = Tokenizer(n_cpus=2).process_all(texts, show_progress=False)
+    return {"seconds": time.perf_counter() - start, "cpu": cpu_seconds() - cpu0, "tokens": sum(len(d) for d in docs)}
+
+
+def run_tokenize(args) -> None:
+    import tempfile
+    for name, texts in corpora().items():
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(texts, f)
+        times = {"fastbase": [], "fastai": []}
+        for _ in range(args.runs):
+            for lib, runs in times.items():
+                cmd = ([sys.executable, __file__, "child", f.name] if lib == "fastbase" else
+                       [args.fastai_python, "-c", FASTAI_CHILD, f.name])
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                runs.append(json.loads(out))
+        for key in ("seconds", "cpu"):
+            med = {lib: statistics.median(r[key] for r in runs) for lib, runs in times.items()}
+            print(f"{name} ({key}): {len(texts)} docs  fastbase {len(texts) / med['fastbase']:.0f} docs/s "
+                  f"({med['fastbase']:.2f} s)  fastai {len(texts) / med['fastai']:.0f} docs/s "
+                  f"({med['fastai']:.2f} s)  ratio {med['fastai'] / med['fastbase']:.2f}x  "
+                  f"each run: {[round(r[key], 2) for r in times['fastbase']]} / "
+                  f"{[round(r[key], 2) for r in times['fastai']]}", flush=True)
+
+
+def run_ulmfit(args) -> None:
+    import numpy as np
+
+    from fastbase.core import defaults, set_seed
+    from fastbase.metrics import accuracy
+    from fastbase.text import (
+        TextList,
+        awd_lstm_clas_config,
+        language_model_learner,
+        text_classifier_learner,
+    )
+    from fastbase.text.pretrain import pretrain_lm
+    defaults.silent = True
+    lm_dir = Path(args.lm_dir)
+    config_file = lm_dir / "lm_fwd.json"
+    if not config_file.is_file():
+        result = pretrain_lm(WIKI, lm_dir, epochs=args.pretrain_epochs, emb_sz=args.emb_sz, n_hid=args.n_hid,
+                             n_layers=args.n_layers, bs=64, lr=5e-3, max_vocab=args.max_vocab)
+        print("pretrained:", json.dumps(result, default=str), flush=True)
+    config = json.loads(config_file.read_text())
+    clas_config = {**awd_lstm_clas_config, **{k: config[k] for k in ("emb_sz", "n_hid", "n_layers")}}
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    import pandas as pd
+    df = pd.read_csv(IMDB / "texts.csv")
+    results = {"ulmfit": [], "scratch": []}
+    start = time.perf_counter()
+    data_lm = (TextList.from_df(df, work, cols="text").split_by_rand_pct(0.1, seed=0).label_for_lm()
+               .databunch(bs=32, bptt=70, seed=0))
+    data_clas = (TextList.from_df(df, work, cols="text", vocab=data_lm.vocab).split_from_df("is_valid")
+                 .label_from_df("label").databunch(bs=32, seed=0))
+    print(f"data: {time.perf_counter() - start:.1f} s", flush=True)
+    for seed in args.seeds:
+        t0 = time.perf_counter()
+        set_seed(seed)
+        lm = language_model_learner(data_lm, config=config, drop_mult=0.3,
+                                    pretrained_fnames=(lm_dir / "lm_fwd.pth", lm_dir / "itos.pkl"))
+        lm.fit_one_cycle(1, 1e-2, moms=(0.8, 0.7))
+        lm.unfreeze()
+        lm.fit_one_cycle(args.lm_epochs, 1e-3, moms=(0.8, 0.7))
+        lm.save_encoder(f"enc{seed}")
+        for kind in ("ulmfit", "scratch"):
+            set_seed(seed)
+            learn = text_classifier_learner(data_clas, config=clas_config, drop_mult=0.5, metrics=[accuracy])
+            if kind == "ulmfit":
+                learn.load_encoder(f"enc{seed}")
+                learn.fit_one_cycle(1, 2e-2, moms=(0.8, 0.7))
+                learn.freeze_to(-2)
+                learn.fit_one_cycle(1, slice(1e-2 / 2.6 ** 4, 1e-2), moms=(0.8, 0.7))
+                learn.unfreeze()
+                learn.fit_one_cycle(args.clas_epochs, slice(1e-3 / 2.6 ** 4, 1e-3), moms=(0.8, 0.7))
+            else:
+                learn.fit_one_cycle(2 + args.clas_epochs, 1e-2, moms=(0.8, 0.7))
+            results[kind].append(float(learn.recorder.values[-1][-1]))
+            if kind == "ulmfit":
+                minutes = (time.perf_counter() - t0) / 60
+        print(f"seed {seed}: ulmfit {results['ulmfit'][-1]:.3f}  scratch {results['scratch'][-1]:.3f}  "
+              f"recipe (LM fine-tuning + classifier) {minutes:.1f} min", flush=True)
+    print(f"mean accuracy: ulmfit {np.mean(results['ulmfit']):.3f}  scratch {np.mean(results['scratch']):.3f}  "
+          f"difference {100 * (np.mean(results['ulmfit']) - np.mean(results['scratch'])):.1f} points", flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    tok = sub.add_parser("tokenize")
+    tok.add_argument("--runs", type=int, default=3)
+    tok.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
+    child = sub.add_parser("child")
+    child.add_argument("texts_file")
+    ulm = sub.add_parser("ulmfit")
+    ulm.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+    ulm.add_argument("--lm-dir", default="/tmp/fastbase_text_bench/lm")
+    ulm.add_argument("--work", default="/tmp/fastbase_text_bench/work")
+    for name, default in (("pretrain-epochs", 2), ("lm-epochs", 2), ("clas-epochs", 2), ("emb-sz", 64),
+                          ("n-hid", 256), ("n-layers", 2), ("max-vocab", 10000)):
+        ulm.add_argument(f"--{name}", type=int, default=default)
+    args = parser.parse_args(argv)
+    if args.mode == "child":
+        print(json.dumps(child_fastbase(args.texts_file)))
+    elif args.mode == "tokenize":
+        run_tokenize(args)
+    else:
+        run_ulmfit(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Layer 6: pretrain an AWD-LSTM language model on a plain-text corpus and write it in fastai's
+layout (a `.pth` state dict and a pickled `itos` list) plus its configuration as JSON, for
+`language_model_learner(data, pretrained_fnames=(weights, itos), config=...)` where fastai's WT103
+weights cannot be downloaded. Each non-empty line of the corpus's `.txt` files is a document::
+
+    python -m fastbase.text.pretrain ../shared/data/wikitext2_sample --out models/wt2 --epochs 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from ..core import Path, set_seed
+from ..learner import Learner
+from .data import TextList, open_text
+from .learner import Perplexity, language_model_learner
+from .models import awd_lstm_lm_config
+from .pretrained import write_itos
+from .tokenizer import TextError
+
+__all__ = ["corpus_lines", "main", "pretrain_lm", "save_pretrained"]
+
+
+def corpus_lines(path, min_words: int = 3) -> list[str]:
+    """The non-empty lines (at least `min_words` words) of the `.txt` files under `path` (or of the file)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("*.txt"))
+    if not files:
+        raise TextError(f"No .txt files under {path}.")
+    return [line.strip() for f in files for line in open_text(f).splitlines() if len(line.split()) >= min_words]
+
+
+def save_pretrained(learn: Learner, folder, name: str = "lm_fwd", itos_name: str = "itos",
+                    config: dict | None = None) -> tuple[Path, Path]:
+    """Write `learn`'s language model as `folder/name.pth` (state dict), `folder/itos_name.pkl` and
+    `folder/name.json` (the configuration to build the model with)."""
+    import torch
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wgts = folder / f"{name}.pth"
+    torch.save({k: v.detach().cpu() for k, v in learn.model.state_dict().items()}, wgts)
+    itos = write_itos(learn.data.vocab.itos, folder / f"{itos_name}.pkl")
+    (folder / f"{name}.json").write_text(json.dumps(config or {}, indent=1))
+    return wgts, itos
+
+
+def pretrain_lm(corpus, out, epochs: int = 4, lr: float = 5e-3, bs: int = 64, bptt: int = 70, emb_sz: int = 400,
+                n_hid: int = 1152, n_layers: int = 3, max_vocab: int = 30000, min_freq: int = 3,
+                drop_mult: float = 0.3, seed: int = 0, device=None, valid_pct: float = 0.05) -> dict:
+    """Pretrain on `corpus` for `epochs` (one cycle at `lr`), save to `out`; returns the files, the
+    configuration, the last validation loss/accuracy/perplexity and the time taken."""
+    set_seed(seed)
+    start = time.perf_counter()
+    lines = corpus_lines(corpus)
+    data = (TextList(lines, path=out).split_by_rand_pct(valid_pct, seed=seed).label_for_lm()
+            .databunch(bs=bs, bptt=bptt, max_vocab=max_vocab, min_freq=min_freq, device=device, seed=seed))
+    tokenized = time.perf_counter() - start
+    config = {**awd_lstm_lm_config, "emb_sz": emb_sz, "n_hid": n_hid, "n_layers": n_layers}
+    from ..metrics import accuracy
+    learn = language_model_learner(data, config=config, drop_mult=drop_mult, pretrained=False,
+                                   metrics=[accuracy, Perplexity()])
+    learn.fit_one_cycle(epochs, lr, moms=(0.8, 0.7))
+    wgts, itos = save_pretrained(learn, out, config=config)
+    last = learn.recorder.values[-1] if learn.recorder.values else None
+    return {"weights": str(wgts), "itos": str(itos), "config": config, "vocab": len(data.vocab),
+            "tokens": int(data.train_ds.n_tokens), "valid": last, "names": learn.recorder.names,
+            "tokenize_s": round(tokenized, 1), "total_s": round(time.perf_counter() - start, 1)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m fastbase.text.pretrain", description=__doc__.split("::")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpus", help="a .txt file or a folder of them")
+    parser.add_argument("--out", default="models/pretrained_lm", help="folder for lm_fwd.pth, itos.pkl, lm_fwd.json")
+    for name, default in (("epochs", 4), ("bs", 64), ("bptt", 70), ("emb-sz", 400), ("n-hid", 1152),
+                          ("n-layers", 3), ("max-vocab", 30000), ("min-freq", 3), ("seed", 0)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--drop-mult", type=float, default=0.3)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    result = pretrain_lm(args.corpus, args.out, epochs=args.epochs, lr=args.lr, bs=args.bs, bptt=args.bptt,
+                         emb_sz=args.emb_sz, n_hid=args.n_hid, n_layers=args.n_layers, max_vocab=args.max_vocab,
+                         min_freq=args.min_freq, drop_mult=args.drop_mult, seed=args.seed, device=args.device)
+    print(json.dumps(result, indent=1, default=str))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Layer 6: points data: the dataset that loads an image with its points placed the same way
+(`PointsDataset`), and the ends of a points chain, `PointsItemList` and `PointsDataBunch`, as the
+course's head-pose lesson writes them:
+
+    PointsItemList.from_folder(path).split_by_valid_func(lambda o: o.parent.name == '13')
+        .label_from_func(get_ctr).transform(get_transforms(), tfm_y=True, size=(120, 160))
+        .databunch().normalize(imagenet_stats)
+
+The workers place each image (cover, squish or pad) and its points by the same geometry; the one
+batch resample moves the points by the inverse of its map (`fastbase.vision.coords`), so the targets
+are where the augmented image shows them. Points stay on the batch whatever happens to them: one
+that leaves the image keeps its coordinates past +-1.
+"""
+from __future__ import annotations
+
+import functools
+
+import PIL.Image
+import torch
+
+from ...data import DataError, DatasetType, LabelError
+from ..coords import FlowField, PointTargets, place_points, placement, scale_points, unscale_points
+from ..data import ImageDataBunch, ImageList
+from ..dataset import ImageDataset
+from ..image import Image, check_image, load_image
+from .items import ImagePoints, PointsLabelList, image_hw
+from .show import show_points_batch, show_points_results
+
+__all__ = ["PointsDataBunch", "PointsDataset", "PointsItemList"]
+
+
+class PointsDataset(ImageDataset):
+    """Image files and their points `y` (float `(n, k, 2)`, `(y, x)` pixels of each image; None for
+    unlabelled images, with `n_points` saying `k`): `raw_item` gives `(x uint8, points (k, 2) scaled
+    on x, src_hw)`. Images decode at full size, so the points line up to the pixel; items are not
+    kept in the item cache (their points depend on the image's size). `ds[i]` is `(Image, ImagePoints)`."""
+    exact_decode = True
+
+    def __init__(self, items, y=None, n_points: int | None = None, **kwargs):
+        kwargs.pop("multi_label", None)
+        kwargs.pop("classes", None)
+        kwargs["cache"] = False
+        if y is not None:
+            y = torch.as_tensor(y, dtype=torch.float32)
+            n_points = y.shape[1]
+        if n_points is None:
+            raise LabelError("A points dataset needs its points, or n_points for unlabelled images.")
+        self.n_points = int(n_points)
+        super().__init__(items, y=y, classes=None, multi_label=False, **kwargs)
+
+    def _init_args(self) -> dict:
+        return {**super()._init_args(), "n_points": self.n_points}
+
+    @property
+    def c(self) -> int:
+        return 2 * self.n_points
+
+    @property
+    def y(self) -> PointsLabelList:
+        if self._labels is None:
+            labels = PointsLabelList([], size=self.size)
+            labels.targets = self.targets if self.labelled else torch.zeros(len(self), self.n_points, 2)
+            self._labels = labels
+        return self._labels
+
+    def _stored(self, i: int, x: torch.Tensor, full_hw, canvas: bool):
+        x, src_hw = self.place(x, full_hw, canvas)
+        if not self.labelled:
+            return (x, torch.zeros(self.n_points, 2)), src_hw
+        return (x, place_points(self.targets[i], full_hw, self.size, self.resize_method, canvas)), src_hw
+
+    def _unpack(self, i: int, stored):
+        return stored
+
+    def _label_item(self, i: int, y: torch.Tensor):
+        return y
+
+    def __getitem__(self, i: int):
+        img, y = super().__getitem__(i)
+        return img, ImagePoints(FlowField(img.size, y), scale=False)
+
+    def label_text(self, y: torch.Tensor) -> str:
+        return ""
+
+
+class PointsItemList(ImageList):
+    """Image files whose labels are points: `label_from_func(func)` with `func(file)` giving `(y, x)`
+    pixels (`(2,)` or `(k, 2)`) makes a `PointsLabelList`; the chain ends in a `PointsDataBunch`."""
+
+    def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
+        super().__init__(items, path=path, inner_df=inner_df, label_cls=label_cls or PointsLabelList, **settings)
+
+    @classmethod
+    def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> PointsDataBunch:
+        return (bunch_cls or PointsDataBunch).create_from_ll(lls, **kwargs)
+
+
+class PointsDataBunch(ImageDataBunch):
+    """An ImageDataBunch whose targets are points: float `(bs, k, 2)` scaled `(y, x)`, moved with their
+    images (the transforms' coordinate hook, `PointTargets`). The model gives `c = 2 * k` numbers and
+    learns with `MSELossFlat`. `learn.predict(img)` gives an `ImagePoints` on `img`, in its pixels."""
+    tfm_y = PointTargets()
+
+    @classmethod
+    def _check_labels(cls, lls, tfm_y: bool, resizes: bool) -> None:
+        if not isinstance(lls.train.y, PointsLabelList):
+            raise DataError(f"A PointsDataBunch needs points labels (PointsLabelList); these are a "
+                            f"{type(lls.train.y).__name__}. Start the chain with PointsItemList.")
+
+    @classmethod
+    def _datasets(cls, lls, common: dict, canvas: bool):
+        make = functools.partial(PointsDataset, n_points=lls.train.y.targets.shape[1], **common)
+        train_ds = make(lls.train.x.items, lls.train.y.targets, canvas=canvas)
+        return train_ds, make(lls.valid.x.items, lls.valid.y.targets), make
+
+    def decode_prediction(self, probs: torch.Tensor, thresh: float = 0.5, regression: bool = False):
+        """`(ImagePoints on the model's input, (k, 2) scaled points)` of one prediction `(2k,)`."""
+        pts = probs.reshape(-1, 2)
+        return ImagePoints(FlowField(self.size, pts), scale=False), pts
+
+    def item_prediction(self, item, label: ImagePoints) -> ImagePoints:
+        """The predicted points on `item` itself, in its pixels: the input's placement (crop, pad or
+        squish to `size`) undone."""
+        return label if self.size is None else self._on_image(label, _item_hw(item))
+
+    def _on_image(self, label: ImagePoints, full_hw) -> ImagePoints:
+        """Points predicted on the model's input, moved onto the image of `full_hw` it was made from."""
+        (ay, by), (ax, bx), placed = placement(full_hw, self.size, self.resize_method, canvas=False)
+        pts = label.data
+        pixels = (unscale_points(pts, placed) - pts.new_tensor([by, bx])) / pts.new_tensor([ay, ax])
+        return ImagePoints(FlowField(full_hw, scale_points(pixels, full_hw)), scale=False)
+
+    def serve_answer(self, row: torch.Tensor, item_hw) -> dict:
+        """`fastbase serve`'s answer: the points as `(y, x)` pixels of the upload, and its (h, w)."""
+        label, _ = self.decode_prediction(row.cpu())
+        pts = label if self.size is None else self._on_image(label, tuple(item_hw))
+        return {"points": [[round(v, 2) for v in p] for p in pts.pixels.tolist()], "size": list(pts.size)}
+
+    def one_item(self, item):
+        """As ImageDataBunch's, with image files decoded at full size (so `item_prediction` maps back exactly)."""
+        if not isinstance(item, (torch.Tensor, Image, PIL.Image.Image)):
+            reason = check_image(item)
+            if reason is not None:
+                what = f"the {len(item)} bytes given" if isinstance(item, (bytes, bytearray)) else item
+                raise DataError(f"Cannot predict on {what}: it {reason}.")
+            item = load_image(bytes(item) if isinstance(item, bytearray) else item, convert_mode=self.convert_mode)[0]
+        return super().one_item(item)
+
+    def decode_preds(self, probs: torch.Tensor, thresh: float = 0.5) -> list:
+        """Each prediction's points, `(y, x)` pixels on the model's input, as lists."""
+        return [unscale_points(p.reshape(-1, 2), self.size).tolist() for p in probs]
+
+    def show_batch(self, rows: int = 3, figsize=None, ds_type: DatasetType = DatasetType.Train,
+                   return_fig: bool | None = None, save_to=None, **kwargs):
+        """Up to `rows` x `rows` images of one batch with their points drawn."""
+        return show_points_batch(self, rows, figsize, ds_type, return_fig, save_to, **kwargs)
+
+    def show_results(self, learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None, **kwargs):
+        """The true points (green) and the predicted ones (red) on images of one `ds_type` batch."""
+        return show_points_results(learn, ds_type, rows, figsize, **kwargs)
+
+    def export_state(self) -> dict:
+        return {**super().export_state(), "n_points": (self.c or 0) // 2}
+
+
+def _item_hw(item) -> tuple[int, int]:
+    """(h, w) of a raw item as `one_item` takes it: an Image, a tensor, a PIL image, a file or its bytes."""
+    if isinstance(item, Image):
+        return tuple(item.size)
+    if isinstance(item, torch.Tensor):
+        return tuple(item.shape[-2:])
+    if isinstance(item, PIL.Image.Image):
+        return item.height, item.width
+    return image_hw(bytes(item) if isinstance(item, bytearray) else item)
