@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", metavar="MODEL", help="export.pkl, or the folder holding it")
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of images")
     predict.add_argument("--bs", type=_positive, default=64, help="images per batch (default: %(default)s)")
-    from .serve import add_serve_flags
+    from .serve_config import add_serve_flags
 
     add_serve_flags(_command(commands, "serve", cmd_serve, "serve an exported classifier over HTTP (a web page "
                              "and POST /predict)", json_help="once the export is accepted, print one JSON line on "
@@ -245,11 +245,14 @@ def _message(e: FastbaseError, command: argparse.ArgumentParser) -> str:
 
 def _is_data_error(e: FastbaseError) -> bool:
     """Errors about what the user gave (paths, data, labels, archives, model files): exit code 2."""
+    from .callbacks.checkpoint import CheckpointError
     from .data import DataError
     from .datasets import ArchiveError, CatalogueError
     from .export import UnsafeFileError
+    from .file_checks import DamagedFileError
 
-    return isinstance(e, (UsageError, DataError, CatalogueError, ArchiveError, UnsafeFileError))
+    return isinstance(e, (UsageError, DataError, CatalogueError, ArchiveError, UnsafeFileError, DamagedFileError,
+                          CheckpointError))
 
 
 if __name__ == "__main__":

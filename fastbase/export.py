@@ -9,16 +9,18 @@ This module does not import the Learner: `learner.py` calls `save_state`, `read_
 from __future__ import annotations
 
 import pickle
+import re
 
 import torch
 from torch import nn
 
 from . import __version__
 from .core import FastbaseError, Path, import_ref, is_main_process, object_ref
+from .file_checks import DamagedFileError, check_digest, check_format, file_size, read_problem, with_digest
 from .files import atomic_write
 
-__all__ = ["ExportError", "UnsafeFileError", "checked_model_spec", "export_state", "loss_ref", "model_spec",
-           "read_export", "safe_load", "save_state", "write_state"]
+__all__ = ["DamagedFileError", "ExportError", "UnsafeFileError", "checked_model_spec", "export_state", "loss_ref",
+           "model_spec", "read_export", "safe_load", "save_state", "write_state"]
 
 
 class ExportError(FastbaseError):
@@ -30,10 +32,13 @@ class UnsafeFileError(FastbaseError):
 
 
 def write_state(state: dict, file) -> Path:
-    """`torch.save(state)` to `file` atomically; under torchrun only rank 0 writes (every process gets
-    the path back)."""
+    """`torch.save(state)` to `file` atomically, with the digest `safe_load` checks
+    (`file_checks.with_digest`); under torchrun only rank 0 writes (every process gets the path back)."""
     file = Path(file)
-    return atomic_write(file, lambda tmp: torch.save(state, tmp)) if is_main_process() else file
+    if not is_main_process():
+        return file
+    state = with_digest(state)
+    return atomic_write(file, lambda tmp: torch.save(state, tmp), size=_tensor_bytes(state))
 
 
 def save_state(model: nn.Module, opt=None) -> dict:
@@ -65,13 +70,17 @@ def read_export(file, device=None) -> tuple[nn.Module, object, object, dict, typ
     names code that is not installed."""
     state = safe_load(file, "cpu")
     if not isinstance(state, dict) or not {"model_spec", "state_dict", "data"} <= set(state):
-        raise FastbaseError(f"{file} is not a fastbase export (expected the dict that Learner.export writes).")
+        raise DamagedFileError(f"{file} ({file_size(file)}) is not a fastbase export: it holds "
+                               f"{_outline(state)}, not the dict that Learner.export writes.")
     spec = state["model_spec"]
     try:
         factory, data_cls = import_ref(spec["factory"]), import_ref(state["data"]["type"])
         learner_cls = import_ref(state["learner"]) if state.get("learner") else None
     except FastbaseError as e:
         raise ExportError(f"Cannot rebuild the Learner in {file}: {e}. Install the package that defines it.") from e
+    except (KeyError, TypeError) as e:
+        raise DamagedFileError(f"{file} ({file_size(file)}) is not a complete fastbase export: no {e} in "
+                               "it.") from e
     model = factory(**spec.get("kwargs", {}))
     model.load_state_dict(state["state_dict"])
     data = data_cls.load_export_state(state["data"], device=device)
@@ -82,18 +91,60 @@ def read_export(file, device=None) -> tuple[nn.Module, object, object, dict, typ
 
 
 def safe_load(file, map_location):
+    """`torch.load(file, weights_only=True)`, checked: a missing, empty, cut short, foreign, damaged
+    (digest mismatch) or newer file raises `DamagedFileError` naming it and its size; one holding
+    Python objects beyond plain data raises `UnsafeFileError`."""
     file = Path(file)
     if not file.is_file():
         near = sorted(p.name for p in file.parent.glob("*")) if file.parent.is_dir() else []
         raise FastbaseError(f"No file {file}" + (f"; that folder holds {near[:10]}." if near else "."))
+    problem = read_problem(file)
+    if problem:
+        raise DamagedFileError(f"Cannot load {file} ({file_size(file)}): {problem}.")
     try:
-        return torch.load(file, map_location=map_location, weights_only=True)
+        state = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first_line = str(e).splitlines()[0][:200]
-        raise UnsafeFileError(f"Refused to load {file}: it holds Python objects other than tensors and plain data, "
-                              f"which could run code when loaded ({first_line}). fastbase only writes "
-                              "plain files; if you trust this one completely, open it with "
-                              "torch.load(..., weights_only=False) yourself.") from e
+        reason = _unpickler_reason(e)
+        name = re.search(r"GLOBAL (\S+)", reason)
+        if name is None or not all(part.isidentifier() for part in name[1].split(".")):
+            # not a reference to code that could exist: bytes the unpickler cannot read
+            raise DamagedFileError(f"Cannot load {file} ({file_size(file)}): it is damaged ({reason}).") from e
+        raise UnsafeFileError(f"Refused to load {file} ({file_size(file)}): it names Python code ({name[1]}), which "
+                              "a file of plain tensors and data never does: it was not written by fastbase, or it is "
+                              "damaged. If you trust it completely, open it with torch.load(..., weights_only=False) "
+                              "yourself.") from e
+    except Exception as e:  # torch's zip reader and unpickler fail on damage in many ways
+        problem = read_problem(file, e) or f"it is damaged ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+        raise DamagedFileError(f"Cannot load {file} ({file_size(file)}): {problem}.") from e
+    check_format(state, file)
+    check_digest(state, file)
+    return state
+
+
+def _tensor_bytes(obj) -> int:
+    """The bytes of the tensors in a nested state: about the size of its file, for a disk-full error."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The line of torch's weights-only error that says what it refused (its first lines are advice)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    found = [line for line in lines if "WeightsUnpickler error" in line or "GLOBAL" in line]
+    reason = (found or lines or [type(error).__name__])[0].replace("WeightsUnpickler error: ", "")
+    return reason.split(" was not an allowed")[0][:200]
+
+
+def _outline(state) -> str:
+    """A short description of what a file held, for the error when it is not what was expected."""
+    if isinstance(state, dict):
+        return f"a dict with keys {sorted(map(str, state))[:8]}"
+    return f"a {type(state).__name__}"
 
 
 def loss_ref(loss_func) -> str | None:

@@ -7,12 +7,25 @@ and deletes those whose process has died.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pathlib
 import shutil
 
-__all__ = ["atomic_write", "file_sha256", "fsync_dir", "pid_alive", "remove_stale_temps", "temp_path"]
+from .helpers import FastbaseError
+
+__all__ = ["WriteFailedError", "atomic_write", "file_sha256", "fsync_dir", "pid_alive", "remove_stale_temps",
+           "temp_path"]
+
+
+class WriteFailedError(FastbaseError, OSError):
+    """A file could not be written (disk full, I/O error...); the previous file under its name is kept.
+    `errno` is the operating system's error number. An OSError too, as the failure it reports."""
+
+    def __init__(self, message: str, errno_: int | None = None):
+        super().__init__(message)
+        self.errno = errno_
 
 
 def temp_path(path, suffix: str = ".tmp") -> pathlib.Path:
@@ -33,11 +46,14 @@ def fsync_dir(folder) -> None:
         pass
 
 
-def atomic_write(path, write, before_replace=None) -> pathlib.Path:
+def atomic_write(path, write, before_replace=None, size: int | None = None) -> pathlib.Path:
     """Call `write(tmp_path)`, fsync the file, then rename it onto `path` (and fsync the folder), so a
     crash leaves either the old file or the complete new one. `before_replace()` runs just before
     the rename (e.g. to rotate older copies). Temporaries of dead processes beside `path` are
-    removed first. Returns `path`."""
+    removed first. A write that fails (disk full, I/O error, Ctrl-C) removes its temporary and leaves
+    the previous `path` as it was; an OSError becomes `WriteFailedError` naming `path`, the bytes
+    needed (`size` when the caller knows it, else at least what was written) and the space free.
+    Returns `path`."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
@@ -50,10 +66,32 @@ def atomic_write(path, write, before_replace=None) -> pathlib.Path:
             before_replace()
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as e:
+        raise _write_failed(path, tmp, e, size) from e
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _write_failed(path: pathlib.Path, tmp: pathlib.Path, error: OSError, size: int | None) -> WriteFailedError:
+    """The error for a failed write of `path`: what failed, how much room it needed, what is free."""
+    try:
+        written = tmp.stat().st_size
+    except OSError:
+        written = 0
+    needed = f"about {size:,} bytes" if size else f"at least {written:,} bytes (written before it failed)"
+    try:
+        free = f"{shutil.disk_usage(path.parent).free:,} bytes are free there"
+    except OSError:
+        free = "the free space there is unknown"
+    code = error.errno
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EIO: "an input/output error on the disk"}.get(code, error.strerror or str(error))
+    kept = f"the previous {path.name} is unchanged" if path.exists() else f"no {path.name} was written"
+    advice = "free some space (or choose another folder)" if code in (errno.ENOSPC, errno.EDQUOT) else "check the disk"
+    return WriteFailedError(f"Could not write {path}: {what}. It needs {needed}; {free}. Nothing was lost: {kept}; "
+                            f"{advice} and save again.", code)
 
 
 def remove_stale_temps(path, suffixes=(".tmp",)) -> list[pathlib.Path]:

@@ -106,8 +106,9 @@ class Learner(Inference):
             resume=None) -> None:
         """Train for `epochs` at `lr` (float, list/array or slice over layer groups) with weight decay
         `wd` (default `self.wd`); `callbacks` apply to this fit only. Ctrl-C stops cleanly. `resume`: a
-        checkpoint written by `Checkpoint` (name or Path) to continue from, exactly where it was saved."""
-        if resume is not None:
+        checkpoint written by `Checkpoint` (name, Path, or True for the default 'checkpoint') to continue
+        from, exactly where it was saved; a damaged newest file falls back to the previous one it kept."""
+        if resume is not None and resume is not False:
             resumer = ResumeCallback(resume, self, epochs)  # checks the file now, before anything changes
             callbacks, start_epoch = [resumer, *listify(callbacks)], resumer.start_epoch
         if self.opt is None:

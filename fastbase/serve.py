@@ -9,7 +9,8 @@ queued: one task takes up to `max_batch` of them (waiting at most `max_wait_ms` 
 others are still being decoded) and runs them through the model in one forward pass
 (`deploy.predict_batch`, under `torch.inference_mode`) on an inference thread, so concurrent
 clients share batches. Bad input gets a 4xx JSON `{"error": ...}` and the server keeps serving.
-Needs `pip install 'fastbase[serve]'`.
+The API key, the bound on held requests (`--max-queue`, 503 past it), the per-request timeout
+(`--timeout`) and `/metrics` are in `fastbase.serve_guard`. Needs `pip install 'fastbase[serve]'`.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import io
 import json
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import PIL.Image
 import torch
@@ -33,25 +35,13 @@ from .data.items import prediction_item
 from .deploy import predict_batch
 from .files import file_sha256
 from .metrics import loss_activation
+from .serve_config import ServeConfig, add_serve_flags, config_from_args
+from .serve_guard import ServeMetrics, bearer_ok, is_loopback
 
 __all__ = ["ServeConfig", "ServedModel", "add_serve_flags", "answer", "config_from_args", "create_app", "serve"]
 
 PAGE = Path(__file__).with_name("serve.html")  # the page of `GET /`: a form and a drop zone
 CONFIG_ENV = "FASTBASE_SERVE_CONFIG"  # how `--workers N` hands the settings to each worker process
-
-
-@dataclass
-class ServeConfig:
-    """The server's settings, as `fastbase serve` takes them."""
-    export: str
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    max_batch: int = 32
-    max_wait_ms: float = 10.0
-    max_body_mb: float = 8.0
-    max_megapixels: float = 40.0
-    threads: int | None = None  # torch threads per process; default: the CPUs shared among the workers
 
 
 class ClientError(Exception):
@@ -69,6 +59,7 @@ class ServedModel:
     def __init__(self, export, max_megapixels: float = 40.0, device=None):
         from .learner import load_learner
 
+        start = time.perf_counter()
         path = Path(export).expanduser()
         if not path.exists():
             raise DataError(f"No export {path}: give the export.pkl that `fastbase train` or `learn.export()` wrote.")
@@ -96,6 +87,7 @@ class ServedModel:
         self.sha256 = file_sha256(self.file)
         written = torch.load(self.file, map_location="cpu", weights_only=True, mmap=True)
         self.written_by = written.get("fastbase_version")
+        self.load_seconds = time.perf_counter() - start
 
     def info(self) -> dict:
         data, spec = self.data, self.learn.model_spec
@@ -159,8 +151,8 @@ class Batcher:
     inference thread. After the first request of a batch it waits for more only while other
     requests are still being decoded (so a lone client is not delayed), and at most `max_wait_ms`."""
 
-    def __init__(self, model: ServedModel, max_batch: int, max_wait_ms: float):
-        self.model, self.max_batch, self.max_wait = model, max_batch, max_wait_ms / 1000
+    def __init__(self, model: ServedModel, max_batch: int, max_wait_ms: float, metrics: ServeMetrics | None = None):
+        self.model, self.max_batch, self.max_wait, self.metrics = model, max_batch, max_wait_ms / 1000, metrics
         self.queue: asyncio.Queue | None = None
         self.infer = ThreadPoolExecutor(1, thread_name_prefix="fastbase-infer")
         self.batches = self.items = self.decoding = 0
@@ -200,6 +192,8 @@ class Batcher:
             except Exception as e:  # noqa: BLE001 -- one failed batch fails its requests, not the server
                 answers = [e] * len(batch)
             self.batches, self.items = self.batches + 1, self.items + len(batch)
+            if self.metrics is not None:
+                self.metrics.batch_size.observe(len(batch))
             for (_, future), answer in zip(batch, answers):
                 if not future.done():
                     (future.set_exception if isinstance(answer, Exception) else future.set_result)(answer)
@@ -227,17 +221,20 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
     """The Starlette app for `config` (the export loaded now unless `model` is given)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
     model = model or ServedModel(config.export, config.max_megapixels)
-    batcher = Batcher(model, config.max_batch, config.max_wait_ms)
+    metrics = ServeMetrics()
+    metrics.model_load.set(model.load_seconds)
+    batcher = Batcher(model, config.max_batch, config.max_wait_ms, metrics)
     decoders = ThreadPoolExecutor(max(2, num_cpus()), thread_name_prefix="fastbase-decode")
     limit = int(config.max_body_mb * 2**20)
     started = time.time()
+    held = 0  # predictions between arrival and answer; the event loop is the only writer
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message, "status": status}, status_code=status)
+    def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
     async def read_upload(request) -> tuple[bytes, str]:
         length = request.headers.get("content-length")
@@ -258,9 +255,10 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
         raise ClientError(415, f"Content type {kind or 'none'!r} is not accepted: send multipart/form-data with the "
                                "image in the field 'file', or the raw image bytes as image/jpeg, image/png...")
 
-    async def predict(request):
+    async def answer_upload(request, stage: list) -> JSONResponse:
         try:
             body, name = await read_upload(request)
+            stage[0] = "predicting"
             decode = asyncio.get_running_loop().run_in_executor(decoders, model.decode, body, name)
             return JSONResponse(await batcher.submit(decode))
         except ClientError as e:
@@ -273,16 +271,55 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
                 return error(400, f"The multipart form cannot be read: {e}")
             return error(500, f"Prediction failed: {type(e).__name__}: {e}")
 
+    async def predict(request):
+        nonlocal held
+        if held >= config.max_queue:  # refused before its body is read: memory stays flat under a burst
+            metrics.rejected.inc()
+            return error(503, f"The server is holding {held} predictions, its limit (--max-queue); retry in a "
+                              "moment.", headers={"Retry-After": "1"})
+        held += 1
+        metrics.queue_depth.set(held)
+        stage = ["receiving"]
+        try:
+            return await asyncio.wait_for(answer_upload(request, stage), config.timeout)
+        except TimeoutError:
+            if stage[0] == "receiving":
+                return error(408, f"The request body did not arrive within the server's --timeout of "
+                                  f"{config.timeout:g} s; send it again.")
+            return error(504, f"No prediction within the server's --timeout of {config.timeout:g} s (the model is "
+                              "busy); retry later.", headers={"Retry-After": "1"})
+        finally:
+            held -= 1
+            metrics.queue_depth.set(held)
+
     async def page(request):
         return HTMLResponse(PAGE.read_text().replace("__CLASSES__", html.escape(", ".join(model.classes))))
 
     async def health(request):
         return JSONResponse({"status": "ok", "uptime_s": round(time.time() - started, 3),
-                             "batches": batcher.batches, "predictions": batcher.items})
+                             "batches": batcher.batches, "predictions": batcher.items, "held": held})
 
     async def info(request):
-        settings = {k: v for k, v in asdict(config).items() if k not in ("export", "host", "port")}
-        return JSONResponse({**model.info(), "server": settings})
+        hidden = ("export", "host", "port", "api_key")
+        settings = {k: v for k, v in asdict(config).items() if k not in hidden}
+        return JSONResponse({**model.info(), "server": {**settings, "api_key": config.api_key is not None}})
+
+    async def metrics_page(request):
+        body, kind = metrics.render()
+        return Response(body, media_type=kind)
+
+    def route(path: str, handler, closed: bool, methods=None) -> Route:
+        """`handler` at `path`, counted and timed in the metrics; `closed`: only with the API key (if set)."""
+        async def endpoint(request):
+            start = time.perf_counter()
+            if closed and config.api_key and not bearer_ok(request.headers.get("authorization"), config.api_key):
+                response = error(401, f"{path} needs the server's API key: send the header 'Authorization: Bearer "
+                                      "KEY'.", headers={"WWW-Authenticate": 'Bearer realm="fastbase"'})
+            else:
+                response = await handler(request)
+            metrics.observe(path, response.status_code, time.perf_counter() - start)
+            return response
+        return Route(path, endpoint, methods=methods)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -293,8 +330,9 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
         decoders.shutdown(wait=False, cancel_futures=True)
         batcher.infer.shutdown(wait=False, cancel_futures=True)
 
-    routes = [Route("/", page), Route("/predict", predict, methods=["POST"]), Route("/health", health),
-              Route("/info", info)]
+    routes = [route("/", page, closed=False), route("/health", health, closed=False),
+              route("/predict", predict, closed=True, methods=["POST"]), route("/info", info, closed=True),
+              route("/metrics", metrics_page, closed=True)]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -312,10 +350,11 @@ def _set_threads(config: ServeConfig) -> None:
 def _need_packages() -> None:
     try:
         import multipart  # noqa: F401 -- Starlette parses forms with python-multipart
+        import prometheus_client  # noqa: F401 -- /metrics
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
-        raise FastbaseError(f"fastbase serve needs Starlette, uvicorn and python-multipart ({e}): "
+        raise FastbaseError(f"fastbase serve needs Starlette, uvicorn, python-multipart and prometheus-client ({e}): "
                             "pip install 'fastbase[serve]'.") from e
 
 
@@ -327,6 +366,9 @@ def serve(config: ServeConfig, announce=None) -> None:
     import uvicorn
 
     _set_threads(config)
+    if not is_loopback(config.host) and not config.api_key:
+        warnings.warn(f"fastbase serve listens on {config.host}, beyond this machine, without an API key: anyone who "
+                      "reaches the port can use the model. Set --api-key or FASTBASE_API_KEY.", stacklevel=2)
     model = ServedModel(config.export, config.max_megapixels)  # refused here, before listening
     if announce is not None:
         announce({"url": f"http://{config.host}:{config.port}/", "workers": config.workers, **model.info()})
@@ -339,32 +381,3 @@ def serve(config: ServeConfig, announce=None) -> None:
     # a worker answers uvicorn's health check only once it has imported fastbase and loaded the model
     uvicorn.run("fastbase.serve:create_app_from_env", factory=True, workers=config.workers,
                 timeout_worker_healthcheck=120, **options)
-
-
-def add_serve_flags(cmd) -> None:
-    """The `fastbase serve` command's arguments."""
-    add = cmd.add_argument
-    add("export", metavar="EXPORT", help="export.pkl (what `fastbase train` or learn.export() wrote), or its folder")
-    add("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
-    add("--port", type=int, default=8000, help="port (default: %(default)s)")
-    add("--workers", type=int, default=1, help="server processes, each with its own model (default: %(default)s)")
-    add("--max-batch", type=int, default=32, help="most requests in one forward pass; 1 turns batching off "
-        "(default: %(default)s)")
-    add("--max-wait-ms", type=float, default=10.0, help="longest wait for more requests once one is queued "
-        "(default: %(default)s)")
-    add("--max-body-mb", type=float, default=8.0, help="largest request body; larger gets 413 (default: %(default)s)")
-    add("--max-megapixels", type=float, default=40.0, help="largest image (width x height); larger gets 413, as a "
-        "guard against decompression bombs (default: %(default)s)")
-    add("--threads", type=int, default=None, help="torch threads per process (default: the CPUs over --workers)")
-
-
-def config_from_args(args) -> ServeConfig:
-    names = ("export", "host", "port", "workers", "max_batch", "max_wait_ms", "max_body_mb", "max_megapixels",
-             "threads")
-    config = ServeConfig(**{n: getattr(args, n) for n in names})
-    for name in ("workers", "max_batch"):
-        if getattr(config, name) < 1:
-            raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}.")
-    if config.max_wait_ms < 0 or config.max_body_mb <= 0 or config.max_megapixels <= 0:
-        raise DataError("--max-wait-ms must be 0 or more, --max-body-mb and --max-megapixels more than 0.")
-    return config

@@ -34,7 +34,8 @@ def test_export_and_load_learner_give_identical_predictions(tmp_path):
 def test_the_export_file_is_plain_data(tmp_path):
     file = trained(tmp_path).export("bundle.pkl")
     state = torch.load(file, weights_only=True)
-    assert set(state) == {"fastbase_version", "model_spec", "data", "state_dict", "loss_func", "learner"}
+    assert set(state) == {"fastbase_version", "model_spec", "data", "state_dict", "loss_func", "learner", "file_format",
+                          "sha256"}
     assert state["learner"] == "fastbase.learner:Learner"
     assert state["model_spec"] == SPEC and state["loss_func"] == "torch.nn.modules.loss:CrossEntropyLoss"
     assert state["data"]["type"] == "fastbase.data.bunch:DataBunch" and state["data"]["stats"] is not None

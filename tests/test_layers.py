@@ -36,6 +36,7 @@ LAYERS = {
     "fastbase.progress": 0,  # the one progress path: training, inference and downloads draw through it
     "fastbase.figures": 0,
     "fastbase.files": 0,
+    "fastbase.file_checks": 0,  # digests and damage diagnosis of the files fastbase reads back
     "fastbase.state": 0,
     "fastbase.layers": 0,  # model building blocks: they need only torch and core
     "fastbase.hooks": 0,  # hooks and shape probes on models, beside the layers
@@ -186,6 +187,8 @@ LAYERS = {
     "fastbase.cli": 8,
     "fastbase.cli_commands": 8,
     "fastbase.serve": 8,
+    "fastbase.serve_config": 8,  # the server's settings and flags
+    "fastbase.serve_guard": 8,  # the server's API key, request bound and metrics
     "fastbase.workflow": 8,
     "fastbase.report": 8,
 }
@@ -194,7 +197,7 @@ FACADES = {"fastbase.vision": 8}
 # The task packages; inside vision, each subpackage (a folder) is a task of its own.
 TASKS = ("fastbase.vision", "fastbase.text", "fastbase.tabular", "fastbase.collab")
 # Modules that run a trained model; they never need the training callbacks.
-INFERENCE = ("fastbase.deploy", "fastbase.serve", "fastbase.export")
+INFERENCE = ("fastbase.deploy", "fastbase.serve", "fastbase.serve_config", "fastbase.serve_guard", "fastbase.export")
 
 
 def module_name(path: Path) -> str:

@@ -11,6 +11,9 @@ from conftest import SHARED
 
 NBS = Path(__file__).resolve().parent.parent / "nbs"
 NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
+# under pytest-xdist (setup.cfg's `-n auto --dist loadgroup`) every test of this module runs on one
+# worker, in order, so the notebooks share their home and folder as they do for a user
+pytestmark = pytest.mark.xdist_group("notebooks")
 
 
 def test_the_course_notebooks_are_there():

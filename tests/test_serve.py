@@ -194,7 +194,7 @@ def test_a_bad_export_stops_the_command_with_a_non_zero_exit(tmp_path):
     torch.save({"weights": [1, 2]}, file)
     proc = subprocess.run(serve_command(file), env=child_env(), capture_output=True, text=True, timeout=120,
                           check=False)
-    assert proc.returncode == 1 and "not a fastbase export" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2 and "not a fastbase export" in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (/usr/bin/chromium, Debian package chromium)")
@@ -264,9 +264,9 @@ def test_json_announces_the_address_and_the_model_once_accepted(server, export):
 def test_a_bad_export_with_json_prints_the_error_as_json(tmp_path, capsys):
     file = tmp_path / "export.pkl"
     torch.save({"weights": [1, 2]}, file)
-    assert main(["serve", str(file), "--port", "1", "--json"]) == 1
+    assert main(["serve", str(file), "--port", "1", "--json"]) == 2
     answer = json.loads(capsys.readouterr().out)
-    assert answer["exit_code"] == 1 and "not a fastbase export" in answer["error"]
+    assert answer["exit_code"] == 2 and "not a fastbase export" in answer["error"]
 
 
 def test_serve_help_has_examples_and_bad_settings_are_usage_errors(tmp_path, capsys):

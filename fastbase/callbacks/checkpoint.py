@@ -66,7 +66,10 @@ def _epoch_start(learn) -> dict:
 
 # --- files ------------------------------------------------------------------------------------
 def checkpoint_file(name, folder) -> pathlib.Path:
-    """A Path is used as it is; a name becomes `folder/name.pth` (as `Learner.save` does)."""
+    """A Path is used as it is; a name becomes `folder/name.pth` (as `Learner.save` does); True is
+    the Checkpoint callback's default name, 'checkpoint'."""
+    if name is True:
+        name = "checkpoint"
     if isinstance(name, pathlib.PurePath):
         return Path(name)
     name = str(name)
@@ -111,7 +114,7 @@ def save_checkpoint(state: dict, path, keep: int = 1) -> pathlib.Path:
             if _older(path, i - 1).exists():
                 os.replace(_older(path, i - 1), _older(path, i))
 
-    atomic_write(path, write, before_replace=rotate)
+    atomic_write(path, write, before_replace=rotate, size=len(header) + len(payload))
     for stale in _older_files(path)[max(0, keep - 1):]:
         stale.unlink()
     return path
@@ -123,24 +126,26 @@ def _read(file: pathlib.Path) -> dict:
             header, payload = f.readline(256), f.read()
     except OSError as e:
         raise CheckpointError(f"{file}: cannot be read ({e}).") from e
+    where = f"{file} ({len(header) + len(payload):,} bytes)"
     match = _HEADER.fullmatch(header)
     if match is None:
-        raise CheckpointError(f"{file} is not a fastbase checkpoint (no checkpoint header): write checkpoints with "
-                              "the Checkpoint callback; Learner.load reads files written by Learner.save.")
+        what = "it is empty" if not header else f"it starts {header[:20]!r}, not a checkpoint header"
+        raise CheckpointError(f"{where} is not a fastbase checkpoint ({what}): write checkpoints with the Checkpoint "
+                              "callback; Learner.load reads files written by Learner.save.")
     version = int(match[1])
     digest = match[2].decode()
     size = int(match[3])
     if version > FORMAT:
-        raise CheckpointError(f"{file} was written by a newer fastbase (checkpoint format {version}); upgrade.")
+        raise CheckpointError(f"{where} was written by a newer fastbase (checkpoint format {version}); upgrade.")
     if len(payload) != size:
-        raise CheckpointError(f"{file} is incomplete: {len(payload)} of its {size} bytes are there (a copy cut "
+        raise CheckpointError(f"{where} is incomplete: {len(payload)} of its {size} bytes are there (a copy cut "
                               "short, or a disk that filled up).")
     if hashlib.sha256(payload).hexdigest() != digest:
-        raise CheckpointError(f"{file} is damaged: its content does not match the SHA-256 in its header.")
+        raise CheckpointError(f"{where} is damaged: its content does not match the SHA-256 in its header.")
     try:
         return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"Refused to load {file}: it holds Python objects beyond tensors and plain data "
+        raise CheckpointError(f"Refused to load {where}: it holds Python objects beyond tensors and plain data "
                               f"({str(e).splitlines()[0][:200]}).") from e
 
 
@@ -253,8 +258,9 @@ class ResumeCallback(Callback):
     order = Order.RESUME
 
     def __init__(self, path, learn=None, n_epochs: int | None = None):
-        """`path`: a file, or a name in `learn.path/models`. With `learn` and `n_epochs`, checks now that the
-        checkpoint fits that Learner and fit, so that a wrong one fails before anything changes."""
+        """`path`: a file, a name in `learn.path/models`, or True for the default 'checkpoint'. With
+        `learn` and `n_epochs`, checks now that the checkpoint fits that Learner and fit, so that a wrong
+        one fails before anything changes."""
         if learn is not None:
             path = checkpoint_file(path, learn.path / learn.model_dir)
         self.state, self.file = load_checkpoint(path)

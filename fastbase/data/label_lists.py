@@ -7,13 +7,12 @@ Nothing here knows a kind of item: the item list class of the training items bui
 """
 from __future__ import annotations
 
-import json
-
 import torch
 from torch.utils.data import Dataset
 from torch.utils.data.dataloader import default_collate
 
 from ..core import Path, import_ref, is_listy, object_ref
+from ..file_checks import DamagedFileError, file_size, json_with_digest, read_json_state
 from ..files import atomic_write
 from .base import DataError, EmptyDatasetError
 from .items import ItemBase
@@ -197,7 +196,9 @@ class LabelLists(ItemLists):
     def save(self, fname="data_save.json") -> Path:
         """Write `state()` as JSON to `path/fname` (plain data: loading it runs no code)."""
         file = self.path / fname
-        return atomic_write(file, lambda tmp: Path(tmp).write_text(json.dumps(self.state())))
+        text = json_with_digest(self.state())
+        return atomic_write(file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
+                            size=len(text.encode()))
 
     @classmethod
     def from_state(cls, state: dict, path=None) -> LabelLists:
@@ -222,13 +223,15 @@ def load_data(path, fname="data_save.json", bs: int = 64, val_bs: int | None = N
     file = Path(path) / fname
     if not file.is_file():
         raise DataError(f"No saved data {file}: write it with `data.save('{fname}')` (or `label_lists.save`).")
-    try:
-        state = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{file} is not a fastbase data file (JSON): {e}.") from e
-    if state.get("load_with"):  # a task that saves its lists its own way (text: ids in a NumPy archive)
+    state = read_json_state(file, what="fastbase data file")
+    # a task that saves its lists its own way (text: ids in a NumPy archive)
+    if isinstance(state, dict) and state.get("load_with"):
         return import_ref(state["load_with"])(state, Path(path), bs=bs, val_bs=val_bs, num_workers=num_workers,
                                               device=device, **kwargs)
+    missing = [k for k in ("x_cls", "y_cls", "train", "valid") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise DamagedFileError(f"{file} ({file_size(file)}) is not a fastbase data file: it has no {missing[0]!r} "
+                               "entry.")
     lls = LabelLists.from_state(state, path)
     if tfms is not None or kwargs:
         lls.transform(tfms, **kwargs)

@@ -59,6 +59,11 @@ class TabularProcessor:
                                        f"{format_list(bad.unique()[:5].tolist())} ({col.dtype}). Convert it, or "
                                        "list it in cat_names.")
                 out[name] = numbers.astype("float64")
+            infinite = np.isinf(out[name].to_numpy(dtype="float64", na_value=np.nan))
+            if infinite.any():  # mean and std would be inf or NaN, and so would every prediction
+                rows = format_list(out.index[infinite][:5].tolist())
+                raise TabularError(f"Column {name!r} of the {what} holds infinite values (rows {rows}); replace them "
+                                   "(e.g. df[col].replace([np.inf, -np.inf], np.nan) to treat them as missing).")
         return out
 
     def fit(self, df) -> TabularProcessor:
@@ -109,12 +114,13 @@ class TabularProcessor:
         """The tensors of an already processed frame."""
         n = len(frame)
         if self.cat_names:
-            cats = torch.from_numpy(np.ascontiguousarray(frame[self.cat_names].to_numpy(dtype=np.int64)))
+            # a copy: pandas may hand out a read-only view (copy-on-write), which torch warns about
+            cats = torch.from_numpy(np.array(frame[self.cat_names].to_numpy(dtype=np.int64), copy=True))
             if not self.categorify:  # no Categorify: the columns must already be codes
                 _check_codes(cats, self.cat_names)
         else:
             cats = torch.zeros(n, 0, dtype=torch.long)
-        conts = torch.from_numpy(np.ascontiguousarray(frame[self.cont_names].to_numpy(dtype=np.float32))) \
+        conts = torch.from_numpy(np.array(frame[self.cont_names].to_numpy(dtype=np.float32), copy=True)) \
             if self.cont_names else torch.zeros(n, 0)
         return cats, conts
 

@@ -6,7 +6,6 @@ numericalized lists as plain data (JSON and a NumPy archive) so `load_data` skip
 """
 from __future__ import annotations
 
-import json
 from functools import cached_property, partial
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 
 from ..core import Path, ifnone, object_ref, to_device
 from ..data import DataBunch, DatasetType, ItemLists, LabelLists
+from ..file_checks import json_with_digest
 from ..files import atomic_write
 from ..losses import CrossEntropyFlat
 from .data import LMLabelList, Text, TextList
@@ -186,7 +186,7 @@ class TextDataBunch(DataBunch):
                  "classes": None if y.classes is None else [str(c) for c in y.classes],
                  "vocab": self.vocab.itos, "settings": self._settings, "sets": meta, "arrays": f"{file.name}.npz"}
         atomic_write(file.with_name(file.name + ".npz"), lambda tmp: _savez(tmp, arrays))
-        return atomic_write(file, lambda tmp: Path(tmp).write_text(json.dumps(state)))
+        return atomic_write(file, lambda tmp: Path(tmp).write_text(json_with_digest(state)))
 
     @classmethod
     def from_label_lists(cls, lls, path, bs: int = 64, val_bs=None, device=None, dl_tfms=None, seed=None,

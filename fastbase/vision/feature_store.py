@@ -2,8 +2,11 @@
 a memory-mapped file (for sets whose features do not fit in memory)."""
 from __future__ import annotations
 
+import errno
 import math
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -40,6 +43,7 @@ def feature_storage(shape: tuple, like: torch.Tensor, total_bytes: int, max_memo
         if total_bytes > free:
             raise CacheTooBig(f"the cache needs {need} and {file.parent} has {free / 2**20:.0f} MB free")
         file.unlink(missing_ok=True)
+        _reserve(file, math.prod(shape) * like.element_size(), need)
         mapped = torch.from_file(str(file), shared=True, size=math.prod(shape), dtype=like.dtype)
         return mapped.view(shape).to(like.device)
     limit = max_memory
@@ -51,3 +55,25 @@ def feature_storage(shape: tuple, like: torch.Tensor, total_bytes: int, max_memo
                           "default half the available memory): pass FeatureCache(memmap=True) to keep it in files "
                           "under the data folder, or fewer n_views")
     return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _reserve(file: Path, nbytes: int, need: str) -> None:
+    """Create `file` with `nbytes` allocated on disk now, so that a disk that fills up is found here, as
+    an error naming the file, and not later as a crash (SIGBUS) while the mapped cache is written."""
+    fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if sys.platform.startswith("linux"):
+            os.posix_fallocate(fd, 0, nbytes)
+        else:
+            os.ftruncate(fd, nbytes)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
+            os.ftruncate(fd, nbytes)  # a file system without fallocate: the size alone, as before
+            return
+        os.close(fd)
+        fd = None
+        file.unlink(missing_ok=True)
+        raise CacheTooBig(f"the cache needs {need} in {file} and the disk refused them ({e.strerror})") from e
+    finally:
+        if fd is not None:
+            os.close(fd)

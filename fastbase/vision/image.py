@@ -52,8 +52,9 @@ def get_image_files(path, recurse: bool = True, folders=None) -> list[Path]:
 # --- checking --------------------------------------------------------------------------------
 def check_image(fn) -> str | None:
     """Why `fn` (a path, or the bytes of an image file) cannot be used as an image, or None when it
-    can. Cheap: reads the header and verifies the stream (PNG checksums; a JPEG without its end
-    marker is fully decoded to be sure)."""
+    can. Cheap for JPEG and PNG: reads the header and verifies the stream (PNG checksums; a JPEG
+    without its end marker is fully decoded to be sure); other formats (BMP, GIF, TIFF, WebP...),
+    whose verification reads only the header, are decoded, so a file cut short is caught here."""
     if isinstance(fn, (bytes, bytearray)):
         data = bytes(fn)
         source, size, tail = (lambda: io.BytesIO(data)), len(data), data[-1024:]
@@ -71,7 +72,9 @@ def check_image(fn) -> str | None:
             img.verify()
         if min(w, h) < MIN_SIDE:
             return f"is only {w}x{h} pixels"
-        if fmt == "JPEG" and b"\xff\xd9" not in (_jpeg_tail(fn) if tail is None else tail):
+        # a JPEG without its end marker, or a format whose verify() reads only the header: decode it
+        jpeg_cut = fmt == "JPEG" and b"\xff\xd9" not in (_jpeg_tail(fn) if tail is None else tail)
+        if jpeg_cut or fmt not in _VERIFIED:
             with PIL.Image.open(source()) as img:
                 img.load()
     except PIL.UnidentifiedImageError:
@@ -79,6 +82,10 @@ def check_image(fn) -> str | None:
     except Exception as e:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, struct.error...
         return f"is corrupt or truncated ({type(e).__name__}: {e})"
     return None
+
+
+# formats whose verify() checks the data too (PNG: every chunk's CRC), or that are checked above (JPEG)
+_VERIFIED = ("JPEG", "PNG")
 
 
 def _jpeg_tail(fn: Path) -> bytes:

@@ -14,8 +14,7 @@ def read_csv_table(csv_path: Path, fn_col=0, label_col=1, delimiter: str | None 
     means there is none, an int names the header row."""
     if not csv_path.is_file():
         raise DataError(f"No label file {csv_path}; pass csv_labels= with its name inside {csv_path.parent}.")
-    with open(csv_path, newline="") as f:
-        rows = [r for r in csv.reader(f, delimiter=delimiter or ",") if r]
+    rows = _csv_rows(csv_path, delimiter)
     skip = 0 if header is None else (1 if header == "infer" else int(header) + 1)
     names = rows[skip - 1] if skip else None
     fn_i, label_i = (_column(c, names, csv_path) for c in (fn_col, label_col))
@@ -24,6 +23,23 @@ def read_csv_table(csv_path: Path, fn_col=0, label_col=1, delimiter: str | None 
         raise LabelError(f"Rows {format_list(short)} of {csv_path} have fewer than {max(fn_i, label_i) + 1} "
                          "columns; check `delimiter`, `fn_col` and `label_col`.")
     return [(r[fn_i], r[label_i]) for r in rows[skip:]]
+
+
+def _csv_rows(csv_path: Path, delimiter: str | None) -> list[list[str]]:
+    """The non-empty rows of a CSV file; a file that is empty, binary, not UTF-8 or not CSV is named
+    with its size and what is wrong."""
+    where = f"{csv_path} ({csv_path.stat().st_size:,} bytes)"
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel) is not part of the header
+            rows = [r for r in csv.reader(f, delimiter=delimiter or ",") if r]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where} is not a UTF-8 text CSV: byte {e.start} ({e.object[e.start:e.start + 1]!r}) "
+                        "cannot be read as text; save it as UTF-8 CSV.") from e
+    except csv.Error as e:  # e.g. NUL bytes: a binary file, or one damaged on disk
+        raise DataError(f"{where} is not a CSV file ({e}); check that it is the label file.") from e
+    if not rows:
+        raise DataError(f"{where} is empty: no (file name, label) rows in it.")
+    return rows
 
 
 def df_table(df, fn_col=0, label_col=1) -> list[tuple[str, str]]:

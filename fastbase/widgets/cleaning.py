@@ -142,7 +142,7 @@ class CleanedTable:
     def save(self) -> Path:
         """Write the CSV atomically: a crash leaves the previous file or the complete new one."""
         def write(tmp):
-            with open(tmp, "w", newline="") as f:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(["name", "label"])
                 writer.writerows(self.rows())
