@@ -92,7 +92,9 @@ class Order(IntEnum):
     USER = 0  # a callback that sets no order: after the gradient callbacks, before the schedule and the Recorder
     GATHER_PREDS = 10  # after_batch (get_preds): keeps the predictions once your callbacks are done with the batch
     SCHEDULER = 20  # before_fit: sets up its schedule before RESUME loads a saved position into it
+    GAN_LR = 25  # before_batch: scales the critic's learning rate once the schedule has set the batch's
     RECORDER = 50  # before_fit: resets before RESUME loads its history; everything after it reads what it records
+    LOSS_METRICS = 55  # before_fit: adds a loss's parts to the Recorder's columns once it has reset, before RESUME
     RESUME = 60  # before_fit: loads every saved state once the callbacks above have reset; before the trackers keep it
     LR_FINDER = 70  # after_batch: reads the Recorder's smoothed loss; stops the sweep before the bar shows the batch
     STAGE_LOG = 80  # after_epoch: copies the row the Recorder has just made, for the report

@@ -16,7 +16,7 @@ from .callback import GatherPreds, ValidationStats
 from .core import FastbaseError, Path, distrib_barrier, ifnone, listify, object_ref
 from .data import DatasetType
 from .export import export_state, safe_load, save_state, write_state
-from .loop import Loop, eval_grad_mode
+from .loop import Loop, eval_grad_mode, split_batch
 from .metrics import as_metric, loss_activation, per_item_loss
 
 __all__ = ["Inference"]
@@ -60,10 +60,29 @@ class Inference(Loop):
         with eval_grad_mode(self.model):
             pred = self.model(*x) if isinstance(x, (list, tuple)) else self.model(x)
         probs = loss_activation(self.loss_func)(pred)[0].detach().float().cpu().clone()  # a normal tensor
-        ce = isinstance(self.loss_func, nn.CrossEntropyLoss)
-        regression = self.data.classes is None and not self.data.multi_label and not ce
-        label, decoded = self.data.decode_prediction(probs, thresh, regression)
+        label, decoded = self.data.decode_prediction(probs, thresh, self._regression())
         return self.data.item_prediction(item, label), decoded, probs
+
+    def _regression(self) -> bool:
+        """Whether predictions are values rather than classes (no classes, not cross-entropy)."""
+        ce = isinstance(self.loss_func, nn.CrossEntropyLoss)
+        return self.data.classes is None and not self.data.multi_label and not ce
+
+    def pred_batch(self, ds_type: DatasetType = DatasetType.Valid, batch=None, reconstruct: bool = False,
+                   activ=None, thresh: float = 0.5):
+        """The predictions for one batch, on the CPU, through `activ` (default: the loss's activation):
+        `batch` (an `(x, y)` as the loaders give it, e.g. from iterating `data.fix_dl`), else the first
+        of `ds_type`. `reconstruct=True` gives items instead, as `predict` decodes them (a `Category`,
+        an `ImageSegment`, an `Image` with `.save(path)`...), as fastai v1."""
+        xb, _ = split_batch(next(iter(self.data.dl(ds_type))) if batch is None else batch)
+        self.model.eval()
+        with eval_grad_mode(self.model):
+            pred = self.model(*xb)
+        preds = ifnone(activ, loss_activation(self.loss_func))(pred).detach().float().cpu().clone()
+        if not reconstruct:
+            return preds
+        regression = self._regression()
+        return [self.data.decode_prediction(p, thresh, regression)[0] for p in preds]
 
     def show_results(self, ds_type: DatasetType = DatasetType.Valid, rows: int = 5, **kwargs):
         """Draw items of one `ds_type` batch titled with their prediction and target; the DataBunch

@@ -112,24 +112,72 @@ class CrossEntropyFlat(nn.Module):
     def extra_repr(self) -> str:
         return f"axis={self.axis}, reduction={self.reduction!r}"
 
-__all__ += ["MSELossFlat"]
+
+__all__ += ["BCEFlat", "BCEWithLogitsFlat", "FlattenedLoss", "L1LossFlat", "MSELossFlat"]
 
 
-class MSELossFlat(nn.Module):
-    """Mean squared error between outputs and targets of the same number of values per item, each
-    flattened to (bs, -1): fastai v1's loss for points, whose model gives `2 * n_points` numbers and
-    whose targets are `(bs, n_points, 2)`. `reduction='none'` gives one loss per item (its mean)."""
+class FlattenedLoss(nn.Module):
+    """fastai v1's `FlattenedLoss(func, *args, axis=-1, floatify=False, is_2d=True, **kwargs)`: the loss
+    `func(*args, **kwargs)` (an nn loss class) on input and target flattened, `axis` moved last first:
+    (N, c) against (N,) when `is_2d` (class scores along `axis`), else both as one vector. `floatify`
+    makes the target float (regression on integer targets). `reduction` ('mean', 'sum' or 'none', one
+    loss per item of the batch: the mean over its positions) is applied here, so a copy of the loss
+    (`per_item_loss`) never changes the original's."""
 
-    def __init__(self, reduction: str = "mean"):
+    def __init__(self, func, *args, axis: int = -1, floatify: bool = False, is_2d: bool = True,
+                 reduction: str = "mean", **kwargs):
         super().__init__()
         if reduction not in ("mean", "sum", "none"):
             raise FastbaseError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
-        self.reduction = reduction
+        self.func = func(*args, reduction="none", **kwargs)
+        self.axis, self.floatify, self.is_2d, self.reduction = axis, floatify, is_2d, reduction
 
-    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        out, targ = output.reshape(len(output), -1).float(), target.reshape(len(target), -1).float()
-        if out.shape != targ.shape:
-            raise FastbaseError(f"MSELossFlat: the output {tuple(output.shape)} and the target {tuple(target.shape)} "
-                                "hold different numbers of values per item (a points model gives 2 * n_points).")
-        loss = F.mse_loss(out, targ, reduction="none")
-        return loss.mean(1) if self.reduction == "none" else (loss.sum() if self.reduction == "sum" else loss.mean())
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        inp = input.movedim(self.axis, -1) if input.dim() > 1 else input  # the other axes keep their order
+        same = not self.is_2d and target.dim() == input.dim() > 1
+        targ = target.movedim(self.axis, -1) if same else target
+        if self.floatify:
+            targ = targ.float()
+        n_in = inp.shape[-1] if self.is_2d else 1
+        if targ.numel() * n_in != inp.numel():
+            raise FastbaseError(f"{self!r}: the input {tuple(input.shape)} and the target {tuple(target.shape)} do not "
+                                f"hold the same number of {'items' if self.is_2d else 'values'}.")
+        loss = self.func(inp.reshape(-1, n_in) if self.is_2d else inp.reshape(-1), targ.reshape(-1))
+        if self.reduction == "none":
+            return loss.reshape(input.shape[0], -1).mean(1)
+        return loss.mean() if self.reduction == "mean" else loss.sum()
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, reduction={self.reduction!r}"
+
+
+class MSELossFlat(FlattenedLoss):
+    """Mean squared error of input and target flattened (any matching shapes; the target as float)."""
+
+    def __init__(self, *args, axis: int = -1, floatify: bool = True, **kwargs):
+        super().__init__(nn.MSELoss, *args, axis=axis, floatify=floatify, is_2d=False, **kwargs)
+
+
+class L1LossFlat(FlattenedLoss):
+    """Mean absolute error of input and target flattened (the pixel loss of lesson 7's super-resolution)."""
+
+    def __init__(self, *args, axis: int = -1, floatify: bool = True, **kwargs):
+        super().__init__(nn.L1Loss, *args, axis=axis, floatify=floatify, is_2d=False, **kwargs)
+
+
+class BCEFlat(FlattenedLoss):
+    """Binary cross-entropy of probabilities and 0/1 targets, flattened."""
+
+    def __init__(self, *args, axis: int = -1, floatify: bool = True, **kwargs):
+        super().__init__(nn.BCELoss, *args, axis=axis, floatify=floatify, is_2d=False, **kwargs)
+
+
+class BCEWithLogitsFlat(FlattenedLoss):
+    """Binary cross-entropy of logits and 0/1 targets, flattened; predictions come out through a sigmoid."""
+
+    def __init__(self, *args, axis: int = -1, floatify: bool = True, **kwargs):
+        super().__init__(nn.BCEWithLogitsLoss, *args, axis=axis, floatify=floatify, is_2d=False, **kwargs)
+
+    @staticmethod
+    def activation(output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output)

@@ -276,6 +276,7 @@ def builtin_callbacks_in_order():
         EarlyStopping,
         GradientAccumulation,
         GradientClipping,
+        LossMetrics,
         LRFinder,
         MixedPrecision,
         MixUp,
@@ -292,10 +293,11 @@ def builtin_callbacks_in_order():
     from fastbase.debug import _OverfitWatch
     from fastbase.report import StageLog
     from fastbase.vision.feature_cache import FeatureCache
+    from fastbase.vision.gan import GANDiscriminativeLR
 
     return [DistributedTrainer, MixUp, ValidationStats, BnFreeze,
             GradientAccumulation, MixedPrecision, TerminateOnNaN, GradientClipping,  # before_step, in this order
-            GatherPreds, OneCycleScheduler, Recorder, ResumeCallback, LRFinder, StageLog, _OverfitWatch,
+            GatherPreds, OneCycleScheduler, GANDiscriminativeLR, Recorder, LossMetrics, ResumeCallback, LRFinder, StageLog, _OverfitWatch,
             CSVLogger, TensorBoardLogger, ProgressCallback, TrackerCallback, SaveModelCallback, ReduceLROnPlateau,
             RecalibrateBN, ChannelsLast, EarlyStopping, Checkpoint, DeferredInterrupt, FeatureCache]
 

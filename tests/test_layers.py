@@ -32,6 +32,7 @@ LAYERS = {
     "fastbase.config": 0,
     "fastbase.distrib": 0,
     "fastbase.namespace": 0,
+    "fastbase.parallel": 0,  # parallel(func, items): data preparation over processes, with a progress bar
     "fastbase.progress": 0,  # the one progress path: training, inference and downloads draw through it
     "fastbase.figures": 0,
     "fastbase.files": 0,
@@ -72,6 +73,7 @@ LAYERS = {
     "fastbase.callbacks.gradients": 4,
     "fastbase.callbacks.hooks": 4,
     "fastbase.callbacks.loggers": 4,
+    "fastbase.callbacks.loss_metrics": 4,
     "fastbase.callbacks.lr_finder": 4,
     "fastbase.callbacks.mem": 4,
     "fastbase.callbacks.misc": 4,
@@ -126,12 +128,22 @@ LAYERS = {
     "fastbase.vision.points.items": 6,
     "fastbase.vision.points.show": 6,
     "fastbase.vision.rand_pad": 6,
+    "fastbase.vision.gan": 6,  # GANs (lesson 7): models, noise data, losses, trainer callbacks, GANLearner
+    "fastbase.vision.gan.data": 6,
+    "fastbase.vision.gan.learner": 6,
+    "fastbase.vision.gan.losses": 6,
+    "fastbase.vision.gan.models": 6,
+    "fastbase.vision.gan.trainer": 6,
+    "fastbase.vision.image2image": 6,  # images as targets (lesson 7's super-resolution): data, show
+    "fastbase.vision.image2image.data": 6,
+    "fastbase.vision.image2image.show": 6,
     "fastbase.vision.segmentation": 6,  # the segmentation task, whole: data, unet, metrics, interpret, show
     "fastbase.vision.segmentation.data": 6,
     "fastbase.vision.segmentation.interpret": 6,
     "fastbase.vision.segmentation.metrics": 6,
     "fastbase.vision.segmentation.show": 6,
     "fastbase.vision.segmentation.unet": 6,
+    "fastbase.vision.sampling": 6,
     "fastbase.vision.show": 6,
     "fastbase.vision.sizing": 6,
     "fastbase.vision.timm_models": 6,

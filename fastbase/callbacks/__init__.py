@@ -21,6 +21,7 @@ from .hooks import (
     num_features_model,
 )
 from .loggers import CSVLogger
+from .loss_metrics import LossMetrics
 from .lr_finder import LRFinder, LRFinderError, LRSuggestions, suggest_lrs
 from .mem import PeakMemMetric
 from .misc import StopAfterNBatches
@@ -52,10 +53,10 @@ __all__ = ["AccumulateScheduler", "ActivationStats", "BnFreeze", "CSVLogger", "C
            "CheckpointError", "DistributedError", "DistributedTrainer", "EarlyStopping", "EarlyStoppingCallback",
            "FlatCosAnnealScheduler", "GeneralScheduler", "GradientAccumulation", "GradientClipping", "Hook",
            "HookCallback", "Hooks", "LRFinder", "LRFinderError", "LRSuggestions", "LearnerTensorboardWriter",
-           "MLFlowTracker", "MixUp", "MixUpCallback", "MixUpLoss", "MixedPrecision", "OneCycleScheduler",
-           "OverSamplingCallback", "PeakMemMetric", "ProgressCallback", "RecalibrateBN", "ReduceLROnPlateau",
-           "ReduceLROnPlateauCallback", "ResumeCallback", "SaveModelCallback", "ShowGraph", "StopAfterNBatches",
-           "TensorBoardLogger", "TerminateOnNaN", "TerminateOnNaNCallback", "TrackerCallback", "TrainingDiverged",
-           "TrainingPhase", "as_fp32", "autocast_dtype", "dummy_batch", "dummy_eval", "hook_output", "hook_outputs",
-           "model_sizes", "num_features_model", "progress_disabled", "progress_mode", "recompute_bn_stats",
-           "suggest_lrs", "to_memory_format"]
+           "LossMetrics", "MLFlowTracker", "MixUp", "MixUpCallback", "MixUpLoss", "MixedPrecision",
+           "OneCycleScheduler", "OverSamplingCallback", "PeakMemMetric", "ProgressCallback", "RecalibrateBN",
+           "ReduceLROnPlateau", "ReduceLROnPlateauCallback", "ResumeCallback", "SaveModelCallback", "ShowGraph",
+           "StopAfterNBatches", "TensorBoardLogger", "TerminateOnNaN", "TerminateOnNaNCallback", "TrackerCallback",
+           "TrainingDiverged", "TrainingPhase", "as_fp32", "autocast_dtype", "dummy_batch", "dummy_eval",
+           "hook_output", "hook_outputs", "model_sizes", "num_features_model", "progress_disabled", "progress_mode",
+           "recompute_bn_stats", "suggest_lrs", "to_memory_format"]

@@ -42,7 +42,10 @@ class ChannelsLast(Callback):
         to_memory_format(self.learn.model, self.memory_format)
 
     def before_validate(self):  # also for `validate` and `get_preds` outside fit
-        to_memory_format(self.learn.model, self.memory_format)
+        # validation runs under inference mode: a parameter copied there (a weight-norm `g` of shape
+        # (n, 1, 1, 1) is copied, not kept) would become an inference tensor that training cannot use
+        with torch.inference_mode(False):
+            to_memory_format(self.learn.model, self.memory_format)
 
     def before_batch(self):
         learn = self.learn

@@ -207,15 +207,16 @@ class DataBunch(TaskData):
         dims = [d for d in range(x.dim()) if d != 1]
         return x.float().mean(dim=dims), x.float().std(dim=dims)
 
-    def normalize(self, stats=None) -> DataBunch:
+    def normalize(self, stats=None, do_x: bool = True, do_y: bool = False) -> DataBunch:
         """Normalise `x` in every loader with `stats` = (mean, std), or stats computed from a training
-        batch when None. Normalising twice replaces the previous stats. Returns self."""
+        batch when None; `do_y` normalises targets that are images too, `do_x=False` leaves the inputs
+        alone (fastai v1's arguments). Normalising twice replaces the previous stats. Returns self."""
         if self.norm is not None:
             for dl in self.dls:
                 dl.remove_tfm(self.norm)
             self.norm = None
         mean, std = stats if stats is not None else self.batch_stats()
-        self.norm = Normalizer(mean, std)
+        self.norm = Normalizer(mean, std, do_x, do_y)
         for dl in self.dls:
             dl.add_tfm(self.norm)
         return self
@@ -227,6 +228,10 @@ class DataBunch(TaskData):
 
     def denorm(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.norm is None else self.norm.denorm(x)
+
+    def denorm_y(self, y: torch.Tensor) -> torch.Tensor:
+        """Targets (or predictions of them) normalised with `do_y` back to their scale."""
+        return y if self.norm is None else self.norm.denorm_y(y)
 
     # --- inference and export --------------------------------------------------------------
     def one_item(self, item) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,7 +262,8 @@ class DataBunch(TaskData):
         class with `load_export_state`, without the training items; safe for `weights_only` loading."""
         return {"type": f"{type(self).__module__}:{type(self).__qualname__}",
                 "classes": None if self.classes is None else [str(c) for c in self.classes],
-                "c": self.c, "multi_label": self.multi_label, "stats": self.stats}
+                "c": self.c, "multi_label": self.multi_label, "stats": self.stats,
+                "norm_xy": None if self.norm is None else [self.norm.do_x, self.norm.do_y]}
 
     @classmethod
     def load_export_state(cls, state: dict, device=None) -> DataBunch:
@@ -267,7 +273,7 @@ class DataBunch(TaskData):
         self.device = torch.device(ifnone(device, defaults.device))
         self.path = Path(".")
         self.train_dl = self.valid_dl = self.fix_dl = self.test_dl = None
-        self.norm = None if state.get("stats") is None else Normalizer(*state["stats"])
+        self.norm = None if state.get("stats") is None else Normalizer(*state["stats"], *(state.get("norm_xy") or []))
         self._inference_state = dict(state)
         return self
 

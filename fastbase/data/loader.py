@@ -21,17 +21,21 @@ class TfmOrder(IntEnum):
     callbacks' `Order`: these act on batches as the loader makes them, before any callback sees them)."""
     COLLATED = 0  # a transform that sets no order: first, on the batch as collated (uint8 images, their sizes)
     TO_FLOAT = 10  # uint8 -> float in [0, 1]: BatchAugment (training: augments on the way) or ToFloat; one per loader
+    INPUTS = 50  # after the float images, before normalisation: makes the model's inputs from them (a GAN's noise)
     NORMALIZE = 100  # after every augmentation, so the statistics apply to the final float images
 
 
 class Normalizer:
-    """Batch transform that normalises `x` channel-wise (dim 1) with `mean`/`std`; `denorm` undoes it."""
+    """Batch transform that normalises `x` channel-wise (dim 1) with `mean`/`std`; `denorm` undoes it.
+    `do_x=False` leaves the inputs alone, `do_y=True` normalises targets that are images too
+    (`denorm_y` undoes it), as fastai v1's `normalize(stats, do_x=, do_y=)`."""
     order = TfmOrder.NORMALIZE
 
-    def __init__(self, mean, std):
+    def __init__(self, mean, std, do_x: bool = True, do_y: bool = False):
         self.mean, self.std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
         if (self.std <= 0).any():
             raise DataError(f"Normalisation std must be positive, got {self.std.tolist()}.")
+        self.do_x, self.do_y = bool(do_x), bool(do_y)
         self._cache = {}
 
     def _stats(self, x: torch.Tensor):
@@ -49,29 +53,48 @@ class Normalizer:
                 self._cache[key] = (mean, std, -mean / std, 1 / std)
         return self._cache[key]
 
-    def norm(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def _norm(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         _, _, shift, scale = self._stats(x)
         return torch.addcmul(shift, x, scale, out=out)  # (x - mean) / std in one pass over the batch
 
-    def denorm(self, x: torch.Tensor) -> torch.Tensor:
+    def _denorm(self, x: torch.Tensor) -> torch.Tensor:
         mean, std, _, _ = self._stats(x)
         return torch.addcmul(mean, x, std)
 
+    def norm(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Inputs normalised (unchanged with `do_x=False`)."""
+        return self._norm(x, out) if self.do_x else x
+
+    def denorm(self, x: torch.Tensor) -> torch.Tensor:
+        return self._denorm(x) if self.do_x else x
+
+    def norm_y(self, y, out: torch.Tensor | None = None):
+        """Targets normalised with `do_y` (images as targets), else unchanged."""
+        return self._norm(y, out) if self.do_y else y
+
+    def denorm_y(self, y):
+        return self._denorm(y) if self.do_y else y
+
     def __call__(self, batch):
         x, *rest = batch
+        if self.do_y and rest:
+            rest[0] = self.norm_y(rest[0])
         return (self.norm(x), *rest)
 
     def apply_(self, batch):
-        """`__call__`, writing into the batch's own `x`: for a batch that an earlier transform has just
-        made (see `apply_tfms`). On the CPU a new batch-sized result costs more than the arithmetic: the
-        pages of a fresh allocation are faulted in (bench/RESULTS.md, "Batch transforms")."""
+        """`__call__`, writing into the batch's own tensors: for a batch that an earlier transform has
+        just made (see `apply_tfms`). On the CPU a new batch-sized result costs more than the arithmetic:
+        the pages of a fresh allocation are faulted in (bench/RESULTS.md, "Batch transforms")."""
         x, *rest = batch
         if not x.is_floating_point() or x.requires_grad:
             return self(batch)
-        return (self.norm(x, out=x), *rest)
+        if self.do_y and rest:
+            rest[0] = self.norm_y(rest[0], out=rest[0])
+        return (self.norm(x, out=x if self.do_x else None), *rest)
 
     def __repr__(self):
-        return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()})"
+        flags = "" if (self.do_x, self.do_y) == (True, False) else f", do_x={self.do_x}, do_y={self.do_y}"
+        return f"Normalizer(mean={self.mean.tolist()}, std={self.std.tolist()}{flags})"
 
 
 def apply_tfms(batch, tfms):

@@ -15,6 +15,7 @@ import gzip
 import math
 import os
 import pickle
+import random
 import re
 from functools import partial
 from operator import itemgetter
@@ -41,6 +42,7 @@ from ..callbacks import (
     GradientClipping,
     Hook,
     Hooks,
+    LossMetrics,
     LRFinder,
     MixedPrecision,
     MixUp,
@@ -109,18 +111,47 @@ from ..layers import (
     simple_cnn,
 )
 from ..learner import Learner, load_learner
-from ..losses import CrossEntropyFlat, LabelSmoothingCrossEntropy, MSELossFlat
+from ..losses import (
+    BCEFlat,
+    BCEWithLogitsFlat,
+    CrossEntropyFlat,
+    FlattenedLoss,
+    L1LossFlat,
+    LabelSmoothingCrossEntropy,
+    MSELossFlat,
+)
 from ..metrics import accuracy, accuracy_thresh, error_rate, fbeta, top_k_accuracy
 from ..namespace import PLOTTING, doc, notebook_namespace
+from ..parallel import parallel
 from ..recorder import Recorder
 from ..train import lr_find
-from . import models
+from . import gan, models
 from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
 from .coords import FlowField
 from .data import ImageDataBunch, ImageList
 from .detection import ImageBBox, ObjectCategoryList, ObjectDataBunch, ObjectItemList, bb_pad_collate, get_annotations
-from .image import Image, ResizeMethod, get_image_files, open_image
+from .gan import (
+    AdaptiveGANSwitcher,
+    AdaptiveLoss,
+    FixedGANSwitcher,
+    GANDataBunch,
+    GANDiscriminativeLR,
+    GANItemList,
+    GANLearner,
+    GANLoss,
+    GANModule,
+    GANTrainer,
+    NoisyItem,
+    NoopLoss,
+    WassersteinLoss,
+    accuracy_thresh_expand,
+    basic_critic,
+    basic_generator,
+    gan_critic,
+)
+from .image import Image, ResizeMethod, get_image_files, open_image, resize_to
+from .image2image import ImageImageDataBunch, ImageImageList
 from .interpret import grad_cam
 from .learner import cnn_learner, create_body, create_cnn, create_head
 from .points import ImagePoints, PointsDataBunch, PointsItemList, PointsLabelList, PointsProcessor
@@ -209,6 +240,12 @@ __all__ += ["SegmentationInterpretation", "show_mask"]  # segmentation plots and
 __all__ += ["ImageSegment", "SegmentationDataBunch", "SegmentationItemList", "SegmentationLabelList",
             "open_mask"]  # segmentation data
 __all__ += ["StageComparison", "two_stages"]  # lesson 1's two stages compared (fastbase.finetune)
+__all__ += ["BCEFlat", "BCEWithLogitsFlat", "FlattenedLoss", "ImageImageDataBunch", "ImageImageList", "L1LossFlat",
+            "LossMetrics", "parallel", "random", "resize_to"]  # lesson 7: images as targets
+__all__ += ["AdaptiveGANSwitcher", "AdaptiveLoss", "FixedGANSwitcher", "GANDataBunch", "GANDiscriminativeLR",
+            "GANItemList", "GANLearner", "GANLoss", "GANModule", "GANTrainer", "NoisyItem", "NoopLoss",
+            "WassersteinLoss", "accuracy_thresh_expand", "basic_critic", "basic_generator", "gan",
+            "gan_critic"]  # lesson 7: GANs (fastbase.vision.gan)
 __all__ += [  # fastai v1's transform functions (fastbase.vision.tfm_funcs); sorted
     "brightness", "contrast", "crop", "crop_pad", "cutout", "dihedral", "flip_lr", "jitter", "pad",
     "perspective_warp", "rand_crop", "rand_resize_crop", "rand_zoom", "rgb_randomize", "rotate", "skew", "squish",

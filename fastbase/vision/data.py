@@ -99,6 +99,7 @@ class ImageDataBunch(DataBunch):
     masks) subclasses it: `tfm_y` moves targets with their images, `_datasets` builds its datasets."""
     convert_mode = "RGB"
     tfm_y = False  # targets are labels, not images moved with their inputs
+    augment_cls, to_float_cls = BatchAugment, ToFloat  # the batch transforms (image targets have their own)
 
     # --- factories: files and labels ------------------------------------------------------------
     @classmethod
@@ -249,13 +250,14 @@ class ImageDataBunch(DataBunch):
             test_ds = make(test_items, None, cache=bool(cache_items))
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         hw = size_hw(size)
-        augment = BatchAugment(train_tfms, hw, method, padding_mode, generator, cls.tfm_y) if train_tfms else ToFloat()
+        augment = (cls.augment_cls(train_tfms, hw, method, padding_mode, generator, cls.tfm_y) if train_tfms
+                   else cls.to_float_cls())
         fix_ds = train_ds.new(canvas=False)
         if train_tfms:  # `train_ds[i]` augments each item afresh, with the global generator (not the loader's)
-            train_ds.item_tfm = BatchAugment(train_tfms, hw, method, padding_mode, None, cls.tfm_y)
+            train_ds.item_tfm = cls.augment_cls(train_tfms, hw, method, padding_mode, None, cls.tfm_y)
         data = cls.create(train_ds, valid_ds, test_ds, path=path, bs=bs, val_bs=val_bs, num_workers=num_workers,
                           dl_tfms=dl_tfms, device=device, collate_fn=collate_fn, seed=seed,
-                          fix_ds=fix_ds, train_tfms=[augment], valid_tfms=[ToFloat()])
+                          fix_ds=fix_ds, train_tfms=[augment], valid_tfms=[cls.to_float_cls()])
         data.ds_tfms = (train_tfms, valid_tfms)
         data.label_lists, data.loss_func = lls, train_y.loss_func
         data._set_image_settings(size, method, padding_mode, common["convert_mode"])
@@ -306,7 +308,7 @@ class ImageDataBunch(DataBunch):
         kept = [t for t in train_tfms if not isinstance(t, (Zoom, Crop))]
         tfms = [RandomCrop(), *kept, Zoom(max_zoom=scale, min_zoom=scale, p=1.0)]
         dataset = loader.dataset.new(canvas=True)
-        augment = BatchAugment(tfms, self.size, self.resize_method, self.padding_mode, tfm_y=self.tfm_y)
+        augment = self.augment_cls(tfms, self.size, self.resize_method, self.padding_mode, tfm_y=self.tfm_y)
         norm = [] if self.norm is None else [self.norm]
         return loader.new(tfms=[augment, *norm], dataset=dataset, shuffle=False, drop_last=False)
 

@@ -28,7 +28,8 @@ except ImportError:  # a torchvision without image decoding: PIL decodes everyth
     decode_jpeg = None
 
 __all__ = ["CONVERT_MODES", "PADDING_MODES", "Image", "ResizeMethod", "augment_one", "check_image", "cover_image",
-           "get_image_files", "image_extensions", "load_image", "open_image", "resize_image", "verify_images"]
+           "get_image_files", "image_extensions", "load_image", "open_image", "resize_image", "resize_to",
+           "verify_images"]
 
 CONVERT_MODES = {"RGB": 3, "L": 1}  # the PIL modes images load in, and their number of channels
 
@@ -294,6 +295,11 @@ class Image:
         x, _ = augment_one(_as_uint8(self.data), tfms, size, resize_method, padding_mode)
         return Image(x)
 
+    def save(self, fn) -> None:
+        """Write the image to the file `fn` (format from its suffix, as PIL), values clamped to [0, 1]."""
+        pixels = _as_uint8(self.data).permute(1, 2, 0).numpy()
+        PIL.Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(fn)
+
     def __repr__(self):
         return f"{type(self).__name__}({' x '.join(str(s) for s in self.shape)})"
 
@@ -320,6 +326,15 @@ def augment_one(x: torch.Tensor, tfms, size=None, resize_method: ResizeMethod | 
     augment = BatchAugment(listify(tfms), hw, method, padding_mode, generator, tfm_y=mask is not None)
     out, y = augment((canvas[None], y, torch.tensor([src_hw])))
     return out[0], (None if mask is None else y[0])
+
+
+def resize_to(img, targ_sz: int, use_min: bool = False) -> tuple[int, int]:
+    """`(width, height)` scaling `img` (a PIL image or an `Image`) so that its longer side (`use_min`:
+    its shorter side) is `targ_sz` pixels, keeping the aspect ratio; as fastai v1, for
+    `pil_img.resize(resize_to(pil_img, 96, use_min=True))`."""
+    w, h = (img.size[1], img.size[0]) if isinstance(img, Image) else img.size
+    ratio = targ_sz / (min if use_min else max)(w, h)
+    return int(w * ratio), int(h * ratio)
 
 
 def open_image(fn, div: bool = True, convert_mode: str = "RGB") -> Image:

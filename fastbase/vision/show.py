@@ -14,12 +14,13 @@ from .image import Image
 
 
 def show_image_batch(data, rows: int = 3, figsize=None, ds_type: DatasetType = DatasetType.Train,
-                     return_fig: bool | None = None, save_to=None, **kwargs):
-    """Up to `rows` x `rows` images of one batch of `data`, denormalised, titled with their labels."""
+                     return_fig: bool | None = None, save_to=None, imgsize: float = 3, **kwargs):
+    """Up to `rows` x `rows` images of one batch of `data`, denormalised, titled with their labels
+    (`imgsize`: inches per image when `figsize` is not given)."""
     x, y = data.one_batch(ds_type, denorm=True)
     labels = data.dl(ds_type).dataset.y
     items = [(Image(x[i]), labels.reconstruct(y[i]), None) for i in range(min(len(x), rows * rows))]
-    return _grid(items, rows, figsize, return_fig, save_to, **kwargs)
+    return _grid(items, rows, figsize or (imgsize * rows, imgsize * rows), return_fig, save_to, **kwargs)
 
 
 def batch_predictions(learn, ds_type: DatasetType = DatasetType.Valid):
@@ -34,9 +35,10 @@ def batch_predictions(learn, ds_type: DatasetType = DatasetType.Valid):
 
 
 def show_image_results(learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None,
-                       thresh: float = 0.5, return_fig: bool | None = None, save_to=None, **kwargs):
+                       thresh: float = 0.5, return_fig: bool | None = None, save_to=None, imgsize: float = 3,
+                       **kwargs):
     """Up to `rows` x `rows` images of the first `ds_type` batch, titled 'prediction / target' (green
-    when they agree, red otherwise)."""
+    when they agree, red otherwise; `imgsize`: inches per image when `figsize` is not given)."""
     data = learn.data
     x, y, out = batch_predictions(learn, ds_type)
     labels = data.dl(ds_type).dataset.y
@@ -45,7 +47,7 @@ def show_image_results(learn, ds_type: DatasetType = DatasetType.Valid, rows: in
     for i in range(min(len(x), rows * rows)):
         pred, _ = prediction_item(out[i], data.classes, data.multi_label, thresh, regression)
         items.append((Image(x[i]), labels.reconstruct(y[i]), pred))
-    return _grid(items, rows, figsize, return_fig, save_to, **kwargs)
+    return _grid(items, rows, figsize or (imgsize * rows, imgsize * rows), return_fig, save_to, **kwargs)
 
 
 def _grid(items, rows, figsize, return_fig, save_to, **kwargs):
