@@ -111,7 +111,7 @@ def test_rossman_data_clean_steps_give_the_lessons_columns(rossmann):
 def test_lesson6_rossmann_runs_with_only_the_import_changed(rossmann, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    namespace = {"doc": print}  # stands in for doc() where fastbase.tabular lacks it; the import replaces it
+    namespace = {}  # the cells' own import (`from fastbase.tabular import *`) gives every name, doc() included
     exec(compile(LESSON6_CELLS, "lesson6-rossmann", "exec"), namespace)  # noqa: S102 -- the lesson's cells
     small = namespace["small_train_df"]
     assert isinstance(small.PromoInterval.dtype, pd.CategoricalDtype)  # Categorify leaves pandas categories
