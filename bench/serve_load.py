@@ -11,7 +11,8 @@ Each user, back to back, picks one of (weights in brackets):
                     server must answer 408 once its --timeout passes, holding nothing after
 Reported: requests and status codes per kind, wrong answers, 5xx (must be 0), p50/p99 latency of
 the good requests, and the server's resident memory (VmRSS) sampled every second: its peak and
-the mean of the first and last third of the run (flat memory: the two are close).
+the mean of each third and each tenth of the run (flat memory: the later ones are close; the first
+includes the allocator's warm-up).
 
 The model is a `cnn_learner(models.<--arch>, pretrained=False)` export at --size px (random
 weights: the figures are about the server, not accuracy), built as `bench/serve.py` builds it.
@@ -189,7 +190,11 @@ def report(args, statuses, wrong, latencies, memory, elapsed, statistics) -> Non
           f"{unexpected - server_errors}")
     print(f"good latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; {len(lat) / elapsed:.1f} good answers/s")
     print(f"server RSS: peak {max(memory):.0f} MiB, first third {statistics.mean(memory[:third]):.0f} MiB, "
+          f"middle third {statistics.mean(memory[third:-third] or memory):.0f} MiB, "
           f"last third {statistics.mean(memory[-third:]):.0f} MiB ({len(memory)} samples)")
+    tenths = [statistics.mean(memory[i * len(memory) // 10:(i + 1) * len(memory) // 10] or memory[:1])
+              for i in range(10)]
+    print("server RSS per tenth of the run (MiB): " + " ".join(f"{m:.0f}" for m in tenths))
 
 
 if __name__ == "__main__":
