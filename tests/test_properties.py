@@ -1,5 +1,5 @@
 """Inputs generated, not hand-picked (Hypothesis): label CSVs, file names, image files of every mode,
-size and truncation, tabular frames. The property: a result, or a FastbaseError that names the
+size and truncation, tabular frames, text documents. The property: a result, or a FastbaseError that names the
 culprit; never another exception. A fixed example budget and derandomized runs keep CI stable."""
 import csv
 import io
@@ -176,3 +176,42 @@ def test_an_infinite_value_in_a_continuous_column_is_named_not_predicted_as_nan(
     with pytest.raises(TabularError, match=r"Column 'x' of the training table holds infinite values \(rows 2, 6"):
         TabularDataBunch.from_df(tmp_path, df, "y", valid_idx=[0, 1], procs=[Normalize], cont_names=["x"],
                                  num_workers=0, device="cpu")
+
+
+# a document: unicode text (empty, spaces, markup, capitals, repeats), or bytes that are not UTF-8
+DOCS = st.one_of(st.text(max_size=300), st.text(alphabet="aA <>&;#\n\t.!?", max_size=200),
+                 st.binary(min_size=1, max_size=64).filter(lambda b: not _is_utf8(b)))
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@SMALL
+@given(docs=st.lists(DOCS, min_size=4, max_size=4), long_doc=st.booleans())
+def test_any_text_folder_gives_a_databunch_or_names_the_file(tmp_path_factory, docs, long_doc):
+    from fastbase.text import TextClasDataBunch, Tokenizer
+
+    root = tmp_path_factory.mktemp("texts")
+    files = []
+    for i, doc in enumerate(docs + ["a plain review"] * 4):
+        split, label = ("train", "valid")[i % 2], ("pos", "neg")[i // 2 % 2]
+        file = root / split / label / f"doc {i}.txt"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(doc, bytes):
+            file.write_bytes(doc)
+        else:
+            file.write_text(doc * (200 if long_doc and i == 0 else 1), encoding="utf-8")
+        files.append(file)
+    try:
+        data = TextClasDataBunch.from_folder(root, tokenizer=Tokenizer(n_cpus=1), min_freq=1, bs=2, device="cpu")
+    except FastbaseError as e:  # the property: the error names the document that caused it
+        culprits = [f for f, d in zip(files, docs) if isinstance(d, bytes) or not d.strip()]
+        assert culprits and any(f.name in str(e) for f in culprits), str(e)
+        return
+    x, y = data.one_batch()
+    assert x.dtype == torch.long and len(y) == 2 and int(x.max()) < len(data.vocab.itos)
