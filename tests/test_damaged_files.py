@@ -181,3 +181,18 @@ def test_a_label_csv_saved_by_excel_with_a_bom_reads_its_header(tmp_path):
     file = tmp_path / "labels.csv"
     file.write_bytes("\ufeffname,label\na.png,chat\n".encode())
     assert read_csv_table(file, "name", "label") == [("a.png", "chat")]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"), (b'["xxunk", "xxpad", "the"', "is cut short"), (b"\xff\xfe\x00", "byte 0 is not UTF-8"),
+    (b'{"itos": ["a"]}', "is not a vocabulary"), (b"[1, 2, 3]", "is not a vocabulary")])
+def test_a_damaged_vocabulary_is_named(tmp_path, content, message):
+    from fastbase.text import Vocab
+
+    file = tmp_path / "itos.json"
+    Vocab(["xxunk", "xxpad", "the", "a"]).save(file)
+    assert Vocab.load(file).itos == ["xxunk", "xxpad", "the", "a"]
+    file.write_bytes(content)
+    with pytest.raises(DamagedFileError, match=message) as info:
+        Vocab.load(file)
+    assert str(file) in str(info.value) and "bytes" in str(info.value)

@@ -10,6 +10,8 @@ from collections import Counter
 import numpy as np
 
 from ..core import Path
+from ..file_checks import DamagedFileError, file_size, read_json_state
+from ..files import atomic_write
 from .rules import PAD, UNK, default_spec_tok
 from .tokenizer import TextError
 
@@ -67,20 +69,20 @@ class Vocab:
         return cls(itos)
 
     def save(self, path) -> Path:
-        """Write the tokens as a JSON list (plain data)."""
-        path = Path(path)
-        path.write_text(json.dumps(self.itos))
-        return path
+        """Write the tokens as a JSON list (plain data), atomically: a failed write keeps the old file."""
+        text = json.dumps(self.itos)
+        return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path) -> Vocab:
+        """The vocabulary `save` wrote; an empty, cut short, binary or foreign file raises
+        `DamagedFileError` naming the file, its size and what is wrong."""
         path = Path(path)
-        try:
-            itos = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise TextError(f"Cannot read a vocabulary from {path} (a JSON list of tokens): {e}.") from e
-        if not isinstance(itos, list):
-            raise TextError(f"{path} holds a {type(itos).__name__}, not a JSON list of tokens.")
+        itos = read_json_state(path, what="vocabulary (a JSON list of tokens)")
+        if not isinstance(itos, list) or not itos or not all(isinstance(t, str) for t in itos):
+            raise DamagedFileError(f"{path} ({file_size(path)}) is not a vocabulary: it holds "
+                                   f"{type(itos).__name__ if not isinstance(itos, list) else 'a list'} where a "
+                                   "non-empty JSON list of token strings was expected.")
         return cls(itos)
 
 
