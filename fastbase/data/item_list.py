@@ -53,12 +53,13 @@ class ItemList(SplitMixin):
     """Items of one kind and where they live. `il[i]` is one item (`get`), `il[idxs]` an ItemList of
     some of them; `settings` are the extra arguments that every derived list keeps."""
     _extensions = None  # the file suffixes `from_folder` looks for; None: every file
+    _label_cls = None  # the label list its `label_from_*` make when `label_cls` is not given (a task's own)
 
     def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
         self.items = list(items) if not isinstance(items, np.ndarray) else items.tolist()
         self.path = Path(path)
         self.inner_df = inner_df
-        self.label_cls = label_cls
+        self.label_cls = label_cls or self._label_cls
         self.settings = settings
 
     def new(self, items, inner_df=None, **changes) -> ItemList:

@@ -87,9 +87,11 @@ class ImageList(ItemList):
         base = path if folder is None else path / str(folder)
         return [base / f"{v}{suffix}" for v in values]
 
+    _bunch = None  # the DataBunch class the chain ends in (a task's own); None: ImageDataBunch
+
     @classmethod
     def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> ImageDataBunch:
-        return (bunch_cls or ImageDataBunch).create_from_ll(lls, **kwargs)
+        return (bunch_cls or cls._bunch or ImageDataBunch).create_from_ll(lls, **kwargs)
 
 
 class ImageDataBunch(DataBunch):

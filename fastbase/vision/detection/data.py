@@ -96,18 +96,6 @@ class ObjectDataset(ImageDataset):
         return ""
 
 
-class ObjectItemList(ImageList):
-    """Image files whose labels are boxes: `label_from_func(func)` with `func(file)` giving
-    `[boxes, names]` makes an `ObjectCategoryList`; the chain ends in an `ObjectDataBunch`."""
-
-    def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
-        super().__init__(items, path=path, inner_df=inner_df, label_cls=label_cls or ObjectCategoryList, **settings)
-
-    @classmethod
-    def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> ObjectDataBunch:
-        return (bunch_cls or ObjectDataBunch).create_from_ll(lls, **kwargs)
-
-
 class ObjectDataBunch(ImageDataBunch):
     """An ImageDataBunch whose targets are labelled boxes, moved with their images (`BoxTargets`) and
     padded per batch (`bb_pad_collate`, whatever `collate_fn` says: boxes cannot be stacked)."""
@@ -134,3 +122,10 @@ class ObjectDataBunch(ImageDataBunch):
                    return_fig: bool | None = None, save_to=None, **kwargs):
         """Up to `rows` x `rows` images of one batch with their labelled boxes."""
         return show_boxes_batch(self, rows, figsize, ds_type, return_fig, save_to, **kwargs)
+
+
+class ObjectItemList(ImageList):
+    """Image files whose labels are boxes: `label_from_func(func)` with `func(file)` giving
+    `[boxes, names]` makes an `ObjectCategoryList`; the chain ends in an `ObjectDataBunch`."""
+    _label_cls = ObjectCategoryList
+    _bunch = ObjectDataBunch

@@ -51,22 +51,6 @@ class GANImageTargets(LabelItemList):
         return Image(t.float().clamp(0, 1))
 
 
-class GANItemList(ImageList):
-    """Image files for a GAN that generates from noise: `il[i]` is a `NoisyItem` of `noise_sz`, the
-    labels the images themselves, and the chain ends in a `GANDataBunch`."""
-
-    def __init__(self, items, path=".", inner_df=None, label_cls=None, noise_sz: int = 100, **settings):
-        super().__init__(items, path=path, inner_df=inner_df, label_cls=label_cls or GANImageTargets,
-                         noise_sz=noise_sz, **settings)
-
-    def get(self, i: int) -> NoisyItem:
-        return NoisyItem(self.settings["noise_sz"])
-
-    @classmethod
-    def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> GANDataBunch:
-        return (bunch_cls or GANDataBunch).create_from_ll(lls, **kwargs)
-
-
 class NoiseInput:
     """Batch transform `(images, _) -> (noise (bs, noise_sz, 1, 1), images)` on the images' device:
     the generator's input, fresh for every batch; the images become the targets."""
@@ -128,6 +112,19 @@ class GANDataBunch(ImageDataBunch):
         model must be in generator mode: `learn.gan_trainer.switch(gen_mode=True)`)."""
         _, _, out = batch_predictions(learn, ds_type)
         return _image_grid(self.denorm_y(out).clamp(0, 1), rows, figsize, return_fig, save_to, **kwargs)
+
+
+class GANItemList(ImageList):
+    """Image files for a GAN that generates from noise: `il[i]` is a `NoisyItem` of `noise_sz`, the
+    labels the images themselves, and the chain ends in a `GANDataBunch`."""
+    _label_cls = GANImageTargets
+    _bunch = GANDataBunch
+
+    def __init__(self, items, path=".", inner_df=None, label_cls=None, noise_sz: int = 100, **settings):
+        super().__init__(items, path=path, inner_df=inner_df, label_cls=label_cls, noise_sz=noise_sz, **settings)
+
+    def get(self, i: int) -> NoisyItem:
+        return NoisyItem(self.settings["noise_sz"])
 
 
 def _image_grid(images: torch.Tensor, rows: int, figsize, return_fig, save_to, **kwargs):

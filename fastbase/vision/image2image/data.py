@@ -60,18 +60,6 @@ class ImageTargetList(LabelItemList):
         return Image(t.float().clamp(0, 1))
 
 
-class ImageImageList(ImageList):
-    """Image files whose labels are image files too (`label_from_func(lambda x: path_hr/x.name)`):
-    the labels are an `ImageTargetList` and the chain ends in an `ImageImageDataBunch`."""
-
-    def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
-        super().__init__(items, path=path, inner_df=inner_df, label_cls=label_cls or ImageTargetList, **settings)
-
-    @classmethod
-    def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> ImageImageDataBunch:
-        return (bunch_cls or ImageImageDataBunch).create_from_ll(lls, **kwargs)
-
-
 class ImageImageDataset(ImageDataset):
     """Input image files and their target image files (`targets_files`; None for a test set):
     `raw_item` gives `(x uint8 3 x h x w, y uint8 3 x h x w, src_hw)`, the two placed the same way
@@ -203,3 +191,10 @@ class ImageImageDataBunch(ImageDataBunch):
     def show_results(self, learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None, **kwargs):
         """`rows` lines of input | prediction | target of one `ds_type` batch (`imgsize=` per image)."""
         return show_pair_results(learn, ds_type, rows, figsize, **kwargs)
+
+
+class ImageImageList(ImageList):
+    """Image files whose labels are image files too (`label_from_func(lambda x: path_hr/x.name)`):
+    the labels are an `ImageTargetList` and the chain ends in an `ImageImageDataBunch`."""
+    _label_cls = ImageTargetList
+    _bunch = ImageImageDataBunch

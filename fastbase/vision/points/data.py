@@ -83,18 +83,6 @@ class PointsDataset(ImageDataset):
         return ""
 
 
-class PointsItemList(ImageList):
-    """Image files whose labels are points: `label_from_func(func)` with `func(file)` giving `(y, x)`
-    pixels (`(2,)` or `(k, 2)`) makes a `PointsLabelList`; the chain ends in a `PointsDataBunch`."""
-
-    def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
-        super().__init__(items, path=path, inner_df=inner_df, label_cls=label_cls or PointsLabelList, **settings)
-
-    @classmethod
-    def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> PointsDataBunch:
-        return (bunch_cls or PointsDataBunch).create_from_ll(lls, **kwargs)
-
-
 class PointsDataBunch(ImageDataBunch):
     """An ImageDataBunch whose targets are points: float `(bs, k, 2)` scaled `(y, x)`, moved with their
     images (the transforms' coordinate hook, `PointTargets`). The model gives `c = 2 * k` numbers and
@@ -161,6 +149,13 @@ class PointsDataBunch(ImageDataBunch):
 
     def export_state(self) -> dict:
         return {**super().export_state(), "n_points": (self.c or 0) // 2}
+
+
+class PointsItemList(ImageList):
+    """Image files whose labels are points: `label_from_func(func)` with `func(file)` giving `(y, x)`
+    pixels (`(2,)` or `(k, 2)`) makes a `PointsLabelList`; the chain ends in a `PointsDataBunch`."""
+    _label_cls = PointsLabelList
+    _bunch = PointsDataBunch
 
 
 def _item_hw(item) -> tuple[int, int]:

@@ -200,19 +200,6 @@ class SegmentationDataset(ImageDataset):
         return ""
 
 
-class SegmentationItemList(ImageList):
-    """Image files whose labels are mask files: `label_from_func(get_y_fn, classes=codes)` makes a
-    `SegmentationLabelList` (pass `classes`, the names of the mask codes); the chain ends in a
-    `SegmentationDataBunch`."""
-
-    def __init__(self, items, path=".", inner_df=None, label_cls=None, **settings):
-        super().__init__(items, path=path, inner_df=inner_df, label_cls=label_cls or SegmentationLabelList, **settings)
-
-    @classmethod
-    def build_databunch(cls, lls, bunch_cls=None, **kwargs) -> SegmentationDataBunch:
-        return (bunch_cls or SegmentationDataBunch).create_from_ll(lls, **kwargs)
-
-
 class SegmentationDataBunch(ImageDataBunch):
     """An ImageDataBunch whose targets are masks: int64 `(n, 1, *size)` class codes, moved with their
     images (`tfm_y`). What differs from classification is here, as the task contract's methods: the
@@ -238,3 +225,11 @@ class SegmentationDataBunch(ImageDataBunch):
     def show_results(self, learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None, **kwargs):
         """The true and the predicted mask over each image of one `ds_type` batch (`show_segment_results`)."""
         return show_segment_results(learn, ds_type, rows, figsize, **kwargs)
+
+
+class SegmentationItemList(ImageList):
+    """Image files whose labels are mask files: `label_from_func(get_y_fn, classes=codes)` makes a
+    `SegmentationLabelList` (pass `classes`, the names of the mask codes); the chain ends in a
+    `SegmentationDataBunch`."""
+    _label_cls = SegmentationLabelList
+    _bunch = SegmentationDataBunch
