@@ -109,6 +109,7 @@ LAYERS = {
     "fastbase.vision.data": 6,
     "fastbase.vision.data_checks": 6,
     "fastbase.vision.dataset": 6,
+    "fastbase.vision.encoder": 6,  # the one body interface: Encoder, SequentialEncoder, PyramidEncoder
     "fastbase.vision.detection": 6,  # object detection data: ImageBBox, ObjectItemList, COCO annotations, drawing
     "fastbase.vision.detection.data": 6,
     "fastbase.vision.detection.items": 6,

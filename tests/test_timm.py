@@ -313,7 +313,7 @@ def test_activations_follow_the_timm_stages():
 def test_features_encoder_gives_one_map_per_stride_with_its_channels(offline_cache):
     save_weights("test_resnet", timm_weights_file("test_resnet"))
     encoder, channels = timm_features_encoder("timm:test_resnet", pretrained=True)
-    feats = encoder(torch.rand(1, 3, 64, 64))
+    feats = encoder.features(torch.rand(1, 3, 64, 64))
     assert [f.shape[1] for f in feats] == channels and len(channels) == 5
     assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2]
     assert isinstance(encoder, nn.Module)

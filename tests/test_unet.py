@@ -25,7 +25,6 @@ from fastbase.vision.segmentation import (
     acc_segmentation,
     unet_learner,
 )
-from fastbase.vision.segmentation.unet import encoder_features
 
 
 class DigitMasks(Dataset):
@@ -88,8 +87,8 @@ def test_forward_keeps_only_the_maps_the_skips_read():
     body = create_body(models.resnet18, pretrained=False).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        every = encoder_features(body, x)
-        kept = encoder_features(body, x, keep=[2, 4])
+        every = body.features(x)
+        kept = body.features(x, keep=[2, 4])
     assert [i for i, t in enumerate(kept) if t is not None] == [2, 4, len(body) - 1]  # the deepest always
     assert all(torch.equal(kept[i], every[i]) for i in (2, 4, len(body) - 1))
 

@@ -131,6 +131,7 @@ from .compare import compare_archs, plot_compare
 from .coords import FlowField
 from .data import ImageDataBunch, ImageList
 from .detection import ImageBBox, ObjectCategoryList, ObjectDataBunch, ObjectItemList, bb_pad_collate, get_annotations
+from .encoder import Encoder, PyramidEncoder, SequentialEncoder, as_encoder
 from .gan import (
     AdaptiveGANSwitcher,
     AdaptiveLoss,
@@ -256,6 +257,7 @@ __all__ += ["FlowField", "ImagePoints", "MSELossFlat", "PointsDataBunch", "Point
 __all__ += ["ImageBBox", "ObjectCategoryList", "ObjectDataBunch", "ObjectItemList", "bb_pad_collate",
             "get_annotations"]  # boxes as targets (fastbase.vision.detection)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
+__all__ += ["Encoder", "PyramidEncoder", "SequentialEncoder", "as_encoder"]  # the body interface (vision.encoder)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for
 # pyplot or pandas. The rest of `fastbase.basics` (fastai v1's metrics, schedules, callbacks, `fit_fc`...)
 # comes with it, read from there on first use.

@@ -14,18 +14,17 @@ from torch import nn
 
 from ..core import FastbaseError
 from ..hooks import hook_outputs
-from .timm_models import TimmBody
+from .encoder import Encoder, as_encoder
 
 __all__ = ["body_of", "show_activations", "show_filters", "stage_outputs"]
 
 
 def body_of(model: nn.Module) -> list[nn.Module]:
-    """The body's modules in order: the children of `model[0]` for a `cnn_learner` model (body, head),
-    else the model's own children; for a timm body, its stages (`TimmBody.stages`)."""
-    if isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[0], TimmBody):
-        return model[0].stages()
-    if isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[0], nn.Sequential):
-        return list(model[0].children())
+    """The body's modules in order: for a `cnn_learner` model (body, head), the stages of the body
+    (`Encoder.stages`: a torchvision body's children, a timm body's `feature_info` stages), else the
+    model's own children."""
+    if isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[0], (Encoder, nn.Sequential)):
+        return as_encoder(model[0]).stages()
     return list(model.children()) or [model]
 
 

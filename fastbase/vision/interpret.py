@@ -14,7 +14,7 @@ from ..core import ifnone
 from ..figures import finish_figure, subplots
 from ..hooks import hook_output
 from ..interpret import InterpretationError
-from .timm_models import TimmBody
+from .encoder import Encoder
 
 __all__ = ["TOP_LOSSES_TITLE", "cam_layer", "grad_cam", "plot_confused_images", "plot_image_items",
            "plot_image_multi_top_losses", "plot_image_top_losses"]
@@ -103,17 +103,16 @@ def plot_confused_images(interp, idxs: list[int], title: str, figsize=None, varl
 # --- Grad-CAM ---------------------------------------------------------------------------------------
 def cam_layer(model: nn.Module) -> nn.Module:
     """The layer whose output Grad-CAM weighs: the body (`model[0]`) of a cnn_learner model
-    (`nn.Sequential(body, head)`), else the last `nn.Conv2d` of the model. A timm body's output is its
-    last stage's map; a ViT-like timm body has no map, so it gets an error that says so."""
-    if isinstance(model, nn.Sequential) and len(model) >= 2 and isinstance(model[0], TimmBody):
-        if not model[0].spatial:
-            raise InterpretationError(f"timm's {model[0].name} is a transformer: its body gives pooled tokens, not a "
-                                      "spatial feature map, so Grad-CAM does not apply. Use heatmap=False (or pass "
-                                      "layer= a module whose output is (n, channels, h, w)).")
-        return model[0]
-    if isinstance(model, nn.Sequential) and len(model) >= 2 and len(list(model[0].children())) > 0 \
-            and any(isinstance(m, nn.Conv2d) for m in model[0].modules()):
-        return model[0]
+    (`nn.Sequential(body, head)`, the body an `Encoder` or a hand-built `nn.Sequential`), else the last
+    `nn.Conv2d` of the model. A timm body's output is its last stage's map; a ViT-like timm body has
+    no map (`Encoder.spatial` is False), so it gets an error that says so."""
+    body = model[0] if isinstance(model, nn.Sequential) and len(model) >= 2 else None
+    if isinstance(body, Encoder) and not body.spatial:
+        raise InterpretationError(f"{body.name} is a transformer: its body gives pooled tokens, not a "
+                                  "spatial feature map, so Grad-CAM does not apply. Use heatmap=False (or pass "
+                                  "layer= a module whose output is (n, channels, h, w)).")
+    if body is not None and len(list(body.children())) > 0 and any(isinstance(m, nn.Conv2d) for m in body.modules()):
+        return body
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise InterpretationError(f"{type(model).__name__} has no nn.Conv2d layer, so there is no feature map for a "

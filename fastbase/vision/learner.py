@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from itertools import pairwise
 
 import torch
 from torch import nn
@@ -16,17 +15,10 @@ from ..export import model_spec
 from ..hooks import num_features_model
 from ..layers import AdaptiveConcatPool2d, bn_drop_lin
 from ..learner import Learner
+from .encoder import Encoder, as_encoder
 from .feature_cache import DEFAULT_N_VIEWS, FeatureCache
 from .models import arch_meta, arch_name
-from .timm_models import (
-    TimmBody,
-    arch_ref,
-    features_layer_groups,
-    is_features_encoder,
-    is_timm_model,
-    resolve_arch,
-    timm_body,
-)
+from .timm_models import arch_ref, is_timm_model, resolve_arch, timm_body
 
 __all__ = [
     "AdaptiveConcatPool2d",
@@ -58,20 +50,22 @@ def _default_cut(model: nn.Module) -> int:
                         "pass `cut=` (an index into its children, or a function model -> body).")
 
 
-def create_body(arch: Callable, pretrained: bool | str = True, cut: int | Callable | None = None) -> nn.Sequential:
-    """The feature extractor of `arch(pretrained)`: cut by `cut` (index into the model's children, or a
-    function model -> body), by the architecture's metadata, or at the last pooling layer. A timm model
-    (from a timm name, `TimmArch` or any function returning one) becomes a `TimmBody`."""
+def create_body(arch: Callable, pretrained: bool | str = True, cut: int | Callable | None = None) -> Encoder:
+    """The feature extractor of `arch(pretrained)` as an `Encoder` (`fastbase.vision.encoder`): cut by
+    `cut` (index into the model's children, or a function model -> body), by the architecture's
+    metadata, or at the last pooling layer. A torchvision body is a `SequentialEncoder`, used as the
+    `nn.Sequential` of fastai v1 (indexed, sliced, called); a timm model (from a timm name, `TimmArch`
+    or any function returning one) becomes a `TimmBody`."""
     arch = resolve_arch(arch)
     model = arch(pretrained=pretrained)
     if cut is None:
         meta = arch_meta(arch)
         if meta is None and is_timm_model(model):
             return timm_body(model)
-        return meta.body(model) if meta is not None else nn.Sequential(*list(model.children())[:_default_cut(model)])
-    if callable(cut):
-        return cut(model)
-    return nn.Sequential(*list(model.children())[:cut])
+        body = meta.body(model) if meta is not None else list(model.children())[:_default_cut(model)]
+    else:
+        body = cut(model) if callable(cut) else list(model.children())[:cut]
+    return as_encoder(nn.Sequential(*body) if isinstance(body, list) else body)
 
 
 def create_head(nf: int, nc: int, lin_ftrs: list[int] | None = None, ps: float | list[float] = 0.5,
@@ -105,7 +99,7 @@ def build_cnn_model(arch: Callable, nc: int, pretrained: bool | str = False, cut
     if custom_head is not None:
         head = custom_head
     else:
-        nf = (body.num_features if isinstance(body, TimmBody) else num_features_model(body)) * (2 if concat_pool else 1)
+        nf = body.out_channels() * (2 if concat_pool else 1)
         head = create_head(nf, nc, lin_ftrs, ps, concat_pool, bn_final)
         if init is not None:
             for m in head.modules():
@@ -116,20 +110,11 @@ def build_cnn_model(arch: Callable, nc: int, pretrained: bool | str = False, cut
 
 
 def body_layer_groups(body: nn.Module, split: tuple[int, ...] | None) -> list[nn.Module]:
-    """The one layer-group splitter of a body (or encoder): pieces starting at each index in `split`.
-    An `nn.Sequential` is cut between its children ([body[:s0], body[s0:s1], ...]); a `TimmBody` or a
-    timm `features_only` encoder between its stages (`split` indexes them; by default a cut before
-    the first stage past stride 8); any other module stays whole."""
-    if isinstance(body, TimmBody):
-        return body.layer_groups(split or ())
-    if is_features_encoder(body):
-        return features_layer_groups(body, split or ())
-    if not isinstance(body, nn.Sequential):
-        return [body]
-    bounds = [0, *(split or ()), len(body)]
-    if sorted(bounds) != bounds or len(set(bounds)) != len(bounds):
-        raise FastbaseError(f"Split points {split} must increase inside the body's {len(body)} children.")
-    return [body[a:b] for a, b in pairwise(bounds)]
+    """A body's (encoder's) layer groups, pieces starting at each index of `split`: `Encoder.layer_groups`
+    of `as_encoder(body)`. An `nn.Sequential` body is cut between its children ([body[:s0], body[s0:s1],
+    ...]); a timm body or encoder between its stages (by default before the first stage past stride 8);
+    a module without stages stays whole."""
+    return as_encoder(body).layer_groups(split)
 
 
 def cnn_layer_groups(model: nn.Sequential, split: tuple[int, ...] | None) -> list[nn.Module]:

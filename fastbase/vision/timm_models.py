@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from ..core import FastbaseError, Path, get_config, import_ref, object_ref
+from ..hooks import hook_outputs
 from . import models
+from .encoder import Encoder, PyramidEncoder, default_stage_split, stage_layer_groups
 from .models import ArchMeta, PretrainedWeightsError
 
-__all__ = ["TimmArch", "TimmBody", "arch_ref", "create_timm_model", "default_stage_split", "features_layer_groups",
-           "is_features_encoder", "is_timm_model", "resolve_arch", "stage_layer_groups", "timm_arch", "timm_body",
-           "timm_features_encoder", "timm_weights_file"]
+__all__ = ["TimmArch", "TimmBody", "arch_ref", "create_timm_model", "is_timm_model", "resolve_arch", "timm_arch",
+           "timm_body", "timm_features_encoder", "timm_weights_file"]
 
 TIMM_PREFIX = "timm:"
 _INSTALL = 'pip install "fastbase[timm]" (or pip install timm)'
@@ -136,35 +137,53 @@ def create_timm_model(name: str, pretrained: bool | str = False, **kwargs) -> nn
         raise missing(f"could not be downloaded ({type(e).__name__}: {str(e).strip()[:200]})") from e
 
 
-class TimmBody(nn.Module):
-    """A timm model without classifier or global pool, as a body: (N, 3, H, W) -> feature map (N, C, h, w).
+class TimmBody(Encoder):
+    """A timm model without classifier or global pool, as a body (`Encoder`): (N, 3, H, W) -> feature map
+    (N, C, h, w).
 
     Convnets give their last stage's map (channels-last models such as Swin are permuted to NCHW);
     ViT-like models give timm's pooled token (class token or mean) as a (N, C, 1, 1) map, so
-    `create_head` works the same, and `spatial` is False (Grad-CAM does not apply). `stages` are
-    the modules of `feature_info` (one per stride); `layer_groups(split)` cuts the model between them.
+    `create_head` works the same, and `spatial` is False (Grad-CAM does not apply, nor `features`).
+    `stages` are the modules of `feature_info` (one per stride), `features` their maps;
+    `layer_groups(split)` cuts the model between them.
     """
 
     def __init__(self, model: nn.Module, name: str | None = None):
         super().__init__()
         self.model = model
-        self.name = name or model.pretrained_cfg.get("architecture") or type(model).__name__
+        self._name = name or model.pretrained_cfg.get("architecture") or type(model).__name__
         self.spatial = _spatial(model.pretrained_cfg)
         self.channels_last_out = getattr(model, "output_fmt", "NCHW") == "NHWC"
         self.num_features = int(getattr(model, "head_hidden_size", None) or model.num_features)
         self.stage_names = [info["module"] for info in getattr(model, "feature_info", []) or []
                             if isinstance(info, dict) and info.get("module")]
 
+    def _nchw(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 3, 1, 2) if x.dim() == 4 and self.channels_last_out else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.model(x)  # forward_features, then the head without pool and classifier
         if x.dim() == 2:
             return x[:, :, None, None]
-        if x.dim() == 4 and self.channels_last_out:
-            return x.permute(0, 3, 1, 2)
         if x.dim() != 4:
             raise FastbaseError(f"timm's {self.name} gives features of shape {tuple(x.shape)}, not a (N, C, H, W) map "
                                 "or a pooled vector; fastbase cannot put a head on it.")
-        return x
+        return self._nchw(x)
+
+    def features(self, x: torch.Tensor, keep=None) -> list[torch.Tensor]:
+        """The maps of the stages (NCHW), read as the model runs; the last is the last stage's map,
+        before any norm the model applies after it."""
+        if not self.spatial:
+            raise FastbaseError(f"timm's {self.name} is a transformer: its stages give tokens, not feature maps; "
+                                "use a convolutional model where maps are needed.")
+        if not self.stage_names:
+            return [self(x)]
+        with hook_outputs(self.stages(), detach=False) as hooks:
+            self.model(x)
+        return [self._nchw(t) for t in hooks.stored]
+
+    def out_channels(self) -> int:
+        return self.num_features
 
     def stages(self) -> list[nn.Module]:
         """The stage modules of `feature_info`, in order (resnet: act1, layer1..layer4)."""
@@ -180,48 +199,7 @@ class TimmBody(nn.Module):
 
     def layer_groups(self, split=()) -> list[nn.Module]:
         """Body groups cut after the stages before each index of `split` (default `default_split()`)."""
-        return stage_layer_groups(self.model, self.stage_names, self._reductions(), split, self.name)
-
-
-def default_stage_split(reductions: list[int]) -> tuple[int, ...]:
-    """Where a second group starts among stages of these strides: at the first stage past stride 8
-    (resnet: layer3, as in fastai), or in the middle of the stages when all have one stride (ViT blocks)."""
-    first = next((i for i, r in enumerate(reductions) if r > 8), 0)
-    if first == 0:
-        first = len(reductions) // 2
-    return (first,) if 0 < first < len(reductions) else ()
-
-
-def stage_layer_groups(model: nn.Module, stage_names: list[str], reductions: list[int], split=(),
-                       name: str = "") -> list[nn.Module]:
-    """`model`'s modules and parameters in groups cut after the stages before each index of `split`
-    (default `default_stage_split`): group k holds everything registered after stage split[k-1]-1 and
-    up to the next cut. `stage_names` are submodule names of `model`, in forward order."""
-    split = tuple(split) or default_stage_split(reductions)
-    if any(not 0 < s <= len(stage_names) for s in split) or sorted(set(split)) != list(split):
-        raise FastbaseError(f"Split points {split} for timm's {name} must increase inside its "
-                            f"{len(stage_names)} stages {stage_names}.")
-    cuts = [stage_names[s - 1] for s in split]
-    groups: list[list] = [[] for _ in range(len(cuts) + 1)]
-    _partition(model, "", cuts, [0], groups)
-    return [nn.Sequential(*[g for g in group if isinstance(g, nn.Module)],
-                          nn.ParameterList([g for g in group if isinstance(g, nn.Parameter)]))
-            for group in groups]
-
-
-def _partition(module: nn.Module, prefix: str, cuts: list[str], state: list[int], groups: list[list]) -> None:
-    """Put `module`'s own parameters and children into `groups[state[0]]`, moving to the next group
-    after each module named in `cuts` and descending into the children that contain a cut."""
-    groups[state[0]] += list(module.parameters(recurse=False))
-    for name, child in module.named_children():
-        full = prefix + name
-        cut = cuts[state[0]] if state[0] < len(cuts) else None
-        if cut is not None and cut.startswith(full + "."):
-            _partition(child, full + ".", cuts, state, groups)
-            continue
-        groups[state[0]].append(child)
-        if full == cut:
-            state[0] += 1
+        return stage_layer_groups(self.model, self.stage_names, self._reductions(), split or (), f"timm's {self.name}")
 
 
 def timm_body(model: nn.Module, name: str | None = None) -> TimmBody:
@@ -274,36 +252,17 @@ def timm_arch(name: str, **create_kwargs) -> TimmArch:
     return TimmArch(name, **create_kwargs)
 
 
-def timm_features_encoder(name: str, pretrained: bool | str = False, **kwargs) -> tuple[nn.Module, list[int]]:
-    """timm's `features_only=True` model for `name` (a U-Net encoder) and its channels per stage.
+def timm_features_encoder(name: str, pretrained: bool | str = False, **kwargs) -> tuple[PyramidEncoder, list[int]]:
+    """timm's `features_only=True` model for `name` as a `PyramidEncoder` (a U-Net encoder), and its
+    channels per stage.
 
-    The model maps (N, 3, H, W) to a list of feature maps, one per stride of `feature_info`
-    (resnet: 2, 4, 8, 16, 32); the channel list gives their channels in that order. Pretrained
-    weights load as in `create_timm_model` (local file, Hugging Face hub cache, offline rules)."""
+    `encoder.features(x)` maps (N, 3, H, W) to a list of feature maps, one per stride of `feature_info`
+    (resnet: 2, 4, 8, 16, 32), `encoder(x)` to the deepest; the channel list gives their channels in
+    that order. The state-dict keys are timm's features model's. Pretrained weights load as in
+    `create_timm_model` (local file, Hugging Face hub cache, offline rules)."""
     name = name.removeprefix(TIMM_PREFIX)
     model = create_timm_model(name, pretrained, features_only=True, **kwargs)
-    return model, list(model.feature_info.channels())
-
-
-def is_features_encoder(model: nn.Module) -> bool:
-    """Is `model` a timm `features_only` model (returns a list of maps, one per `feature_info` stage)?"""
-    info = getattr(model, "feature_info", None)
-    return info is not None and hasattr(info, "module_name") and hasattr(info, "reduction")
-
-
-def features_layer_groups(encoder: nn.Module, split=()) -> list[nn.Module]:
-    """A timm `features_only` encoder in layer groups cut between its stages, as `TimmBody.layer_groups`
-    cuts a body (default: a second group from the first stage past stride 8). timm names a stage
-    'stages.0' in `feature_info` and may register it flattened as 'stages_0': both are found."""
-    names = []
-    for stage in encoder.feature_info.module_name():
-        try:
-            encoder.get_submodule(stage)
-            names.append(stage)
-        except AttributeError:
-            names.append(stage.replace(".", "_"))
-    name = getattr(encoder, "pretrained_cfg", {}).get("architecture", type(encoder).__name__)
-    return stage_layer_groups(encoder, names, list(encoder.feature_info.reduction()), split, name)
+    return PyramidEncoder(model), list(model.feature_info.channels())
 
 
 def _from_spec(spec: dict) -> TimmArch:

@@ -3,19 +3,18 @@ encoder cut from a classifier, and `unet_learner` (fastai v1's name and argument
 Learner the way `cnn_learner` does for a classifier: pretrained body, frozen at first, layer groups
 for discriminative learning rates, the same BatchNorm defaults, and a `model_spec` for `export`.
 
-The decoder is sized by probing: one dummy batch through the encoder (`model_sizes`, with hooks)
-gives each child's output shape, and every child whose output is the last at its resolution (the
-next child changes the spatial size) becomes a skip connection. Unlike fastai v1, the model keeps no
-hooks afterwards: `forward` runs the encoder's children itself and keeps the skip outputs, so the
-model copies, pickles, runs under DDP and in several threads like any other module.
-
-The encoder may also return its feature pyramid itself, a list of maps from shallow to deep (timm's
-`features_only=True` models: what `unet_learner(data, 'timm:NAME')` uses): the maps are probed the
-same way and the last one at each resolution is a skip, the deepest feeds the middle.
+The encoder is an `Encoder` (`fastbase.vision.encoder`; any module is made one by `as_encoder`), read
+one way: `encoder.features(x)`, its stage maps from shallow to deep. The decoder is sized by probing
+(`Encoder.feature_shapes`, one dummy batch): every map that is the last at its resolution (the next
+changes the spatial size) becomes a skip connection, the deepest feeds the middle. For a body from
+`create_body` (a `SequentialEncoder`) the stages are its children; for timm's `features_only` models
+(`PyramidEncoder`: what `unet_learner(data, 'timm:NAME')` uses), one map per stride. Unlike fastai v1,
+the model keeps no hooks afterwards: `forward` asks the encoder for the maps and keeps only the skip
+outputs, so the model copies, pickles, runs under DDP and in several threads like any other module.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,6 @@ from torch import nn
 
 from ...core import FastbaseError, ifnone
 from ...export import model_spec
-from ...hooks import dummy_batch
 from ...layers import (
     NormType,
     PixelShuffle_ICNR,
@@ -36,6 +34,7 @@ from ...layers import (
 )
 from ...learner import Learner
 from ...losses import CrossEntropyFlat
+from ..encoder import PyramidEncoder, as_encoder, resolution_ends
 from ..learner import (
     body_layer_groups,
     create_body,
@@ -60,47 +59,9 @@ def _size_hw(size) -> tuple[int, int]:
 
 
 def skip_indices(sizes: Sequence[torch.Size]) -> list[int]:
-    """Indexes of the encoder children whose output is the last at its resolution: the next child's
-    output has another spatial size. `sizes` are the children's output shapes (`model_sizes`)."""
-    spatial = [tuple(s[-2:]) for s in sizes]
-    return [i for i in range(len(spatial) - 1) if spatial[i] != spatial[i + 1]]
-
-
-def encoder_features(encoder: nn.Module, x: torch.Tensor,
-                     keep: Collection[int] | None = None) -> list[torch.Tensor | None]:
-    """The feature maps of an encoder for `x`, shallow to deep: each child's output for an
-    `nn.Sequential` of stages (e.g. from `create_body`), or the list a feature encoder returns
-    (timm's `features_only` models). The one way `DynamicUnet` reads an encoder, to size the
-    decoder and in `forward`. `keep`: for a sequential encoder, the indexes of the maps to return
-    (the last one always is); the others are None, so a map no skip connection reads is freed as
-    soon as the next child has run instead of living until the decoder is done."""
-    if isinstance(encoder, nn.Sequential):
-        maps: list[torch.Tensor | None] = []
-        last = len(encoder) - 1
-        for i, stage in enumerate(encoder):
-            x = stage(x)
-            maps.append(x if keep is None or i in keep or i == last else None)
-        return maps
-    out = encoder(x)
-    if not isinstance(out, (list, tuple)) or not out or not all(isinstance(t, torch.Tensor) for t in out):
-        got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-        raise FastbaseError(f"DynamicUnet needs the encoder as an nn.Sequential of its stages (it reads the output of "
-                            f"each child) or a module returning its feature maps as a list (timm's features_only "
-                            f"models); {type(encoder).__name__} returns {got}. Use create_body(arch), "
-                            "timm_features_encoder(name), or wrap the stages: nn.Sequential(stem, stage1, ...).")
-    return list(out)
-
-
-def _feature_sizes(encoder: nn.Module, img_size: tuple[int, int]) -> list[torch.Size]:
-    """The shapes of the encoder's feature maps (`encoder_features`) for a dummy batch of `img_size`,
-    run in eval mode without gradients (the encoder's mode is put back)."""
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        with torch.no_grad():
-            return [t.shape for t in encoder_features(encoder, dummy_batch(encoder, img_size))]
-    finally:
-        encoder.train(was_training)
+    """Indexes of the encoder's maps a skip connection reads: the last at each resolution
+    (`resolution_ends`) but the deepest, which feeds the middle. `sizes`: `Encoder.feature_shapes`."""
+    return resolution_ends(sizes)[:-1]
 
 
 class UnetBlock(nn.Module):
@@ -133,8 +94,8 @@ class UnetBlock(nn.Module):
 
 class DynamicUnet(nn.Module):
     """A U-Net on `encoder` with `n_classes` output channels at the input's size: (bs, c_in, H, W) ->
-    (bs, n_classes, H, W). The encoder is an `nn.Sequential` of stages (e.g. from `create_body`), or
-    a module returning its feature maps as a list, shallow to deep (timm's `features_only` models).
+    (bs, n_classes, H, W). The encoder is an `Encoder` (from `create_body` or `timm_features_encoder`), an
+    `nn.Sequential` of stages, or a module returning its feature maps as a list, shallow to deep.
 
     The encoder is probed once at `img_size` to find its skip connections (see the module
     docstring); the decoder is BatchNorm + ReLU, a middle pair of convolutions, one `UnetBlock` per
@@ -154,14 +115,22 @@ class DynamicUnet(nn.Module):
                  last_cross: bool = True, bottle: bool = False, norm_type: NormType | None = None):
         super().__init__()
         img_size = _size_hw(img_size)
+        encoder = as_encoder(encoder)
         self.pyramid = not isinstance(encoder, nn.Sequential)  # the encoder returns its maps itself
         try:
-            sizes = _feature_sizes(encoder, img_size)
+            sizes = encoder.feature_shapes(img_size)
         except RuntimeError as e:  # e.g. a stride-2 kernel of 2 on a 1-pixel map deep in the encoder
             raise FastbaseError(f"DynamicUnet: the {type(encoder).__name__} encoder cannot take a {img_size} input "
                                 f"({str(e).strip()[:200]}); train at a larger size.") from e
+        if len(sizes) < 2 and isinstance(encoder, PyramidEncoder):
+            got = ", ".join(str(tuple(s)) for s in sizes)
+            raise FastbaseError(f"DynamicUnet needs the encoder's feature maps at several resolutions: an "
+                                "nn.Sequential of its stages (create_body(arch)) or a module returning its maps as a "
+                                "list (timm's features_only models: timm_features_encoder(name)); "
+                                f"{encoder.name} returns one output of shape {got}. Wrap the stages: "
+                                "nn.Sequential(stem, stage1, ...).")
         if any(s is None or len(s) != 4 for s in sizes):
-            raise FastbaseError(f"DynamicUnet: every child of the encoder must return a (bs, c, h, w) feature map; got "
+            raise FastbaseError(f"DynamicUnet: every stage of the encoder must return a (bs, c, h, w) feature map; got "
                                 f"shapes {[None if s is None else tuple(s) for s in sizes]} for a {img_size} input.")
         skips = skip_indices(sizes)
         if not skips:
@@ -198,7 +167,7 @@ class DynamicUnet(nn.Module):
         return nn.ModuleList(parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = encoder_features(self.encoder, x, keep=self.skip_idxs)
+        features = self.encoder.features(x, keep=self.skip_idxs)
         skips = [features[i] for i in self.skip_idxs]
         h = self.middle(features[-1])
         for block, skip in zip(self.blocks, reversed(skips)):
