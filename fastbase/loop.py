@@ -161,8 +161,13 @@ class Loop:
         self._with_events(self._optimizer_step, "step", CancelStepException)
 
     # the parts of the inner step a callback may replace (see fastbase.callback)
+    def model_args(self) -> tuple:
+        """What the model is called with for the current batch: its inputs, then its targets when the
+        data's `targets_to_model` says the model computes its own loss (detection)."""
+        return (*self.xb, *self.yb) if self.data.targets_to_model else self.xb
+
     def _default_forward(self):
-        return self.model(*self.xb)
+        return self.model(*self.model_args())
 
     def _default_compute_loss(self):
         return self.loss_func(self.pred, *self.yb)

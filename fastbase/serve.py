@@ -74,7 +74,7 @@ class ServedModel:
         blank = data.one_item(torch.zeros(3, *data.size, dtype=torch.uint8))[0]  # also warms the model up
         out = predict_batch(self.learn.model, self.activation, [blank])
         shape = tuple(out.shape)
-        if self.classes is None:  # a task without classes answers in its own terms (points), or is refused
+        if self.classes is None or data.serves_own_answer:  # a task's own terms (points, boxes), or refused
             try:
                 data.serve_answer(out[0], tuple(data.size))
             except DataError as e:
@@ -123,7 +123,7 @@ class ServedModel:
     def predict(self, xs: list[tuple[torch.Tensor, tuple[int, int]]]) -> list[dict]:
         """One answer per decoded upload of `xs` (`decode`'s), from one forward pass over all of them."""
         probs = predict_batch(self.learn.model, self.activation, [x for x, _ in xs])
-        if self.classes is None:
+        if self.classes is None or self.data.serves_own_answer:
             return [self.data.serve_answer(row, hw) for row, (_, hw) in zip(probs, xs)]
         return [answer(row, self.classes, bool(self.data.multi_label)) for row in probs]
 

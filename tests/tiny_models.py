@@ -43,3 +43,14 @@ def make_learner(data=None, groups: bool = False, seed: int = 0, **kwargs) -> Le
     model = tiny_mlp(n_out=data.c)
     kwargs.setdefault("silent", True)
     return Learner(data, model, layer_groups=three_groups(model) if groups else None, **kwargs)
+
+
+def tiny_detector_arch(pretrained=False) -> nn.Sequential:
+    """A four-stage classifier (32x32 -> 16 -> 8 -> 4 -> 2) with BatchNorm, cut at its pooling layer by
+    create_body: a body with stride-8, 16 and 32 stages for a detector's feature pyramid. Module-level,
+    so an export names it ('tiny_models:tiny_detector_arch')."""
+    def stage(n_in, n_out):
+        return nn.Sequential(nn.Conv2d(n_in, n_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(n_out),
+                             nn.ReLU())
+    return nn.Sequential(stage(3, 8), stage(8, 16), stage(16, 16), stage(16, 32), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(32, 10))

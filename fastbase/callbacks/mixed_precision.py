@@ -62,7 +62,9 @@ def _to_float(pred):
     if isinstance(pred, torch.Tensor):
         return pred.float() if pred.is_floating_point() and pred.dtype != torch.float32 else pred
     if isinstance(pred, (list, tuple)):
-        return type(pred)(_to_float(p) for p in pred)
+        values = [_to_float(p) for p in pred]
+        named = isinstance(pred, tuple) and type(pred) is not tuple  # a NamedTuple takes its fields one by one
+        return type(pred)(*values) if named else type(pred)(values)
     if isinstance(pred, dict):
         return {k: _to_float(v) for k, v in pred.items()}
     return pred
@@ -142,9 +144,9 @@ class MixedPrecision(Callback):
         learn = self.learn
         self._setup()
         if not self.enabled:
-            return learn.model(*learn.xb)
+            return learn.model(*learn.model_args())
         with torch.autocast(self.device_type, dtype=self.dtype):
-            pred = learn.model(*learn.xb)
+            pred = learn.model(*learn.model_args())
         return _to_float(pred)
 
     def backward(self):

@@ -25,8 +25,14 @@ class InterpretationError(FastbaseError, ValueError):
 class TaskData:
     """The methods with defaults that a task's DataBunch may override (see the module docstring).
 
-    `loss_func`: the loss the task calls for (None: the Learner picks one from the classes)."""
+    `loss_func`: the loss the task calls for (None: the Learner picks one from the classes).
+    `targets_to_model`: whether the model is called with the batch's targets after its inputs
+    (`model(*xb, *yb)`, `Loop.model_args`) and computes its own losses, which `loss_func` then reads
+    from its output (detection: torchvision's detectors return their training-mode loss dict);
+    False: `model(*xb)` and the loss compares the output with the targets."""
     loss_func = None
+    targets_to_model = False
+    serves_own_answer = False  # True: `fastbase serve` answers with `serve_answer` though the data have classes
 
     def decode_prediction(self, probs: torch.Tensor, thresh: float = 0.5, regression: bool = False):
         """`(item, decoded tensor)` of one prediction `probs` (after the loss's activation), for
@@ -42,9 +48,9 @@ class TaskData:
 
     def serve_answer(self, row: torch.Tensor, item_hw) -> dict:
         """`fastbase serve`'s JSON answer for one prediction `row` (after the loss's activation) of an
-        uploaded image of `item_hw` (h, w), for data without classes (classifiers get the class
-        probabilities, from `serve`). The default refuses: a task answers only if it says how (points:
-        their pixels on the upload)."""
+        uploaded image of `item_hw` (h, w), for data without classes or with `serves_own_answer`
+        (classifiers get the class probabilities, from `serve`). The default refuses: a task answers
+        only if it says how (points: their pixels on the upload; detection: its boxes)."""
         raise DataError(f"fastbase serve answers classifiers and tasks that say how to answer; a "
                         f"{type(self).__name__} without classes does not.")
 

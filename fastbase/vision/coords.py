@@ -24,7 +24,7 @@ import torch
 from .sizing import ResizeMethod, canvas_size, cover_geometry, fit_size
 
 __all__ = ["BoxTargets", "CoordItem", "CoordTargets", "FlowField", "PointTargets", "apply_homography", "outside",
-           "place_points", "placement", "scale_flow", "scale_points", "unscale_points"]
+           "place_points", "placement", "scale_flow", "scale_points", "unplace_points", "unscale_points"]
 
 
 class FlowField:
@@ -172,3 +172,13 @@ def place_points(points: torch.Tensor, full_hw, size, method, canvas: bool) -> t
     (ay, by), (ax, bx), placed = placement(full_hw, size, method, canvas)
     pixels = points * points.new_tensor([ay, ax]) + points.new_tensor([by, bx])
     return scale_points(pixels, placed)
+
+
+def unplace_points(points: torch.Tensor, full_hw, size, method) -> torch.Tensor:
+    """The inverse of `place_points` off the canvas: `(..., 2)` `(y, x)` scaled on the model's input
+    (an image of `full_hw` placed at `size`) -> scaled on the image of `full_hw` itself, for
+    predictions made on a resized input (points, boxes) given back on the image they were asked about."""
+    (ay, by), (ax, bx), placed = placement(full_hw, size, method, canvas=False)
+    pixels = (unscale_points(points, placed) - points.new_tensor([by, bx])) / points.new_tensor([ay, ax])
+    return scale_points(pixels, full_hw)
+

@@ -101,6 +101,7 @@ class ImageDataBunch(DataBunch):
     masks) subclasses it: `tfm_y` moves targets with their images, `_datasets` builds its datasets."""
     convert_mode = "RGB"
     tfm_y = False  # targets are labels, not images moved with their inputs
+    exact_decode = False  # True: `one_item` decodes files at full size (predictions mapped back to their pixels)
     augment_cls, to_float_cls = BatchAugment, ToFloat  # the batch transforms (image targets have their own)
 
     # --- factories: files and labels ------------------------------------------------------------
@@ -340,7 +341,7 @@ class ImageDataBunch(DataBunch):
                     what = f"the {len(item)} bytes given" if isinstance(item, (bytes, bytearray)) else item
                     raise DataError(f"Cannot predict on {what}: it {reason}.")
                 item = bytes(item) if isinstance(item, bytearray) else item
-            x, _ = load_image(item, self.size, self.resize_method, self.convert_mode)
+            x, _ = load_image(item, None if self.exact_decode else self.size, self.resize_method, self.convert_mode)
         if self.size is not None:
             x = resize_image(x, self.size, self.resize_method, self.padding_mode)
         x = to_device(x.float().div(255).unsqueeze(0), self.device)

@@ -28,8 +28,8 @@ except ImportError:  # a torchvision without image decoding: PIL decodes everyth
     decode_jpeg = None
 
 __all__ = ["CONVERT_MODES", "PADDING_MODES", "Image", "ResizeMethod", "augment_one", "check_image", "cover_image",
-           "get_image_files", "image_extensions", "load_image", "open_image", "resize_image", "resize_to",
-           "verify_images"]
+           "get_image_files", "image_extensions", "image_hw", "item_hw", "load_image", "open_image", "resize_image",
+           "resize_to", "verify_images"]
 
 CONVERT_MODES = {"RGB": 3, "L": 1}  # the PIL modes images load in, and their number of channels
 
@@ -345,3 +345,21 @@ def open_image(fn, div: bool = True, convert_mode: str = "RGB") -> Image:
         raise DataError(f"Cannot open {fn}: it {reason}.")
     x, _ = load_image(fn, convert_mode=convert_mode)
     return Image(x.float().div_(255) if div else x.float())
+
+
+def image_hw(fn) -> tuple[int, int]:
+    """(h, w) of the image file `fn` (a path or bytes) from its header, EXIF orientation applied."""
+    with PIL.Image.open(io.BytesIO(fn) if isinstance(fn, (bytes, bytearray)) else fn) as img:
+        turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        return (img.width, img.height) if turned else (img.height, img.width)
+
+
+def item_hw(item) -> tuple[int, int]:
+    """(h, w) of a raw item as `one_item` takes it: an Image, a tensor, a PIL image, a file or its bytes."""
+    if isinstance(item, Image):
+        return tuple(item.size)
+    if isinstance(item, torch.Tensor):
+        return tuple(item.shape[-2:])
+    if isinstance(item, PIL.Image.Image):
+        return item.height, item.width
+    return image_hw(bytes(item) if isinstance(item, bytearray) else item)

@@ -19,10 +19,10 @@ import torch
 from torch.utils.data.dataloader import default_collate
 
 from ...data import DataError, DatasetType, LabelError
-from ..coords import BoxTargets, place_points
+from ..coords import BoxTargets, place_points, unplace_points
 from ..data import ImageDataBunch, ImageList
 from ..dataset import ImageDataset
-from ..image import Image
+from ..image import Image, item_hw
 from .items import ImageBBox, ObjectCategoryList, bb_pad_collate
 from .show import show_boxes_batch
 
@@ -98,8 +98,50 @@ class ObjectDataset(ImageDataset):
 
 class ObjectDataBunch(ImageDataBunch):
     """An ImageDataBunch whose targets are labelled boxes, moved with their images (`BoxTargets`) and
-    padded per batch (`bb_pad_collate`, whatever `collate_fn` says: boxes cannot be stacked)."""
+    padded per batch (`bb_pad_collate`, whatever `collate_fn` says: boxes cannot be stacked).
+
+    The model takes the boxes too and computes its own loss (`targets_to_model`, `DetectionLoss`);
+    `learn.predict(img, thresh)` gives an `ImageBBox` on `img` in its pixels, with scores, and
+    `fastbase serve` answers the boxes in the pixels of the upload."""
     tfm_y = BoxTargets()
+    targets_to_model = True
+    serves_own_answer = True
+    exact_decode = True
+
+    def decode_prediction(self, probs: torch.Tensor, thresh: float = 0.5, regression: bool = False):
+        """`(ImageBBox on the model's input, its rows)` of one image's detections `(n, 6)` (`Detector`'s
+        rows `[top, left, bottom, right (scaled), score, label]`): those scoring at least `thresh`."""
+        rows = probs[(probs[:, 4] >= thresh) & (probs[:, 4] > 0)]
+        hw = self.size if self.size is not None else (2, 2)
+        return ImageBBox(rows[:, :4], rows[:, 5].long(), hw, self.classes, scores=rows[:, 4]), rows
+
+    def item_prediction(self, item, label: ImageBBox) -> ImageBBox:
+        """The predicted boxes on `item` itself, in its pixels: the input's placement undone, clipped."""
+        return self._on_image(label, item_hw(item))
+
+    def _on_image(self, label: ImageBBox, full_hw) -> ImageBBox:
+        boxes = label.boxes
+        if self.size is not None:
+            boxes = unplace_points(boxes.reshape(-1, 2, 2), full_hw, self.size, self.resize_method).reshape(-1, 4)
+        return ImageBBox(boxes.clamp(-1, 1), label.labels, full_hw, self.classes, scores=label.scores)
+
+    def serve_answer(self, row: torch.Tensor, item_hw, thresh: float = 0.5) -> dict:
+        """`fastbase serve`'s answer: each box scoring at least `thresh` as `[top, left, bottom, right]`
+        pixels of the upload, with its class and score, and the upload's (h, w)."""
+        label = self._on_image(self.decode_prediction(row.cpu(), thresh)[0], tuple(item_hw))
+        boxes = [{"box": [round(v, 2) for v in b], "label": name, "score": round(s, 4)}
+                 for b, name, s in zip(label.pixels.tolist(), label.names(), label.scores.tolist())]
+        return {"boxes": boxes, "size": list(label.size)}
+
+    def decode_preds(self, probs: torch.Tensor, thresh: float = 0.5) -> list:
+        """Each image's boxes scoring at least `thresh`: `[top, left, bottom, right]` pixels on the
+        model's input, class name and score."""
+        out = []
+        for p in probs:
+            label, _ = self.decode_prediction(p, thresh)
+            out.append([[*b, name, s] for b, name, s in zip(label.pixels.tolist(), label.names(),
+                                                            label.scores.tolist())])
+        return out
 
     @classmethod
     def create_from_ll(cls, lls, collate_fn=None, **kwargs) -> ObjectDataBunch:

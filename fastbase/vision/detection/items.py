@@ -17,6 +17,7 @@ from ...core import Path
 from ...data import DataError, LabelError, format_list
 from ...data.labels import LabelItemList, sorted_classes
 from ..coords import CoordItem, scale_points, unscale_points
+from .model import DetectionLoss
 
 __all__ = ["ImageBBox", "ObjectCategoryList", "bb_pad_collate", "get_annotations"]
 
@@ -135,6 +136,10 @@ class ObjectCategoryList(LabelItemList):
     list of `(boxes float (b, 4), labels int64 (b,))`. A box of zero or negative area, or a label of
     another shape, is a LabelError naming the item's file."""
     item_cls = ImageBBox
+
+    @property
+    def loss_func(self):
+        return DetectionLoss()
 
     def process(self, train=None, names=None):
         files = [str(o) for o in names] if names is not None else [f"item {i}" for i in range(len(self.items))]

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import functools
 
-import PIL.Image
 import torch
 
 from ...data import DataError, DatasetType, LabelError
-from ..coords import FlowField, PointTargets, place_points, placement, scale_points, unscale_points
+from ..coords import FlowField, PointTargets, place_points, unplace_points, unscale_points
 from ..data import ImageDataBunch, ImageList
 from ..dataset import ImageDataset
-from ..image import Image, check_image, load_image
-from .items import ImagePoints, PointsLabelList, image_hw
+from ..image import item_hw
+from .items import ImagePoints, PointsLabelList
 from .show import show_points_batch, show_points_results
 
 __all__ = ["PointsDataBunch", "PointsDataset", "PointsItemList"]
@@ -88,6 +87,7 @@ class PointsDataBunch(ImageDataBunch):
     images (the transforms' coordinate hook, `PointTargets`). The model gives `c = 2 * k` numbers and
     learns with `MSELossFlat`. `learn.predict(img)` gives an `ImagePoints` on `img`, in its pixels."""
     tfm_y = PointTargets()
+    exact_decode = True
 
     @classmethod
     def _check_labels(cls, lls, tfm_y: bool, resizes: bool) -> None:
@@ -109,30 +109,18 @@ class PointsDataBunch(ImageDataBunch):
     def item_prediction(self, item, label: ImagePoints) -> ImagePoints:
         """The predicted points on `item` itself, in its pixels: the input's placement (crop, pad or
         squish to `size`) undone."""
-        return label if self.size is None else self._on_image(label, _item_hw(item))
+        return label if self.size is None else self._on_image(label, item_hw(item))
 
     def _on_image(self, label: ImagePoints, full_hw) -> ImagePoints:
         """Points predicted on the model's input, moved onto the image of `full_hw` it was made from."""
-        (ay, by), (ax, bx), placed = placement(full_hw, self.size, self.resize_method, canvas=False)
-        pts = label.data
-        pixels = (unscale_points(pts, placed) - pts.new_tensor([by, bx])) / pts.new_tensor([ay, ax])
-        return ImagePoints(FlowField(full_hw, scale_points(pixels, full_hw)), scale=False)
+        pts = unplace_points(label.data, full_hw, self.size, self.resize_method)
+        return ImagePoints(FlowField(full_hw, pts), scale=False)
 
     def serve_answer(self, row: torch.Tensor, item_hw) -> dict:
         """`fastbase serve`'s answer: the points as `(y, x)` pixels of the upload, and its (h, w)."""
         label, _ = self.decode_prediction(row.cpu())
         pts = label if self.size is None else self._on_image(label, tuple(item_hw))
         return {"points": [[round(v, 2) for v in p] for p in pts.pixels.tolist()], "size": list(pts.size)}
-
-    def one_item(self, item):
-        """As ImageDataBunch's, with image files decoded at full size (so `item_prediction` maps back exactly)."""
-        if not isinstance(item, (torch.Tensor, Image, PIL.Image.Image)):
-            reason = check_image(item)
-            if reason is not None:
-                what = f"the {len(item)} bytes given" if isinstance(item, (bytes, bytearray)) else item
-                raise DataError(f"Cannot predict on {what}: it {reason}.")
-            item = load_image(bytes(item) if isinstance(item, bytearray) else item, convert_mode=self.convert_mode)[0]
-        return super().one_item(item)
 
     def decode_preds(self, probs: torch.Tensor, thresh: float = 0.5) -> list:
         """Each prediction's points, `(y, x)` pixels on the model's input, as lists."""
@@ -156,14 +144,3 @@ class PointsItemList(ImageList):
     pixels (`(2,)` or `(k, 2)`) makes a `PointsLabelList`; the chain ends in a `PointsDataBunch`."""
     _label_cls = PointsLabelList
     _bunch = PointsDataBunch
-
-
-def _item_hw(item) -> tuple[int, int]:
-    """(h, w) of a raw item as `one_item` takes it: an Image, a tensor, a PIL image, a file or its bytes."""
-    if isinstance(item, Image):
-        return tuple(item.size)
-    if isinstance(item, torch.Tensor):
-        return tuple(item.shape[-2:])
-    if isinstance(item, PIL.Image.Image):
-        return item.height, item.width
-    return image_hw(bytes(item) if isinstance(item, bytearray) else item)

@@ -7,10 +7,7 @@ them, shape `(2,)` for one point or `(k, 2)`); on a batch they are scaled to `[-
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
-import PIL.Image
 import torch
 
 from ...core import Path
@@ -18,8 +15,9 @@ from ...data import LabelError, format_list
 from ...data.labels import LabelItemList
 from ...losses import MSELossFlat
 from ..coords import CoordItem, FlowField, outside, scale_points, unscale_points
+from ..image import image_hw
 
-__all__ = ["ImagePoints", "PointsLabelList", "PointsProcessor", "image_hw"]
+__all__ = ["ImagePoints", "PointsLabelList", "PointsProcessor"]
 
 OUTSIDE = ("error", "keep")  # what labels with points outside their image do
 
@@ -69,13 +67,6 @@ class ImagePoints(CoordItem):
         """Draw the points on `ax` (`show(ax)` calls it): pixel centres where matplotlib puts them."""
         px = self.pixels.detach().cpu() - 0.5  # matplotlib puts pixel (r, c)'s centre at (c, r)
         ax.scatter(px[:, 1].numpy(), px[:, 0].numpy(), s=size, c=color, marker=marker, **kwargs)
-
-
-def image_hw(fn) -> tuple[int, int]:
-    """(h, w) of the image file `fn` (a path or bytes) from its header, EXIF orientation applied."""
-    with PIL.Image.open(io.BytesIO(fn) if isinstance(fn, (bytes, bytearray)) else fn) as img:
-        turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-        return (img.width, img.height) if turned else (img.height, img.width)
 
 
 class PointsProcessor:
