@@ -44,7 +44,8 @@ _EXAMPLES = {
               "fastbase train ~/data/hymenoptera --epochs 3 --out bees    # train/ and val/ folders",
               "fastbase train pets --label-re '/([^/]+)_\\d+.jpg$' --out pets_run",
               "fastbase train mnist_sample --csv labels.csv --lr 3e-3 --json > summary.json",
-              "fastbase train ~/data/bears --csv cleaned.csv --skip-bad --out bears_clean"],
+              "fastbase train ~/data/bears --csv cleaned.csv --skip-bad --out bears_clean",
+              "fastbase train coco_tiny --task detection --size 128 --bs 16 --out coco_run    # train.json + train/"],
     "lr-find": ["fastbase lr-find digits --arch resnet18 --size 32 --out lr", "fastbase lr-find ~/data/flowers --json"],
     "interpret": ["fastbase interpret digits_run/export.pkl digits --out digits_interp"],
     "compare": ["fastbase compare ~/data/hymenoptera --archs resnet18,mobilenet_v2 --modes head,full --out cmp",
@@ -135,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--keep-best", action="store_true", help="keep the frozen stage's weights when the unfrozen "
                        "stage did not improve validation accuracy (the result says which were kept)")
     train.add_argument("--out", default="fastbase_train", help="folder for the report (default: %(default)s)")
+    train.add_argument("--task", choices=("classification", "detection"), default="classification",
+                       help="classification (default), or detection: boxes from a COCO-format JSON in DATA "
+                       "(train.json beside a train/ folder of images, as COCO_TINY), a detector trained, exported, "
+                       "its per-class AP in ap_table.csv")
+    train.add_argument("--coco", metavar="FILE", help="--task detection: the COCO JSON file in DATA (default: the "
+                       "only *.json there)")
     for cmd in (demo, train):
         cmd.add_argument("--epochs", type=_positive, default=4, help="epochs of the first stage (default: %(default)s)")
         cmd.add_argument("--unfreeze-epochs", type=int, default=2, help="epochs after unfreeze; 0 skips that stage "

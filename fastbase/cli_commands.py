@@ -74,6 +74,8 @@ def cmd_demo(args) -> int:
 def cmd_train(args) -> int:
     path = find_data(args.data)
     set_seed(args.seed)
+    if args.task == "detection":
+        return _train_detection(args, path)
     start = time.perf_counter()
     data, layout = load_data(path, **_data_options(args))
     summary = run_train(data, args.out, args.arch, args.pretrained, args.epochs, args.unfreeze_epochs, args.lr,
@@ -81,6 +83,16 @@ def cmd_train(args) -> int:
                         {"data": time.perf_counter() - start}, feature_cache=not args.no_cache,
                         keep_best=args.keep_best)
     return _emit(args, summary, _result_lines(summary))
+
+
+def _train_detection(args, path: Path) -> int:
+    from .workflow_detection import detection_lines, load_detection_data, run_train_detection
+
+    data = load_detection_data(path, args.coco, size=args.size, bs=args.bs, valid_pct=args.valid_pct, seed=args.seed,
+                               workers=args.workers, flip=args.flip, limit=args.limit)
+    summary = run_train_detection(data, args.out, args.arch, args.pretrained, args.epochs, args.unfreeze_epochs,
+                                  args.lr, args.lr_find_iters, _settings(args))
+    return _emit(args, summary, detection_lines(summary))
 
 
 def cmd_lr_find(args) -> int:

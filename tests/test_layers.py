@@ -110,8 +110,12 @@ LAYERS = {
     "fastbase.vision.data_checks": 6,
     "fastbase.vision.dataset": 6,
     "fastbase.vision.encoder": 6,  # the one body interface: Encoder, SequentialEncoder, PyramidEncoder
-    "fastbase.vision.detection": 6,  # object detection data: ImageBBox, ObjectItemList, COCO annotations, drawing
+    "fastbase.vision.detection": 6,  # object detection: boxes data, FCOS detector, mAP, interpretation
     "fastbase.vision.detection.data": 6,
+    "fastbase.vision.detection.interpret": 6,
+    "fastbase.vision.detection.learner": 6,
+    "fastbase.vision.detection.metrics": 6,
+    "fastbase.vision.detection.model": 6,
     "fastbase.vision.detection.items": 6,
     "fastbase.vision.detection.show": 6,
     "fastbase.vision.feature_cache": 6,
@@ -191,6 +195,7 @@ LAYERS = {
     "fastbase.serve_config": 8,  # the server's settings and flags
     "fastbase.serve_guard": 8,  # the server's API key, request bound and metrics
     "fastbase.workflow": 8,
+    "fastbase.workflow_detection": 8,
     "fastbase.report": 8,
 }
 # The notebook namespace re-exports the whole public API, so it sits above every layer it gathers.

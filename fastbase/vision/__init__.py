@@ -130,7 +130,19 @@ from .activations import show_activations, show_filters
 from .compare import compare_archs, plot_compare
 from .coords import FlowField
 from .data import ImageDataBunch, ImageList
-from .detection import ImageBBox, ObjectCategoryList, ObjectDataBunch, ObjectItemList, bb_pad_collate, get_annotations
+from .detection import (
+    DetectionLoss,
+    Detector,
+    ImageBBox,
+    MeanAP,
+    ObjectCategoryList,
+    ObjectDataBunch,
+    ObjectDetectionInterpretation,
+    ObjectItemList,
+    bb_pad_collate,
+    detection_learner,
+    get_annotations,
+)
 from .encoder import Encoder, PyramidEncoder, SequentialEncoder, as_encoder
 from .gan import (
     AdaptiveGANSwitcher,
@@ -256,6 +268,8 @@ __all__ += ["FlowField", "ImagePoints", "MSELossFlat", "PointsDataBunch", "Point
             "PointsProcessor"]  # points as targets (fastbase.vision.points, fastbase.vision.coords)
 __all__ += ["ImageBBox", "ObjectCategoryList", "ObjectDataBunch", "ObjectItemList", "bb_pad_collate",
             "get_annotations"]  # boxes as targets (fastbase.vision.detection)
+__all__ += ["DetectionLoss", "Detector", "MeanAP", "ObjectDetectionInterpretation",
+            "detection_learner"]  # the detector (fastbase.vision.detection)
 __all__ += ["timm_arch", "timm_features_encoder"]  # timm backbones (fastbase.vision.timm_models; needs timm when used)
 __all__ += ["Encoder", "PyramidEncoder", "SequentialEncoder", "as_encoder"]  # the body interface (vision.encoder)
 # Loaded on first use (fastbase.namespace): `plt` and `pd`, so that importing fastbase does not pay for

@@ -23,6 +23,7 @@ from ..coords import BoxTargets, place_points, unplace_points
 from ..data import ImageDataBunch, ImageList
 from ..dataset import ImageDataset
 from ..image import Image, item_hw
+from .interpret import show_boxes_results
 from .items import ImageBBox, ObjectCategoryList, bb_pad_collate
 from .show import show_boxes_batch
 
@@ -164,6 +165,11 @@ class ObjectDataBunch(ImageDataBunch):
                    return_fig: bool | None = None, save_to=None, **kwargs):
         """Up to `rows` x `rows` images of one batch with their labelled boxes."""
         return show_boxes_batch(self, rows, figsize, ds_type, return_fig, save_to, **kwargs)
+
+    def show_results(self, learn, ds_type: DatasetType = DatasetType.Valid, rows: int = 3, figsize=None, **kwargs):
+        """The true boxes and `learn`'s detections (scoring at least `thresh`, default 0.5) on images of
+        one `ds_type` batch, side by side."""
+        return show_boxes_results(learn, ds_type, rows, figsize, **kwargs)
 
 
 class ObjectItemList(ImageList):

@@ -180,11 +180,11 @@ class Detector(nn.Module):
 
     def _pad(self, dets: list[dict], hw, x: torch.Tensor) -> torch.Tensor:
         out = x.new_zeros(len(dets), self.detections_per_img, 6, dtype=torch.float32)
-        for row, d in zip(out, dets):
+        for i, d in enumerate(dets):
             n = min(len(d["scores"]), self.detections_per_img)
-            tlbr = d["boxes"][:n, [1, 0, 3, 2]].float().reshape(-1, 2, 2)
-            row[:n, :4] = scale_points(tlbr, hw).reshape(-1, 4)
-            row[:n, 4], row[:n, 5] = d["scores"][:n], d["labels"][:n].float()
+            tlbr = d["boxes"][:n, [1, 0, 3, 2]].detach().float().reshape(-1, 2, 2)
+            out[i, :n, :4] = scale_points(tlbr, hw).reshape(-1, 4)
+            out[i, :n, 4], out[i, :n, 5] = d["scores"][:n].detach(), d["labels"][:n].float()
         return out
 
 
