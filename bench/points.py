@@ -1,0 +1,159 @@
+"""Points on faces68_tiny (issue 29): mean pixel error of the nose tip and of the 68 landmarks on the
+validation people after lesson 3's head-pose recipe, against predicting the training mean, with
+fastai 2.8's `PointBlock` on the same data and epochs beside it.
+
+The recipe, the same in both frameworks: the ImageNet MobileNetV2 body of `../shared/weights`
+(through a temporary torch hub cache), images squished to `--size` (so a scaled coordinate maps to
+the photo's pixels by its own width and height), the default augmentation, the body frozen,
+`fit_one_cycle(EPOCHS, slice(2e-2))` as the lesson, MSE on coordinates scaled to [-1, 1]. The error
+of each validation photo is the mean Euclidean distance, in pixels of the stored photo, between the
+predicted and the true points (`get_preds` on the validation set, scaled back by each photo's size).
+The floor: every photo given the training photos' mean point(s), in the same scaled coordinates.
+
+Runs alternate (fastbase, fastai, fastbase, ...) in one invocation, each a child process; the
+table gives medians of error and of training seconds.
+
+    python bench/points.py [--targets nose,landmarks] [--runs 3] [--epochs 5] [--size 128] [--bs 32]
+        [--threads 2] [--fastai-python /tmp/fastai-venv/bin/python] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FASTBASE_SHARED", ROOT.parent / "shared"))
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_body.pth"
+HUB_NAME = "mobilenet_v2-b0353104.pth"
+
+COMMON = r"""
+import json, sys, time, numpy as np, pandas as pd, PIL.Image, torch
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(cfg["threads"])
+path = cfg["path"]
+df = pd.read_csv(path + "/points.csv")
+def xy(r):  # (k, 2) (x, y) pixels of a row
+    return np.array(r.points.split(), dtype=np.float32).reshape(-1, 2) if cfg["target"] == "landmarks" \
+        else np.array([[r.nose_x, r.nose_y]], dtype=np.float32)
+rows = {r.fname: r for r in df.itertuples()}
+sizes = {f: PIL.Image.open(path + "/images/" + f).size for f in df.fname}  # (w, h)
+def scaled(f, pts):  # (x, y) pixels -> [-1, 1]
+    w, h = sizes[f]
+    return pts / np.array([w / 2, h / 2], dtype=np.float32) - 1
+def error(files, pred_xy_scaled):  # mean pixel distance per photo, pred in scaled (x, y)
+    out = []
+    for f, p in zip(files, pred_xy_scaled):
+        w, h = sizes[f]
+        truth = xy(rows[f])
+        d = (np.asarray(p).reshape(-1, 2) + 1) * np.array([w / 2, h / 2]) - truth
+        out.append(np.linalg.norm(d, axis=1).mean())
+    return float(np.mean(out))
+train, valid = df[~df.is_valid], df[df.is_valid]
+mean_scaled = np.mean([scaled(r.fname, xy(r)) for r in train.itertuples()], axis=0)
+floor = error(list(valid.fname), [mean_scaled] * len(valid))
+"""
+
+FASTBASE_RUN = COMMON + r"""
+from fastbase.core import set_seed
+from fastbase.vision import *
+set_seed(0)
+pts = {r.fname: torch.from_numpy(xy(r)[:, ::-1].copy()) for r in df.itertuples()}  # the course's (y, x)
+data = (PointsItemList.from_df(df, path, cols="fname", folder="images").split_from_df(col="is_valid")
+        .label_from_func(lambda f: pts[f.name])
+        .transform(get_transforms(), tfm_y=True, size=cfg["size"], resize_method=ResizeMethod.SQUISH)
+        .databunch(bs=cfg["bs"], seed=0).normalize(imagenet_stats))
+learn = cnn_learner(data, models.mobilenet_v2, silent=True)
+start = time.perf_counter()
+learn.fit_one_cycle(cfg["epochs"], slice(2e-2))
+seconds = time.perf_counter() - start
+preds, _ = learn.get_preds()
+files = [Path(f).name for f in data.valid_ds.items]
+pred_xy = [p.reshape(-1, 2).flip(1).numpy() for p in preds]  # (y, x) -> (x, y)
+print("RESULT " + json.dumps({"side": "fastbase", "seconds": seconds, "error": error(files, pred_xy), "floor": floor}))
+"""
+
+FASTAI_RUN = COMMON + r"""
+from fastai.vision.all import (ColReader, ColSplitter, DataBlock, ImageBlock, Normalize, PointBlock, Resize,
+                               ResizeMethod, aug_transforms, default_split, imagenet_stats, model_meta, set_seed,
+                               vision_learner)
+from torchvision.models import mobilenet_v2
+set_seed(0)
+block = DataBlock(blocks=(ImageBlock, PointBlock), get_x=ColReader("fname", pref=path + "/images/"),
+                  get_y=lambda r: torch.from_numpy(xy(r)), splitter=ColSplitter("is_valid"),
+                  item_tfms=Resize(cfg["size"], method=ResizeMethod.Squish),
+                  batch_tfms=[*aug_transforms(size=cfg["size"]), Normalize.from_stats(*imagenet_stats)])
+dls = block.dataloaders(df, bs=cfg["bs"])
+model_meta[mobilenet_v2] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
+learn = vision_learner(dls, mobilenet_v2)
+learn.no_bar()
+start = time.perf_counter()
+learn.fit_one_cycle(cfg["epochs"], slice(2e-2))
+seconds = time.perf_counter() - start
+preds, _ = learn.get_preds()
+files = list(dls.valid_ds.items.fname)
+print("RESULT " + json.dumps({"side": "fastai 2.8", "seconds": seconds, "error": error(files, list(preds.numpy())),
+                              "floor": floor}))
+"""
+
+
+def temp_hub(tmp: str) -> dict:
+    checkpoints = Path(tmp, "torch", "hub", "checkpoints")
+    checkpoints.mkdir(parents=True)
+    shutil.copy(WEIGHTS, checkpoints / HUB_NAME)
+    return {"TORCH_HOME": str(Path(tmp, "torch")), "FASTBASE_HOME": str(Path(tmp, "fb")), "FASTBASE_NO_BAR": "1"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add = parser.add_argument
+    add("--targets", default="nose,landmarks")
+    add("--runs", type=int, default=3)
+    add("--epochs", type=int, default=5)
+    add("--size", type=int, default=128)
+    add("--bs", type=int, default=32)
+    add("--threads", type=int, default=2)
+    add("--fastai-python", default="/tmp/fastai-venv/bin/python")
+    add("--no-fastai", action="store_true")
+    add("--json", default=None)
+    args = parser.parse_args()
+    if not WEIGHTS.exists():
+        sys.exit(f"needs {WEIGHTS} (../shared)")
+    sides = [("fastbase", sys.executable, FASTBASE_RUN)]
+    if not args.no_fastai:
+        sides.append(("fastai 2.8", args.fastai_python, FASTAI_RUN))
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, **temp_hub(tmp), "OMP_NUM_THREADS": str(args.threads),
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        for target in args.targets.split(","):
+            for run in range(args.runs):
+                for _, python, code in sides:
+                    cfg = {"target": target, "path": str(SHARED / "data" / "faces68_tiny"), "threads": args.threads,
+                           "size": args.size, "bs": args.bs, "epochs": args.epochs}
+                    out = subprocess.run([python, "-c", code, json.dumps(cfg)], check=False, env=env,
+                                         capture_output=True, text=True)
+                    if out.returncode:
+                        sys.exit(out.stderr[-3000:])
+                    line = next(s for s in out.stdout.splitlines() if s.startswith("RESULT "))
+                    results.append({"target": target, **json.loads(line[7:])})
+                    print(run, results[-1], flush=True)
+    print(f"\n| target | side | error px (median of {args.runs}) | training-mean floor px | fit seconds |")
+    print("|---|---|---|---|---|")
+    for target in args.targets.split(","):
+        for side, _, _ in sides:
+            rs = [r for r in results if r["target"] == target and r["side"] == side]
+            print(f"| {target} | {side} | {statistics.median(r['error'] for r in rs):.2f} | {rs[0]['floor']:.2f} | "
+                  f"{statistics.median(r['seconds'] for r in rs):.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
