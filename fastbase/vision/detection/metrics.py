@@ -35,23 +35,23 @@ class MeanAP(Metric):
 
     def __init__(self, iou: float | None = None):
         self.iou = iou
-        self._map = None
+        self._map, self._batches = None, 0
 
     def reset(self) -> None:
-        self._map = coco_map(self.iou)
+        self._map, self._batches = coco_map(self.iou), 0
 
     def accumulate(self, pred, *yb) -> None:
         if not isinstance(pred, DetectorOutput) or len(yb) != 2:
             raise MetricError("MeanAP scores a Detector's output against the batch's (boxes, labels); "
                               f"got a {type(pred).__name__} and {len(yb)} target(s).")
         boxes, labels = yb
-        hw = UNIT_HW
+        hw, self._batches = UNIT_HW, self._batches + 1
         self._map.update([{k: v.cpu() for k, v in d.items()} for d in detections_to_boxes(pred.detections, hw)],
                          [{k: v.cpu() for k, v in t.items()} for t in boxes_to_targets(boxes, labels, hw)])
 
     @property
     def value(self):
-        if self._map is None:  # nothing accumulated yet
+        if self._map is None or not self._batches:  # nothing accumulated yet
             return torch.tensor(float("nan"))
         return torch.tensor(float(self._map.compute()["map"]))
 
