@@ -8,8 +8,9 @@ training-mode loss dict; in eval mode its losses (when given targets) and its de
 `detections_per_img` rows `[top, left, bottom, right (scaled), score, label]` (score 0: no box), a
 `DetectorOutput`. `DetectionLoss` sums the losses; its activation gives the detections.
 
-The body is read through one adapter, `body_levels` / `body_maps`: which of the body's outputs are
-stage outputs (the last map at each resolution), their channels and strides.
+The body is read through one adapter over the `Encoder` interface, `body_levels` / `body_maps`:
+which of the body's stage outputs the pyramid reads (the last map at each resolution), their
+channels and strides.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from ...core import FastbaseError
-from ...hooks import dummy_batch
 from ..coords import scale_points, unscale_points
+from ..encoder import as_encoder
 
 __all__ = ["BodyFPN", "DetectionLoss", "Detector", "DetectorOutput", "body_levels", "body_maps",
            "boxes_to_targets", "detections_to_boxes"]
@@ -41,38 +42,21 @@ class DetectorOutput(NamedTuple):
     detections: torch.Tensor
 
 
-def body_maps(body: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """Every feature map of `body` for `x`, shallow to deep: each child's output of an
-    `nn.Sequential` of stages (`create_body`), or the list a feature encoder returns (timm's
-    `features_only` models). The one place the detector reads a body."""
-    if isinstance(body, nn.Sequential):
-        maps = []
-        for stage in body:
-            x = stage(x)
-            maps.append(x)
-        return maps
-    out = body(x)
-    if isinstance(out, (list, tuple)) and out and all(isinstance(t, torch.Tensor) for t in out):
-        return list(out)
-    raise FastbaseError(f"A detector needs a body that is an nn.Sequential of its stages (create_body(arch)) or "
-                        f"returns its feature maps as a list; {type(body).__name__} returns {type(out).__name__}.")
+def body_maps(body: nn.Module, x: torch.Tensor, keep=None) -> list[torch.Tensor | None]:
+    """Every stage's feature map of `body` for `x`, shallow to deep (`keep`: the indexes wanted, the
+    others may be None): the body's `Encoder.features` (`fastbase.vision.encoder`), so any body
+    `create_body` or timm gives is read the same way. The one place the detector reads a body."""
+    return as_encoder(body).features(x, keep=keep)
 
 
 def body_levels(body: nn.Module, img_size=(64, 64), n_levels: int = N_LEVELS):
     """`(indexes, channels, strides)` of the stage outputs the pyramid reads: the last map at each
-    resolution (a dummy batch of `img_size` through `body_maps`), the deepest `n_levels` of those
-    with a stride of at least 8 (fewer when the body has fewer)."""
-    was_training = body.training
-    body.eval()
-    try:
-        with torch.no_grad():
-            maps = body_maps(body, dummy_batch(body, tuple(img_size)))
-    finally:
-        body.train(was_training)
-    last = [i for i in range(len(maps)) if i == len(maps) - 1 or maps[i].shape[-2:] != maps[i + 1].shape[-2:]]
-    strides = {i: round(img_size[0] / maps[i].shape[-2]) for i in last}
-    picked = [i for i in last if strides[i] >= 8][-n_levels:] or last[-1:]
-    return picked, [maps[i].shape[1] for i in picked], [strides[i] for i in picked]
+    resolution (`Encoder.pyramid`), the deepest `n_levels` of those with a stride of at least 8
+    (fewer when the body has fewer)."""
+    encoder = as_encoder(body)
+    ends, channels, strides = encoder.pyramid(img_size), encoder.channels(img_size), encoder.strides(img_size)
+    picked = [i for i in ends if strides[i] >= 8][-n_levels:] or ends[-1:]
+    return picked, [channels[i] for i in picked], [strides[i] for i in picked]
 
 
 class BodyFPN(nn.Module):
@@ -81,12 +65,12 @@ class BodyFPN(nn.Module):
 
     def __init__(self, body: nn.Module, idxs, channels, out_channels: int = 256):
         super().__init__()
-        self.body, self.idxs, self.out_channels = body, list(idxs), out_channels
+        self.body, self.idxs, self.out_channels = as_encoder(body), list(idxs), out_channels
         self.fpn = FeaturePyramidNetwork(list(channels), out_channels, extra_blocks=LastLevelP6P7(out_channels,
                                                                                                   out_channels))
 
     def forward(self, x: torch.Tensor) -> OrderedDict:
-        maps = body_maps(self.body, x)
+        maps = body_maps(self.body, x, keep=self.idxs)
         return self.fpn(OrderedDict((str(k), maps[i]) for k, i in enumerate(self.idxs)))
 
 
@@ -137,6 +121,7 @@ class Detector(nn.Module):
         if fpn_channels % 32:
             raise FastbaseError(f"fpn_channels={fpn_channels}: FCOS's head uses GroupNorm of 32 groups, so it must be "
                                 "a multiple of 32.")
+        body = as_encoder(body)
         idxs, channels, strides = body_levels(body, img_size)
         strides = [*strides, strides[-1] * 2, strides[-1] * 4]
         anchors = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
