@@ -22,17 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from finetune import SHARED, WEIGHTS, temp_hub  # ../shared's MobileNetV2 body through a temporary hub cache
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FASTBASE_SHARED", ROOT.parent / "shared"))
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_body.pth"
-HUB_NAME = "mobilenet_v2-b0353104.pth"  # torchvision's file name for MobileNet_V2_Weights.IMAGENET1K_V1
 
 RUN = r"""
 import json, sys, time, torch
@@ -80,14 +78,6 @@ _, map50, map_ = learn.validate()  # the same MeanAP metrics (mAP@0.5, mAP@0.5:0
 print(json.dumps({"side": cfg["side"], "seconds": seconds, "map50": float(map50), "map": float(map_),
                   "peak_mb": peak}))
 """
-
-
-def temp_hub(tmp: str) -> dict:
-    """The environment that makes `pretrained=True` load ../shared's MobileNetV2 body."""
-    checkpoints = Path(tmp, "torch", "hub", "checkpoints")
-    checkpoints.mkdir(parents=True)
-    shutil.copy(WEIGHTS, checkpoints / HUB_NAME)
-    return {"TORCH_HOME": str(Path(tmp, "torch")), "FASTBASE_HOME": str(Path(tmp, "fb")), "FASTBASE_NO_BAR": "1"}
 
 
 def main() -> None:

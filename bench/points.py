@@ -21,17 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from finetune import SHARED, WEIGHTS, temp_hub  # ../shared's MobileNetV2 body through a temporary hub cache
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FASTBASE_SHARED", ROOT.parent / "shared"))
-WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet_body.pth"
-HUB_NAME = "mobilenet_v2-b0353104.pth"
 
 COMMON = r"""
 import json, sys, time, numpy as np, pandas as pd, PIL.Image, torch
@@ -101,13 +99,6 @@ files = list(dls.valid_ds.items.fname)
 print("RESULT " + json.dumps({"side": "fastai 2.8", "seconds": seconds, "error": error(files, list(preds.numpy())),
                               "floor": floor}))
 """
-
-
-def temp_hub(tmp: str) -> dict:
-    checkpoints = Path(tmp, "torch", "hub", "checkpoints")
-    checkpoints.mkdir(parents=True)
-    shutil.copy(WEIGHTS, checkpoints / HUB_NAME)
-    return {"TORCH_HOME": str(Path(tmp, "torch")), "FASTBASE_HOME": str(Path(tmp, "fb")), "FASTBASE_NO_BAR": "1"}
 
 
 def main() -> None:
