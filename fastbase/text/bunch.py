@@ -138,6 +138,10 @@ class TextDataBunch(DataBunch):
     def input_spec(self) -> dict:
         return {"size": None, "resize_method": None, "padding_mode": None, "input": "text"}
 
+    def serve_input(self) -> str:
+        """`fastbase serve` takes a JSON `{"text": ...}` for a text model."""
+        return "text"
+
     def export_state(self) -> dict:
         """The base export state and the vocabulary (a list of str: plain data)."""
         return {**super().export_state(), "vocab": list(self.vocab.itos)}
