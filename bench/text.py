@@ -175,22 +175,22 @@ def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: in
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
     for _ in range(epochs):
         start = time.perf_counter()
-        model.train()
-        model.reset()
-        for x, y in data.train_dl:
-            loss = loss_of(model(x), y)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-        model.eval()
-        model.reset()
         total, right, n = 0.0, 0, 0
-        with torch.no_grad():
-            for x, y in data.valid_dl:
-                out = model(x)
-                total += float(loss_of(out, y)) * y.numel()
-                right += int((out.argmax(-1) == y).sum())
-                n += y.numel()
+        for training, loader in ((True, data.train_dl), (False, data.valid_dl)):
+            model.train(training)
+            model.reset()  # a fresh hidden state for each pass, as RNNTrainer does
+            with torch.set_grad_enabled(training):
+                for x, y in loader:
+                    out = model(x)
+                    loss = loss_of(out, y)
+                    if training:  # one Adam step per batch, no schedule, no AR/TAR
+                        loss.backward()
+                        opt.step()
+                        opt.zero_grad()
+                        continue
+                    total += float(loss) * y.numel()
+                    right += int((out.argmax(-1) == y).sum())
+                    n += y.numel()
         times.append(time.perf_counter() - start)
     return {"epoch_s": times, "metric": math.exp(total / n) if task == "lm" else right / n}
 
