@@ -19,7 +19,7 @@ imdb_sample's 200 `is_valid` reviews, per seed, and the minutes of the recipe (p
 sizes, `pretrained=False`, the same epochs and data: `--docs` reviews of imdb_sample) for fastbase,
 fastai 2.8 and a plain PyTorch loop over fastbase's model (forward, loss, backward, Adam step, a
 validation pass); each run is a child process, the three alternate, medians of `--runs`. Tokenizing
-is not timed. Perplexity (LM) and accuracy (classifier) on the validation set beside.
+is not timed, nor the one-time import of `torch._dynamo` that a process's first optimizer makes. Perplexity (LM) and accuracy (classifier) on the validation set beside.
 
     python bench/text.py tokenize [--runs 3]
     python bench/text.py train [--runs 3] [--epochs 2] [--docs 400] [--emb-sz 64] [--n-hid 256]
@@ -102,6 +102,7 @@ def run_tokenize(args) -> None:
 
 FASTAI_TRAIN_CHILD = """
 import json, sys, time, torch
+import torch._dynamo  # the first optimizer of a process imports it: paid before the timed epochs, as for fastbase
 import pandas as pd
 from fastai.text.all import *
 task, n_docs, epochs, emb, hid, bs = sys.argv[1], *map(int, sys.argv[2:7])
@@ -138,6 +139,7 @@ def _subset(n_docs: int):
 def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: int, bs: int) -> dict:
     """One timed run of fastbase's Learner or of a plain PyTorch loop over the same model."""
     import torch
+    import torch._dynamo  # the first optimizer of a process imports it (seconds): not an epoch's cost
     import torch.nn.functional as F
 
     from fastbase.core import defaults
