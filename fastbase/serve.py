@@ -259,7 +259,7 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
                     raise ClientError(422, f"The form has no file in the field 'file' (fields sent: {got}); "
                                            "send the image as file=@photo.jpg.")
                 return await upload.read(), f"upload {upload.filename or 'file'!r}"
-        if kind.startswith("image/") and not model.takes_text:
+        if kind.startswith("image/"):
             return await request.body(), f"the {kind} body"
         raise ClientError(415, f"Content type {kind or 'none'!r} is not accepted: send multipart/form-data with the "
                                "image in the field 'file', or the raw image bytes as image/jpeg, image/png...")
