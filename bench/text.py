@@ -15,7 +15,14 @@ encoder with gradual unfreezing (1 epoch head, 1 with `freeze_to(-2)`, `--clas-e
 the same classifier from scratch trains the same 2 + `--clas-epochs` epochs unfrozen. Accuracy on
 imdb_sample's 200 `is_valid` reviews, per seed, and the minutes of the recipe (pretraining excluded).
 
+`train`: time per epoch of language-model fine-tuning and of classifier training (AWD-LSTM, the same
+sizes, `pretrained=False`, the same epochs and data: `--docs` reviews of imdb_sample) for fastbase,
+fastai 2.8 and a plain PyTorch loop over fastbase's model (forward, loss, backward, Adam step, a
+validation pass); each run is a child process, the three alternate, medians of `--runs`. Tokenizing
+is not timed, nor the one-time import of `torch._dynamo` that a process's first optimizer makes. Perplexity (LM) and accuracy (classifier) on the validation set beside.
+
     python bench/text.py tokenize [--runs 3]
+    python bench/text.py train [--runs 3] [--epochs 2] [--docs 400] [--emb-sz 64] [--n-hid 256]
     python bench/text.py ulmfit [--seeds 0,1,2] [--lm-epochs 2] [--clas-epochs 2] [--emb-sz 64] [--n-hid 256]
                                 [--pretrain-epochs 2] [--max-vocab 10000]
 """
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -90,6 +98,126 @@ def run_tokenize(args) -> None:
                   f"({med['fastai']:.2f} s)  ratio {med['fastai'] / med['fastbase']:.2f}x  "
                   f"each run: {[round(r[key], 2) for r in times['fastbase']]} / "
                   f"{[round(r[key], 2) for r in times['fastai']]}", flush=True)
+
+
+FASTAI_TRAIN_CHILD = """
+import json, sys, time, torch
+import torch._dynamo  # the first optimizer of a process imports it: paid before the timed epochs, as for fastbase
+import pandas as pd
+from fastai.text.all import *
+task, n_docs, epochs, emb, hid, bs = sys.argv[1], *map(int, sys.argv[2:7])
+df = pd.read_csv(sys.argv[7])
+df = pd.concat([df[~df.is_valid].head(n_docs), df[df.is_valid].head(n_docs // 4)])
+sizes = dict(emb_sz=emb, n_hid=hid, n_layers=2)
+if task == "lm":
+    dls = TextDataLoaders.from_df(df, text_col="text", is_lm=True, valid_col="is_valid", bs=bs, seq_len=70)
+    learn = language_model_learner(dls, AWD_LSTM, config={**awd_lstm_lm_config, **sizes}, pretrained=False,
+                                   drop_mult=0.3, metrics=[accuracy, Perplexity()])
+    lr = 1e-2
+else:
+    dls = TextDataLoaders.from_df(df, text_col="text", label_col="label", valid_col="is_valid", bs=bs)
+    learn = text_classifier_learner(dls, AWD_LSTM, config={**awd_lstm_clas_config, **sizes}, pretrained=False,
+                                    drop_mult=0.5, metrics=[accuracy])
+    lr = 1e-2
+times = []
+with learn.no_bar(), learn.no_logging():
+    for _ in range(epochs):
+        start = time.perf_counter()
+        learn.fit_one_cycle(1, lr, moms=(0.8, 0.7, 0.8))
+        times.append(time.perf_counter() - start)
+vals = learn.recorder.values[-1]
+print(json.dumps({"epoch_s": times, "metric": float(vals[-1])}))
+"""
+
+
+def _subset(n_docs: int):
+    import pandas as pd
+    df = pd.read_csv(IMDB / "texts.csv")
+    return pd.concat([df[~df.is_valid].head(n_docs), df[df.is_valid].head(n_docs // 4)])
+
+
+def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: int, bs: int) -> dict:
+    """One timed run of fastbase's Learner or of a plain PyTorch loop over the same model."""
+    import torch
+    import torch._dynamo  # the first optimizer of a process imports it (seconds): not an epoch's cost
+    import torch.nn.functional as F
+
+    from fastbase.core import defaults
+    from fastbase.metrics import accuracy
+    from fastbase.text import (
+        Perplexity,
+        TextList,
+        awd_lstm_clas_config,
+        awd_lstm_lm_config,
+        language_model_learner,
+        text_classifier_learner,
+    )
+    defaults.silent = True
+    sizes = {"emb_sz": emb, "n_hid": hid, "n_layers": 2}
+    src = TextList.from_df(_subset(n_docs), Path("/tmp/fastbase_text_bench/train"), cols="text").split_from_df("is_valid")
+    if task == "lm":
+        data = src.label_for_lm().databunch(bs=bs, bptt=70, seed=0)
+        learn = language_model_learner(data, config={**awd_lstm_lm_config, **sizes}, drop_mult=0.3, pretrained=False,
+                                       metrics=[accuracy, Perplexity()])
+    else:
+        data = src.label_from_df("label").databunch(bs=bs, seed=0)
+        learn = text_classifier_learner(data, config={**awd_lstm_clas_config, **sizes}, drop_mult=0.5,
+                                        metrics=[accuracy])
+    times = []
+    if lib == "fastbase":
+        for _ in range(epochs):
+            start = time.perf_counter()
+            learn.fit_one_cycle(1, 1e-2, moms=(0.8, 0.7))
+            times.append(time.perf_counter() - start)
+        return {"epoch_s": times, "metric": float(learn.recorder.values[-1][-1])}
+    model = learn.model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
+
+    def loss_of(out, y):
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+    for _ in range(epochs):
+        start = time.perf_counter()
+        total, right, n = 0.0, 0, 0
+        for training, loader in ((True, data.train_dl), (False, data.valid_dl)):
+            model.train(training)
+            model.reset()  # a fresh hidden state for each pass, as RNNTrainer does
+            with torch.set_grad_enabled(training):
+                for x, y in loader:
+                    out = model(x)
+                    loss = loss_of(out, y)
+                    if training:  # one Adam step per batch, no schedule, no AR/TAR
+                        loss.backward()
+                        opt.step()
+                        opt.zero_grad()
+                        continue
+                    total += float(loss) * y.numel()
+                    right += int((out.argmax(-1) == y).sum())
+                    n += y.numel()
+        times.append(time.perf_counter() - start)
+    return {"epoch_s": times, "metric": math.exp(total / n) if task == "lm" else right / n}
+
+
+def run_train(args) -> None:
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+        f.write((IMDB / "texts.csv").read_text())
+    sides = ("fastbase", "fastai", "plain")
+    for task in args.tasks:
+        runs = {lib: [] for lib in sides}
+        for _ in range(args.runs):
+            for lib in sides:
+                sizes = [str(v) for v in (args.docs, args.epochs, args.emb_sz, args.n_hid, args.bs)]
+                cmd = ([args.fastai_python, "-c", FASTAI_TRAIN_CHILD, task, *sizes, f.name] if lib == "fastai" else
+                       [sys.executable, __file__, "train-child", lib, task, *sizes])
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                runs[lib].append(json.loads(out))
+                print(task, lib, runs[lib][-1], flush=True)
+        # an epoch's time: the median over runs of each run's median epoch
+        med = {lib: statistics.median(statistics.median(r["epoch_s"]) for r in rs) for lib, rs in runs.items()}
+        metric = {lib: statistics.median(r["metric"] for r in rs) for lib, rs in runs.items()}
+        print(f"{task}: s/epoch fastbase {med['fastbase']:.2f}  fastai {med['fastai']:.2f}  plain {med['plain']:.2f}  "
+              f"fastbase/fastai {med['fastbase'] / med['fastai']:.2f}x  fastbase/plain {med['fastbase'] / med['plain']:.2f}x"
+              f"  {'perplexity' if task == 'lm' else 'accuracy'}: {json.dumps(metric)}", flush=True)
 
 
 def run_ulmfit(args) -> None:
@@ -162,6 +290,16 @@ def main(argv=None) -> None:
     tok.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
     child = sub.add_parser("child")
     child.add_argument("texts_file")
+    train = sub.add_parser("train")
+    train.add_argument("--runs", type=int, default=3)
+    train.add_argument("--tasks", type=lambda v: v.split(","), default=["lm", "clas"])
+    train.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
+    for name, default in (("epochs", 2), ("docs", 400), ("emb-sz", 64), ("n-hid", 256), ("bs", 32)):
+        train.add_argument(f"--{name}", type=int, default=default)
+    tchild = sub.add_parser("train-child")
+    tchild.add_argument("lib")
+    tchild.add_argument("task")
+    tchild.add_argument("sizes", type=int, nargs=5)
     ulm = sub.add_parser("ulmfit")
     ulm.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     ulm.add_argument("--lm-dir", default="/tmp/fastbase_text_bench/lm")
@@ -172,6 +310,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.mode == "child":
         print(json.dumps(child_fastbase(args.texts_file)))
+    elif args.mode == "train-child":
+        print(json.dumps(child_train(args.lib, args.task, *args.sizes)))
+    elif args.mode == "train":
+        run_train(args)
     elif args.mode == "tokenize":
         run_tokenize(args)
     else:

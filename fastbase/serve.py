@@ -3,7 +3,8 @@
 The export is loaded once per server process and checked before the server listens: a file that
 `load_learner` refuses, or a model that does not classify images, stops the command with the reason.
 `POST /predict` takes one image (a multipart upload in the field `file`, or the raw bytes with an
-`image/*` content type) and answers `{label, probability, probabilities}`. Requests are decoded in
+`image/*` content type), or for a text classifier a JSON body `{"text": ...}` (`fastbase.serve_text`;
+the data's `serve_input()` says which), and answers `{label, probability, probabilities}`. Requests are decoded in
 threads off the event loop, with `DataBunch.one_item` (the decoding `Learner.predict` uses), then
 queued: one task takes up to `max_batch` of them (waiting at most `max_wait_ms` for more while
 others are still being decoded) and runs them through the model in one forward pass
@@ -36,7 +37,8 @@ from .deploy import predict_batch
 from .files import file_sha256
 from .metrics import loss_activation
 from .serve_config import ServeConfig, add_serve_flags, config_from_args
-from .serve_guard import ServeMetrics, bearer_ok, is_loopback
+from .serve_guard import ClientError, ServeMetrics, bearer_ok, is_loopback
+from .serve_text import MAX_TEXT_CHARS, decode_text_request
 
 __all__ = ["ServeConfig", "ServedModel", "add_serve_flags", "answer", "config_from_args", "create_app", "serve"]
 
@@ -44,19 +46,11 @@ PAGE = Path(__file__).with_name("serve.html")  # the page of `GET /`: a form and
 CONFIG_ENV = "FASTBASE_SERVE_CONFIG"  # how `--workers N` hands the settings to each worker process
 
 
-class ClientError(Exception):
-    """A request the server refuses: `status` (4xx) and a message for the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 class ServedModel:
     """An export loaded for serving: `decode` turns an upload into the model's input as
     `Learner.predict` does, `predict` answers a batch of them."""
 
-    def __init__(self, export, max_megapixels: float = 40.0, device=None):
+    def __init__(self, export, max_megapixels: float = 40.0, device=None, max_text_chars: int = MAX_TEXT_CHARS):
         from .learner import load_learner
 
         start = time.perf_counter()
@@ -66,12 +60,16 @@ class ServedModel:
         self.learn = load_learner(path, device=device)
         self.file = path if path.is_file() else path / "export.pkl"
         data = self.learn.data
-        if data.input_spec()["size"] is None:
+        self.takes_text, self.max_text_chars = data.serve_input() == "text", int(max_text_chars)
+        if self.takes_text and data.classes is None:
+            raise DataError(f"{self.file} is a text model without classes (a language model); fastbase serve "
+                            "answers text classifiers exported by text_classifier_learner.")
+        if data.input_spec()["size"] is None and not self.takes_text:
             raise DataError(f"{self.file} is not an image model with a fixed input size ({type(data).__name__}); "
                             "fastbase serve answers image classifiers exported by cnn_learner.")
         self.data, self.classes = data, None if data.classes is None else [str(c) for c in data.classes]
         self.activation = loss_activation(self.learn.loss_func)
-        blank = data.one_item(torch.zeros(3, *data.size, dtype=torch.uint8))[0]  # also warms the model up
+        blank = data.one_item("xxbos" if self.takes_text else torch.zeros(3, *data.size, dtype=torch.uint8))[0]
         out = predict_batch(self.learn.model, self.activation, [blank])
         shape = tuple(out.shape)
         if self.classes is None or data.serves_own_answer:  # a task's own terms (points, boxes), or refused
@@ -91,16 +89,19 @@ class ServedModel:
 
     def info(self) -> dict:
         data, spec = self.data, self.learn.model_spec
-        return {"classes": self.classes, "multi_label": bool(data.multi_label),
-                "input_size": list(data.size), "resize_method": data.resize_method.name,
-                "normalization": None if data.stats is None else {"mean": data.stats[0], "std": data.stats[1]},
+        shape = {"max_text_chars": self.max_text_chars} if self.takes_text else {
+            "input_size": list(data.size), "resize_method": data.resize_method.name,
+            "normalization": None if data.stats is None else {"mean": data.stats[0], "std": data.stats[1]}}
+        return {"classes": self.classes, "multi_label": bool(data.multi_label), "input": data.serve_input(), **shape,
                 "model": {"file": str(self.file), "sha256": self.sha256, "factory": spec.get("factory"),
                           "kwargs": spec.get("kwargs", {}), "exported_by_fastbase": self.written_by},
                 "fastbase_version": __version__, "max_megapixels": self.max_pixels / 1e6}
 
     def decode(self, body: bytes, name: str) -> tuple[torch.Tensor, tuple[int, int]]:
         """The normalised `(1, 3, h, w)` input for the image file bytes `body` (called `name` in errors),
-        and the upload's own (h, w)."""
+        and the upload's own (h, w). A text model's `body` is JSON `{"text": ...}` (`decode_text_request`)."""
+        if self.takes_text:
+            return self.data.one_item(decode_text_request(body, self.max_text_chars))[0], (1, 0)
         if not body:
             raise ClientError(422, f"{name} is empty (0 bytes); send the bytes of an image file.")
         try:
@@ -122,7 +123,10 @@ class ServedModel:
 
     def predict(self, xs: list[tuple[torch.Tensor, tuple[int, int]]]) -> list[dict]:
         """One answer per decoded upload of `xs` (`decode`'s), from one forward pass over all of them."""
-        probs = predict_batch(self.learn.model, self.activation, [x for x, _ in xs])
+        if self.takes_text:  # documents of different lengths: one forward pass each
+            probs = torch.cat([predict_batch(self.learn.model, self.activation, [x]) for x, _ in xs])
+        else:
+            probs = predict_batch(self.learn.model, self.activation, [x for x, _ in xs])
         if self.classes is None or self.data.serves_own_answer:
             return [self.data.serve_answer(row, hw) for row, (_, hw) in zip(probs, xs)]
         return [answer(row, self.classes, bool(self.data.multi_label)) for row in probs]
@@ -242,6 +246,11 @@ def create_app(config: ServeConfig, model: ServedModel | None = None):
             raise _BodyTooLarge()
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         request = Request(request.scope, _limited(request.receive, limit))
+        if model.takes_text:
+            if kind != "application/json":
+                raise ClientError(415, f"Content type {kind or 'none'!r} is not accepted: this text classifier takes "
+                                       'application/json, {"text": "..."}.')
+            return await request.body(), "the JSON body"
         if kind == "multipart/form-data":
             async with request.form(max_files=1, max_fields=20, max_part_size=limit) as form:
                 upload = form.get("file")

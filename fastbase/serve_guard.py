@@ -19,12 +19,20 @@ import hmac
 import ipaddress
 import os
 
-__all__ = ["API_KEY_ENV", "ServeMetrics", "bearer_ok", "is_loopback", "resolve_api_key"]
+__all__ = ["API_KEY_ENV", "ClientError", "ServeMetrics", "bearer_ok", "is_loopback", "resolve_api_key"]
 
 API_KEY_ENV = "FASTBASE_API_KEY"
 # latency buckets (seconds): from a cached small image to a slow CPU batch behind a queue
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ClientError(Exception):
+    """A request the server refuses: `status` (4xx) and a message for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 
 def resolve_api_key(flag: str | None) -> str | None:

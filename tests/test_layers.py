@@ -194,6 +194,7 @@ LAYERS = {
     "fastbase.serve": 8,
     "fastbase.serve_config": 8,  # the server's settings and flags
     "fastbase.serve_guard": 8,  # the server's API key, request bound and metrics
+    "fastbase.serve_text": 8,  # the server's reading of a text classifier's JSON request
     "fastbase.workflow": 8,
     "fastbase.workflow_detection": 8,
     "fastbase.report": 8,
@@ -203,7 +204,8 @@ FACADES = {"fastbase.vision": 8}
 # The task packages; inside vision, each subpackage (a folder) is a task of its own.
 TASKS = ("fastbase.vision", "fastbase.text", "fastbase.tabular", "fastbase.collab")
 # Modules that run a trained model; they never need the training callbacks.
-INFERENCE = ("fastbase.deploy", "fastbase.serve", "fastbase.serve_config", "fastbase.serve_guard", "fastbase.export")
+INFERENCE = ("fastbase.deploy", "fastbase.serve", "fastbase.serve_config", "fastbase.serve_guard", "fastbase.serve_text",
+             "fastbase.export")
 
 
 def module_name(path: Path) -> str:

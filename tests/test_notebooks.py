@@ -14,13 +14,15 @@ NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
 # under pytest-xdist (setup.cfg's `-n auto --dist loadgroup`) every test of this module runs on one
 # worker, in order, so the notebooks share their home and folder as they do for a user
 pytestmark = pytest.mark.xdist_group("notebooks")
-NEEDS_SHARED = {"13_head_pose", "14_detection"}  # notebooks that read ../shared's data (skipped without it)
+# notebooks that read ../shared's data (else they would download it): skipped, with a reason, without it
+NEEDS_SHARED = {"09_imdb", "10_human_numbers", "13_head_pose", "14_detection"}
+TEXT_NOTEBOOKS = {"09_imdb", "10_human_numbers"}  # these start with `from fastbase.text import *`
 
 
 def test_the_course_notebooks_are_there():
     assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation", "04_data_block",
                                              "05_segmentation", "06_tabular", "07_collab", "08_cleaning",
-                                             "13_head_pose", "14_detection"]
+                                             "09_imdb", "10_human_numbers", "13_head_pose", "14_detection"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -28,6 +30,8 @@ def test_notebook_is_committed_without_outputs_and_starts_with_the_import(path):
     cells = json.loads(path.read_text())["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     namespace = next((n for n in ("collab", "tabular") if path.stem.endswith(n)), "vision")
+    if path.stem in TEXT_NOTEBOOKS:
+        namespace = "text"
     assert "".join(code[0]["source"]).startswith(f"from fastbase.{namespace} import *")
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
 

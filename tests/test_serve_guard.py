@@ -177,7 +177,7 @@ def test_metrics_are_prometheus_text(server):
 
 class SlowModel:
     """A stand-in for ServedModel whose forward pass takes `seconds`."""
-    classes, load_seconds = ["a", "b"], 0.0
+    classes, load_seconds, takes_text = ["a", "b"], 0.0, False  # takes_text: image uploads, as ServedModel says
 
     def __init__(self, seconds):
         self.seconds = seconds

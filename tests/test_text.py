@@ -136,8 +136,13 @@ def test_lm_batches_are_contiguous_streams_shifted_by_one(lm_data):
 def test_lm_training_windows_vary_and_cover_the_streams(lm_data):
     lengths = [b[0].shape[1] for b in lm_data.train_dl]
     assert sum(lengths) == lm_data.train_ds.stream_len and len(lengths) == len(lm_data.train_dl)
+    assert set(lengths[:-1]) == {8}  # short windows (lesson 7's bptt=3) are cut exactly by default
     first = next(iter(lm_data.train_dl))[0]
     assert not all(torch.equal(first, next(iter(lm_data.train_dl))[0]) for _ in range(3))  # shuffled per epoch
+    varied = TextLMDataBunch.from_label_lists(lm_data.label_lists, lm_data.path, bs=4, bptt=8, random_bptt=True,
+                                              device="cpu", seed=0)
+    lengths = [b[0].shape[1] for b in varied.train_dl]
+    assert sum(lengths) == varied.train_ds.stream_len and len(set(lengths)) > 1
 
 
 def test_classifier_batches_pad_first_and_validation_is_longest_first(clas_data):

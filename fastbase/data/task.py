@@ -54,6 +54,11 @@ class TaskData:
         raise DataError(f"fastbase serve answers classifiers and tasks that say how to answer; a "
                         f"{type(self).__name__} without classes does not.")
 
+    def serve_input(self) -> str:
+        """What one `fastbase serve` request carries for this task: 'image' (an uploaded image file,
+        the default) or 'text' (a JSON body `{"text": ...}`, which `one_item` takes as a raw text)."""
+        return "image"
+
     def tta_dl(self, ds_type: DatasetType = DatasetType.Valid, scale: float = 1.35):
         """The loader `Learner.TTA` averages over: the `ds_type` items in order through the training
         loader's batch transforms. `scale` is for tasks that zoom (images); the default ignores it."""

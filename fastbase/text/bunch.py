@@ -138,6 +138,10 @@ class TextDataBunch(DataBunch):
     def input_spec(self) -> dict:
         return {"size": None, "resize_method": None, "padding_mode": None, "input": "text"}
 
+    def serve_input(self) -> str:
+        """`fastbase serve` takes a JSON `{"text": ...}` for a text model."""
+        return "text"
+
     def export_state(self) -> dict:
         """The base export state and the vocabulary (a list of str: plain data)."""
         return {**super().export_state(), "vocab": list(self.vocab.itos)}
@@ -232,7 +236,8 @@ class TextLMDataBunch(TextDataBunch):
 
     @classmethod
     def from_label_lists(cls, lls, path, bs: int = 64, val_bs=None, device=None, dl_tfms=None, seed=None,
-                         bptt: int = 70, backwards: bool = False, **kwargs) -> TextLMDataBunch:
+                         bptt: int = 70, backwards: bool = False, random_bptt: bool | None = None,
+                         **kwargs) -> TextLMDataBunch:
         if kwargs:
             raise TextError(f"Unknown argument(s) {sorted(kwargs)} for a TextLMDataBunch.")
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -241,12 +246,12 @@ class TextLMDataBunch(TextDataBunch):
         if sets[0].stream_len < 2:
             raise TextError(f"The training documents hold {sets[0].n_tokens} tokens, too few for {bs} streams: "
                             "use a smaller `bs` or more text.")
-        train_dl, valid_dl = LMLoader(sets[0], shuffle=True, generator=gen), LMLoader(sets[1])
+        train_dl, valid_dl = LMLoader(sets[0], shuffle=True, generator=gen, random_bptt=random_bptt), LMLoader(sets[1])
         fix_dl = LMLoader(LMDataset(lls.train, val_bs, bptt, backwards))
         test_dl = None if lls.test is None else LMLoader(LMDataset(lls.test, val_bs, bptt, backwards))
         data = cls(train_dl, valid_dl, fix_dl, test_dl, device=device, dl_tfms=dl_tfms, path=path)
         data.label_lists, data.bptt, data.loss_func = lls, bptt, CrossEntropyFlat(axis=-1)
-        data._settings = {"bptt": bptt, "backwards": backwards}
+        data._settings = {"bptt": bptt, "backwards": backwards, "random_bptt": random_bptt}
         return data
 
     @property

@@ -1,6 +1,7 @@
 """Layer 6: batches of text. A language model reads its corpus as `bs` contiguous streams cut in
-windows of about `bptt` tokens (`LMDataset`, `LMLoader`): the documents are shuffled each epoch and
-the window length varies (as fastai does) so the model does not see the same cuts every epoch. A
+windows of about `bptt` tokens (`LMDataset`, `LMLoader`): the documents are shuffled each epoch and,
+for windows longer than `EXACT_BPTT` tokens, the training window length varies (AWD-LSTM's variable
+BPTT) so the model does not see the same cuts every epoch. A
 classifier reads whole documents padded to the longest of their batch (`pad_collate`, padding
 first so the last position is a real token); `SortishSampler` puts documents of similar lengths
 together so little of a batch is padding.
@@ -15,8 +16,13 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from .vocab import TokenIds
 
-__all__ = ["LMDataset", "LMLoader", "SortSampler", "SortishSampler", "TextClasDataset", "TextClasLoader",
+__all__ = ["EXACT_BPTT", "LMDataset", "LMLoader", "SortSampler", "SortishSampler", "TextClasDataset", "TextClasLoader",
            "pad_collate"]
+
+
+# Windows of at most this many tokens are cut exactly: a length noise of 5 tokens (with a floor of 5)
+# would change what such a model reads (lesson 7's Model0 reads exactly 3 tokens to predict the 4th).
+EXACT_BPTT = 20
 
 
 class LMDataset(Dataset):
@@ -97,11 +103,12 @@ class LMBatches(_LMBatches, Sampler):
 
 
 class ShuffledLMBatches(_LMBatches, RandomSampler):
-    """Training windows: the documents shuffled (with `generator`), windows of random lengths."""
+    """Training windows: the documents shuffled (with `generator`); windows of random lengths when
+    `random_bptt` (by default when `bptt` is over `EXACT_BPTT`)."""
 
-    def __init__(self, ds: LMDataset, generator=None):
+    def __init__(self, ds: LMDataset, generator=None, random_bptt: bool | None = None):
         RandomSampler.__init__(self, ds, generator=generator)
-        self._setup(ds, True, generator)
+        self._setup(ds, ds.bptt > EXACT_BPTT if random_bptt is None else bool(random_bptt), generator)
 
     def __len__(self):
         return _LMBatches.__len__(self)
@@ -116,11 +123,12 @@ def _as_batch(batch):
 
 class LMLoader(DataLoader):
     """A DataLoader over an `LMDataset`: each step one (x, y) batch of windows, read in this process
-    (slicing tensors in memory costs less than a worker's hand-off). `shuffle`: the training order."""
+    (slicing tensors in memory costs less than a worker's hand-off). `shuffle`: the training order
+    (and window lengths that vary, see `ShuffledLMBatches`)."""
 
     def __init__(self, dataset: LMDataset, batch_size=None, shuffle: bool = False, generator=None,
-                 pin_memory: bool = False, **kwargs):
-        sampler = (ShuffledLMBatches if shuffle else LMBatches)(dataset, generator)
+                 pin_memory: bool = False, random_bptt: bool | None = None, **kwargs):
+        sampler = ShuffledLMBatches(dataset, generator, random_bptt) if shuffle else LMBatches(dataset, generator)
         super().__init__(dataset, batch_size=None, sampler=sampler, collate_fn=_as_batch, num_workers=0,
                          pin_memory=pin_memory, generator=generator)
 
