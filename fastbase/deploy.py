@@ -37,8 +37,8 @@ from .files import atomic_write
 from .metrics import loss_activation
 from .progress import progress_bar, progress_disabled, progress_mode
 
-__all__ = ["DeployError", "DeployModel", "Predictions", "deploy_metadata", "export_onnx", "export_torchscript",
-           "item_files", "predict_batch", "predict_items", "read_metadata"]
+__all__ = ["Denormalize", "DeployError", "DeployModel", "Predictions", "deploy_metadata", "export_onnx",
+           "export_torchscript", "item_files", "predict_batch", "predict_items", "read_metadata"]
 
 METADATA_FILE = "metadata.json"  # the TorchScript extra file that holds the metadata
 
@@ -47,19 +47,36 @@ class DeployError(FastbaseError):
     """A model that cannot be exported for deployment, or an export that does not reproduce it."""
 
 
+class Denormalize(nn.Module):
+    """`y * std + mean` channel-wise, clamped to [0, 1]: the outputs of a model whose targets were
+    normalised (`normalize(stats, do_y=True)`, images as targets) back to images, as `predict` gives them."""
+
+    def __init__(self, mean, std, n_dims: int = 4):
+        super().__init__()
+        shape = (1, -1) + (1,) * (n_dims - 2)
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(shape))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return (y * self.std + self.mean).clamp(0.0, 1.0)
+
+
 class DeployModel(nn.Module):
     """`model` with the input normalisation before it and the activation after it: raw inputs
-    (images float in [0, 1], `(n, 3, h, w)`) -> `activation(model((x - mean) / std))`."""
+    (images float in [0, 1], `(n, 3, h, w)`) -> `output(activation(model((x - mean) / std)))`.
+    `output` is the identity, or a `Denormalize` when the targets were normalised (image outputs)."""
 
-    def __init__(self, model: nn.Module, mean, std, activation: nn.Module, n_dims: int = 4):
+    def __init__(self, model: nn.Module, mean, std, activation: nn.Module, n_dims: int = 4,
+                 output: nn.Module | None = None):
         super().__init__()
         shape = (1, -1) + (1,) * (n_dims - 2)  # broadcast over dim 1 (channels), as `Normalizer`
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(shape))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(shape))
         self.model, self.activation = model, activation
+        self.output = nn.Identity() if output is None else output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.model((x - self.mean) / self.std))
+        return self.output(self.activation(self.model((x - self.mean) / self.std)))
 
 
 def _activation_module(learn, probs: bool) -> tuple[nn.Module, str]:
@@ -95,10 +112,20 @@ def _input_shape(learn, shape=None) -> tuple[int, ...]:
                       "input without the batch axis.")
 
 
+def _norm_xy(data) -> tuple[bool, bool]:
+    """Whether the data normalise their inputs (`do_x`) and their targets (`do_y`)."""
+    norm = data.norm
+    return (True, False) if norm is None else (norm.do_x, norm.do_y)
+
+
 def deploy_metadata(learn, shape, activation: str) -> dict:
-    """What a program needs to feed the exported model and read its output, as plain data."""
+    """What a program needs to feed the exported model and read its output, as plain data. With
+    `normalize(do_x=False)` the inputs go in unnormalised ("normalization": None); with `do_y=True`
+    the export denormalises its outputs ("output"."denormalized": the targets' mean/std)."""
     data = learn.data
     stats, spec = data.stats, data.input_spec()
+    do_x, do_y = _norm_xy(data)
+    out_norm = {"mean": list(stats[0]), "std": list(stats[1])} if stats is not None and do_y else None
     return {
         "format": "fastbase-deploy/1", "fastbase_version": __version__,
         "classes": None if data.classes is None else [str(c) for c in data.classes],
@@ -107,9 +134,10 @@ def deploy_metadata(learn, shape, activation: str) -> dict:
                   "layout": "NCHW" if len(shape) == 3 else None,
                   "size": spec["size"], "resize_method": spec["resize_method"],
                   "padding_mode": spec["padding_mode"]},
-        "normalization": None if stats is None else {"mean": list(stats[0]), "std": list(stats[1])},
-        "output": {"name": "output", "activation": activation,
-                   "meaning": {"softmax": "class probabilities", "sigmoid": "per-class probabilities"}.get(
+        "normalization": None if stats is None or not do_x else {"mean": list(stats[0]), "std": list(stats[1])},
+        "output": {"name": "output", "activation": activation, "denormalized": out_norm,
+                   "meaning": "images in [0, 1], the targets' scale" if out_norm else
+                   {"softmax": "class probabilities", "sigmoid": "per-class probabilities"}.get(
                        activation, "raw model outputs (logits)")},
     }
 
@@ -118,10 +146,12 @@ def _deploy_model(learn, probs: bool, shape) -> tuple[DeployModel, dict]:
     shape = _input_shape(learn, shape)
     activation, name = _activation_module(learn, probs)
     stats = learn.data.stats
+    do_x, do_y = _norm_xy(learn.data)
     n_in = shape[0] if shape else 1
-    mean, std = (stats[0], stats[1]) if stats is not None else ([0.0] * n_in, [1.0] * n_in)
+    mean, std = (stats[0], stats[1]) if stats is not None and do_x else ([0.0] * n_in, [1.0] * n_in)
+    output = Denormalize(stats[0], stats[1], n_dims=len(shape) + 1) if stats is not None and do_y else None
     model = copy.deepcopy(learn.model).cpu().eval()  # the Learner's own model stays where it is
-    wrapper = DeployModel(model, mean, std, activation, n_dims=len(shape) + 1).eval()
+    wrapper = DeployModel(model, mean, std, activation, n_dims=len(shape) + 1, output=output).eval()
     return wrapper, deploy_metadata(learn, shape, name)
 
 

@@ -243,3 +243,26 @@ def test_weight_norm_unet_trains_past_validation_in_channels_last(pairs):
                          channels_last=True, loss_func=MSELossFlat())
     learn.fit(2, 1e-3)
     assert len(learn.recorder.values) == 2 and not any(p.is_inference() for p in learn.model.parameters())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize("do_x", [True, False], ids=["do_x", "no_x"])
+def test_exported_unet_takes_raw_images_and_gives_denormalised_images(pairs, tmp_path, do_x):
+    """normalize(stats, do_x=, do_y=True): the TorchScript export normalises its input only when the
+    data did, and gives images in the targets' scale, as `predict` does."""
+    from fastbase.deploy import read_metadata
+
+    path_hr, path_lr = pairs
+    src = ImageImageList.from_folder(path_lr).split_by_rand_pct(0.25, seed=42)
+    data = (src.label_from_func(lambda x: path_hr / x.name).transform(None, size=16, tfm_y=True)
+            .databunch(bs=4, num_workers=0).normalize(imagenet_stats, do_x=do_x, do_y=True))
+    learn = unet_learner(data, strided_arch, pretrained=False, y_range=(-3., 3.), loss_func=MSELossFlat(), path=tmp_path)
+    file = learn.export_torchscript(tmp_path / "sr.pt")
+    module = torch.jit.load(str(file))
+    img = open_lr(path_lr)
+    _, pixels, _ = learn.predict(img)
+    out = module(img.data[None])[0]
+    assert torch.allclose(out, pixels, atol=1e-4)
+    meta = read_metadata(file)
+    assert (meta["normalization"] is not None) == do_x
+    assert meta["output"]["denormalized"]["std"] == pytest.approx(imagenet_stats[1])
