@@ -117,7 +117,11 @@ class Inference(Loop):
     # --- saving, loading, export ----------------------------------------------------------------
     def _model_file(self, name) -> pathlib.Path:
         if isinstance(name, pathlib.PurePath):
-            return Path(name)
+            path = Path(name)
+            # fastai v1 adds `.pth` to a path too (lesson7-superres-imagenet loads `path_pets/.../models/'2b'`,
+            # which `save('2b')` wrote as 2b.pth): the path as given when it exists, else the one with `.pth`
+            with_pth = path.with_name(path.name + ".pth")
+            return path if path.exists() or not with_pth.exists() else with_pth
         return self.path / self.model_dir / f"{name}.pth"
 
     def save(self, name, with_opt: bool = True) -> pathlib.Path:

@@ -323,3 +323,13 @@ def test_a_checkpoint_saved_with_the_recorders_older_keys_still_resumes(tmp_path
     resumed.fit_one_cycle(3, 1e-2, resume="checkpoint")
     assert same_weights(resumed, reference) and resumed.recorder.values == reference.recorder.values
     assert resumed.recorder.n_batches == [6, 6, 6]
+
+
+def test_load_takes_a_path_without_pth_as_fastai_v1(tmp_path):
+    """learn.load(path/'models'/'2b') reads 2b.pth, which save('2b') wrote (lesson7-superres-imagenet)."""
+    learn = build(0, tmp_path)
+    learn.save("2b")
+    other = build(1, tmp_path)
+    assert not same_weights(learn, other)
+    other.load((tmp_path / learn.model_dir / "2b").absolute())
+    assert same_weights(learn, other)
