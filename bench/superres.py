@@ -3,17 +3,20 @@
 Data: the photos of `--data` (default `../shared/data/hymenoptera`, train/ and val/ folders), each
 centre-cropped to a square and resized to --size px (the targets), and "crappified" to --small px
 (bilinear, then a JPEG of quality --quality: the inputs), written to a temporary folder with
-`parallel`. The model: `unet_learner(data, models.resnet18, pretrained=False, blur=True,
-norm_type=NormType.Weight, self_attention=True, y_range=(-3., 3.))` with `L1LossFlat`, data
+`parallel`. The model: `unet_learner(data, models.<--arch>, pretrained=, blur=True,
+norm_type=NormType.Weight, self_attention=True, y_range=(-3., 3.))` with `L1LossFlat` or (`--loss mse`,
+the loss of lesson7-superres-gan's generator) `MSELossFlat`, data
 normalised with `imagenet_stats, do_y=True`, `get_transforms(max_zoom=2.)`, fit_one_cycle(--epochs,
---lr), batch size --bs.
+--lr), batch size --bs. `--arch mobilenet_v2 --pretrained` puts the ImageNet MobileNetV2 body of
+`../shared/weights` into a temporary torch hub cache, where torchvision's weights API finds it.
 
 Columns: PSNR (dB) and SSIM over the validation photos (torchmetrics, images in [0, 1]) of the
 inputs upsampled with bicubic interpolation (PIL), and of the U-Net's predictions; then the seconds
 per epoch and the 1-minute load average at the end (other processes slow a run down).
 
     python bench/superres.py [--data PATH] [--small 48] [--size 96] [--epochs 4] [--bs 16]
-        [--lr 3e-3] [--quality 30] [--seed 0] [--limit N] [--quick]
+        [--lr 3e-3] [--quality 30] [--seed 0] [--limit N] [--arch resnet18] [--pretrained]
+        [--loss l1|mse] [--quick]
 
 `--quick` is a smoke test of this script (24 photos, 32 px, one epoch): its figures mean nothing.
 Figures and the runs they come from: bench/RESULTS.md.
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MOBILENET = ROOT.parent / "shared" / "weights" / "mobilenet_v2_imagenet_body.pth"
 
 
 class Crappify:
@@ -72,6 +76,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--quality", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N photos")
+    parser.add_argument("--arch", default="resnet18", help="a name in fastbase.vision.models")
+    parser.add_argument("--pretrained", action="store_true", help="ImageNet weights (mobilenet_v2: ../shared/weights)")
+    parser.add_argument("--loss", choices=["l1", "mse"], default="l1")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
@@ -84,6 +91,7 @@ def main(argv=None) -> dict:
     from fastbase.vision import (
         ImageImageList,
         L1LossFlat,
+        MSELossFlat,
         NormType,
         get_image_files,
         get_transforms,
@@ -101,6 +109,10 @@ def main(argv=None) -> dict:
     set_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp)
+        if args.pretrained and args.arch == "mobilenet_v2":  # torchvision's file name in its hub cache
+            (dest / "hub" / "checkpoints").mkdir(parents=True)
+            (dest / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth").symlink_to(MOBILENET)
+            torch.hub.set_dir(str(dest / "hub"))
         parallel(Crappify(src, dest, args.size, args.small, args.quality), files, max_workers=2)
         valid = "val" if (dest / "lr" / "val").is_dir() else "valid"
         lists = ImageImageList.from_folder(dest / "lr")
@@ -109,8 +121,10 @@ def main(argv=None) -> dict:
         data = (lists.label_from_func(lambda x: dest / "hr" / x.relative_to(dest / "lr"))
                 .transform(get_transforms(max_zoom=2.), size=args.size, tfm_y=True)
                 .databunch(bs=args.bs, num_workers=0, seed=args.seed).normalize(imagenet_stats, do_y=True))
-        learn = unet_learner(data, models.resnet18, pretrained=False, blur=True, norm_type=NormType.Weight,
-                             self_attention=True, y_range=(-3., 3.), loss_func=L1LossFlat(), silent=True)
+        loss = MSELossFlat() if args.loss == "mse" else L1LossFlat()
+        learn = unet_learner(data, getattr(models, args.arch), pretrained=args.pretrained, blur=True,
+                             norm_type=NormType.Weight, self_attention=True, y_range=(-3., 3.), loss_func=loss,
+                             silent=True)
         start = time.perf_counter()
         learn.fit_one_cycle(args.epochs, args.lr)
         per_epoch = (time.perf_counter() - start) / args.epochs

@@ -15,14 +15,15 @@ NOTEBOOKS = sorted(NBS.glob("*.ipynb"))
 # worker, in order, so the notebooks share their home and folder as they do for a user
 pytestmark = pytest.mark.xdist_group("notebooks")
 # notebooks that read ../shared's data (else they would download it): skipped, with a reason, without it
-NEEDS_SHARED = {"09_imdb", "10_human_numbers", "13_head_pose", "14_detection"}
+NEEDS_SHARED = {"09_imdb", "10_human_numbers", "11_superres_gan", "12_wgan", "13_head_pose", "14_detection"}
 TEXT_NOTEBOOKS = {"09_imdb", "10_human_numbers"}  # these start with `from fastbase.text import *`
 
 
 def test_the_course_notebooks_are_there():
     assert [nb.stem for nb in NOTEBOOKS] == ["00_quickstart", "01_pets", "02_lr_find", "03_interpretation", "04_data_block",
                                              "05_segmentation", "06_tabular", "07_collab", "08_cleaning",
-                                             "09_imdb", "10_human_numbers", "13_head_pose", "14_detection"]
+                                             "09_imdb", "10_human_numbers", "11_superres_gan", "12_wgan",
+                                             "13_head_pose", "14_detection"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
