@@ -63,6 +63,18 @@ def test_training_order_is_shuffled_and_reproducible_from_seed():
     assert order(make_bunch(seed=4)) != first
 
 
+def test_loaders_by_name_and_a_subset_keeps_the_label_attributes():
+    bunch = make_bunch()
+    assert list(bunch.named_dls) == ["train", "valid", "fix"] and bunch.dls == list(bunch.named_dls.values())
+    small = bunch.subset(6, seed=0)
+    assert len(small.train_ds) == 6 and small.classes == ["a", "b"] and small.c == 2 and not small.multi_label
+    plain = DataBunch.create(torch.utils.data.TensorDataset(torch.rand(4, 3), torch.zeros(4)),
+                             torch.utils.data.TensorDataset(torch.rand(2, 3), torch.zeros(2)), bs=2, device="cpu")
+    assert plain.subset(2, seed=0).classes is None and plain.c is None  # a plain dataset has no label attributes
+    with pytest.raises(DataError, match="not a label attribute"):
+        data.bunch.label_attr(bunch.train_ds, "size")
+
+
 def test_dl_without_test_set_names_add_test():
     with pytest.raises(DataError, match="add_test"):
         make_bunch().dl(DatasetType.Test)

@@ -421,3 +421,16 @@ def test_the_engine_asks_the_task_contract_instead_of_probing_the_data(name):
     source = (ROOT / f"{name}.py").read_text()
     probes = re.findall(r"(?:hasattr|getattr)\([^)]*data\b[^)]*\)", source)
     assert not probes, f"fastbase/{name}.py probes the data: {probes}"
+
+
+@pytest.mark.parametrize("importer, forbidden", [
+    ("fastbase.collab.data", "fastbase.tabular"),  # collaborative filtering is not a table task
+    ("fastbase.deploy", "fastbase.callbacks"),  # inference draws progress through fastbase.progress
+    ("fastbase.vision.data", "fastbase.vision.segmentation"),  # classification data know nothing of masks
+])
+def test_collab_deploy_and_classification_keep_off_what_they_must_not_import(importer, forbidden):
+    path = ROOT.joinpath(*importer.split(".")[1:]).with_suffix(".py")
+    found = [(t, line) for t, line, _ in imports_of(path) if t == forbidden or t.startswith(forbidden + ".")]
+    assert not found, f"{importer} imports {found}: {forbidden} is off limits to it"
+    private = [(t, n, line) for t, n, line in names_imported(path) if n.startswith("_") and not n.startswith("__")]
+    assert not private, f"{importer} imports private names {private}"

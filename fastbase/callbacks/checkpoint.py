@@ -40,7 +40,6 @@ __all__ = ["Checkpoint", "CheckpointError", "ResumeCallback", "checkpoint_file",
 
 FORMAT = 1
 _HEADER = re.compile(rb"FASTBASE-CHECKPOINT v(\d+) sha256=([0-9a-f]{64}) size=(\d+)\n")
-_LOADERS = ("train", "valid", "fix", "test")
 
 
 class CheckpointError(FastbaseError):
@@ -51,9 +50,9 @@ def _live_loaders(data) -> list[str]:
     """Loaders whose persistent worker processes are running (their DataLoader keeps its iterator in
     `_iterator`): starting them drew a seed from the loader's generator, which the next epochs do not."""
     live = []
-    for name in _LOADERS:
-        raw = getattr(getattr(data, f"{name}_dl", None), "dl", None)
-        if raw is not None and raw.persistent_workers and raw.num_workers > 0 and \
+    for name, loader in data.named_dls.items():
+        raw = loader.dl
+        if raw.persistent_workers and raw.num_workers > 0 and \
                 getattr(raw, "_iterator", None) is not None:
             live.append(name)
     return live
@@ -295,7 +294,7 @@ class ResumeCallback(Callback):
         self._load_callbacks(state["callbacks"])
         data = learn.data
         for name in state["start"]["live"]:  # start the workers the original run had running
-            iter(getattr(data, f"{name}_dl").dl)
+            iter(data.named_dls[name].dl)
         set_rng_states(state["rng"], loader_generators(data.train_dl))
         self._first = True
 

@@ -20,7 +20,18 @@ from .loader import DeviceDataLoader, Normalizer
 from .task import TaskData
 from .workers import resolve_num_workers
 
-__all__ = ["DataBunch"]
+__all__ = ["DataBunch", "label_attr"]
+
+LABEL_ATTRS = ("classes", "c", "multi_label")
+
+
+def label_attr(ds: Dataset, name: str):
+    """The one optional protocol a DataBunch reads from its training dataset: a Dataset may carry
+    `classes` (the class names), `c` (the number of model outputs) and `multi_label` (the item lists'
+    `LabelList` does; a plain torch Dataset need not). `name`'s value, None where the dataset has none."""
+    if name not in LABEL_ATTRS:
+        raise DataError(f"{name!r} is not a label attribute of a dataset; those are {', '.join(LABEL_ATTRS)}.")
+    return getattr(ds, name, None)
 
 
 class DataBunch(TaskData):
@@ -98,7 +109,7 @@ class DataBunch(TaskData):
     def classes(self) -> list | None:
         if self.inference_only:
             return self._inference_state.get("classes")
-        return getattr(self.train_ds, "classes", None)
+        return label_attr(self.train_ds, "classes")
 
     @property
     def c(self) -> int | None:
@@ -106,7 +117,7 @@ class DataBunch(TaskData):
         fastai v1 (e.g. `data.c = 2` for a custom head)."""
         if getattr(self, "_c", None) is not None:
             return self._c
-        c = self._inference_state.get("c") if self.inference_only else getattr(self.train_ds, "c", None)
+        c = self._inference_state.get("c") if self.inference_only else label_attr(self.train_ds, "c")
         return c if c is not None else (len(self.classes) if self.classes is not None else None)
 
     @c.setter
@@ -117,11 +128,17 @@ class DataBunch(TaskData):
     def multi_label(self) -> bool:
         if self.inference_only:
             return bool(self._inference_state.get("multi_label", False))
-        return bool(getattr(self.train_ds, "multi_label", False))
+        return bool(label_attr(self.train_ds, "multi_label"))
 
     @property
     def dls(self) -> list[DeviceDataLoader]:
-        return [dl for dl in (self.train_dl, self.valid_dl, self.fix_dl, self.test_dl) if dl is not None]
+        return list(self.named_dls.values())
+
+    @property
+    def named_dls(self) -> dict[str, DeviceDataLoader]:
+        """The loaders by name ('train', 'valid', 'fix', 'test'), without the ones this DataBunch lacks."""
+        named = {"train": self.train_dl, "valid": self.valid_dl, "fix": self.fix_dl, "test": self.test_dl}
+        return {name: dl for name, dl in named.items() if dl is not None}
 
     def dl(self, ds_type: DatasetType = DatasetType.Valid) -> DeviceDataLoader:
         """The loader for `ds_type`; a clear error for a test set that was never added."""
@@ -308,13 +325,19 @@ class DataBunch(TaskData):
 
 
 class _ItemSubset(Subset):
-    """Some items of a dataset, with its `classes`, `c` and `multi_label`."""
+    """Some items of a dataset, with its label attributes (`label_attr`: `classes`, `c`, `multi_label`)."""
 
-    def __init__(self, dataset: Dataset, indices):
-        super().__init__(dataset, list(indices))
-        for attr in ("classes", "c", "multi_label"):
-            if hasattr(dataset, attr):
-                setattr(self, attr, getattr(dataset, attr))
+    @property
+    def classes(self):
+        return label_attr(self.dataset, "classes")
+
+    @property
+    def c(self):
+        return label_attr(self.dataset, "c")
+
+    @property
+    def multi_label(self):
+        return label_attr(self.dataset, "multi_label")
 
 
 def _picker(seed: int | None):

@@ -18,7 +18,7 @@ import numpy as np
 from ..core import Path, is_listy
 from .base import DataError, LabelError, format_list
 from .bunch import DataBunch
-from .label_lists import LabelList, data_collate
+from .label_lists import ItemListBase, LabelList, data_collate
 from .labels import EmptyLabelList, MultiCategoryList, _indices, choose_label_cls
 from .splits import SplitMixin, _first_folder, random_stream
 
@@ -49,7 +49,7 @@ def get_files(path, extensions=None, recurse: bool = True, include=None) -> list
     return sorted(found)
 
 
-class ItemList(SplitMixin):
+class ItemList(ItemListBase, SplitMixin):
     """Items of one kind and where they live. `il[i]` is one item (`get`), `il[idxs]` an ItemList of
     some of them; `settings` are the extra arguments that every derived list keeps."""
     _extensions = None  # the file suffixes `from_folder` looks for; None: every file

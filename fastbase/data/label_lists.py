@@ -18,7 +18,12 @@ from .base import DataError, EmptyDatasetError
 from .items import ItemBase
 from .labels import EmptyLabelList, LabelItemList
 
-__all__ = ["ItemLists", "LabelList", "LabelLists", "LabelledMixin", "data_collate", "load_data"]
+__all__ = ["ItemListBase", "ItemLists", "LabelList", "LabelLists", "LabelledMixin", "data_collate", "load_data"]
+
+
+class ItemListBase:
+    """The root of the item lists (`ItemList` derives from it), so that the label lists, which
+    `item_list` builds on, tell an item list from raw items without importing it."""
 
 
 def data_collate(batch):
@@ -161,7 +166,7 @@ class LabelLists(ItemLists):
     def add_test(self, items, label=None, tfms=None, tfm_y=None) -> LabelLists:
         """Unlabelled test items (an ItemList, or items the training list's class takes), predicted on
         with `get_preds(ds_type=DatasetType.Test)`."""
-        x = items if hasattr(items, "build_databunch") else self.train.x.new(list(items))
+        x = items if isinstance(items, ItemListBase) else self.train.x.new(list(items))
         y = EmptyLabelList([label] * len(x)).process(self.train.y)
         self.test = LabelList(x, y)
         return self
