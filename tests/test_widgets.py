@@ -91,7 +91,7 @@ def test_from_similars_names_a_layer_path_the_model_does_not_have(learn):
     with pytest.raises(CleaningError) as err:
         DatasetFormatter().from_similars(learn, layer_ls=[0, 7, 2])
     message = str(err.value)
-    assert "layer_ls=[0, 7, 2]" in message and "model[0] (Sequential) has no child 7" in message
+    assert "layer_ls=[0, 7, 2]" in message and "model[0] (SequentialEncoder) has no child 7" in message
     assert "5: ReLU" in message
 
 
