@@ -64,7 +64,7 @@ from fastbase.vision import *
 set_seed(0)
 pts = {r.fname: torch.from_numpy(xy(r)[:, ::-1].copy()) for r in df.itertuples()}  # the course's (y, x)
 data = (PointsItemList.from_df(df, path, cols="fname", folder="images").split_from_df(col="is_valid")
-        .label_from_func(lambda f: pts[f.name])
+        .label_from_func(lambda f: pts[f.name], outside="keep")  # 4 photos have landmarks up to 3 px out
         .transform(get_transforms(), tfm_y=True, size=cfg["size"], resize_method=ResizeMethod.SQUISH)
         .databunch(bs=cfg["bs"], seed=0).normalize(imagenet_stats))
 learn = cnn_learner(data, models.mobilenet_v2, silent=True)
