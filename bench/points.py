@@ -13,7 +13,7 @@ The floor: every photo given the training photos' mean point(s), in the same sca
 Runs alternate (fastbase, fastai, fastbase, ...) in one invocation, each a child process; the
 table gives medians of error and of training seconds.
 
-    python bench/points.py [--targets nose,landmarks] [--runs 3] [--epochs 5] [--size 128] [--bs 32]
+    python bench/points.py [--targets nose,landmarks] [--runs 3] [--epochs 5] [--unfrozen 0] [--size 128] [--bs 32]
         [--threads 2] [--fastai-python /tmp/fastai-venv/bin/python] [--json out.json]
 """
 from __future__ import annotations
@@ -70,6 +70,9 @@ data = (PointsItemList.from_df(df, path, cols="fname", folder="images").split_fr
 learn = cnn_learner(data, models.mobilenet_v2, silent=True)
 start = time.perf_counter()
 learn.fit_one_cycle(cfg["epochs"], slice(2e-2))
+if cfg["unfrozen"]:  # the lesson stops frozen; --unfrozen N adds N epochs of the whole network
+    learn.unfreeze()
+    learn.fit_one_cycle(cfg["unfrozen"], slice(2e-5, 2e-3))
 seconds = time.perf_counter() - start
 preds, _ = learn.get_preds()
 files = [Path(f).name for f in data.valid_ds.items]
@@ -93,6 +96,9 @@ learn = vision_learner(dls, mobilenet_v2)
 learn.no_bar()
 start = time.perf_counter()
 learn.fit_one_cycle(cfg["epochs"], slice(2e-2))
+if cfg["unfrozen"]:  # the lesson stops frozen; --unfrozen N adds N epochs of the whole network
+    learn.unfreeze()
+    learn.fit_one_cycle(cfg["unfrozen"], slice(2e-5, 2e-3))
 seconds = time.perf_counter() - start
 preds, _ = learn.get_preds()
 files = list(dls.valid_ds.items.fname)
@@ -107,6 +113,7 @@ def main() -> None:
     add("--targets", default="nose,landmarks")
     add("--runs", type=int, default=3)
     add("--epochs", type=int, default=5)
+    add("--unfrozen", type=int, default=0, help="epochs after unfreeze() (the lesson: 0)")
     add("--size", type=int, default=128)
     add("--bs", type=int, default=32)
     add("--threads", type=int, default=2)
@@ -127,7 +134,8 @@ def main() -> None:
             for run in range(args.runs):
                 for _, python, code in sides:
                     cfg = {"target": target, "path": str(SHARED / "data" / "faces68_tiny"), "threads": args.threads,
-                           "size": args.size, "bs": args.bs, "epochs": args.epochs}
+                           "size": args.size, "bs": args.bs, "epochs": args.epochs,
+                           "unfrozen": args.unfrozen}
                     out = subprocess.run([python, "-c", code, json.dumps(cfg)], check=False, env=env,
                                          capture_output=True, text=True)
                     if out.returncode:
