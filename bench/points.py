@@ -56,6 +56,13 @@ def error(files, pred_xy_scaled):  # mean pixel distance per photo, pred in scal
 train, valid = df[~df.is_valid], df[df.is_valid]
 mean_scaled = np.mean([scaled(r.fname, xy(r)) for r in train.itertuples()], axis=0)
 floor = error(list(valid.fname), [mean_scaled] * len(valid))
+def fit_recipe(learn):  # the same calls in both frameworks; returns the seconds they took
+    start = time.perf_counter()
+    learn.fit_one_cycle(cfg["epochs"], slice(2e-2))
+    if cfg["unfrozen"]:  # the lesson stops frozen; --unfrozen N adds N epochs of the whole network
+        learn.unfreeze()
+        learn.fit_one_cycle(cfg["unfrozen"], slice(2e-5, 2e-3))
+    return time.perf_counter() - start
 """
 
 FASTBASE_RUN = COMMON + r"""
@@ -68,12 +75,7 @@ data = (PointsItemList.from_df(df, path, cols="fname", folder="images").split_fr
         .transform(get_transforms(), tfm_y=True, size=cfg["size"], resize_method=ResizeMethod.SQUISH)
         .databunch(bs=cfg["bs"], seed=0).normalize(imagenet_stats))
 learn = cnn_learner(data, models.mobilenet_v2, silent=True)
-start = time.perf_counter()
-learn.fit_one_cycle(cfg["epochs"], slice(2e-2))
-if cfg["unfrozen"]:  # the lesson stops frozen; --unfrozen N adds N epochs of the whole network
-    learn.unfreeze()
-    learn.fit_one_cycle(cfg["unfrozen"], slice(2e-5, 2e-3))
-seconds = time.perf_counter() - start
+seconds = fit_recipe(learn)
 preds, _ = learn.get_preds()
 files = [Path(f).name for f in data.valid_ds.items]
 pred_xy = [p.reshape(-1, 2).flip(1).numpy() for p in preds]  # (y, x) -> (x, y)
@@ -94,12 +96,7 @@ dls = block.dataloaders(df, bs=cfg["bs"])
 model_meta[mobilenet_v2] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
 learn = vision_learner(dls, mobilenet_v2)
 learn.no_bar()
-start = time.perf_counter()
-learn.fit_one_cycle(cfg["epochs"], slice(2e-2))
-if cfg["unfrozen"]:  # the lesson stops frozen; --unfrozen N adds N epochs of the whole network
-    learn.unfreeze()
-    learn.fit_one_cycle(cfg["unfrozen"], slice(2e-5, 2e-3))
-seconds = time.perf_counter() - start
+seconds = fit_recipe(learn)
 preds, _ = learn.get_preds()
 files = list(dls.valid_ds.items.fname)
 print("RESULT " + json.dumps({"side": "fastai 2.8", "seconds": seconds, "error": error(files, list(preds.numpy())),
