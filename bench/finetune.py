@@ -51,7 +51,28 @@ VARIANTS = {
     "body": ({"freeze_bn_stats": "body"}, {}),
     "wd-bn": ({"bn_wd": True}, {}),
     "onegroup": ({"split_on": lambda m: [m[0], m[1]]}, {}),
+    "adabn": ({}, {}),  # the body's BatchNorm statistics re-estimated on the training photos first
 }
+
+
+def adapt_bn_stats(learn, passes: int = 1) -> None:
+    """Experiment (variant `adabn`): re-estimate the body's BatchNorm running statistics on the
+    training set (a cumulative average over `passes` augmented passes, no gradients), before the recipe."""
+    import torch
+    body = learn.model[0]
+    bns = [m for m in body.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    body.train()
+    with torch.no_grad():
+        for _ in range(passes):
+            for xb, _ in learn.data.train_dl:
+                body(xb)
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    body.eval()
 
 FASTBASE_RUN = r"""
 import json, resource, sys, time, torch
@@ -72,6 +93,9 @@ learn_kw, fit_kw = VARIANTS[cfg["variant"]]
 data = ImageDataBunch.from_folder(cfg["path"], train="train", valid=cfg["valid"], size=cfg["size"], bs=cfg["bs"],
                                   ds_tfms=get_transforms(do_flip=cfg["flip"]), seed=cfg["seed"]).normalize(imagenet_stats)
 learn = cnn_learner(data, models.mobilenet_v2, metrics=accuracy, silent=True, **learn_kw)
+if cfg["variant"] == "adabn":
+    from finetune import adapt_bn_stats
+    adapt_bn_stats(learn)
 out, t0 = {}, time.perf_counter()
 lr = cfg["lr"] or learn.lr_find().valley
 out["lr"], out["lr_find_s"] = lr, time.perf_counter() - t0
