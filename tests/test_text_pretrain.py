@@ -30,8 +30,9 @@ def test_pretraining_in_two_parts_gives_the_model_of_one_run(corpus, tmp_path):
     first = pretrain_lm(corpus, tmp_path / "parts", stop_after=1, **TINY)
     assert not first["done"] and first["epochs_done"] == 1 and "weights" not in first
     assert not (tmp_path / "parts" / "lm_fwd.pth").exists()
+    assert [p["epochs_done"] for p in json.loads((tmp_path / "parts" / "pretrain_log.json").read_text())] == [1]
     second = pretrain_lm(corpus, tmp_path / "parts", resume=True, **TINY)
-    assert second["done"] and second["epochs_done"] == 2 and len(second["parts"]) == 2
+    assert second["done"] and [p["epochs_done"] for p in second["parts"]] == [1, 2]
     assert second["valid"] == whole["valid"]
     a, b = torch.load(whole["weights"]), torch.load(second["weights"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

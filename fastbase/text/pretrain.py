@@ -27,7 +27,7 @@ from .models import awd_lstm_lm_config
 from .pretrained import write_itos
 from .tokenizer import TextError
 
-__all__ = ["StopAfterEpochs", "corpus_lines", "main", "pretrain_lm", "save_pretrained"]
+__all__ = ["PartLog", "StopAfterEpochs", "corpus_lines", "main", "pretrain_lm", "save_pretrained"]
 
 CHECKPOINT, LOG = "pretrain_checkpoint.pth", "pretrain_log.json"
 
@@ -70,9 +70,25 @@ class StopAfterEpochs(Callback):
             raise CancelFitException()
 
 
-def _read_log(out: Path) -> list[dict]:
-    file = out / LOG
-    return json.loads(file.read_text()) if file.is_file() else []
+class PartLog(Callback):
+    """Keeps `out/pretrain_log.json` up to date after every epoch: each part of the run (a call) with
+    the epochs done by its end and its wall and CPU seconds, so a part that is stopped still counts."""
+    order = Order.USER
+
+    def __init__(self, out: Path, resume: bool):
+        self.file = Path(out) / LOG
+        self.parts = json.loads(self.file.read_text()) if resume and self.file.is_file() else []
+        self.start, self.cpu = time.perf_counter(), time.process_time()
+        self.parts.append({"epochs_done": 0, "wall_s": 0.0, "cpu_s": 0.0})
+
+    def after_epoch(self):
+        self.update(self.learn.epoch + 1)
+
+    def update(self, epochs_done: int) -> list[dict]:
+        self.parts[-1] = {"epochs_done": epochs_done, "wall_s": round(time.perf_counter() - self.start, 1),
+                          "cpu_s": round(time.process_time() - self.cpu, 1)}
+        self.file.write_text(json.dumps(self.parts, indent=1))
+        return self.parts
 
 
 def pretrain_lm(corpus, out, epochs: int = 4, lr: float = 5e-3, bs: int = 64, bptt: int = 70, emb_sz: int = 400,
@@ -84,8 +100,10 @@ def pretrain_lm(corpus, out, epochs: int = 4, lr: float = 5e-3, bs: int = 64, bp
     train at most that many epochs in this call (a checkpoint in `out` keeps the rest of the run);
     `resume`: go on from that checkpoint (the other arguments must be those of the first call)."""
     set_seed(seed)
-    start, cpu_start = time.perf_counter(), time.process_time()
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    part_log = PartLog(out, resume)  # the part's clock starts before tokenizing
+    start = time.perf_counter()
     ckpt_file = out / CHECKPOINT
     if resume and not ckpt_file.is_file():
         raise TextError(f"Nothing to resume: no {ckpt_file} (run without resume first, with the same --out).")
@@ -97,14 +115,11 @@ def pretrain_lm(corpus, out, epochs: int = 4, lr: float = 5e-3, bs: int = 64, bp
     from ..metrics import accuracy
     learn = language_model_learner(data, config=config, drop_mult=drop_mult, pretrained=False,
                                    metrics=[accuracy, Perplexity()])
-    callbacks = [Checkpoint(ckpt_file)] + ([StopAfterEpochs(stop_after)] if stop_after else [])
-    log = _read_log(out) if resume else []
+    callbacks = [Checkpoint(ckpt_file), part_log] + ([StopAfterEpochs(stop_after)] if stop_after else [])
     learn.fit_one_cycle(epochs, lr, moms=(0.8, 0.7), callbacks=callbacks, resume=ckpt_file if resume else None)
     values = learn.recorder.values
     done = len(values) >= epochs
-    log.append({"epochs_done": len(values), "wall_s": round(time.perf_counter() - start, 1),
-                "cpu_s": round(time.process_time() - cpu_start, 1)})
-    (out / LOG).write_text(json.dumps(log, indent=1))
+    log = part_log.update(len(values))
     result = {"done": done, "epochs_done": len(values), "config": config, "vocab": len(data.vocab),
               "tokens": int(data.train_ds.n_tokens), "names": learn.recorder.names,
               "valid": values[-1] if values else None, "tokenize_s": round(tokenized, 1),
