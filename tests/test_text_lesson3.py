@@ -2,12 +2,13 @@
 the classifier `TextList.from_folder(path, vocab=data_lm.vocab).split_by_folder(valid='test')
 .label_from_folder(classes=['neg', 'pos'])`, on an IMDB-layout folder made from a few imdb_sample
 reviews, with models of 8-16 units; gradual unfreezing as the lesson does it, and `lr_find` briefly."""
+import csv
+
 import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("spacy", reason="fastbase.text tokenizes with spaCy (the text extra)")
-pd = pytest.importorskip("pandas", reason="text tables are read with pandas (the text extra)")
 
 from conftest import shared_path
 
@@ -30,12 +31,18 @@ SIZES = {"emb_sz": 8, "n_hid": 16, "n_layers": 2}
 def imdb_folder(tmp_path, monkeypatch):
     """IMDB's layout: train/{neg,pos}, test/{neg,pos} and unsup of .txt reviews, plus files that are not reviews."""
     monkeypatch.setattr(defaults, "silent", True)
-    df = pd.read_csv(shared_path("data", "imdb_sample", "texts.csv"))
-    df = pd.concat([df[~df.is_valid].groupby("label").head(8), df[df.is_valid].groupby("label").head(3)])
-    for i, row in enumerate(df.itertuples()):
-        folder = tmp_path / ("test" if row.is_valid else "train") / ("pos" if row.label == "positive" else "neg")
+    with open(shared_path("data", "imdb_sample", "texts.csv"), newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    wanted = {("False", "negative"): 8, ("False", "positive"): 8, ("True", "negative"): 3, ("True", "positive"): 3}
+    for i, row in enumerate(rows):  # the first 8 reviews of each class for train/, 3 for test/
+        key = (row["is_valid"], row["label"])
+        if wanted.get(key, 0) == 0:
+            continue
+        wanted[key] -= 1
+        folder = tmp_path / ("test" if key[0] == "True" else "train") / ("pos" if key[1] == "positive" else "neg")
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{i}_7.txt").write_text(" ".join(row.text.split()[:60]))
+        (folder / f"{i}_7.txt").write_text(" ".join(row["text"].split()[:60]))
+    assert not any(wanted.values())
     (tmp_path / "unsup").mkdir()
     (tmp_path / "unsup" / "0_0.txt").write_text("A review without a label, read by the language model only.")
     (tmp_path / "imdb.vocab").write_text("the\nand\n")
