@@ -10,10 +10,12 @@ fresh tokenizer: no piece is cached from an earlier run); runs alternate between
             /tmp/fastai-venv/bin/python)
 
 `ulmfit`: pretrain an AWD-LSTM on wikitext2_sample (`fastbase.text.pretrain`, reused from
-`--lm-dir` when there), fine-tune it on imdb_sample's reviews, then train the classifier on its
-encoder with gradual unfreezing (1 epoch head, 1 with `freeze_to(-2)`, `--clas-epochs` unfrozen);
-the same classifier from scratch trains the same 2 + `--clas-epochs` epochs unfrozen. Accuracy on
-imdb_sample's 200 `is_valid` reviews, per seed, and the minutes of the recipe (pretraining excluded).
+`--lm-dir` when there), fine-tune it on imdb_sample's reviews (1 epoch frozen, `--lm-epochs`
+unfrozen), then train the classifier on its encoder as lesson 3 does (1 epoch head, 1 with
+`freeze_to(-2)`, 1 with `freeze_to(-3)`, `--clas-epochs` unfrozen, slice lrs); the same classifier
+from scratch trains the same 3 + `--clas-epochs` epochs unfrozen. `--kinds` picks ulmfit and/or
+scratch; each seed's row (accuracy on imdb_sample's 200 `is_valid` reviews, wall and CPU seconds) is
+added to `--results`, so each seed can be its own call.
 
 `train`: time per epoch of language-model fine-tuning and of classifier training (AWD-LSTM, the same
 sizes, `pretrained=False`, the same epochs and data: `--docs` reviews of imdb_sample) for fastbase,
@@ -23,8 +25,8 @@ is not timed, nor the one-time import of `torch._dynamo` that a process's first 
 
     python bench/text.py tokenize [--runs 3]
     python bench/text.py train [--runs 3] [--epochs 2] [--docs 400] [--emb-sz 64] [--n-hid 256]
-    python bench/text.py ulmfit [--seeds 0,1,2] [--lm-epochs 2] [--clas-epochs 2] [--emb-sz 64] [--n-hid 256]
-                                [--pretrain-epochs 2] [--max-vocab 10000]
+    python bench/text.py ulmfit [--seeds 0,1,2] [--kinds ulmfit,scratch] [--lm-dir DIR] [--results FILE]
+                                [--lm-epochs 1] [--clas-epochs 1] [--emb-sz 64] [--n-hid 256] [--pretrain-epochs 8]
 """
 from __future__ import annotations
 
