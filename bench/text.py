@@ -10,10 +10,12 @@ fresh tokenizer: no piece is cached from an earlier run); runs alternate between
             /tmp/fastai-venv/bin/python)
 
 `ulmfit`: pretrain an AWD-LSTM on wikitext2_sample (`fastbase.text.pretrain`, reused from
-`--lm-dir` when there), fine-tune it on imdb_sample's reviews, then train the classifier on its
-encoder with gradual unfreezing (1 epoch head, 1 with `freeze_to(-2)`, `--clas-epochs` unfrozen);
-the same classifier from scratch trains the same 2 + `--clas-epochs` epochs unfrozen. Accuracy on
-imdb_sample's 200 `is_valid` reviews, per seed, and the minutes of the recipe (pretraining excluded).
+`--lm-dir` when there), fine-tune it on imdb_sample's reviews (1 epoch frozen, `--lm-epochs`
+unfrozen), then train the classifier on its encoder as lesson 3 does (1 epoch head, 1 with
+`freeze_to(-2)`, 1 with `freeze_to(-3)`, `--clas-epochs` unfrozen, slice lrs); the same classifier
+from scratch trains the same 3 + `--clas-epochs` epochs unfrozen. `--kinds` picks ulmfit and/or
+scratch; each seed's row (accuracy on imdb_sample's 200 `is_valid` reviews, wall and CPU seconds) is
+added to `--results`, so each seed can be its own call.
 
 `train`: time per epoch of language-model fine-tuning and of classifier training (AWD-LSTM, the same
 sizes, `pretrained=False`, the same epochs and data: `--docs` reviews of imdb_sample) for fastbase,
@@ -23,8 +25,8 @@ is not timed, nor the one-time import of `torch._dynamo` that a process's first 
 
     python bench/text.py tokenize [--runs 3]
     python bench/text.py train [--runs 3] [--epochs 2] [--docs 400] [--emb-sz 64] [--n-hid 256]
-    python bench/text.py ulmfit [--seeds 0,1,2] [--lm-epochs 2] [--clas-epochs 2] [--emb-sz 64] [--n-hid 256]
-                                [--pretrain-epochs 2] [--max-vocab 10000]
+    python bench/text.py ulmfit [--seeds 0,1,2] [--kinds ulmfit,scratch] [--lm-dir DIR] [--results FILE]
+                                [--lm-epochs 1] [--clas-epochs 1] [--emb-sz 64] [--n-hid 256] [--pretrain-epochs 8]
 """
 from __future__ import annotations
 
@@ -220,66 +222,97 @@ def run_train(args) -> None:
               f"  {'perplexity' if task == 'lm' else 'accuracy'}: {json.dumps(metric)}", flush=True)
 
 
-def run_ulmfit(args) -> None:
-    import numpy as np
-
-    from fastbase.core import defaults, set_seed
-    from fastbase.metrics import accuracy
-    from fastbase.text import (
-        TextList,
-        awd_lstm_clas_config,
-        language_model_learner,
-        text_classifier_learner,
-    )
-    from fastbase.text.pretrain import pretrain_lm
-    defaults.silent = True
-    lm_dir = Path(args.lm_dir)
-    config_file = lm_dir / "lm_fwd.json"
-    if not config_file.is_file():
-        result = pretrain_lm(WIKI, lm_dir, epochs=args.pretrain_epochs, emb_sz=args.emb_sz, n_hid=args.n_hid,
-                             n_layers=args.n_layers, bs=64, lr=5e-3, max_vocab=args.max_vocab)
-        print("pretrained:", json.dumps(result, default=str), flush=True)
-    config = json.loads(config_file.read_text())
-    clas_config = {**awd_lstm_clas_config, **{k: config[k] for k in ("emb_sz", "n_hid", "n_layers")}}
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+def _ulmfit_data(work: Path):
+    """imdb_sample as lesson 3 reads it: a language model on all 1,000 reviews (10% held out), the
+    classifier on the 800 training reviews with the LM's vocabulary, scored on the 200 `is_valid`."""
     import pandas as pd
+
+    from fastbase.text import TextList
     df = pd.read_csv(IMDB / "texts.csv")
-    results = {"ulmfit": [], "scratch": []}
-    start = time.perf_counter()
     data_lm = (TextList.from_df(df, work, cols="text").split_by_rand_pct(0.1, seed=0).label_for_lm()
                .databunch(bs=32, bptt=70, seed=0))
     data_clas = (TextList.from_df(df, work, cols="text", vocab=data_lm.vocab).split_from_df("is_valid")
                  .label_from_df("label").databunch(bs=32, seed=0))
-    print(f"data: {time.perf_counter() - start:.1f} s", flush=True)
-    for seed in args.seeds:
-        t0 = time.perf_counter()
-        set_seed(seed)
-        lm = language_model_learner(data_lm, config=config, drop_mult=0.3,
+    return data_lm, data_clas
+
+
+def ulmfit_seed(args, kind: str, seed: int, data_lm, data_clas) -> dict:
+    """One seed of ULMFiT (`kind='ulmfit'`: LM fine-tuning from the pretrained model, then the
+    classifier on its encoder with gradual unfreezing) or of the same classifier from scratch
+    (`'scratch'`: the same number of epochs, all layers, one cycle at 1e-2)."""
+    from fastbase.core import set_seed
+    from fastbase.metrics import accuracy
+    from fastbase.text import awd_lstm_clas_config, language_model_learner, text_classifier_learner
+    lm_dir = Path(args.lm_dir)
+    sizes = {"emb_sz": args.emb_sz, "n_hid": args.n_hid, "n_layers": args.n_layers}
+    clas_config = {**awd_lstm_clas_config, **sizes}
+    moms = (0.8, 0.7)
+    start, cpu = time.perf_counter(), time.process_time()
+    set_seed(seed)
+    row = {"kind": kind, "seed": seed}
+    if kind == "ulmfit":
+        config = json.loads((lm_dir / "lm_fwd.json").read_text())
+        if {k: config[k] for k in sizes} != sizes:
+            raise SystemExit(f"{lm_dir} holds a model of {config}; pass its sizes (--emb-sz, --n-hid, --n-layers).")
+        lm = language_model_learner(data_lm, config=config, drop_mult=args.lm_drop_mult,
                                     pretrained_fnames=(lm_dir / "lm_fwd.pth", lm_dir / "itos.pkl"))
-        lm.fit_one_cycle(1, 1e-2, moms=(0.8, 0.7))
+        lm.fit_one_cycle(1, args.lm_lr, moms=moms)
         lm.unfreeze()
-        lm.fit_one_cycle(args.lm_epochs, 1e-3, moms=(0.8, 0.7))
+        lm.fit_one_cycle(args.lm_epochs, args.lm_lr / 10, moms=moms)
+        row["lm_valid"] = lm.recorder.values[-1]
         lm.save_encoder(f"enc{seed}")
-        for kind in ("ulmfit", "scratch"):
-            set_seed(seed)
-            learn = text_classifier_learner(data_clas, config=clas_config, drop_mult=0.5, metrics=[accuracy])
-            if kind == "ulmfit":
-                learn.load_encoder(f"enc{seed}")
-                learn.fit_one_cycle(1, 2e-2, moms=(0.8, 0.7))
-                learn.freeze_to(-2)
-                learn.fit_one_cycle(1, slice(1e-2 / 2.6 ** 4, 1e-2), moms=(0.8, 0.7))
-                learn.unfreeze()
-                learn.fit_one_cycle(args.clas_epochs, slice(1e-3 / 2.6 ** 4, 1e-3), moms=(0.8, 0.7))
-            else:
-                learn.fit_one_cycle(2 + args.clas_epochs, 1e-2, moms=(0.8, 0.7))
-            results[kind].append(float(learn.recorder.values[-1][-1]))
-            if kind == "ulmfit":
-                minutes = (time.perf_counter() - t0) / 60
-        print(f"seed {seed}: ulmfit {results['ulmfit'][-1]:.3f}  scratch {results['scratch'][-1]:.3f}  "
-              f"recipe (LM fine-tuning + classifier) {minutes:.1f} min", flush=True)
-    print(f"mean accuracy: ulmfit {np.mean(results['ulmfit']):.3f}  scratch {np.mean(results['scratch']):.3f}  "
-          f"difference {100 * (np.mean(results['ulmfit']) - np.mean(results['scratch'])):.1f} points", flush=True)
+        row["lm_s"], row["lm_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+    set_seed(seed)
+    learn = text_classifier_learner(data_clas, config=clas_config, drop_mult=0.5, metrics=[accuracy])
+    if kind == "ulmfit":
+        learn.load_encoder(f"enc{seed}")
+        learn.fit_one_cycle(1, 2e-2, moms=moms)
+        learn.freeze_to(-2)
+        learn.fit_one_cycle(1, slice(1e-2 / 2.6 ** 4, 1e-2), moms=moms)
+        learn.freeze_to(-3)
+        learn.fit_one_cycle(1, slice(5e-3 / 2.6 ** 4, 5e-3), moms=moms)
+        learn.unfreeze()
+        learn.fit_one_cycle(args.clas_epochs, slice(1e-3 / 2.6 ** 4, 1e-3), moms=moms)
+    else:
+        learn.fit_one_cycle(3 + args.clas_epochs, 1e-2, moms=moms)
+    row["accuracy"] = float(learn.recorder.values[-1][-1])
+    row["s"], row["cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
+    return row
+
+
+def run_ulmfit(args) -> None:
+    from fastbase.core import defaults
+    from fastbase.text.pretrain import pretrain_lm
+    defaults.silent = True
+    lm_dir = Path(args.lm_dir)
+    if "ulmfit" in args.kinds and not (lm_dir / "lm_fwd.json").is_file():
+        result = pretrain_lm(WIKI, lm_dir, epochs=args.pretrain_epochs, emb_sz=args.emb_sz, n_hid=args.n_hid,
+                             n_layers=args.n_layers, bs=64, lr=1e-2, max_vocab=args.max_vocab, drop_mult=0.2)
+        print("pretrained:", json.dumps(result, default=str), flush=True)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data_lm, data_clas = _ulmfit_data(work)
+    print(f"data: {time.perf_counter() - start:.1f} s, LM vocabulary {len(data_lm.vocab)}", flush=True)
+    results = Path(args.results)
+    rows = json.loads(results.read_text()) if results.is_file() else []
+    for seed in args.seeds:
+        for kind in args.kinds:
+            row = ulmfit_seed(args, kind, seed, data_lm, data_clas)
+            rows.append(row)
+            results.write_text(json.dumps(rows, indent=1))
+            print(json.dumps(row), flush=True)
+    summarize_ulmfit(rows)
+
+
+def summarize_ulmfit(rows: list[dict]) -> None:
+    """Mean accuracy of each kind over its seeds, and the recipe's minutes (wall and CPU)."""
+    for kind in ("ulmfit", "scratch"):
+        mine = [r for r in rows if r["kind"] == kind]
+        if mine:
+            print(f"{kind}: seeds {[r['seed'] for r in mine]} accuracy {[round(r['accuracy'], 3) for r in mine]} "
+                  f"mean {statistics.mean(r['accuracy'] for r in mine):.3f}  minutes (wall) "
+                  f"{[round(r['s'] / 60, 1) for r in mine]}  minutes (CPU) {[round(r['cpu_s'] / 60, 1) for r in mine]}")
 
 
 def main(argv=None) -> None:
@@ -302,11 +335,15 @@ def main(argv=None) -> None:
     tchild.add_argument("sizes", type=int, nargs=5)
     ulm = sub.add_parser("ulmfit")
     ulm.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+    ulm.add_argument("--kinds", type=lambda s: s.split(","), default=["ulmfit", "scratch"])
     ulm.add_argument("--lm-dir", default="/tmp/fastbase_text_bench/lm")
     ulm.add_argument("--work", default="/tmp/fastbase_text_bench/work")
-    for name, default in (("pretrain-epochs", 2), ("lm-epochs", 2), ("clas-epochs", 2), ("emb-sz", 64),
-                          ("n-hid", 256), ("n-layers", 2), ("max-vocab", 10000)):
+    ulm.add_argument("--results", default="/tmp/fastbase_text_bench/ulmfit.json", help="rows are added to it")
+    for name, default in (("pretrain-epochs", 8), ("lm-epochs", 1), ("clas-epochs", 1), ("emb-sz", 64),
+                          ("n-hid", 256), ("n-layers", 2), ("max-vocab", 30000)):
         ulm.add_argument(f"--{name}", type=int, default=default)
+    ulm.add_argument("--lm-lr", type=float, default=1e-2)
+    ulm.add_argument("--lm-drop-mult", type=float, default=0.3)
     args = parser.parse_args(argv)
     if args.mode == "child":
         print(json.dumps(child_fastbase(args.texts_file)))
