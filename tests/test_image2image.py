@@ -266,3 +266,21 @@ def test_exported_unet_takes_raw_images_and_gives_denormalised_images(pairs, tmp
     meta = read_metadata(file)
     assert (meta["normalization"] is not None) == do_x
     assert meta["output"]["denormalized"]["std"] == pytest.approx(imagenet_stats[1])
+
+
+def test_show_results_and_pred_batch_name_an_empty_validation_set(pairs):
+    """With no validation set (split_none), reading a batch of it says which set is empty instead of
+    a StopIteration from inside the loader; the training set still works."""
+    from fastbase.data import DatasetType, EmptyDatasetError
+
+    path_hr, path_lr = pairs
+    data = (ImageImageList.from_folder(path_lr).split_none().label_from_func(lambda x: path_hr / x.name)
+            .transform(None, size=16, tfm_y=True).databunch(bs=4, num_workers=0).normalize(imagenet_stats, do_y=True))
+    learn = unet_learner(data, strided_arch, pretrained=False, loss_func=MSELossFlat())
+    for call in (learn.show_results, learn.pred_batch, data.one_batch):
+        with pytest.raises(EmptyDatasetError, match="valid set of this DataBunch is empty"):
+            call(ds_type=DatasetType.Valid)
+    assert learn.pred_batch(ds_type=DatasetType.Train).shape == (4, 3, 16, 16)
+    data.train_dl.dl = torch.utils.data.DataLoader(data.train_ds, batch_size=64, drop_last=True)
+    with pytest.raises(EmptyDatasetError, match="16 item.*fewer than bs=64"):
+        data.one_batch()
