@@ -17,9 +17,10 @@ to a temporary folder; the WGAN reads `../shared/data/mnist_tiny` (1,408 digits,
 
 Each stage fits one epoch twice and times the second (the first pays one-time costs). Each library
 runs in its own child process (--threads torch threads, fastai in --fastai-python); with --runs N
-the two take turns N times, the order reversed every run (`--first`: the side of run 0), and the table gives medians. Columns:
-seconds per epoch per stage, the child's peak resident memory (MiB, bench/_memory.py), the 1-minute
-load average when the child ended, and fastbase's median over fastai's per stage.
+the two take turns N times, the order reversed every run (`--first`: the side of run 0), and the
+table gives medians. Columns: seconds per epoch per stage, the child's peak resident memory (MiB,
+bench/_memory.py), the 1-minute load average when the child ended, and fastbase's median over
+fastai's per stage.
 
     python bench/gan.py [--n 48] [--small 32] [--size 64] [--bs 8] [--wgan-size 32] [--wgan-bs 64]
         [--threads 2] [--runs 3] [--skip-fastai] [--first fastbase|fastai] [--quick]

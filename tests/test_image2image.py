@@ -275,7 +275,8 @@ def test_show_results_and_pred_batch_name_an_empty_validation_set(pairs):
 
     path_hr, path_lr = pairs
     data = (ImageImageList.from_folder(path_lr).split_none().label_from_func(lambda x: path_hr / x.name)
-            .transform(None, size=16, tfm_y=True).databunch(bs=4, num_workers=0).normalize(imagenet_stats, do_y=True))
+            .transform(None, size=16, tfm_y=True).databunch(bs=4, num_workers=0)
+            .normalize(imagenet_stats, do_y=True))
     learn = unet_learner(data, strided_arch, pretrained=False, loss_func=MSELossFlat())
     for call in (learn.show_results, learn.pred_batch, data.one_batch):
         with pytest.raises(EmptyDatasetError, match="valid set of this DataBunch is empty"):
