@@ -9,9 +9,10 @@ centre-cropped to a square and resized to --size px (the targets), and "crappifi
 The model: `unet_learner(data, models.<--arch>, pretrained=, blur=True, norm_type=NormType.Weight,
 self_attention=True, y_range=(-3., 3.))` with `L1LossFlat` or (`--loss mse`, the loss of
 lesson7-superres-gan's generator) `MSELossFlat`, inputs and targets normalised with
-`imagenet_stats`, `get_transforms(max_zoom=--max-zoom)`, fit_one_cycle(--epochs, --lr), batch size
---bs, weight decay --wd. `--arch mobilenet_v2 --pretrained` puts the ImageNet MobileNetV2 body of
-`../shared/weights` into a temporary torch hub cache, where torchvision's weights API finds it.
+`imagenet_stats`, `get_transforms(max_zoom=--max-zoom, max_lighting=--max-lighting)`,
+fit_one_cycle(--epochs, --lr), batch size --bs, weight decay --wd. `--arch mobilenet_v2 --pretrained`
+puts the ImageNet MobileNetV2 body of `../shared/weights` into a temporary torch hub cache, where
+torchvision's weights API finds it.
 `--sides fastbase fastai` trains the same U-Net in fastai 2.8 too (`--fastai-python`; DataBlock of
 two ImageBlocks, Resize(--size), aug_transforms(max_zoom=), the same body, decoder options, loss,
 epochs and learning rate); each side trains in its own child process and saves its predictions.
@@ -21,8 +22,8 @@ inputs upsampled with bicubic and with bilinear interpolation (PIL; bilinear is 
 given), and of each side's predictions; then seconds per epoch and the 1-minute load average.
 
     python bench/superres.py [--data PATH] [--small 48] [--size 96] [--epochs 4] [--bs 16]
-        [--lr 3e-3] [--wd 0.01] [--max-zoom 2] [--quality 30] [--seed 0] [--limit N] [--arch resnet18]
-        [--pretrained] [--loss l1|mse] [--sides fastbase [fastai]] [--quick]
+        [--lr 3e-3] [--wd 0.01] [--max-zoom 2] [--max-lighting 0.2] [--quality 30] [--seed 0] [--limit N]
+        [--arch resnet18] [--pretrained] [--loss l1|mse] [--sides fastbase [fastai]] [--quick]
 
 `--quick` is a smoke test of this script (24 photos, 32 px, one epoch): its figures mean nothing.
 Figures and the runs they come from: bench/RESULTS.md.
@@ -103,7 +104,8 @@ def train_fastbase(cfg: dict, dest: Path) -> tuple[dict, float]:
     set_seed(cfg["seed"])
     data = (ImageImageList.from_folder(dest / "lr").split_by_folder("train", cfg["valid"])
             .label_from_func(lambda x: dest / "hr" / x.relative_to(dest / "lr"))
-            .transform(get_transforms(max_zoom=cfg["max_zoom"]), size=cfg["size"], tfm_y=True)
+            .transform(get_transforms(max_zoom=cfg["max_zoom"], max_lighting=cfg["max_lighting"]), size=cfg["size"],
+                       tfm_y=True)
             .databunch(bs=cfg["bs"], num_workers=0, seed=cfg["seed"]).normalize(imagenet_stats, do_y=True))
     loss = MSELossFlat() if cfg["loss"] == "mse" else L1LossFlat()
     learn = unet_learner(data, getattr(models, cfg["arch"]), pretrained=cfg["pretrained"], blur=True,
@@ -141,11 +143,12 @@ def train_fastai(cfg: dict, dest: Path) -> tuple[dict, float]:
     dls = DataBlock(blocks=(ImageBlock, ImageBlock), get_items=lambda p: get_image_files(p / "lr"),
                     get_y=lambda x: dest / "hr" / x.relative_to(dest / "lr"),
                     splitter=FuncSplitter(lambda x: x.relative_to(dest / "lr").parts[0] == cfg["valid"]),
-                    item_tfms=Resize(cfg["size"]), batch_tfms=[*aug_transforms(max_zoom=cfg["max_zoom"]), norm]
+                    item_tfms=Resize(cfg["size"]),
+                    batch_tfms=[*aug_transforms(max_zoom=cfg["max_zoom"], max_lighting=cfg["max_lighting"]), norm]
                     ).dataloaders(dest, bs=cfg["bs"], num_workers=0)
     if cfg["arch"] == "mobilenet_v2":  # torchvision's weights API; the body is `features`, as fastbase cuts it
         def arch(pretrained=False):
-            return torchvision.models.mobilenet_v2(weights="DEFAULT" if pretrained else None)
+            return torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1" if pretrained else None)
         extra = {"cut": lambda m: m.features}
     else:
         arch, extra = {"resnet18": resnet18}[cfg["arch"]], {}
@@ -203,7 +206,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "hymenoptera"))
     for name, default in (("small", 48), ("size", 96), ("epochs", 4), ("bs", 16), ("quality", 30), ("seed", 0)):
         parser.add_argument(f"--{name}", type=int, default=default)
-    for name, default in (("lr", 3e-3), ("wd", 1e-2), ("max-zoom", 2.)):
+    for name, default in (("lr", 3e-3), ("wd", 1e-2), ("max-zoom", 2.), ("max-lighting", 0.2)):
         parser.add_argument(f"--{name}", type=float, default=default)
     parser.add_argument("--limit", type=int, default=None, help="use only the first N photos")
     parser.add_argument("--arch", default="resnet18", help="a name in fastbase.vision.models")
