@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -231,13 +230,11 @@ def child(side: str, cfg: dict) -> None:
 
 
 def run_row(python: str, side: str, cfg: dict) -> dict:
-    env = {**os.environ, "FASTBASE_NO_BAR": "1", "OMP_NUM_THREADS": str(cfg["threads"])}
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--child", side, json.dumps(cfg)], env=env,
-                          capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-3:]}
-    return json.loads(lines[-1][len("RESULT "):])
+    sys.path.insert(0, str(HERE))
+    from _child import run_child
+
+    return run_child(python, Path(__file__).resolve(), side, cfg, tail=3,
+                     env={"FASTBASE_NO_BAR": "1", "OMP_NUM_THREADS": str(cfg["threads"])})
 
 
 def main(argv=None) -> dict:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -177,14 +176,12 @@ def child(side: str, cfg: dict) -> None:
 
 
 def run_side(side: str, cfg: dict, fastai_python: str) -> dict:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from _child import run_child
+
     python = sys.executable if side == "fastbase" else fastai_python
-    env = {**os.environ, "FASTBASE_NO_BAR": "1", "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))}
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--child", side, json.dumps(cfg)], env=env,
-                          capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-5:]}
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_child(python, Path(__file__).resolve(), side, cfg,
+                     env={"FASTBASE_NO_BAR": "1", "PYTHONPATH": os.environ.get("PYTHONPATH", str(ROOT))})
 
 
 def load(fn, size=None, method=None):
