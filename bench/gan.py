@@ -17,12 +17,13 @@ to a temporary folder; the WGAN reads `../shared/data/mnist_tiny` (1,408 digits,
 
 Each stage fits one epoch twice and times the second (the first pays one-time costs). Each library
 runs in its own child process (--threads torch threads, fastai in --fastai-python); with --runs N
-the two take turns N times, the order reversed every run, and the table gives medians. Columns:
-seconds per epoch per stage, the child's peak resident memory (MiB, bench/_memory.py), the 1-minute
-load average when the child ended, and fastbase's median over fastai's per stage.
+the two take turns N times, the order reversed every run (`--first`: the side of run 0), and the
+table gives medians. Columns: seconds per epoch per stage, the child's peak resident memory (MiB,
+bench/_memory.py), the 1-minute load average when the child ended, and fastbase's median over
+fastai's per stage.
 
     python bench/gan.py [--n 48] [--small 32] [--size 64] [--bs 8] [--wgan-size 32] [--wgan-bs 64]
-        [--threads 2] [--runs 3] [--skip-fastai] [--quick]
+        [--threads 2] [--runs 3] [--skip-fastai] [--first fastbase|fastai] [--quick]
 
 `--quick` is a smoke test (12 photos, 16 -> 32 px, 16 px WGAN, one run): its figures mean nothing.
 Figures and the runs they come from: bench/RESULTS.md.
@@ -33,7 +34,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -230,13 +230,11 @@ def child(side: str, cfg: dict) -> None:
 
 
 def run_row(python: str, side: str, cfg: dict) -> dict:
-    env = {**os.environ, "FASTBASE_NO_BAR": "1", "OMP_NUM_THREADS": str(cfg["threads"])}
-    proc = subprocess.run([python, str(Path(__file__).resolve()), "--child", side, json.dumps(cfg)], env=env,
-                          capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-3:]}
-    return json.loads(lines[-1][len("RESULT "):])
+    sys.path.insert(0, str(HERE))
+    from _child import run_child
+
+    return run_child(python, Path(__file__).resolve(), side, cfg, tail=3,
+                     env={"FASTBASE_NO_BAR": "1", "OMP_NUM_THREADS": str(cfg["threads"])})
 
 
 def main(argv=None) -> dict:
@@ -250,11 +248,14 @@ def main(argv=None) -> dict:
         parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--fastai-python", default=FASTAI_PYTHON)
     parser.add_argument("--skip-fastai", action="store_true")
+    parser.add_argument("--first", choices=["fastbase", "fastai"], default="fastbase",
+                        help="the side that runs first in run 0 (for several calls that alternate)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.small, args.size, args.wgan_size, args.runs = 12, 16, 32, 16, 1
     sides = ["fastbase"] + ([] if args.skip_fastai or not Path(args.fastai_python).exists() else ["fastai"])
+    sides = sides[::-1] if args.first == "fastai" else sides
     rows: dict[str, list[dict]] = {s: [] for s in sides}
     with tempfile.TemporaryDirectory() as tmp:
         crappify(SHARED / "hymenoptera", Path(tmp), args.n, args.size, args.small)

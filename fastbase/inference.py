@@ -74,7 +74,7 @@ class Inference(Loop):
         `batch` (an `(x, y)` as the loaders give it, e.g. from iterating `data.fix_dl`), else the first
         of `ds_type`. `reconstruct=True` gives items instead, as `predict` decodes them (a `Category`,
         an `ImageSegment`, an `Image` with `.save(path)`...), as fastai v1."""
-        xb, _ = split_batch(next(iter(self.data.dl(ds_type))) if batch is None else batch)
+        xb, _ = split_batch(self.data.one_batch(ds_type, detach=False, cpu=False) if batch is None else batch)
         self.model.eval()
         with eval_grad_mode(self.model):
             pred = self.model(*xb)

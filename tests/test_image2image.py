@@ -48,7 +48,7 @@ def pairs(tmp_path_factory):
     return digit_pairs(tmp_path_factory.mktemp("pairs"), n=16)
 
 
-def test_input_and_target_take_the_same_geometry_and_lighting_only_touches_the_input(tmp_path):
+def test_input_and_target_take_the_same_geometry_and_the_same_lighting(tmp_path):
     path_hr, _ = digit_pairs(tmp_path / "d", n=8)
     src = ImageImageList.from_folder(path_hr).split_by_rand_pct(0.25, seed=0)
     tfms = get_transforms(max_rotate=30, max_zoom=1.5, max_warp=0.3, max_lighting=0, p_affine=1.0)
@@ -65,7 +65,7 @@ def test_input_and_target_take_the_same_geometry_and_lighting_only_touches_the_i
     data = src.label_from_func(lambda x: path_hr / x.name).transform(lit, size=24, tfm_y=True).databunch(
         bs=6, num_workers=0, seed=1)
     x, y = data.one_batch()
-    assert torch.allclose(y, plain, atol=1e-5) and not torch.allclose(x, plain, atol=1e-2)
+    assert torch.allclose(x, y, atol=1e-5) and not torch.allclose(x, plain, atol=1e-2)  # lit alike, as fastai
 
 
 def test_crop_window_grid_moves_and_pixel_transforms_in_one_pass_with_the_target(tmp_path):
@@ -266,3 +266,22 @@ def test_exported_unet_takes_raw_images_and_gives_denormalised_images(pairs, tmp
     meta = read_metadata(file)
     assert (meta["normalization"] is not None) == do_x
     assert meta["output"]["denormalized"]["std"] == pytest.approx(imagenet_stats[1])
+
+
+def test_show_results_and_pred_batch_name_an_empty_validation_set(pairs):
+    """With no validation set (split_none), reading a batch of it says which set is empty instead of
+    a StopIteration from inside the loader; the training set still works."""
+    from fastbase.data import DatasetType, EmptyDatasetError
+
+    path_hr, path_lr = pairs
+    data = (ImageImageList.from_folder(path_lr).split_none().label_from_func(lambda x: path_hr / x.name)
+            .transform(None, size=16, tfm_y=True).databunch(bs=4, num_workers=0)
+            .normalize(imagenet_stats, do_y=True))
+    learn = unet_learner(data, strided_arch, pretrained=False, loss_func=MSELossFlat())
+    for call in (learn.show_results, learn.pred_batch, data.one_batch):
+        with pytest.raises(EmptyDatasetError, match="valid set of this DataBunch is empty"):
+            call(ds_type=DatasetType.Valid)
+    assert learn.pred_batch(ds_type=DatasetType.Train).shape == (4, 3, 16, 16)
+    data.train_dl.dl = torch.utils.data.DataLoader(data.train_ds, batch_size=64, drop_last=True)
+    with pytest.raises(EmptyDatasetError, match="16 item.*fewer than bs=64"):
+        data.one_batch()

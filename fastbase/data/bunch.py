@@ -153,8 +153,15 @@ class DataBunch(TaskData):
 
     def one_batch(self, ds_type: DatasetType = DatasetType.Train, detach: bool = True, denorm: bool = False,
                   cpu: bool = True):
-        """The first batch of a loader, after its transforms; `denorm` undoes normalisation of `x`."""
-        x, y = next(iter(self.dl(ds_type)))
+        """The first batch of a loader, after its transforms; `denorm` undoes normalisation of `x`.
+        `detach=False, cpu=False` gives the batch as the loader does (what `pred_batch` and
+        `show_results` read). A set without a batch (empty, or fewer items than a batch that the loader
+        drops) raises `EmptyDatasetError` naming it."""
+        dl = self.dl(ds_type)
+        batch = next(iter(dl), None)
+        if batch is None:
+            raise EmptyDatasetError(_no_batch_message(DatasetType(ds_type), dl))
+        x, y = batch
         if denorm and self.norm is not None:
             x = self.norm.denorm(x)
         if detach:
@@ -369,3 +376,14 @@ def _check_not_empty(ds, name: str) -> None:
         return
     if n == 0:
         raise EmptyDatasetError(f"The {name} set is empty: check the folder names, the file pattern or the labels.")
+
+
+def _no_batch_message(ds_type: DatasetType, dl) -> str:
+    """Why `dl` (the loader of `ds_type`) gives no batch, and what to do."""
+    name, n = ds_type.name.lower(), len(dl.dataset)
+    if n:
+        return (f"The {name} loader gives no batch: its {n} item(s) are fewer than bs={dl.batch_size} and it drops "
+                "the last partial batch. Use a smaller bs or more items.")
+    other = "DatasetType.Valid" if ds_type == DatasetType.Train else "DatasetType.Train"
+    return (f"The {name} set of this DataBunch is empty (e.g. after split_none()), so it has no batch to show or "
+            f"predict: build the data with a {name} set (split_by_rand_pct(0.2)...) or pass ds_type={other}.")

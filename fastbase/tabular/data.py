@@ -169,7 +169,7 @@ class TabularDataBunch(DataBunch):
 
     def one_batch_rows(self, rows: int = 5, ds_type: DatasetType = DatasetType.Train):
         """The first `rows` rows of one batch of `ds_type`, decoded (see `decoded_rows`)."""
-        (cats, conts), y = next(iter(self.dl(ds_type)))
+        (cats, conts), y = self.one_batch(ds_type, detach=False, cpu=False)
         cats = cats[:rows].cpu()
         conts = conts[:rows].cpu()
         y = y[:rows].cpu()

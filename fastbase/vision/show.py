@@ -27,7 +27,7 @@ def batch_predictions(learn, ds_type: DatasetType = DatasetType.Valid):
     """`(x, y, out)` of the first `ds_type` batch on the CPU: the inputs denormalised, the targets, and
     `learn`'s predictions through the loss's activation (what `show_results` draws)."""
     data = learn.data
-    x, y = next(iter(data.dl(ds_type)))
+    x, y = data.one_batch(ds_type, detach=False, cpu=False)
     learn.model.eval()
     with torch.no_grad():
         out = loss_activation(learn.loss_func)(learn.model(x)).detach().float().cpu()

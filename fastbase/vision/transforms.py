@@ -68,6 +68,13 @@ def needs_canvas(tfms) -> bool:
                for t in tfms or [])
 
 
+def _light(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Float images `(n, c, h, w)` in [0, 1] with each one's lighting applied in logit space, in place."""
+    n = x.shape[0]
+    return (x.clamp_(_EPS, 1 - _EPS).logit_().mul_(scale.to(x.device).view(n, 1, 1, 1))
+            .add_(shift.to(x.device).view(n, 1, 1, 1)).sigmoid_())
+
+
 # --- the batch transforms --------------------------------------------------------------------
 class BatchAugment:
     """Device transform of training batches: `(x uint8 (n,3,H,W), y, src_hw (n,2))` -> `(x float in
@@ -80,6 +87,7 @@ class BatchAugment:
     int64 (n, 1, *size). A `CoordTargets` `tfm_y` (points, boxes) moves coordinates by the inverse of the
     resample's map (`coords`); grid moves have no exact inverse, so they are refused with coordinates."""
     order = TfmOrder.TO_FLOAT
+    light_y = False  # True: float image targets take the input's lighting too (ImagePairAugment)
 
     def __init__(self, tfms, size=None, resize_method=ResizeMethod.CROP, padding_mode: str = "reflection",
                  generator: torch.Generator | None = None, tfm_y: bool | CoordTargets = False):
@@ -139,8 +147,9 @@ class BatchAugment:
         y = self.target(y)
         x = x.mul_(1 / 255)
         if bool((scale != 1).any() or (shift != 0).any()):  # lighting, on the (smaller) output
-            x = (x.clamp_(_EPS, 1 - _EPS).logit_().mul_(scale.to(x.device).view(n, 1, 1, 1))
-                 .add_(shift.to(x.device).view(n, 1, 1, 1)).sigmoid_())
+            x = _light(x, scale, shift)
+            if self.light_y:
+                y = _light(y, scale, shift)
         for t in self.pixel:
             x = t.apply(x, rng)
         for t in self.others:

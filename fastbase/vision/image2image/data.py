@@ -7,9 +7,10 @@ as targets, as the course writes the chain:
 
 Each item is an input image and its target image placed on one canvas (the smaller resized to the
 larger's size first, so both share the geometry), so the batch augmentation moves both with one
-resample (`ImagePairAugment`: the same crop, flip, rotation, zoom and warp; lighting on the input
-only). Targets reach the loss as float `(bs, 3, *size)` in [0, 1], normalised too with
-`normalize(stats, do_y=True)`, and are denormalised for showing, `predict` and `pred_batch`.
+resample (`ImagePairAugment`: the same crop, flip, rotation, zoom, warp and lighting; pixel
+transforms such as cutout on the input only). Targets reach the loss as float `(bs, 3, *size)` in
+[0, 1], normalised too with `normalize(stats, do_y=True)`, and are denormalised for showing, `predict`
+and `pred_batch`.
 """
 from __future__ import annotations
 
@@ -130,8 +131,12 @@ class ImageImageDataset(ImageDataset):
 class ImagePairAugment(BatchAugment):
     """`BatchAugment` for image targets: the input and the target (uint8 `(n, 3, H, W)` on the same
     canvas) go through one bilinear resample together (the same crop window, geometry and grid moves
-    such as jitter); lighting and pixel transforms (cutout...) touch the input only; the target leaves
-    as float in [0, 1]."""
+    such as jitter) and take the same lighting (brightness, contrast), as fastai's image targets do:
+    a model cannot tell from its input alone how much lighting to undo, so lighting the input only
+    would teach it to change the brightness of what it restores (bench/RESULTS.md, superres.py). Pixel
+    transforms (cutout...) touch the input only: what they remove is there to restore. The target
+    leaves as float in [0, 1]."""
+    light_y = True
 
     def move(self, x, y, m, out_hw, move_grid=None):
         c = x.shape[1]
