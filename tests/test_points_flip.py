@@ -56,8 +56,8 @@ def test_ordered_points_are_not_flipped_without_flip_idx(biwi):
     assert not any(isinstance(t, Flip) for t in data.ds_tfms[0]) and data.tfm_y.flip_idx is None
     data = two_points(biwi, get_transforms(), flip_idx=[1, 0])
     assert any(isinstance(t, Flip) for t in data.ds_tfms[0]) and data.tfm_y.flip_idx.tolist() == [1, 0]
-    x, y = data.one_batch()
-    assert (y[:, 0, 1] < y[:, 1, 1]).all()  # every batch keeps point 0 left of point 1, flipped or not
+    _, y = two_points(biwi, [[Flip(p=1.0)], []], flip_idx=[1, 0]).one_batch()
+    assert (y[:, 0, 1] < y[:, 1, 1]).all()  # every image mirrored, and point 0 still the left one
 
 
 def test_a_flip_idx_that_is_no_permutation_is_refused(biwi):
