@@ -8,14 +8,16 @@ loop, not the data pipeline), for the same number of epochs of one-cycle AdamW a
 the body frozen. fastbase: `detection_learner(...)` then `learn.fit_one_cycle(EPOCHS, LR)`. The plain
 loop: the body's parameters set to `requires_grad=False` and its BatchNorm in eval mode (what
 fastbase's frozen pretrained body does), `torch.optim.AdamW` with `OneCycleLR`, `loss =
-sum(model(x, boxes, labels).losses.values())`, backward, step. Each side is then scored by the same
-`MeanAP` (torchmetrics with pycocotools) on the validation set.
+sum(model(x, boxes, labels).losses.values())`, backward, step, and after each epoch (`--plain-eval
+epoch`, what `fit` and torchvision's reference `train.py` do) the validation loss and the same two
+`MeanAP` metrics (torchmetrics with pycocotools); `--plain-eval end` leaves that out, so the plain side
+does less work than `fit`. Each side is then scored by `learn.validate()` on the validation set.
 
 Runs alternate (fastbase, plain, fastbase, ...) in one invocation, each in its own child process so
 peak memory (`bench/_memory.py`, after the imports) is its own; the table gives medians.
 
     python bench/detection.py [--runs 3] [--epochs 3] [--size 128] [--bs 16] [--lr 1e-3] [--threads 2]
-        [--fpn 128] [--head-convs 2] [--json out.json]
+        [--fpn 128] [--head-convs 2] [--plain-eval epoch|end] [--json out.json]
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ else:  # the plain loop over the same model and batches
     params = [p for p in model.parameters() if id(p) not in body]
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg["lr"], total_steps=cfg["epochs"] * len(data.train_dl))
+    metrics = [MeanAP(iou=0.5), MeanAP()]
     for epoch in range(cfg["epochs"]):
         model.train()
         model.body.eval()  # a frozen pretrained body keeps its BatchNorm statistics
@@ -72,6 +75,17 @@ else:  # the plain loop over the same model and batches
             opt.step()
             opt.zero_grad()
             sched.step()
+        if cfg["plain_eval"] == "epoch":  # as torchvision's reference train.py and fit do: loss and mAP each epoch
+            model.eval()
+            for m in metrics:
+                m.reset()
+            with torch.no_grad():
+                for x, (boxes, labels) in data.valid_dl:
+                    out = model(x, boxes, labels)
+                    valid_loss = sum(out.losses.values())
+                    for m in metrics:
+                        m.accumulate(out, boxes, labels)
+            scores = [float(m.value) for m in metrics]
 seconds = time.perf_counter() - start
 peak = peak_rss_mb()
 _, map50, map_ = learn.validate()  # the same MeanAP metrics (mAP@0.5, mAP@0.5:0.95) for both sides
@@ -91,6 +105,8 @@ def main() -> None:
     add("--fpn", type=int, default=128)
     add("--head-convs", type=int, default=2)
     add("--threads", type=int, default=2)
+    add("--plain-eval", choices=("epoch", "end"), default="epoch",
+        help="the plain loop's validation loss and mAP: after every epoch (as fit) or only at the end")
     add("--json", default=None)
     args = parser.parse_args()
     if not WEIGHTS.exists():
@@ -103,7 +119,8 @@ def main() -> None:
             for side in ("fastbase", "plain"):
                 cfg = {"side": side, "coco": str(SHARED / "data" / "coco_tiny"), "bench": str(ROOT / "bench"),
                        "threads": args.threads, "size": args.size, "bs": args.bs, "epochs": args.epochs,
-                       "lr": args.lr, "fpn": args.fpn, "head_convs": args.head_convs}
+                       "lr": args.lr, "fpn": args.fpn, "head_convs": args.head_convs,
+                       "plain_eval": args.plain_eval}
                 out = subprocess.run([sys.executable, "-c", RUN, json.dumps(cfg)], check=False, env=env, capture_output=True,
                                      text=True)
                 if out.returncode:

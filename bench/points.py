@@ -14,7 +14,11 @@ Runs alternate (fastbase, fastai, fastbase, ...) in one invocation, each a child
 table gives medians of error and of training seconds.
 
     python bench/points.py [--targets nose,landmarks] [--runs 3] [--epochs 5] [--unfrozen 0] [--size 128] [--bs 32]
-        [--threads 2] [--fastai-python /tmp/fastai-venv/bin/python] [--json out.json]
+        [--lr 2e-2] [--ps 0.5] [--no-flip] [--flip-idx] [--no-cache] [--threads 2]
+        [--fastai-python /tmp/fastai-venv/bin/python] [--no-fastai] [--json out.json]
+
+Each run also reports the error on the training photos (predicted without augmentation), which
+tells underfitting (as high as the floor) from overfitting (far below the validation error).
 """
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ mean_scaled = np.mean([scaled(r.fname, xy(r)) for r in train.itertuples()], axis
 floor = error(list(valid.fname), [mean_scaled] * len(valid))
 def fit_recipe(learn):  # the same calls in both frameworks; returns the seconds they took
     start = time.perf_counter()
-    learn.fit_one_cycle(cfg["epochs"], slice(2e-2))
+    learn.fit_one_cycle(cfg["epochs"], slice(cfg["lr"]))
     if cfg["unfrozen"]:  # the lesson stops frozen; --unfrozen N adds N epochs of the whole network
         learn.unfreeze()
         learn.fit_one_cycle(cfg["unfrozen"], slice(2e-5, 2e-3))
@@ -66,20 +70,27 @@ def fit_recipe(learn):  # the same calls in both frameworks; returns the seconds
 """
 
 FASTBASE_RUN = COMMON + r"""
+# the iBUG 68 landmarks renumbered on a mirrored face (docs/points.md): jaw, brows, nose bridge, nostrils, eyes, mouth
+FACE68_FLIP_IDX = [*range(16, -1, -1), *range(26, 16, -1), 27, 28, 29, 30, 35, 34, 33, 32, 31,
+                   45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55,
+                   64, 63, 62, 61, 60, 67, 66, 65]
 from fastbase.core import set_seed
 from fastbase.vision import *
 set_seed(0)
 pts = {r.fname: torch.from_numpy(xy(r)[:, ::-1].copy()) for r in df.itertuples()}  # the course's (y, x)
 data = (PointsItemList.from_df(df, path, cols="fname", folder="images").split_from_df(col="is_valid")
-        .label_from_func(lambda f: pts[f.name], outside="keep")  # 4 photos have landmarks up to 3 px out
-        .transform(get_transforms(), tfm_y=True, size=cfg["size"], resize_method=ResizeMethod.SQUISH)
+        .label_from_func(lambda f: pts[f.name], outside="keep",  # 4 photos have landmarks up to 3 px out
+                         flip_idx=FACE68_FLIP_IDX if cfg["flip_idx"] and cfg["target"] == "landmarks" else None)
+        .transform(get_transforms(do_flip=cfg["flip"]), tfm_y=True, size=cfg["size"],
+                   resize_method=ResizeMethod.SQUISH)
         .databunch(bs=cfg["bs"], seed=0).normalize(imagenet_stats))
-learn = cnn_learner(data, models.mobilenet_v2, silent=True)
+learn = cnn_learner(data, models.mobilenet_v2, silent=True, ps=cfg["ps"], feature_cache=cfg["cache"])
 seconds = fit_recipe(learn)
-preds, _ = learn.get_preds()
-files = [Path(f).name for f in data.valid_ds.items]
-pred_xy = [p.reshape(-1, 2).flip(1).numpy() for p in preds]  # (y, x) -> (x, y)
-print("RESULT " + json.dumps({"side": "fastbase", "seconds": seconds, "error": error(files, pred_xy), "floor": floor}))
+def errors(ds_type, ds):  # mean pixel error of a set's photos, predicted without augmentation
+    preds, _ = learn.get_preds(ds_type)
+    return error([Path(f).name for f in ds.items], [p.reshape(-1, 2).flip(1).numpy() for p in preds])  # (y,x)->(x,y)
+print("RESULT " + json.dumps({"side": "fastbase", "seconds": seconds, "error": errors(DatasetType.Valid, data.valid_ds),
+                              "train_error": errors(DatasetType.Fix, data.train_ds), "floor": floor}))
 """
 
 FASTAI_RUN = COMMON + r"""
@@ -91,16 +102,17 @@ set_seed(0)
 block = DataBlock(blocks=(ImageBlock, PointBlock), get_x=ColReader("fname", pref=path + "/images/"),
                   get_y=lambda r: torch.from_numpy(xy(r)), splitter=ColSplitter("is_valid"),
                   item_tfms=Resize(cfg["size"], method=ResizeMethod.Squish),
-                  batch_tfms=[*aug_transforms(size=cfg["size"]), Normalize.from_stats(*imagenet_stats)])
+                  batch_tfms=[*aug_transforms(size=cfg["size"], do_flip=cfg["flip"]),
+                              Normalize.from_stats(*imagenet_stats)])
 dls = block.dataloaders(df, bs=cfg["bs"])
 model_meta[mobilenet_v2] = {"cut": -1, "split": default_split, "stats": imagenet_stats}
-learn = vision_learner(dls, mobilenet_v2)
+learn = vision_learner(dls, mobilenet_v2, ps=cfg["ps"])
 learn.no_bar()
 seconds = fit_recipe(learn)
 preds, _ = learn.get_preds()
-files = list(dls.valid_ds.items.fname)
-print("RESULT " + json.dumps({"side": "fastai 2.8", "seconds": seconds, "error": error(files, list(preds.numpy())),
-                              "floor": floor}))
+train_preds, _ = learn.get_preds(dl=dls.test_dl(train))  # the training photos without augmentation
+print("RESULT " + json.dumps({"side": "fastai 2.8", "seconds": seconds, "error": error(list(valid.fname), list(preds.numpy())),
+                              "train_error": error(list(train.fname), list(train_preds.numpy())), "floor": floor}))
 """
 
 
@@ -112,6 +124,11 @@ def main() -> None:
     add("--epochs", type=int, default=5)
     add("--unfrozen", type=int, default=0, help="epochs after unfreeze() (the lesson: 0)")
     add("--size", type=int, default=128)
+    add("--lr", type=float, default=2e-2, help="the frozen stage's lr (the lesson: 2e-2)")
+    add("--ps", type=float, default=0.5, help="the head's dropout (fastai's default 0.5)")
+    add("--no-flip", action="store_true", help="no left-right flips in the augmentation")
+    add("--flip-idx", action="store_true", help="fastbase, landmarks: flip with FACE68_FLIP_IDX (fastai has none)")
+    add("--no-cache", action="store_true", help="fastbase: no cached body features (fresh augmentation every epoch)")
     add("--bs", type=int, default=32)
     add("--threads", type=int, default=2)
     add("--fastai-python", default="/tmp/fastai-venv/bin/python")
@@ -132,7 +149,9 @@ def main() -> None:
                 for _, python, code in sides:
                     cfg = {"target": target, "path": str(SHARED / "data" / "faces68_tiny"), "threads": args.threads,
                            "size": args.size, "bs": args.bs, "epochs": args.epochs,
-                           "unfrozen": args.unfrozen}
+                           "unfrozen": args.unfrozen, "lr": args.lr, "ps": args.ps, "flip": not args.no_flip,
+                           "flip_idx": args.flip_idx,
+                           "cache": False if args.no_cache else None}
                     out = subprocess.run([python, "-c", code, json.dumps(cfg)], check=False, env=env,
                                          capture_output=True, text=True)
                     if out.returncode:
@@ -140,12 +159,14 @@ def main() -> None:
                     line = next(s for s in out.stdout.splitlines() if s.startswith("RESULT "))
                     results.append({"target": target, **json.loads(line[7:])})
                     print(run, results[-1], flush=True)
-    print(f"\n| target | side | error px (median of {args.runs}) | training-mean floor px | fit seconds |")
-    print("|---|---|---|---|---|")
+    print(f"\n| target | side | error px (median of {args.runs}) | training photos px | training-mean floor px "
+          "| fit seconds |")
+    print("|---|---|---|---|---|---|")
     for target in args.targets.split(","):
         for side, _, _ in sides:
             rs = [r for r in results if r["target"] == target and r["side"] == side]
-            print(f"| {target} | {side} | {statistics.median(r['error'] for r in rs):.2f} | {rs[0]['floor']:.2f} | "
+            print(f"| {target} | {side} | {statistics.median(r['error'] for r in rs):.2f} | "
+                  f"{statistics.median(r['train_error'] for r in rs):.2f} | {rs[0]['floor']:.2f} | "
                   f"{statistics.median(r['seconds'] for r in rs):.1f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results}, indent=2))

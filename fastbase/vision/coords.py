@@ -124,10 +124,26 @@ class CoordTargets:
 
 
 class PointTargets(CoordTargets):
-    """Points `(n, k, 2)`, scaled `(y, x)`: moved exactly; those that leave the image are kept."""
+    """Points `(n, k, 2)`, scaled `(y, x)`: moved exactly; those that leave the image are kept.
+
+    `flip_idx`: for ordered points with a left and a right (face landmarks), the permutation that
+    renumbers them on a mirrored image: point `j` of a mirrored image is the moved point
+    `flip_idx[j]` (the left eye's corner, mirrored, is where the right one's belongs). An image is
+    mirrored when its map reverses orientation (a negative determinant: a flip, or a dihedral move
+    with one)."""
+
+    def __init__(self, flip_idx=None):
+        self.flip_idx = None if flip_idx is None else torch.as_tensor(flip_idx, dtype=torch.long)
 
     def move(self, y, matrices):
-        return _moved(y.float(), matrices)
+        moved = _moved(y.float(), matrices)
+        if self.flip_idx is None:
+            return moved
+        mirrored = torch.linalg.det(matrices.double()).to(moved.device) < 0
+        return torch.where(mirrored[:, None, None], moved[:, self.flip_idx.to(moved.device)], moved)
+
+    def __repr__(self):
+        return "PointTargets()" if self.flip_idx is None else f"PointTargets(flip_idx={self.flip_idx.tolist()})"
 
 
 class BoxTargets(CoordTargets):

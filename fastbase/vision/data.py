@@ -232,6 +232,7 @@ class ImageDataBunch(DataBunch):
                             "resize_method, padding_mode, tfm_y.")
         lls = without_bad_files(lls, check_images, skip_bad)
         train_tfms, valid_tfms = split_tfms(lls.tfms)
+        train_tfms, tfm_y_hook = cls._augmentation(lls, train_tfms)
         if size is None:  # fastai's crop(size=...) sets the size when transform(size=) does not
             size = next((t.size for t in [*train_tfms, *valid_tfms] if isinstance(t, Crop) and t.size), None)
         # a transform's own fill (rand_pad(mode='zeros')) unless `transform(padding_mode=)` says
@@ -253,18 +254,23 @@ class ImageDataBunch(DataBunch):
             test_ds = make(test_items, None, cache=bool(cache_items))
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         hw = size_hw(size)
-        augment = (cls.augment_cls(train_tfms, hw, method, padding_mode, generator, cls.tfm_y) if train_tfms
+        augment = (cls.augment_cls(train_tfms, hw, method, padding_mode, generator, tfm_y_hook) if train_tfms
                    else cls.to_float_cls())
         fix_ds = train_ds.new(canvas=False)
         if train_tfms:  # `train_ds[i]` augments each item afresh, with the global generator (not the loader's)
-            train_ds.item_tfm = cls.augment_cls(train_tfms, hw, method, padding_mode, None, cls.tfm_y)
+            train_ds.item_tfm = cls.augment_cls(train_tfms, hw, method, padding_mode, None, tfm_y_hook)
         data = cls.create(train_ds, valid_ds, test_ds, path=path, bs=bs, val_bs=val_bs, num_workers=num_workers,
                           dl_tfms=dl_tfms, device=device, collate_fn=collate_fn, seed=seed,
                           fix_ds=fix_ds, train_tfms=[augment], valid_tfms=[cls.to_float_cls()])
-        data.ds_tfms = (train_tfms, valid_tfms)
+        data.ds_tfms, data.tfm_y = (train_tfms, valid_tfms), tfm_y_hook
         data.label_lists, data.loss_func = lls, train_y.loss_func
         data._set_image_settings(size, method, padding_mode, common["convert_mode"])
         return data
+
+    @classmethod
+    def _augmentation(cls, lls, train_tfms: list) -> tuple[list, object]:
+        """(the training transforms, the targets' coordinate hook) for these labels: here as given, and `tfm_y`."""
+        return train_tfms, cls.tfm_y
 
     @classmethod
     def _check_labels(cls, lls, tfm_y: bool, resizes: bool) -> None:

@@ -14,10 +14,12 @@ that leaves the image keeps its coordinates past +-1.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
 from ...data import DataError, DatasetType, LabelError
+from ..augments import Dihedral, Flip
 from ..coords import FlowField, PointTargets, place_points, unplace_points, unscale_points
 from ..data import ImageDataBunch, ImageList
 from ..dataset import ImageDataset
@@ -94,6 +96,22 @@ class PointsDataBunch(ImageDataBunch):
         if not isinstance(lls.train.y, PointsLabelList):
             raise DataError(f"A PointsDataBunch needs points labels (PointsLabelList); these are a "
                             f"{type(lls.train.y).__name__}. Start the chain with PointsItemList.")
+
+    @classmethod
+    def _augmentation(cls, lls, train_tfms: list) -> tuple[list, PointTargets]:
+        """Mirroring transforms renumber ordered points by the labels' `flip_idx`; without one, several
+        points are not mirrored at all (a warning says so): a flip moves point k to the other side of
+        the face without renaming it, which teaches the model that both sides are the same point."""
+        flip_idx, k = lls.train.y.flip_idx, lls.train.y.targets.shape[1]
+        mirrors = [t for t in train_tfms if isinstance(t, (Flip, Dihedral))]
+        if mirrors and flip_idx is None and k > 1:
+            warnings.warn(f"{', '.join(type(t).__name__ for t in mirrors)} left out of the training transforms: "
+                          f"the {k} points are ordered, and a mirrored image would put each on the other side "
+                          "under its old number. Pass flip_idx= to label_from_func (the permutation that "
+                          "renumbers them on a mirrored image) to mirror them, or do_flip=False to say so.",
+                          stacklevel=3)
+            train_tfms = [t for t in train_tfms if not isinstance(t, (Flip, Dihedral))]
+        return train_tfms, PointTargets(flip_idx if k > 1 else None)
 
     @classmethod
     def _datasets(cls, lls, common: dict, canvas: bool):

@@ -17,7 +17,7 @@ from ...losses import MSELossFlat
 from ..coords import CoordItem, FlowField, outside, scale_points, unscale_points
 from ..image import image_hw
 
-__all__ = ["ImagePoints", "PointsLabelList", "PointsProcessor"]
+__all__ = ["ImagePoints", "PointsLabelList", "PointsProcessor", "check_flip_idx"]
 
 OUTSIDE = ("error", "keep")  # what labels with points outside their image do
 
@@ -118,6 +118,13 @@ class PointsProcessor:
                              "pass outside='keep' to label_from_func to train on them as they are.")
 
 
+def check_flip_idx(flip_idx, n_points: int) -> None:
+    """`flip_idx` is None or a permutation of the `n_points` point numbers (a LabelError says otherwise)."""
+    if flip_idx is not None and sorted(int(i) for i in flip_idx) != list(range(n_points)):
+        raise LabelError(f"flip_idx renumbers the {n_points} points of a mirrored image: a permutation of "
+                         f"0..{n_points - 1}, got {list(flip_idx)}.")
+
+
 class PointsLabelList(LabelItemList):
     """The points of image items: raw labels (a tensor of `(y, x)` pairs per image, see the module
     docstring) become `targets`, float `(n, k, 2)` in pixels of each image. `c` is `2 * k`, the loss
@@ -125,9 +132,14 @@ class PointsLabelList(LabelItemList):
     `reconstruct(t, size)` makes one from scaled points (a batch row or a prediction)."""
     item_cls = ImagePoints
 
-    def __init__(self, items, classes=None, outside: str = "error", size=None, **kwargs):
-        super().__init__(items, None, outside=outside, **kwargs)
+    def __init__(self, items, classes=None, outside: str = "error", size=None, flip_idx=None, **kwargs):
+        super().__init__(items, None, outside=outside, flip_idx=flip_idx, **kwargs)
         self.size, self.files = size, None
+
+    @property
+    def flip_idx(self) -> list[int] | None:
+        """The permutation that renumbers the points on a mirrored image (`label_from_func(f, flip_idx=)`)."""
+        return self.kwargs.get("flip_idx")
 
     @property
     def loss_func(self):
@@ -141,6 +153,7 @@ class PointsLabelList(LabelItemList):
         n_points = None if train is None else train.targets.shape[1]
         self.files = None if names is None else [Path(o) for o in names]
         self.targets = PointsProcessor(n_points, self.kwargs.get("outside", "error"))(self.items, self.files)
+        check_flip_idx(self.flip_idx, self.targets.shape[1])
         return self
 
     def get(self, i: int) -> ImagePoints:
