@@ -128,7 +128,8 @@ with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(1, lr, moms=(0.8, 0.7, 0.8))
         times.append(time.perf_counter() - start)
 vals = learn.recorder.values[-1]
-print(json.dumps({"epoch_s": times, "metric": float(vals[-1])}))
+vocab = dls.vocab if task == "lm" else dls.vocab[0]
+print(json.dumps({"epoch_s": times, "metric": float(vals[-1]), "vocab": len(vocab), "batches": len(dls.train)}))
 """
 
 
@@ -138,12 +139,8 @@ def _subset(n_docs: int):
     return pd.concat([df[~df.is_valid].head(n_docs), df[df.is_valid].head(n_docs // 4)])
 
 
-def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: int, bs: int) -> dict:
-    """One timed run of fastbase's Learner or of a plain PyTorch loop over the same model."""
-    import torch
-    import torch._dynamo  # the first optimizer of a process imports it (seconds): not an epoch's cost
-    import torch.nn.functional as F
-
+def _text_learner(task: str, n_docs: int, emb: int, hid: int, bs: int):
+    """fastbase's Learner for the benchmark's task: the data (min_freq 3, as fastai 2.8's vocabulary) and the model."""
     from fastbase.core import defaults
     from fastbase.metrics import accuracy
     from fastbase.text import (
@@ -158,45 +155,71 @@ def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: in
     sizes = {"emb_sz": emb, "n_hid": hid, "n_layers": 2}
     src = TextList.from_df(_subset(n_docs), Path("/tmp/fastbase_text_bench/train"), cols="text").split_from_df("is_valid")
     if task == "lm":
-        data = src.label_for_lm().databunch(bs=bs, bptt=70, seed=0)
-        learn = language_model_learner(data, config={**awd_lstm_lm_config, **sizes}, drop_mult=0.3, pretrained=False,
-                                       metrics=[accuracy, Perplexity()])
-    else:
-        data = src.label_from_df("label").databunch(bs=bs, seed=0)
-        learn = text_classifier_learner(data, config={**awd_lstm_clas_config, **sizes}, drop_mult=0.5,
-                                        metrics=[accuracy])
-    times = []
-    if lib == "fastbase":
-        for _ in range(epochs):
-            start = time.perf_counter()
-            learn.fit_one_cycle(1, 1e-2, moms=(0.8, 0.7))
-            times.append(time.perf_counter() - start)
-        return {"epoch_s": times, "metric": float(learn.recorder.values[-1][-1])}
-    model = learn.model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
+        data = src.label_for_lm().databunch(bs=bs, bptt=70, seed=0, min_freq=3)
+        return language_model_learner(data, config={**awd_lstm_lm_config, **sizes}, drop_mult=0.3, pretrained=False,
+                                      metrics=[accuracy, Perplexity()])
+    data = src.label_from_df("label").databunch(bs=bs, seed=0, min_freq=3)
+    return text_classifier_learner(data, config={**awd_lstm_clas_config, **sizes}, drop_mult=0.5, metrics=[accuracy])
 
-    def loss_of(out, y):
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+def plain_fit_one_cycle(model, train_dl, valid_dl, lm: bool, lr: float = 1e-2, alpha: float = 2.0, beta: float = 1.0):
+    """One epoch of the recipe the Learner runs, written as a plain PyTorch loop over `model`: AdamW
+    (wd 1e-2 on weights, none on biases), one cycle of `OneCycleLR` (lr and beta1 0.8 -> 0.7 -> 0.8, as
+    `fit_one_cycle(1, lr, moms=(0.8, 0.7))`), cross-entropy plus AR (`alpha`) and TAR (`beta`) on the
+    encoder's last layer, the hidden state reset before training and before validation, then a
+    validation pass under `no_grad` with accuracy (and cross-entropy for perplexity). Returns the
+    validation metric: perplexity for a language model, else accuracy."""
+    import torch
+    import torch.nn.functional as F
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias")]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")]
+    assert len(decay) + len(no_decay) == len(params)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-2}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.8, 0.99))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=len(train_dl), pct_start=0.3,
+                                                div_factor=25.0, final_div_factor=1e4, base_momentum=0.7,
+                                                max_momentum=0.8)
+    encoder, head = model[0], model[1]
+    model.train()
+    model.reset()
+    for x, y in train_dl:
+        enc_out = encoder(x)
+        out = head(enc_out)
+        raw_outputs, outputs = enc_out[0], enc_out[1]
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        loss = loss + alpha * outputs[-1].pow(2).mean()  # AR
+        loss = loss + beta * (raw_outputs[-1][:, 1:] - raw_outputs[-1][:, :-1]).pow(2).mean()  # TAR
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+    model.eval()
+    model.reset()
+    total, right, n = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
+    with torch.no_grad():
+        for x, y in valid_dl:
+            out = model(x)
+            total += F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="sum")
+            right += (out.argmax(-1) == y).sum()
+            n += y.numel()
+    return math.exp(float(total) / n) if lm else int(right) / n
+
+
+def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: int, bs: int) -> dict:
+    """One timed run of fastbase's Learner or of a plain PyTorch loop (`plain_fit_one_cycle`) over the same model."""
+    import torch._dynamo  # noqa: F401  the first optimizer of a process imports it (seconds): not an epoch's cost
+    learn = _text_learner(task, n_docs, emb, hid, bs)
+    data, times = learn.data, []
     for _ in range(epochs):
         start = time.perf_counter()
-        total, right, n = 0.0, 0, 0
-        for training, loader in ((True, data.train_dl), (False, data.valid_dl)):
-            model.train(training)
-            model.reset()  # a fresh hidden state for each pass, as RNNTrainer does
-            with torch.set_grad_enabled(training):
-                for x, y in loader:
-                    out = model(x)
-                    loss = loss_of(out, y)
-                    if training:  # one Adam step per batch, no schedule, no AR/TAR
-                        loss.backward()
-                        opt.step()
-                        opt.zero_grad()
-                        continue
-                    total += float(loss) * y.numel()
-                    right += int((out.argmax(-1) == y).sum())
-                    n += y.numel()
+        if lib == "fastbase":
+            learn.fit_one_cycle(1, 1e-2, moms=(0.8, 0.7))
+            metric = float(learn.recorder.values[-1][-1])
+        else:
+            metric = plain_fit_one_cycle(learn.model, data.train_dl, data.valid_dl, lm=task == "lm")
         times.append(time.perf_counter() - start)
-    return {"epoch_s": times, "metric": math.exp(total / n) if task == "lm" else right / n}
+    return {"epoch_s": times, "metric": metric, "vocab": len(data.vocab), "batches": len(data.train_dl)}
 
 
 def run_train(args) -> None:
@@ -327,7 +350,7 @@ def main(argv=None) -> None:
     train.add_argument("--runs", type=int, default=3)
     train.add_argument("--tasks", type=lambda v: v.split(","), default=["lm", "clas"])
     train.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
-    for name, default in (("epochs", 2), ("docs", 400), ("emb-sz", 64), ("n-hid", 256), ("bs", 32)):
+    for name, default in (("epochs", 2), ("docs", 200), ("emb-sz", 128), ("n-hid", 384), ("bs", 32)):
         train.add_argument(f"--{name}", type=int, default=default)
     tchild = sub.add_parser("train-child")
     tchild.add_argument("lib")
