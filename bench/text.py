@@ -17,14 +17,18 @@ from scratch trains the same 3 + `--clas-epochs` epochs unfrozen. `--kinds` pick
 scratch; each seed's row (accuracy on imdb_sample's 200 `is_valid` reviews, wall and CPU seconds) is
 added to `--results`, so each seed can be its own call.
 
-`train`: time per epoch of language-model fine-tuning and of classifier training (AWD-LSTM, the same
-sizes, `pretrained=False`, the same epochs and data: `--docs` reviews of imdb_sample) for fastbase,
-fastai 2.8 and a plain PyTorch loop over fastbase's model (forward, loss, backward, Adam step, a
-validation pass); each run is a child process, the three alternate, medians of `--runs`. Tokenizing
-is not timed, nor the one-time import of `torch._dynamo` that a process's first optimizer makes. Perplexity (LM) and accuracy (classifier) on the validation set beside.
+`train`: time per epoch (wall and CPU) of language-model fine-tuning and of classifier training
+(AWD-LSTM, the same sizes, `pretrained=False`, the same epochs and data: `--docs` reviews of
+imdb_sample, 192 = 6 batches of 32 by default so fastai's dropped last batch drops nothing; both
+vocabularies at min_freq 3) for fastbase, fastai 2.8 and a plain PyTorch loop over fastbase's model
+(`plain_fit_one_cycle`: the Learner's recipe written out: AdamW, one-cycle lr and beta1, AR/TAR,
+hidden-state resets, a validation pass with the metrics); each run is a child process that fits one
+epoch `--epochs` times, the three alternate, medians of `--runs`. Tokenizing is not timed, nor the
+one-time import of `torch._dynamo` that a process's first optimizer makes. Perplexity (LM) and
+accuracy (classifier) on the validation set beside.
 
     python bench/text.py tokenize [--runs 3]
-    python bench/text.py train [--runs 3] [--epochs 2] [--docs 400] [--emb-sz 64] [--n-hid 256]
+    python bench/text.py train [--runs 3] [--epochs 2] [--docs 192] [--emb-sz 128] [--n-hid 384] [--tasks lm,clas]
     python bench/text.py ulmfit [--seeds 0,1,2] [--kinds ulmfit,scratch] [--lm-dir DIR] [--results FILE]
                                 [--lm-epochs 1] [--clas-epochs 1] [--emb-sz 64] [--n-hid 256] [--pretrain-epochs 8]
 """
@@ -130,7 +134,8 @@ with learn.no_bar(), learn.no_logging():
         cpu.append(time.process_time() - cpu0)
 vals = learn.recorder.values[-1]
 vocab = dls.vocab if task == "lm" else dls.vocab[0]
-print(json.dumps({"epoch_s": times, "epoch_cpu": cpu, "metric": float(vals[-1]), "vocab": len(vocab), "batches": len(dls.train)}))
+print(json.dumps({"epoch_s": times, "epoch_cpu": cpu, "metric": float(vals[-1]), "vocab": len(vocab),
+                  "batches": len(dls.train)}))
 """
 
 
@@ -154,7 +159,8 @@ def _text_learner(task: str, n_docs: int, emb: int, hid: int, bs: int):
     )
     defaults.silent = True
     sizes = {"emb_sz": emb, "n_hid": hid, "n_layers": 2}
-    src = TextList.from_df(_subset(n_docs), Path("/tmp/fastbase_text_bench/train"), cols="text").split_from_df("is_valid")
+    src = (TextList.from_df(_subset(n_docs), Path("/tmp/fastbase_text_bench/train"), cols="text")
+           .split_from_df("is_valid"))
     if task == "lm":
         data = src.label_for_lm().databunch(bs=bs, bptt=70, seed=0, min_freq=3)
         return language_model_learner(data, config={**awd_lstm_lm_config, **sizes}, drop_mult=0.3, pretrained=False,
@@ -240,12 +246,24 @@ def run_train(args) -> None:
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 runs[lib].append(json.loads(out))
                 print(task, lib, runs[lib][-1], flush=True)
-        # an epoch's time: the median over runs of each run's median epoch
-        med = {lib: statistics.median(statistics.median(r["epoch_s"]) for r in rs) for lib, rs in runs.items()}
+        # an epoch's time: the median over runs of each run's median epoch (wall), the same of CPU time; and
+        # the first and second epochs apart (the first pays one-time costs)
+        for key, what in (("epoch_s", "wall"), ("epoch_cpu", "cpu")):
+            med = {lib: statistics.median(statistics.median(r[key]) for r in rs) for lib, rs in runs.items()}
+            first = {lib: statistics.median(r[key][0] for r in rs) for lib, rs in runs.items()}
+            last = {lib: statistics.median(r[key][-1] for r in rs) for lib, rs in runs.items()}
+            print(f"{task} ({what}): s/epoch fastbase {med['fastbase']:.2f}  fastai {med['fastai']:.2f}  plain "
+                  f"{med['plain']:.2f}  fastbase/fastai {med['fastbase'] / med['fastai']:.2f}x  fastbase/plain "
+                  f"{med['fastbase'] / med['plain']:.2f}x  first epoch {json.dumps(_rounded(first))}  last epoch "
+                  f"{json.dumps(_rounded(last))}", flush=True)
         metric = {lib: statistics.median(r["metric"] for r in rs) for lib, rs in runs.items()}
-        print(f"{task}: s/epoch fastbase {med['fastbase']:.2f}  fastai {med['fastai']:.2f}  plain {med['plain']:.2f}  "
-              f"fastbase/fastai {med['fastbase'] / med['fastai']:.2f}x  fastbase/plain {med['fastbase'] / med['plain']:.2f}x"
-              f"  {'perplexity' if task == 'lm' else 'accuracy'}: {json.dumps(metric)}", flush=True)
+        shape = {lib: (rs[0]["vocab"], rs[0]["batches"]) for lib, rs in runs.items()}
+        print(f"{task}: {'perplexity' if task == 'lm' else 'accuracy'} {json.dumps(_rounded(metric))}  "
+              f"(vocabulary, training batches) {json.dumps(shape)}", flush=True)
+
+
+def _rounded(values: dict) -> dict:
+    return {k: round(v, 3) for k, v in values.items()}
 
 
 def _ulmfit_data(work: Path):
@@ -353,7 +371,7 @@ def main(argv=None) -> None:
     train.add_argument("--runs", type=int, default=3)
     train.add_argument("--tasks", type=lambda v: v.split(","), default=["lm", "clas"])
     train.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
-    for name, default in (("epochs", 2), ("docs", 200), ("emb-sz", 128), ("n-hid", 384), ("bs", 32)):
+    for name, default in (("epochs", 2), ("docs", 192), ("emb-sz", 128), ("n-hid", 384), ("bs", 32)):
         train.add_argument(f"--{name}", type=int, default=default)
     tchild = sub.add_parser("train-child")
     tchild.add_argument("lib")

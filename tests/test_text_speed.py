@@ -57,7 +57,7 @@ def test_multibatch_encoder_starts_a_document_where_its_text_begins():
         alone = model(_padded([short]))
         both = model(_padded([long, short]))
         swapped = model(_padded([short, long]))
-        raw, out, mask = model[0](_padded([short, long]))
+        _, out, mask = model[0](_padded([short, long]))
     assert torch.allclose(both[1], alone[0], atol=1e-5)
     assert torch.allclose(swapped[0], both[1], atol=1e-6) and torch.allclose(swapped[1], both[0], atol=1e-6)
     assert mask[0].tolist() == [True] * 16 + [False] * 10 and not mask[1].any()
