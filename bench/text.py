@@ -17,14 +17,18 @@ from scratch trains the same 3 + `--clas-epochs` epochs unfrozen. `--kinds` pick
 scratch; each seed's row (accuracy on imdb_sample's 200 `is_valid` reviews, wall and CPU seconds) is
 added to `--results`, so each seed can be its own call.
 
-`train`: time per epoch of language-model fine-tuning and of classifier training (AWD-LSTM, the same
-sizes, `pretrained=False`, the same epochs and data: `--docs` reviews of imdb_sample) for fastbase,
-fastai 2.8 and a plain PyTorch loop over fastbase's model (forward, loss, backward, Adam step, a
-validation pass); each run is a child process, the three alternate, medians of `--runs`. Tokenizing
-is not timed, nor the one-time import of `torch._dynamo` that a process's first optimizer makes. Perplexity (LM) and accuracy (classifier) on the validation set beside.
+`train`: time per epoch (wall and CPU) of language-model fine-tuning and of classifier training
+(AWD-LSTM, the same sizes, `pretrained=False`, the same epochs and data: `--docs` reviews of
+imdb_sample, 192 = 6 batches of 32 by default so fastai's dropped last batch drops nothing; both
+vocabularies at min_freq 3) for fastbase, fastai 2.8 and a plain PyTorch loop over fastbase's model
+(`plain_fit_one_cycle`: the Learner's recipe written out: AdamW, one-cycle lr and beta1, AR/TAR,
+hidden-state resets, a validation pass with the metrics); each run is a child process that fits one
+epoch `--epochs` times, the three alternate, medians of `--runs`. Tokenizing is not timed, nor the
+one-time import of `torch._dynamo` that a process's first optimizer makes. Perplexity (LM) and
+accuracy (classifier) on the validation set beside.
 
     python bench/text.py tokenize [--runs 3]
-    python bench/text.py train [--runs 3] [--epochs 2] [--docs 400] [--emb-sz 64] [--n-hid 256]
+    python bench/text.py train [--runs 3] [--epochs 2] [--docs 192] [--emb-sz 128] [--n-hid 384] [--tasks lm,clas]
     python bench/text.py ulmfit [--seeds 0,1,2] [--kinds ulmfit,scratch] [--lm-dir DIR] [--results FILE]
                                 [--lm-epochs 1] [--clas-epochs 1] [--emb-sz 64] [--n-hid 256] [--pretrain-epochs 8]
 """
@@ -121,14 +125,17 @@ else:
     learn = text_classifier_learner(dls, AWD_LSTM, config={**awd_lstm_clas_config, **sizes}, pretrained=False,
                                     drop_mult=0.5, metrics=[accuracy])
     lr = 1e-2
-times = []
+times, cpu = [], []
 with learn.no_bar(), learn.no_logging():
     for _ in range(epochs):
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         learn.fit_one_cycle(1, lr, moms=(0.8, 0.7, 0.8))
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu0)
 vals = learn.recorder.values[-1]
-print(json.dumps({"epoch_s": times, "metric": float(vals[-1])}))
+vocab = dls.vocab if task == "lm" else dls.vocab[0]
+print(json.dumps({"epoch_s": times, "epoch_cpu": cpu, "metric": float(vals[-1]), "vocab": len(vocab),
+                  "batches": len(dls.train)}))
 """
 
 
@@ -138,12 +145,8 @@ def _subset(n_docs: int):
     return pd.concat([df[~df.is_valid].head(n_docs), df[df.is_valid].head(n_docs // 4)])
 
 
-def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: int, bs: int) -> dict:
-    """One timed run of fastbase's Learner or of a plain PyTorch loop over the same model."""
-    import torch
-    import torch._dynamo  # the first optimizer of a process imports it (seconds): not an epoch's cost
-    import torch.nn.functional as F
-
+def _text_learner(task: str, n_docs: int, emb: int, hid: int, bs: int):
+    """fastbase's Learner for the benchmark's task: the data (min_freq 3, as fastai 2.8's vocabulary) and the model."""
     from fastbase.core import defaults
     from fastbase.metrics import accuracy
     from fastbase.text import (
@@ -156,47 +159,76 @@ def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: in
     )
     defaults.silent = True
     sizes = {"emb_sz": emb, "n_hid": hid, "n_layers": 2}
-    src = TextList.from_df(_subset(n_docs), Path("/tmp/fastbase_text_bench/train"), cols="text").split_from_df("is_valid")
+    src = (TextList.from_df(_subset(n_docs), Path("/tmp/fastbase_text_bench/train"), cols="text")
+           .split_from_df("is_valid"))
     if task == "lm":
-        data = src.label_for_lm().databunch(bs=bs, bptt=70, seed=0)
-        learn = language_model_learner(data, config={**awd_lstm_lm_config, **sizes}, drop_mult=0.3, pretrained=False,
-                                       metrics=[accuracy, Perplexity()])
-    else:
-        data = src.label_from_df("label").databunch(bs=bs, seed=0)
-        learn = text_classifier_learner(data, config={**awd_lstm_clas_config, **sizes}, drop_mult=0.5,
-                                        metrics=[accuracy])
-    times = []
-    if lib == "fastbase":
-        for _ in range(epochs):
-            start = time.perf_counter()
-            learn.fit_one_cycle(1, 1e-2, moms=(0.8, 0.7))
-            times.append(time.perf_counter() - start)
-        return {"epoch_s": times, "metric": float(learn.recorder.values[-1][-1])}
-    model = learn.model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
+        data = src.label_for_lm().databunch(bs=bs, bptt=70, seed=0, min_freq=3)
+        return language_model_learner(data, config={**awd_lstm_lm_config, **sizes}, drop_mult=0.3, pretrained=False,
+                                      metrics=[accuracy, Perplexity()])
+    data = src.label_from_df("label").databunch(bs=bs, seed=0, min_freq=3)
+    return text_classifier_learner(data, config={**awd_lstm_clas_config, **sizes}, drop_mult=0.5, metrics=[accuracy])
 
-    def loss_of(out, y):
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+def plain_fit_one_cycle(model, train_dl, valid_dl, lm: bool, lr: float = 1e-2, alpha: float = 2.0, beta: float = 1.0):
+    """One epoch of the recipe the Learner runs, written as a plain PyTorch loop over `model`: AdamW
+    (wd 1e-2 on weights, none on biases), one cycle of `OneCycleLR` (lr and beta1 0.8 -> 0.7 -> 0.8, as
+    `fit_one_cycle(1, lr, moms=(0.8, 0.7))`), cross-entropy plus AR (`alpha`) and TAR (`beta`) on the
+    encoder's last layer, the hidden state reset before training and before validation, then a
+    validation pass under `no_grad` with accuracy (and cross-entropy for perplexity). Returns the
+    validation metric: perplexity for a language model, else accuracy."""
+    import torch
+    import torch.nn.functional as F
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias")]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and n.endswith("bias")]
+    assert len(decay) + len(no_decay) == len(params)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-2}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.8, 0.99))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=len(train_dl), pct_start=0.3,
+                                                div_factor=25.0, final_div_factor=1e4, base_momentum=0.7,
+                                                max_momentum=0.8)
+    encoder, head = model[0], model[1]
+    model.train()
+    model.reset()
+    for x, y in train_dl:
+        enc_out = encoder(x)
+        out = head(enc_out)
+        raw_outputs, outputs = enc_out[0], enc_out[1]
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        loss = loss + alpha * outputs[-1].pow(2).mean()  # AR
+        loss = loss + beta * (raw_outputs[-1][:, 1:] - raw_outputs[-1][:, :-1]).pow(2).mean()  # TAR
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+    model.eval()
+    model.reset()
+    total, right, n = torch.zeros(()), torch.zeros((), dtype=torch.long), 0
+    with torch.no_grad():
+        for x, y in valid_dl:
+            out = model(x)
+            total += F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="sum")
+            right += (out.argmax(-1) == y).sum()
+            n += y.numel()
+    return math.exp(float(total) / n) if lm else int(right) / n
+
+
+def child_train(lib: str, task: str, n_docs: int, epochs: int, emb: int, hid: int, bs: int) -> dict:
+    """One timed run of fastbase's Learner or of a plain PyTorch loop (`plain_fit_one_cycle`) over the same model."""
+    import torch._dynamo  # noqa: F401  the first optimizer of a process imports it (seconds): not an epoch's cost
+    learn = _text_learner(task, n_docs, emb, hid, bs)
+    data, times, cpu = learn.data, [], []
     for _ in range(epochs):
-        start = time.perf_counter()
-        total, right, n = 0.0, 0, 0
-        for training, loader in ((True, data.train_dl), (False, data.valid_dl)):
-            model.train(training)
-            model.reset()  # a fresh hidden state for each pass, as RNNTrainer does
-            with torch.set_grad_enabled(training):
-                for x, y in loader:
-                    out = model(x)
-                    loss = loss_of(out, y)
-                    if training:  # one Adam step per batch, no schedule, no AR/TAR
-                        loss.backward()
-                        opt.step()
-                        opt.zero_grad()
-                        continue
-                    total += float(loss) * y.numel()
-                    right += int((out.argmax(-1) == y).sum())
-                    n += y.numel()
+        start, cpu0 = time.perf_counter(), time.process_time()
+        if lib == "fastbase":
+            learn.fit_one_cycle(1, 1e-2, moms=(0.8, 0.7))
+            metric = float(learn.recorder.values[-1][-1])
+        else:
+            metric = plain_fit_one_cycle(learn.model, data.train_dl, data.valid_dl, lm=task == "lm")
         times.append(time.perf_counter() - start)
-    return {"epoch_s": times, "metric": math.exp(total / n) if task == "lm" else right / n}
+        cpu.append(time.process_time() - cpu0)
+    return {"epoch_s": times, "epoch_cpu": cpu, "metric": metric, "vocab": len(data.vocab),
+            "batches": len(data.train_dl)}
 
 
 def run_train(args) -> None:
@@ -214,12 +246,24 @@ def run_train(args) -> None:
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 runs[lib].append(json.loads(out))
                 print(task, lib, runs[lib][-1], flush=True)
-        # an epoch's time: the median over runs of each run's median epoch
-        med = {lib: statistics.median(statistics.median(r["epoch_s"]) for r in rs) for lib, rs in runs.items()}
+        # an epoch's time: the median over runs of each run's median epoch (wall), the same of CPU time; and
+        # the first and second epochs apart (the first pays one-time costs)
+        for key, what in (("epoch_s", "wall"), ("epoch_cpu", "cpu")):
+            med = {lib: statistics.median(statistics.median(r[key]) for r in rs) for lib, rs in runs.items()}
+            first = {lib: statistics.median(r[key][0] for r in rs) for lib, rs in runs.items()}
+            last = {lib: statistics.median(r[key][-1] for r in rs) for lib, rs in runs.items()}
+            print(f"{task} ({what}): s/epoch fastbase {med['fastbase']:.2f}  fastai {med['fastai']:.2f}  plain "
+                  f"{med['plain']:.2f}  fastbase/fastai {med['fastbase'] / med['fastai']:.2f}x  fastbase/plain "
+                  f"{med['fastbase'] / med['plain']:.2f}x  first epoch {json.dumps(_rounded(first))}  last epoch "
+                  f"{json.dumps(_rounded(last))}", flush=True)
         metric = {lib: statistics.median(r["metric"] for r in rs) for lib, rs in runs.items()}
-        print(f"{task}: s/epoch fastbase {med['fastbase']:.2f}  fastai {med['fastai']:.2f}  plain {med['plain']:.2f}  "
-              f"fastbase/fastai {med['fastbase'] / med['fastai']:.2f}x  fastbase/plain {med['fastbase'] / med['plain']:.2f}x"
-              f"  {'perplexity' if task == 'lm' else 'accuracy'}: {json.dumps(metric)}", flush=True)
+        shape = {lib: (rs[0]["vocab"], rs[0]["batches"]) for lib, rs in runs.items()}
+        print(f"{task}: {'perplexity' if task == 'lm' else 'accuracy'} {json.dumps(_rounded(metric))}  "
+              f"(vocabulary, training batches) {json.dumps(shape)}", flush=True)
+
+
+def _rounded(values: dict) -> dict:
+    return {k: round(v, 3) for k, v in values.items()}
 
 
 def _ulmfit_data(work: Path):
@@ -327,7 +371,7 @@ def main(argv=None) -> None:
     train.add_argument("--runs", type=int, default=3)
     train.add_argument("--tasks", type=lambda v: v.split(","), default=["lm", "clas"])
     train.add_argument("--fastai-python", default="/tmp/fastai-venv/bin/python")
-    for name, default in (("epochs", 2), ("docs", 400), ("emb-sz", 64), ("n-hid", 256), ("bs", 32)):
+    for name, default in (("epochs", 2), ("docs", 192), ("emb-sz", 128), ("n-hid", 384), ("bs", 32)):
         train.add_argument(f"--{name}", type=int, default=default)
     tchild = sub.add_parser("train-child")
     tchild.add_argument("lib")

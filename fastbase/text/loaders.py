@@ -188,7 +188,9 @@ class SortSampler(Sampler):
 class SortishSampler(RandomSampler):
     """A shuffled order in which neighbours have similar lengths: random chunks of `bs * 50` items,
     each sorted by length and cut in batches; the batches are shuffled, the longest one first (an
-    out-of-memory error shows at once)."""
+    out-of-memory error shows at once) and a short one (fewer than `bs` items) last, so the loader's
+    cuts every `bs` items fall where this sampler cut (one short batch in the middle would shift
+    every later cut across two batches of unlike lengths, each padded to the longer)."""
 
     def __init__(self, lengths, bs: int, generator=None):
         self.lengths, self.bs = np.asarray(lengths), bs
@@ -205,10 +207,13 @@ class SortishSampler(RandomSampler):
                  (perm[i:i + chunk] for i in range(0, n, chunk))]
         order = np.concatenate(parts) if parts else perm
         batches = [order[i:i + bs] for i in range(0, n, bs)]
+        full, short = [b for b in batches if len(b) == bs], [b for b in batches if len(b) < bs]
+        batches, short = (full, short) if full else (short, [])
         longest = int(np.argmax([self.lengths[b[0]] for b in batches])) if batches else 0
-        batches[0], batches[longest] = batches[longest], batches[0]
+        if batches:
+            batches[0], batches[longest] = batches[longest], batches[0]
         rest = torch.randperm(max(0, len(batches) - 1), generator=self.generator).tolist()
-        batches = [batches[0], *[batches[k + 1] for k in rest]]
+        batches = [*batches[:1], *[batches[k + 1] for k in rest], *short]
         return iter(np.concatenate(batches).tolist() if batches else [])
 
 

@@ -10,6 +10,7 @@ per-layer outputs (for AR/TAR) with a forward hook, so `predict`, export and ser
 from __future__ import annotations
 
 import warnings
+from bisect import bisect_left
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +144,16 @@ class AWD_LSTM(nn.Module):
         """Forget the hidden state (a new set of streams or documents starts)."""
         self.hidden = [None] * self.n_layers
 
+    def grow_batch(self, bs: int) -> None:
+        """Continue the current streams in the first rows of a batch of `bs` rows: the rows added
+        after them start from a zero state (`MultiBatchEncoder` adds documents as their text begins)."""
+        if bs < self.bs and any(h is not None for h in self.hidden):
+            raise ValueError(f"grow_batch({bs}): the hidden state already holds {self.bs} rows.")
+        if bs > self.bs:
+            self.hidden = [None if h is None else tuple(F.pad(t, (0, 0, 0, bs - self.bs)) for t in h)
+                           for h in self.hidden]
+        self.bs = bs
+
 
 class LinearDecoder(nn.Module):
     """The language model's head: dropout, then a linear layer to the vocabulary, its weight the
@@ -175,8 +186,11 @@ class SequentialRNN(nn.Sequential):
 
 class MultiBatchEncoder(nn.Module):
     """Runs the encoder `module` over a long (bs, seq_len) document `bptt` tokens at a time, keeping
-    the outputs of the last `max_len` tokens (gradients flow through those only). Returns
-    (raw_outputs, outputs, mask) of the kept tokens, mask True at padding."""
+    the outputs of the last `max_len` tokens (gradients flow through those only; the chunks before
+    them run without autograd). Returns (raw_outputs, outputs, mask) of the kept tokens, mask True at
+    padding. A document joins the batch at the chunk where its text begins, from a zero state: chunks
+    of leading padding (`pad_collate`'s `pad_first`) are not run, their outputs are zeros (and
+    masked), so a short document in a batch of long ones costs what its own length costs."""
 
     def __init__(self, bptt: int, max_len: int, module: nn.Module, pad_idx: int = 1):
         super().__init__()
@@ -186,17 +200,36 @@ class MultiBatchEncoder(nn.Module):
         self.module.reset()
 
     def forward(self, input: torch.Tensor):
-        sl = input.size(1)
+        bs, sl = input.shape
         self.module.reset()
+        text = input != self.pad_idx
+        first = torch.where(text.any(1), text.int().argmax(1), sl)  # where each row's text begins
+        order = torch.argsort(first, stable=True)  # rows whose text begins first go first
+        unsorted = not bool((order[1:] > order[:-1]).all())
+        if unsorted:
+            input, text, first = input[order], text[order], first[order]
+        starts, n_rows = first.tolist(), 1
         raw_outputs, outputs, masks = [], [], []
         for i in range(0, sl, self.bptt):
-            chunk = input[:, i:min(i + self.bptt, sl)]
-            r, o = self.module(chunk)
-            if i > sl - self.max_len:
-                raw_outputs.append(r)
-                outputs.append(o)
-                masks.append(chunk == self.pad_idx)
-        return _concat(raw_outputs), _concat(outputs), torch.cat(masks, dim=1)
+            end = min(i + self.bptt, sl)
+            keep = i > sl - self.max_len
+            n_rows = max(n_rows, bisect_left(starts, end))  # the rows with text before `end`
+            self.module.grow_batch(n_rows)
+            with torch.set_grad_enabled(keep and torch.is_grad_enabled()):
+                r, o = self.module(input[:n_rows, i:end])
+            if keep:
+                raw_outputs.append([_pad_rows(t, bs) for t in r])
+                outputs.append([_pad_rows(t, bs) for t in o])
+                masks.append(~text[:, i:end])
+        raw_outputs, outputs, mask = _concat(raw_outputs), _concat(outputs), torch.cat(masks, dim=1)
+        if unsorted:
+            back = torch.argsort(order)
+            raw_outputs, outputs, mask = [t[back] for t in raw_outputs], [t[back] for t in outputs], mask[back]
+        return raw_outputs, outputs, mask
+
+
+def _pad_rows(t: torch.Tensor, bs: int) -> torch.Tensor:
+    return t if t.shape[0] == bs else F.pad(t, (0, 0, 0, 0, 0, bs - t.shape[0]))
 
 
 def _concat(parts):
