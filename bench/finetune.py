@@ -32,7 +32,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FASTBASE_SHARED", ROOT.parent / "shared"))
@@ -52,6 +55,7 @@ VARIANTS = {
     "wd-bn": ({"bn_wd": True}, {}),
     "onegroup": ({"split_on": lambda m: [m[0], m[1]]}, {}),
     "adabn": ({}, {}),  # the body's BatchNorm statistics re-estimated on the training photos first
+    "eps5": ({"opt_func": partial(torch.optim.Adam, betas=(0.9, 0.99), eps=1e-5)}, {}),  # fastai 2's Adam eps
 }
 
 
