@@ -120,8 +120,7 @@ def show_boxes_results(learn, ds_type: DatasetType = DatasetType.Valid, rows: in
                        thresh: float = 0.5, return_fig: bool | None = None, save_to=None):
     """Images of the first `ds_type` batch in two columns: the true boxes, and `learn`'s detections
     scoring at least `thresh`, as fastai v1 draws results (target, prediction)."""
-    batch = learn.data.dl(ds_type).new(shuffle=False, drop_last=False)
-    x, (boxes, labels) = next(iter(batch))
+    x, (boxes, labels) = learn.data.one_batch(ds_type, detach=False, cpu=False)
     learn.model.eval()
     with eval_grad_mode(learn.model):
         dets = learn.model(x).detections.float().cpu()
