@@ -126,7 +126,7 @@ def load_image(fn, target_hw=None, method: ResizeMethod = ResizeMethod.SQUISH, c
         return _to_tensor(img, convert_mode), (img.height, img.width)
     data = fn if isinstance(fn, bytes) else Path(fn).read_bytes()
     img = PIL.Image.open(io.BytesIO(data))
-    turned = img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    turned = _quarter_turned(img)
     full_hw = (img.width, img.height) if turned else (img.height, img.width)
     if img.format == "JPEG":
         need = _needed_hw(full_hw, target_hw, method)
@@ -350,8 +350,12 @@ def open_image(fn, div: bool = True, convert_mode: str = "RGB") -> Image:
 def image_hw(fn) -> tuple[int, int]:
     """(h, w) of the image file `fn` (a path or bytes) from its header, EXIF orientation applied."""
     with PIL.Image.open(io.BytesIO(fn) if isinstance(fn, (bytes, bytearray)) else fn) as img:
-        turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-        return (img.width, img.height) if turned else (img.height, img.width)
+        return (img.width, img.height) if _quarter_turned(img) else (img.height, img.width)
+
+
+def _quarter_turned(img: PIL.Image.Image) -> bool:
+    """Whether the EXIF orientation of the opened `img` turns it a quarter (its height is its width)."""
+    return img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
 
 
 def item_hw(item) -> tuple[int, int]:

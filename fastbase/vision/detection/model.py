@@ -85,14 +85,18 @@ class _AsIs(nn.Module):
         return result
 
 
+def _xyxy_pixels(tlbr: torch.Tensor, hw) -> torch.Tensor:
+    """`(n, 4)` top-left-bottom-right boxes scaled to [-1, 1] -> `(n, 4)` x1 y1 x2 y2 in pixels of `hw`."""
+    return unscale_points(tlbr.float().reshape(-1, 2, 2), hw).reshape(-1, 4)[:, [1, 0, 3, 2]]
+
+
 def boxes_to_targets(boxes: torch.Tensor, labels: torch.Tensor, hw) -> list[dict]:
     """A batch's `(bs, b, 4)` scaled boxes and `(bs, b)` labels -> torchvision's targets: per image
     `{'boxes': (n, 4) x1 y1 x2 y2 pixels, 'labels': (n,)}` without the padding (label 0)."""
     out = []
     for b, lbl in zip(boxes, labels):
         keep = lbl > 0
-        px = unscale_points(b[keep].float().reshape(-1, 2, 2), hw).reshape(-1, 4)
-        out.append({"boxes": px[:, [1, 0, 3, 2]], "labels": lbl[keep]})
+        out.append({"boxes": _xyxy_pixels(b[keep], hw), "labels": lbl[keep]})
     return out
 
 
@@ -102,8 +106,7 @@ def detections_to_boxes(dets: torch.Tensor, hw) -> list[dict]:
     out = []
     for d in dets:
         d = d[d[:, 4] > 0]
-        px = unscale_points(d[:, :4].float().reshape(-1, 2, 2), hw).reshape(-1, 4)
-        out.append({"boxes": px[:, [1, 0, 3, 2]], "scores": d[:, 4].float(), "labels": d[:, 5].long()})
+        out.append({"boxes": _xyxy_pixels(d[:, :4], hw), "scores": d[:, 4].float(), "labels": d[:, 5].long()})
     return out
 
 
